@@ -1,0 +1,24 @@
+#pragma once
+// Graphviz DOT export of a graph, through boost::write_graphviz.
+#include <iosfwd>
+#include <string>
+
+#include "autodiff/graph.hpp"
+
+namespace npdl {
+
+struct DotOptions {
+  bool values = false;     // a summary of each vertex's value
+  bool gradients = false;  // a summary of each vertex's gradient (after backward)
+};
+
+/// Writes `graph` as DOT: one box per vertex (op, shape, leaf name), edges
+/// labelled with the shape they carry, composite nodes as clusters.
+void write_dot(std::ostream& os, const Graph& graph, const DotOptions& options = {});
+std::string to_dot(const Graph& graph, const DotOptions& options = {});
+
+/// A one-line summary: the values of a tensor of up to 4 elements,
+/// otherwise its mean, min and max.
+std::string summarize(const Tensor& t);
+
+}  // namespace npdl

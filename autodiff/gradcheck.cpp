@@ -1,0 +1,232 @@
+#include "autodiff/gradcheck.hpp"
+
+#include <cmath>
+#include <limits>
+#include <sstream>
+
+#include "autodiff/tensor_math.hpp"
+
+namespace npdl {
+namespace {
+
+std::string multi_index(const Shape& shape, std::int64_t flat) {
+  std::ostringstream os;
+  os << '(';
+  Shape idx(shape.size());
+  for (int d = static_cast<int>(shape.size()) - 1; d >= 0; --d) {
+    idx[d] = shape[d] == 0 ? 0 : flat % shape[d];
+    flat = shape[d] == 0 ? 0 : flat / shape[d];
+  }
+  for (std::size_t d = 0; d < idx.size(); ++d) os << (d ? ", " : "") << idx[d];
+  if (idx.size() == 1) os << ',';
+  return os.str() + ")";
+}
+
+std::string name_of(const std::vector<std::string>& names, std::size_t i) {
+  return i < names.size() ? names[i] : "input " + std::to_string(i);
+}
+
+Tensor output_upstream(const GraphFunction& f, const std::vector<Tensor>& inputs,
+                       std::uint64_t seed) {
+  NoGradGuard no_grad;
+  std::vector<Var> vars(inputs.begin(), inputs.end());
+  const Var out = f(vars);
+  return Tensor::randn(out.shape(), seed, out.dtype());
+}
+
+double weighted_sum(const Tensor& out, const Tensor& upstream) {
+  return math::sum(math::mul(out.astype(DType::Float64), upstream.astype(DType::Float64))).item();
+}
+
+std::vector<Tensor> to_float64(const std::vector<Tensor>& inputs) {
+  std::vector<Tensor> out;
+  for (const Tensor& t : inputs) out.push_back(t.astype(DType::Float64));
+  return out;
+}
+
+}  // namespace
+
+std::string TensorComparison::describe() const {
+  std::ostringstream os;
+  os << name << ' ' << to_string(shape) << ": ";
+  if (!problem.empty()) return os.str() + problem;
+  if (worst_index < 0) return os.str() + "empty, nothing to compare";
+  os.precision(6);
+  os << (ok ? "ok" : "MISMATCH") << ", worst element " << multi_index(shape, worst_index)
+     << ": got " << actual << ", expected " << expected << ", abs error " << abs_error
+     << ", rel error " << rel_error << ", tolerance " << tolerance;
+  return os.str();
+}
+
+bool GradCheckReport::ok() const {
+  if (!problems.empty()) return false;
+  for (const auto& t : tensors) {
+    if (!t.ok) return false;
+  }
+  return true;
+}
+
+std::string GradCheckReport::describe() const {
+  std::ostringstream os;
+  for (const auto& t : tensors) os << t.describe() << '\n';
+  for (const auto& p : problems) os << p << '\n';
+  return os.str();
+}
+
+TensorComparison compare_tensors(std::string name, const Tensor& actual, const Tensor& expected,
+                                 double atol, double rtol) {
+  TensorComparison c;
+  c.name = std::move(name);
+  c.shape = expected.shape();
+  if (!actual.defined()) {
+    c.ok = false;
+    c.problem = "no gradient was computed (undefined)";
+    return c;
+  }
+  if (actual.shape() != expected.shape()) {
+    c.ok = false;
+    c.problem = "shape mismatch: expected " + to_string(expected.shape()) + ", got " +
+                to_string(actual.shape());
+    return c;
+  }
+  const std::vector<double> a = actual.to_vector(), e = expected.to_vector();
+  double worst_ratio = -1.0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const double tol = atol + rtol * std::fabs(e[i]);
+    double err = std::fabs(a[i] - e[i]);
+    if (a[i] == e[i]) err = 0.0;
+    if (std::isnan(err)) err = std::numeric_limits<double>::infinity();
+    const double ratio = err / tol;
+    c.max_abs_error = std::max(c.max_abs_error, err);
+    if (ratio > worst_ratio) {
+      worst_ratio = ratio;
+      c.worst_index = static_cast<std::int64_t>(i);
+      c.actual = a[i];
+      c.expected = e[i];
+      c.abs_error = err;
+      c.rel_error = err == 0.0 ? 0.0 : err / std::max(std::fabs(a[i]), std::fabs(e[i]));
+      c.tolerance = tol;
+    }
+  }
+  c.ok = worst_ratio <= 1.0;
+  return c;
+}
+
+std::vector<Tensor> reverse_mode_gradients(const GraphFunction& f,
+                                           const std::vector<Tensor>& inputs,
+                                           const Tensor& upstream) {
+  Graph graph;
+  std::vector<Var> vars;
+  for (std::size_t i = 0; i < inputs.size(); ++i) vars.push_back(graph.variable(inputs[i]));
+  const Var out = f(vars);
+  graph.backward(out, upstream.astype(out.dtype()));
+  std::vector<Tensor> grads;
+  for (const Var& v : vars) {
+    grads.push_back(v.grad().defined() ? v.grad() : Tensor::zeros(v.shape(), v.dtype()));
+  }
+  return grads;
+}
+
+std::vector<Tensor> finite_difference_gradients(const GraphFunction& f,
+                                                const std::vector<Tensor>& inputs_in,
+                                                const Tensor& upstream, double step) {
+  NoGradGuard no_grad;
+  std::vector<Tensor> inputs = to_float64(inputs_in);
+  auto loss = [&] {
+    std::vector<Var> vars(inputs.begin(), inputs.end());
+    return weighted_sum(f(vars).value(), upstream);
+  };
+  std::vector<Tensor> grads;
+  for (Tensor& x : inputs) {
+    Tensor g = Tensor::zeros(x.shape(), DType::Float64);
+    double* p = x.data<double>();
+    for (std::int64_t i = 0; i < x.size(); ++i) {
+      const double saved = p[i];
+      p[i] = saved + step;
+      const double plus = loss();
+      p[i] = saved - step;
+      const double minus = loss();
+      p[i] = saved;
+      g.data<double>()[i] = (plus - minus) / (2.0 * step);
+    }
+    grads.push_back(g);
+  }
+  return grads;
+}
+
+namespace {
+
+GradCheckReport compare_all(const std::vector<Tensor>& actual, const std::vector<Tensor>& expected,
+                            const GradCheckOptions& options,
+                            const std::vector<std::string>& names) {
+  GradCheckReport report;
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    const Tensor a = i < actual.size() ? actual[i] : Tensor();
+    report.tensors.push_back(
+        compare_tensors("gradient of " + name_of(names, i), a, expected[i], options.atol, options.rtol));
+  }
+  return report;
+}
+
+// Side checks in the style of PyTorch's gradcheck: a second backward must
+// agree bit for bit, and a zero upstream gradient must give zero gradients.
+void side_checks(const GraphFunction& f, const std::vector<Tensor>& inputs, const Tensor& upstream,
+                 const std::vector<Tensor>& first, GradCheckReport& report) {
+  const std::vector<Tensor> second = reverse_mode_gradients(f, inputs, upstream);
+  for (std::size_t i = 0; i < first.size(); ++i) {
+    if (math::max_abs_diff(first[i], second[i]).abs != 0.0) {
+      report.problems.push_back("backward is not reproducible: two runs differ for input " +
+                                std::to_string(i));
+    }
+  }
+  const Tensor zero = Tensor::zeros(upstream.shape(), upstream.dtype());
+  const std::vector<Tensor> zeros = reverse_mode_gradients(f, inputs, zero);
+  for (std::size_t i = 0; i < zeros.size(); ++i) {
+    const auto d = math::max_abs_diff(zeros[i], Tensor::zeros(zeros[i].shape(), zeros[i].dtype()));
+    if (d.abs != 0.0) {
+      report.problems.push_back("a zero upstream gradient gave a non-zero gradient for input " +
+                                std::to_string(i));
+    }
+  }
+}
+
+}  // namespace
+
+GradCheckReport gradcheck(const GraphFunction& f, const std::vector<Tensor>& inputs_in,
+                          const GradCheckOptions& options, const std::vector<std::string>& names) {
+  const std::vector<Tensor> inputs = to_float64(inputs_in);
+  const Tensor upstream = output_upstream(f, inputs, options.seed);
+  const std::vector<Tensor> analytic = reverse_mode_gradients(f, inputs, upstream);
+  const std::vector<Tensor> numeric = finite_difference_gradients(f, inputs, upstream, options.step);
+  GradCheckReport report = compare_all(analytic, numeric, options, names);
+  side_checks(f, inputs, upstream, analytic, report);
+  return report;
+}
+
+GradCheckReport check_against_analytic(const GraphFunction& f, const AnalyticGradient& analytic,
+                                       const std::vector<Tensor>& inputs,
+                                       const GradCheckOptions& options,
+                                       const std::vector<std::string>& names) {
+  const Tensor upstream = output_upstream(f, inputs, options.seed);
+  const std::vector<Tensor> reverse = reverse_mode_gradients(f, inputs, upstream);
+  const std::vector<Tensor> expected = analytic(inputs, upstream);
+  if (expected.size() != inputs.size()) {
+    throw ValueError("the analytic gradient returned " + std::to_string(expected.size()) +
+                     " tensors, expected one per input (" + std::to_string(inputs.size()) + ")");
+  }
+  return compare_all(reverse, expected, options, names);
+}
+
+GradCheckOptions tolerances_for(DType dtype) {
+  GradCheckOptions o;
+  if (dtype == DType::Float32) {
+    o.atol = 1e-4;
+    o.rtol = 1e-3;
+  } else {
+    o.atol = 1e-9;
+    o.rtol = 1e-7;
+  }
+  return o;
+}
+
+}  // namespace npdl

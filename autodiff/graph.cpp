@@ -1,0 +1,144 @@
+#include "autodiff/graph.hpp"
+
+#include "autodiff/tensor_math.hpp"
+
+namespace npdl {
+namespace {
+
+const OpInfo kInput{"input", "a leaf holding data", "none: inputs want no gradient"};
+const OpInfo kVariable{"variable", "a leaf whose gradient is wanted", "receives g"};
+const OpInfo kParameter{"parameter", "a leaf bound to a parameter", "receives g"};
+const OpInfo kConstant{"constant", "a value from outside the graph", "none"};
+
+thread_local bool grad_mode = true;
+
+}  // namespace
+
+ParameterPtr make_parameter(Tensor value, std::string name) {
+  auto p = std::make_shared<Parameter>();
+  p->name = std::move(name);
+  p->value = std::move(value);
+  return p;
+}
+
+Tensor VjpArgs::unbroadcast(const Tensor& g, int i) const {
+  return math::unbroadcast(g, input_shapes[i]);
+}
+
+bool grad_enabled() { return grad_mode; }
+NoGradGuard::NoGradGuard() : previous_(grad_mode) { grad_mode = false; }
+NoGradGuard::~NoGradGuard() { grad_mode = previous_; }
+
+bool Var::requires_grad() const { return graph_ != nullptr && graph_->impl()[vertex_].requires_grad; }
+
+const Tensor& Var::grad() const {
+  static const Tensor none;
+  return graph_ != nullptr ? graph_->grad(*this) : none;
+}
+
+void Var::backward(const Tensor& upstream, bool retain_graph) const {
+  if (graph_ == nullptr) {
+    throw GraphError("backward from a value that is on no graph (recorded in no-gradient mode "
+                     "or made outside a graph): expected a value recorded on a Graph");
+  }
+  graph_->backward(*this, upstream, retain_graph);
+}
+
+Graph* common_graph(std::initializer_list<const Var*> inputs, const char* op) {
+  Graph* graph = nullptr;
+  for (const Var* v : inputs) {
+    if (!v->tracked()) continue;
+    if (graph != nullptr && graph != v->graph()) {
+      throw GraphError(std::string(op) +
+                       ": values of two different graphs mixed; expected every input on one graph");
+    }
+    graph = v->graph();
+  }
+  return graph;
+}
+
+Vertex Graph::add_leaf(const OpInfo& info, Tensor value, std::string name, bool requires_grad) {
+  const Vertex v = boost::add_vertex(g_);
+  VertexData& d = g_[v];
+  d.op = &info;
+  d.label = std::move(name);
+  d.value = std::move(value);
+  d.requires_grad = requires_grad;
+  d.composite = current_composite_;
+  return v;
+}
+
+Var Graph::input(Tensor value, std::string name) {
+  const Vertex v = add_leaf(kInput, value, std::move(name), false);
+  return Var(this, v, std::move(value));
+}
+
+Var Graph::variable(Tensor value, std::string name) {
+  const Vertex v = add_leaf(kVariable, value, std::move(name), true);
+  return Var(this, v, std::move(value));
+}
+
+Var Graph::param(const ParameterPtr& parameter) {
+  auto it = param_vertices_.find(parameter.get());
+  if (it != param_vertices_.end() && g_[it->second].value.same_storage(parameter->value) &&
+      g_[it->second].value.shape() == parameter->value.shape()) {
+    return Var(this, it->second, parameter->value);
+  }
+  const Vertex v = add_leaf(kParameter, parameter->value, parameter->name, true);
+  g_[v].param = parameter;
+  param_vertices_[parameter.get()] = v;
+  return Var(this, v, parameter->value);
+}
+
+Vertex Graph::vertex_of(const Var& v, const OpInfo& consumer) {
+  if (v.graph() == this) return v.vertex();
+  if (v.tracked()) {
+    throw GraphError(std::string(consumer.name) +
+                     ": values of two different graphs mixed; expected every input on one graph");
+  }
+  return add_leaf(kConstant, v.value(), "", false);
+}
+
+Var Graph::record(const OpInfo& info, std::initializer_list<const Var*> inputs, Tensor value,
+                  Tensors saved, VjpFn vjp) {
+  if (!grad_mode) return Var(std::move(value));
+  bool requires_grad = false;
+  for (const Var* in : inputs) requires_grad = requires_grad || in->requires_grad();
+  boost::container::small_vector<Vertex, 3> sources;
+  for (const Var* in : inputs) sources.push_back(vertex_of(*in, info));
+  const Vertex v = boost::add_vertex(g_);
+  int arg = 0;
+  for (Vertex s : sources) boost::add_edge(s, v, EdgeData{arg++}, g_);
+  VertexData& d = g_[v];
+  d.op = &info;
+  d.value = value;
+  d.requires_grad = requires_grad;
+  d.composite = current_composite_;
+  if (requires_grad) {
+    auto node = std::make_shared<Node>();
+    node->info = &info;
+    node->saved = std::move(saved);
+    node->input_shapes.reserve(inputs.size());
+    for (const Var* in : inputs) node->input_shapes.push_back(in->shape());
+    node->vjp = std::move(vjp);
+    d.node = std::move(node);
+  }
+  return Var(this, v, std::move(value));
+}
+
+const Tensor& Graph::grad(const Var& v) const {
+  if (v.graph() != this) {
+    throw GraphError("grad(): the value is not on this graph");
+  }
+  return g_[v.vertex()].grad;
+}
+
+Graph::CompositeScope::CompositeScope(Graph& graph, std::string name)
+    : graph_(graph), previous_(graph.current_composite_) {
+  graph.composites_.push_back(Composite{std::move(name), previous_});
+  graph.current_composite_ = static_cast<int>(graph.composites_.size()) - 1;
+}
+
+Graph::CompositeScope::~CompositeScope() { graph_.current_composite_ = previous_; }
+
+}  // namespace npdl

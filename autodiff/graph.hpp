@@ -1,0 +1,199 @@
+#pragma once
+// The dynamic computation graph (define-by-run).
+//
+// Every op computes its value at once and adds a vertex to a Boost.Graph
+// adjacency_list, with one edge from each input (edge property: which
+// argument it is). Leaves are inputs (no gradient), variables (gradient
+// wanted, for checks and experiments) and parameters (gradient wanted, and
+// owned outside the graph: a model's weights serve many graphs).
+//
+// A Var is a handle: the graph it lives on, its vertex, and its value. The
+// Graph must outlive its Vars, as a tape outlives its entries.
+#include <boost/graph/adjacency_list.hpp>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "autodiff/tensor.hpp"
+
+namespace npdl {
+
+class Graph;
+
+/// A trainable tensor that outlives graphs; backward writes its gradient.
+struct Parameter {
+  std::string name;
+  Tensor value;
+  Tensor grad;
+};
+using ParameterPtr = std::shared_ptr<Parameter>;
+ParameterPtr make_parameter(Tensor value, std::string name = "");
+
+/// What an op is, in the words the teaching tools print: its forward and its
+/// vector-Jacobian product (g is the gradient arriving at the output).
+struct OpInfo {
+  const char* name;
+  const char* forward;
+  const char* vjp;
+};
+
+using Tensors = boost::container::small_vector<Tensor, 3>;
+
+/// Everything a VJP may read.
+struct VjpArgs {
+  const Tensor& grad;                 // upstream gradient, output's shape
+  const Tensor& output;               // the op's value
+  const Tensors& saved;               // tensors the op chose to save
+  const std::vector<Shape>& input_shapes;
+  /// Sums `g` down to input i's shape (undoes broadcasting).
+  Tensor unbroadcast(const Tensor& g, int i) const;
+};
+
+/// Returns one gradient per input (an undefined Tensor for none).
+using VjpFn = std::function<Tensors(const VjpArgs&)>;
+
+/// Backward state of one recorded op.
+struct Node {
+  const OpInfo* info;
+  Tensors saved;
+  std::vector<Shape> input_shapes;
+  VjpFn vjp;
+  bool released = false;
+};
+
+struct VertexData {
+  const OpInfo* op = nullptr;
+  std::string label;  // user name of a leaf, or empty
+  Tensor value;
+  Tensor grad;  // filled by backward
+  std::shared_ptr<Node> node;  // null for leaves
+  ParameterPtr param;          // set for parameter leaves
+  int composite = -1;          // innermost composite group, or -1
+  bool requires_grad = false;
+};
+
+struct EdgeData {
+  int arg = 0;  // which argument of the consumer this edge feeds
+};
+
+using GraphImpl = boost::adjacency_list<boost::vecS, boost::vecS, boost::bidirectionalS,
+                                        VertexData, EdgeData, boost::no_property, boost::vecS>;
+using Vertex = GraphImpl::vertex_descriptor;
+
+/// A group of primitives recorded under one name (BatchNormal, a layer...).
+struct Composite {
+  std::string name;
+  int parent = -1;
+};
+
+/// A value: on a graph (tracked) or, in no-gradient mode, just a tensor.
+class Var {
+ public:
+  Var() = default;
+  /// An untracked value (a constant when it meets a graph).
+  explicit Var(Tensor value) : value_(std::move(value)) {}
+
+  const Tensor& value() const { return value_; }
+  const Shape& shape() const { return value_.shape(); }
+  DType dtype() const { return value_.dtype(); }
+  int rank() const { return value_.rank(); }
+  bool tracked() const { return graph_ != nullptr; }
+  Graph* graph() const { return graph_; }
+  Vertex vertex() const { return vertex_; }
+  bool requires_grad() const;
+  /// Gradient from the last backward of its graph (undefined if none reached it).
+  const Tensor& grad() const;
+  /// Reverse mode from this value; see Graph::backward.
+  void backward(const Tensor& upstream = {}, bool retain_graph = false) const;
+
+ private:
+  friend class Graph;
+  Var(Graph* graph, Vertex vertex, Tensor value)
+      : graph_(graph), vertex_(vertex), value_(std::move(value)) {}
+  Graph* graph_ = nullptr;
+  Vertex vertex_ = 0;
+  Tensor value_;
+};
+
+/// Inside its scope no op records anything: values only (inference).
+class NoGradGuard {
+ public:
+  NoGradGuard();
+  ~NoGradGuard();
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+bool grad_enabled();
+
+class Graph {
+ public:
+  Graph() = default;
+  Graph(const Graph&) = delete;
+  Graph& operator=(const Graph&) = delete;
+
+  /// A leaf without gradient (data).
+  Var input(Tensor value, std::string name = "");
+  /// A leaf whose gradient is wanted.
+  Var variable(Tensor value, std::string name = "");
+  /// The leaf of a parameter: one vertex per parameter and graph.
+  Var param(const ParameterPtr& parameter);
+
+  /// Records an op: its value is already computed; `vjp` runs in backward.
+  /// Inputs that are untracked become constant leaves. Throws GraphError when
+  /// inputs live on another graph.
+  Var record(const OpInfo& info, std::initializer_list<const Var*> inputs, Tensor value,
+             Tensors saved, VjpFn vjp);
+
+  /// Reverse mode from `output`. Without `upstream` the output must hold one
+  /// element (its gradient is 1). Gradients of every vertex between the
+  /// output and the leaves that want one are stored on the vertices
+  /// (read them with grad()); parameters receive theirs in Parameter::grad.
+  /// Each call starts from zero, so calling it twice (with retain_graph)
+  /// gives the same gradients. Without retain_graph, the saved tensors of
+  /// the swept ops are freed and a second backward throws GraphError.
+  void backward(const Var& output, const Tensor& upstream = {}, bool retain_graph = false);
+
+  const Tensor& grad(const Var& v) const;
+  std::size_t size() const { return boost::num_vertices(g_); }
+  const GraphImpl& impl() const { return g_; }
+  const std::vector<Composite>& composites() const { return composites_; }
+
+  /// RAII scope: ops recorded inside belong to a composite named `name`.
+  class CompositeScope {
+   public:
+    CompositeScope(Graph& graph, std::string name);
+    ~CompositeScope();
+    CompositeScope(const CompositeScope&) = delete;
+    CompositeScope& operator=(const CompositeScope&) = delete;
+
+   private:
+    Graph& graph_;
+    int previous_;
+  };
+
+  /// Every vertex swept by the last backward, in sweep order (output first).
+  const std::vector<Vertex>& last_sweep() const { return last_sweep_; }
+
+ private:
+  Vertex add_leaf(const OpInfo& info, Tensor value, std::string name, bool requires_grad);
+  Vertex vertex_of(const Var& v, const OpInfo& consumer);
+  std::vector<char> relevant_vertices(Vertex output) const;
+  void check_not_released(const std::vector<Vertex>& order) const;
+
+  GraphImpl g_;
+  std::vector<Composite> composites_;
+  int current_composite_ = -1;
+  std::unordered_map<const Parameter*, Vertex> param_vertices_;
+  std::vector<Vertex> last_sweep_;
+};
+
+/// The graph that `inputs` live on (nullptr if none is tracked); throws
+/// GraphError when they live on different graphs.
+Graph* common_graph(std::initializer_list<const Var*> inputs, const char* op);
+
+}  // namespace npdl

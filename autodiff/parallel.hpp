@@ -1,0 +1,24 @@
+#pragma once
+// Threads for kernels. The count is set by npdl::set_num_threads or, before
+// the first kernel runs, by the environment variable NPDL_NUM_THREADS
+// (default 1). Work is split into contiguous, fixed chunks that depend only
+// on the size and the thread count, so results are identical bit for bit
+// from run to run at a fixed thread count.
+#include <cstdint>
+#include <functional>
+
+namespace npdl {
+
+/// Sets the number of threads kernels use (>= 1); throws ValueError otherwise.
+void set_num_threads(int n);
+int get_num_threads();
+
+/// Elements below which an elementwise kernel is not worth splitting.
+inline constexpr std::int64_t kElementGrain = 1 << 15;
+
+/// Runs fn(begin, end) over [0, n) in at most get_num_threads() chunks of at
+/// least `grain` items each; in the calling thread alone when that is one.
+void parallel_for(std::int64_t n, std::int64_t grain,
+                  const std::function<void(std::int64_t, std::int64_t)>& fn);
+
+}  // namespace npdl

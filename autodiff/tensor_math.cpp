@@ -1,0 +1,351 @@
+#include "autodiff/tensor_math.hpp"
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "autodiff/loops.hpp"
+#include "autodiff/parallel.hpp"
+
+namespace npdl::math {
+namespace {
+
+using detail::Loop;
+using detail::Strides;
+
+template <class T>
+using ArrayMap = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
+template <class T>
+using ConstArrayMap = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
+template <class T>
+using StridedMap =
+    Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>, 0, Eigen::InnerStride<Eigen::Dynamic>>;
+
+// Elementwise binary op over broadcast operands. `op` takes Eigen arrays or
+// scalars on either side, so that a broadcast scalar stays a scalar.
+template <class T, class Op>
+Tensor binary(const Tensor& a, const Tensor& b, const char* name, Op op) {
+  check_same_dtype(a, b, name);
+  Tensor out(a.shape() == b.shape() ? a.shape() : broadcast_shapes(a.shape(), b.shape()),
+             a.dtype());
+  T* o = out.data<T>();
+  const T* x = a.data<T>();
+  const T* y = b.data<T>();
+  if (a.shape() == b.shape()) {
+    parallel_for(out.size(), kElementGrain, [&](std::int64_t lo, std::int64_t hi) {
+      ArrayMap<T>(o + lo, hi - lo) =
+          op(ConstArrayMap<T>(x + lo, hi - lo), ConstArrayMap<T>(y + lo, hi - lo));
+    });
+    return out;
+  }
+  const auto loop = detail::make_broadcast_loop<3>(out.shape(), {&out.shape(), &a.shape(), &b.shape()});
+  const std::int64_t sa = loop.inner_stride(1), sb = loop.inner_stride(2);
+  parallel_for(loop.rows(), std::max<std::int64_t>(1, kElementGrain / loop.inner()),
+               [&](std::int64_t lo, std::int64_t hi) {
+    detail::for_each_row(loop, lo, hi, [&](const std::array<std::int64_t, 3>& off, std::int64_t n) {
+      ArrayMap<T> dst(o + off[0], n);
+      if (sa != 0 && sb != 0) {
+        dst = op(ConstArrayMap<T>(x + off[1], n), ConstArrayMap<T>(y + off[2], n));
+      } else if (sa != 0) {
+        dst = op(ConstArrayMap<T>(x + off[1], n), y[off[2]]);
+      } else if (sb != 0) {
+        dst = op(x[off[1]], ConstArrayMap<T>(y + off[2], n));
+      } else {
+        dst.setConstant(op(x[off[1]], y[off[2]]));
+      }
+    });
+  });
+  return out;
+}
+
+template <class Op>
+Tensor binary_dispatch(const Tensor& a, const Tensor& b, const char* name, Op op) {
+  return dispatch(a.dtype(), [&](auto zero) {
+    return binary<decltype(zero)>(a, b, name, op);
+  });
+}
+
+template <class Op>
+Tensor unary(const Tensor& a, Op op) {
+  Tensor out(a.shape(), a.dtype());
+  dispatch(a.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* x = a.data<T>();
+    T* o = out.data<T>();
+    parallel_for(a.size(), kElementGrain, [&](std::int64_t lo, std::int64_t hi) {
+      ArrayMap<T>(o + lo, hi - lo) = op(ConstArrayMap<T>(x + lo, hi - lo));
+    });
+  });
+  return out;
+}
+
+}  // namespace
+
+Tensor add(const Tensor& a, const Tensor& b) {
+  return binary_dispatch(a, b, "add", [](const auto& x, const auto& y) { return x + y; });
+}
+Tensor sub(const Tensor& a, const Tensor& b) {
+  return binary_dispatch(a, b, "sub", [](const auto& x, const auto& y) { return x - y; });
+}
+Tensor mul(const Tensor& a, const Tensor& b) {
+  return binary_dispatch(a, b, "mul", [](const auto& x, const auto& y) { return x * y; });
+}
+Tensor div(const Tensor& a, const Tensor& b) {
+  return binary_dispatch(a, b, "div", [](const auto& x, const auto& y) { return x / y; });
+}
+
+Tensor scale(const Tensor& a, double s) {
+  return unary(a, [s](const auto& x) {
+    using T = typename std::decay_t<decltype(x)>::Scalar;
+    return x * static_cast<T>(s);
+  });
+}
+Tensor add_scalar(const Tensor& a, double s) {
+  return unary(a, [s](const auto& x) {
+    using T = typename std::decay_t<decltype(x)>::Scalar;
+    return x + static_cast<T>(s);
+  });
+}
+
+Tensor neg(const Tensor& a) { return unary(a, [](const auto& x) { return -x; }); }
+Tensor square(const Tensor& a) { return unary(a, [](const auto& x) { return x.square(); }); }
+Tensor sqrt(const Tensor& a) { return unary(a, [](const auto& x) { return x.sqrt(); }); }
+Tensor rsqrt(const Tensor& a) { return unary(a, [](const auto& x) { return x.rsqrt(); }); }
+Tensor exp(const Tensor& a) { return unary(a, [](const auto& x) { return x.exp(); }); }
+Tensor log(const Tensor& a) { return unary(a, [](const auto& x) { return x.log(); }); }
+Tensor relu(const Tensor& a) {
+  return unary(a, [](const auto& x) {
+    using T = typename std::decay_t<decltype(x)>::Scalar;
+    return x.max(T(0));
+  });
+}
+Tensor sigmoid(const Tensor& a) {
+  // 1 / (1 + exp(-x)) overflows exp only towards +inf, which gives 0: stable.
+  return unary(a, [](const auto& x) {
+    using T = typename std::decay_t<decltype(x)>::Scalar;
+    return T(1) / (T(1) + (-x).exp());
+  });
+}
+Tensor tanh(const Tensor& a) { return unary(a, [](const auto& x) { return x.tanh(); }); }
+Tensor step(const Tensor& a) {
+  return unary(a, [](const auto& x) {
+    using T = typename std::decay_t<decltype(x)>::Scalar;
+    return (x > T(0)).template cast<T>();
+  });
+}
+
+Tensor sum(const Tensor& a, const Axes& axes_in, bool keepdims) {
+  const Axes axes = normalize_axes(axes_in, a.rank());
+  const Shape kept = reduced_shape(a.shape(), axes, /*keepdims=*/true);
+  // Accumulate in float64 whatever the dtype: float32 sums over millions of
+  // elements would otherwise lose digits that batch norm's variance needs.
+  Tensor acc = Tensor::zeros(kept, DType::Float64);
+  double* s = acc.data<double>();
+  dispatch(a.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* x = a.data<T>();
+    const auto loop = detail::make_broadcast_loop<2>(a.shape(), {&kept, &a.shape()});
+    const bool reduce_inner = loop.inner_stride(0) == 0;
+    // Rows that write the same output element must not run concurrently, so
+    // this loop stays serial; reductions that matter for speed have fused
+    // kernels (batch norm) that split over features.
+    detail::for_each_row(loop, [&](const std::array<std::int64_t, 2>& off, std::int64_t n) {
+      if (reduce_inner) {
+        s[off[0]] += ConstArrayMap<T>(x + off[1], n).template cast<double>().sum();
+      } else {
+        ArrayMap<double>(s + off[0], n) += ConstArrayMap<T>(x + off[1], n).template cast<double>();
+      }
+    });
+  });
+  Tensor out = a.dtype() == DType::Float64 ? acc : acc.astype(a.dtype());
+  return keepdims ? out : out.reshape(reduced_shape(a.shape(), axes, false));
+}
+
+Tensor mean(const Tensor& a, const Axes& axes_in, bool keepdims) {
+  const Axes axes = normalize_axes(axes_in, a.rank());
+  std::int64_t count = 1;
+  for (int ax : axes) count *= a.shape()[ax];
+  Tensor s = sum(a, axes, keepdims);
+  return scale(s, count == 0 ? std::nan("") : 1.0 / static_cast<double>(count));
+}
+
+Tensor unbroadcast(const Tensor& grad, const Shape& shape) {
+  if (grad.shape() == shape) return grad;
+  const int lead = grad.rank() - static_cast<int>(shape.size());
+  Axes axes;
+  for (int i = 0; i < grad.rank(); ++i) {
+    if (i < lead || (shape[i - lead] == 1 && grad.shape()[i] != 1)) axes.push_back(i);
+  }
+  if (axes.empty()) return grad.reshape(shape);
+  return sum(grad, axes, /*keepdims=*/true).reshape(shape);
+}
+
+Tensor broadcast_to(const Tensor& a, const Shape& shape) {
+  if (broadcast_shapes(a.shape(), shape) != shape) {
+    throw ShapeError("cannot broadcast shape " + to_string(a.shape()) + " to " + to_string(shape));
+  }
+  Tensor out(shape, a.dtype());
+  dispatch(a.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* x = a.data<T>();
+    T* o = out.data<T>();
+    const auto loop = detail::make_broadcast_loop<2>(shape, {&shape, &a.shape()});
+    const bool contiguous = loop.inner_stride(1) != 0;
+    detail::for_each_row(loop, [&](const std::array<std::int64_t, 2>& off, std::int64_t n) {
+      if (contiguous) {
+        ArrayMap<T>(o + off[0], n) = ConstArrayMap<T>(x + off[1], n);
+      } else {
+        ArrayMap<T>(o + off[0], n).setConstant(x[off[1]]);
+      }
+    });
+  });
+  return out;
+}
+
+Tensor transpose(const Tensor& a, const Axes& perm_in) {
+  const int rank = a.rank();
+  Axes perm = perm_in;
+  if (perm.empty()) {
+    for (int i = rank - 1; i >= 0; --i) perm.push_back(i);
+  }
+  if (static_cast<int>(perm.size()) != rank) {
+    throw AxisError("transpose expects a permutation of " + std::to_string(rank) +
+                    " axes, got " + to_string(perm_in));
+  }
+  normalize_axes(perm, rank);  // throws on an axis out of range or repeated
+  Shape out_shape(rank);
+  const Strides in_strides = detail::broadcast_strides(a.shape(), rank);
+  Strides in_permuted(rank);
+  for (int i = 0; i < rank; ++i) {
+    const int p = normalize_axis(perm[i], rank);
+    out_shape[i] = a.shape()[p];
+    in_permuted[i] = a.shape()[p] == 1 ? 0 : in_strides[p];
+  }
+  const std::array<Strides, 2> strides{detail::broadcast_strides(out_shape, rank), in_permuted};
+  Tensor out(out_shape, a.dtype());
+  dispatch(a.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* x = a.data<T>();
+    T* o = out.data<T>();
+    const auto loop = detail::make_loop<2>(out_shape, strides);
+    const std::int64_t step = std::max<std::int64_t>(loop.inner_stride(1), 1);
+    const bool broadcast_inner = loop.inner_stride(1) == 0;
+    detail::for_each_row(loop, [&](const std::array<std::int64_t, 2>& off, std::int64_t n) {
+      if (broadcast_inner) {
+        ArrayMap<T>(o + off[0], n).setConstant(x[off[1]]);
+      } else {
+        ArrayMap<T>(o + off[0], n) =
+            StridedMap<T>(x + off[1], n, Eigen::InnerStride<Eigen::Dynamic>(step));
+      }
+    });
+  });
+  return out;
+}
+
+Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b) {
+  check_same_dtype(a, b, "matmul");
+  if (a.rank() != 2 || b.rank() != 2) {
+    throw ShapeError("matmul expects two rank-2 tensors, got shapes " + to_string(a.shape()) +
+                     " and " + to_string(b.shape()));
+  }
+  const std::int64_t rows = a.shape()[transpose_a ? 1 : 0], inner = a.shape()[transpose_a ? 0 : 1];
+  const std::int64_t b_rows = b.shape()[transpose_b ? 1 : 0], cols = b.shape()[transpose_b ? 0 : 1];
+  if (inner != b_rows) {
+    throw ShapeError("matmul inner sizes differ: " + to_string(a.shape()) + " @ " +
+                     to_string(b.shape()) + " expects the second operand to have " +
+                     std::to_string(inner) + " rows, got " + std::to_string(b_rows));
+  }
+  Tensor out(Shape{rows, cols}, a.dtype());
+  dispatch(a.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    Eigen::Map<const Mat> A(a.data<T>(), a.shape()[0], a.shape()[1]);
+    Eigen::Map<const Mat> B(b.data<T>(), b.shape()[0], b.shape()[1]);
+    Eigen::Map<Mat> C(out.data<T>(), rows, cols);
+    if (transpose_a && transpose_b) {
+      C.noalias() = A.transpose() * B.transpose();
+    } else if (transpose_a) {
+      C.noalias() = A.transpose() * B;
+    } else if (transpose_b) {
+      C.noalias() = A * B.transpose();
+    } else {
+      C.noalias() = A * B;
+    }
+  });
+  return out;
+}
+
+namespace {
+// Softmax family over `axis`: the tensor is viewed as (outer, n, inner) and
+// each (n, inner) block is a row-major matrix whose columns are normalised.
+template <bool kLog>
+Tensor softmax_impl(const Tensor& a, int axis_in) {
+  const int axis = normalize_axis(axis_in, a.rank());
+  std::int64_t outer = 1, inner = 1;
+  for (int i = 0; i < axis; ++i) outer *= a.shape()[i];
+  for (int i = axis + 1; i < a.rank(); ++i) inner *= a.shape()[i];
+  const std::int64_t n = a.shape()[axis];
+  Tensor out(a.shape(), a.dtype());
+  dispatch(a.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    using Arr = Eigen::Array<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    for (std::int64_t o = 0; o < outer; ++o) {
+      Eigen::Map<const Arr> x(a.data<T>() + o * n * inner, n, inner);
+      Eigen::Map<Arr> y(out.data<T>() + o * n * inner, n, inner);
+      // Subtracting the maximum keeps exp from overflowing.
+      y = x.rowwise() - x.colwise().maxCoeff();
+      if constexpr (kLog) {
+        y.rowwise() -= y.exp().colwise().sum().log();
+      } else {
+        y = y.exp();
+        y.rowwise() /= y.colwise().sum();
+      }
+    }
+  });
+  return out;
+}
+}  // namespace
+
+Tensor softmax(const Tensor& a, int axis) { return softmax_impl<false>(a, axis); }
+Tensor log_softmax(const Tensor& a, int axis) { return softmax_impl<true>(a, axis); }
+
+void add_inplace(Tensor& out, const Tensor& g) {
+  check_same_dtype(out, g, "add_inplace");
+  check_same_shape(out.shape(), g.shape(), "add_inplace");
+  dispatch(out.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    T* o = out.data<T>();
+    const T* x = g.data<T>();
+    parallel_for(out.size(), kElementGrain, [&](std::int64_t lo, std::int64_t hi) {
+      ArrayMap<T>(o + lo, hi - lo) += ConstArrayMap<T>(x + lo, hi - lo);
+    });
+  });
+}
+
+MaxDiff max_abs_diff(const Tensor& a, const Tensor& b) {
+  check_same_shape(a.shape(), b.shape(), "max_abs_diff");
+  MaxDiff worst;
+  const std::vector<double> x = a.to_vector(), y = b.to_vector();
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    double d = std::fabs(x[i] - y[i]);
+    if (x[i] == y[i]) d = 0.0;                                // equal infinities
+    if (std::isnan(d)) d = std::numeric_limits<double>::infinity();  // NaN is the worst
+    if (d > worst.abs || worst.index < 0) {
+      worst.abs = d;
+      worst.index = static_cast<std::int64_t>(i);
+      const double scale = std::max(std::fabs(x[i]), std::fabs(y[i]));
+      worst.rel = d == 0.0 ? 0.0 : d / scale;
+    }
+  }
+  return worst;
+}
+
+bool all_finite(const Tensor& a) {
+  return dispatch(a.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    return ConstArrayMap<T>(a.data<T>(), a.size()).isFinite().all();
+  });
+}
+
+}  // namespace npdl::math

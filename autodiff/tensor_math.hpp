@@ -1,0 +1,61 @@
+#pragma once
+// Eager numerics on tensors: the kernels that ops' forwards and VJPs are
+// written in. Nothing here records on a graph. Binary functions broadcast as
+// NumPy does and require one dtype.
+#include "autodiff/tensor.hpp"
+
+namespace npdl::math {
+
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+/// a * s (s a scalar), without broadcasting machinery.
+Tensor scale(const Tensor& a, double s);
+/// a + s elementwise.
+Tensor add_scalar(const Tensor& a, double s);
+
+Tensor neg(const Tensor& a);
+Tensor square(const Tensor& a);
+Tensor sqrt(const Tensor& a);
+Tensor rsqrt(const Tensor& a);
+Tensor exp(const Tensor& a);
+Tensor log(const Tensor& a);
+Tensor relu(const Tensor& a);
+Tensor sigmoid(const Tensor& a);
+Tensor tanh(const Tensor& a);
+/// 1 where a > 0, else 0.
+Tensor step(const Tensor& a);
+
+/// Sum over `axes` (empty: all axes), accumulated in float64.
+Tensor sum(const Tensor& a, const Axes& axes = {}, bool keepdims = false);
+Tensor mean(const Tensor& a, const Axes& axes = {}, bool keepdims = false);
+/// Sums `grad` down to `shape`, the shape it was broadcast from: the one
+/// rule by which every VJP undoes broadcasting.
+Tensor unbroadcast(const Tensor& grad, const Shape& shape);
+/// Copies `a` broadcast to `shape`; throws ShapeError when it cannot be.
+Tensor broadcast_to(const Tensor& a, const Shape& shape);
+
+/// Axes permuted: result axis i is input axis perm[i]. Empty perm reverses.
+Tensor transpose(const Tensor& a, const Axes& perm = {});
+/// Matrix product of two rank-2 tensors, op(a) @ op(b) where op transposes
+/// when asked (without copying).
+Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a = false,
+              bool transpose_b = false);
+Tensor softmax(const Tensor& a, int axis = -1);
+Tensor log_softmax(const Tensor& a, int axis = -1);
+
+/// out += g, in place (same shape and dtype).
+void add_inplace(Tensor& out, const Tensor& g);
+
+/// Largest |a - b| and the flat index where it occurs.
+struct MaxDiff {
+  double abs = 0.0;
+  double rel = 0.0;
+  std::int64_t index = -1;
+};
+MaxDiff max_abs_diff(const Tensor& a, const Tensor& b);
+/// True when every element is finite.
+bool all_finite(const Tensor& a);
+
+}  // namespace npdl::math

@@ -1,0 +1,16 @@
+#include "ops/info.hpp"
+#include "ops/ops.hpp"
+
+namespace npdl::ops {
+
+const std::vector<const OpInfo*>& catalog() {
+  using namespace info;
+  static const std::vector<const OpInfo*> all{
+      &kAdd,     &kSub,        &kMul,       &kDiv,     &kAddScalar, &kMulScalar,
+      &kNeg,     &kSquare,     &kSqrt,      &kRsqrt,   &kExp,       &kLog,
+      &kSum,     &kMean,       &kReshape,   &kBroadcastTo, &kTranspose, &kMatmul,
+      &kRelu,    &kSigmoid,    &kTanh,      &kSoftmax, &kLogSoftmax};
+  return all;
+}
+
+}  // namespace npdl::ops

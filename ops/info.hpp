@@ -1,0 +1,12 @@
+#pragma once
+// The OpInfo of every primitive, defined next to its op in the op's .cpp file.
+#include "autodiff/graph.hpp"
+
+namespace npdl::ops::info {
+extern const OpInfo kAdd, kSub, kMul, kDiv, kAddScalar, kMulScalar, kNeg, kSquare, kSqrt, kRsqrt,
+    kExp, kLog;
+extern const OpInfo kSum, kMean;
+extern const OpInfo kReshape, kBroadcastTo, kTranspose;
+extern const OpInfo kMatmul;
+extern const OpInfo kRelu, kSigmoid, kTanh, kSoftmax, kLogSoftmax;
+}  // namespace npdl::ops::info

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the Debian packages npdl needs that are missing (Debian 12, root).
+# Usage: scripts/install-deps.sh [extra-package ...]
+set -euo pipefail
+packages=(build-essential cmake libboost-graph-dev libeigen3-dev libgtest-dev
+          libbenchmark-dev libcli11-dev zlib1g-dev "$@")
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,186 @@
+// The graph and the backward sweep: fan-out, determinism, freeing, no-grad
+// mode, parameters, export, and every misuse.
+#include <gtest/gtest.h>
+
+#include "npdl.hpp"
+
+namespace npdl {
+namespace {
+
+Tensor rnd(Shape s, std::uint64_t seed) { return Tensor::randn(std::move(s), seed, DType::Float64); }
+
+TEST(Graph, RecordsOneVertexPerOpWithEdgesFromInputs) {
+  Graph g;
+  Var x = g.variable(rnd({3}, 1), "x");
+  Var y = ops::exp(x) * x;
+  EXPECT_EQ(g.size(), 3u);
+  EXPECT_EQ(boost::num_edges(g.impl()), 3u);
+  EXPECT_STREQ(g.impl()[y.vertex()].op->name, "mul");
+}
+
+TEST(Backward, ValueUsedTwiceAccumulates) {
+  Graph g;
+  Var x = g.variable(Tensor::from_vector({2}, {3.0, -2.0}, DType::Float64));
+  ops::sum(x * x).backward();
+  EXPECT_EQ(x.grad().to_vector(), (std::vector<double>{6.0, -4.0}));
+}
+
+TEST(Backward, TwoBranchesAddUp) {
+  // y = sum(exp(x) + x * 2): dy/dx = exp(x) + 2
+  Graph g;
+  const Tensor xv = rnd({4}, 2);
+  Var x = g.variable(xv);
+  Var a = ops::exp(x);
+  Var b = x * 2.0;
+  ops::sum(a + b).backward();
+  for (int i = 0; i < 4; ++i) EXPECT_DOUBLE_EQ(x.grad().at(i), std::exp(xv.at(i)) + 2.0);
+  EXPECT_TRUE(a.grad().defined());  // intermediates keep their gradients
+}
+
+TEST(Backward, SkipsBranchesThatNeedNoGradient) {
+  Graph g;
+  Var x = g.variable(rnd({3}, 3));
+  Var data = g.input(rnd({3}, 4));
+  Var unused = ops::exp(data);  // not between output and x
+  ops::sum(x * data).backward();
+  EXPECT_FALSE(data.grad().defined());
+  EXPECT_FALSE(unused.grad().defined());
+  EXPECT_EQ(g.last_sweep().size(), 3u);  // sum, mul, x
+}
+
+TEST(Backward, IsBitForBitReproducible) {
+  auto run = [] {
+    Graph g;
+    Var x = g.variable(rnd({64, 32}, 5));
+    Var w = g.variable(rnd({32, 16}, 6));
+    Var h = ops::tanh(ops::matmul(x, w));
+    ops::mean(ops::softmax(h) * h + h).backward();
+    return std::make_pair(x.grad().to_vector(), w.grad().to_vector());
+  };
+  EXPECT_EQ(run(), run());
+}
+
+TEST(Backward, RetainedGraphGivesTheSameGradientsTwice) {
+  Graph g;
+  Var x = g.variable(rnd({5}, 7));
+  Var y = ops::sum(ops::sigmoid(x) * x);
+  y.backward({}, /*retain_graph=*/true);
+  const std::vector<double> first = x.grad().to_vector();
+  y.backward();
+  EXPECT_EQ(x.grad().to_vector(), first);  // idempotent, not accumulated
+}
+
+TEST(Backward, FreedGraphRefusesASecondBackward) {
+  Graph g;
+  Var x = g.variable(rnd({5}, 8));
+  Var y = ops::sum(x * x);
+  y.backward();
+  EXPECT_THROW(y.backward(), GraphError);
+  try {
+    y.backward();
+  } catch (const GraphError& e) {
+    EXPECT_NE(std::string(e.what()).find("second time"), std::string::npos);
+  }
+  // The graph stays usable for new ops.
+  Var z = ops::sum(x * 3.0);
+  z.backward();
+  EXPECT_DOUBLE_EQ(x.grad().at(0), 3.0);
+}
+
+TEST(Backward, UpstreamGradientForNonScalarOutputs) {
+  Graph g;
+  Var x = g.variable(rnd({2, 3}, 9));
+  Var y = x * 2.0;
+  EXPECT_THROW(y.backward(), GraphError);
+  EXPECT_THROW(y.backward(Tensor::ones({3, 2}, DType::Float64)), ShapeError);
+  EXPECT_THROW(y.backward(Tensor::ones({2, 3}, DType::Float32)), DTypeError);
+  const Tensor u = rnd({2, 3}, 10);
+  y.backward(u);
+  EXPECT_DOUBLE_EQ(x.grad().at(4), 2.0 * u.at(4));
+}
+
+TEST(Backward, OutputWithoutGradientPathIsAnError) {
+  Graph g;
+  Var d = g.input(rnd({2}, 11));
+  EXPECT_THROW(ops::sum(d).backward(), GraphError);
+}
+
+TEST(Graph, MixingGraphsIsATypedErrorAndLeavesBothUsable) {
+  Graph g1, g2;
+  Var a = g1.variable(rnd({2}, 12));
+  Var b = g2.variable(rnd({2}, 13));
+  const std::size_t before = g1.size();
+  EXPECT_THROW(a + b, GraphError);
+  EXPECT_EQ(g1.size(), before);
+  ops::sum(a * a).backward();
+  EXPECT_TRUE(a.grad().defined());
+}
+
+TEST(Graph, BadShapesThrowAndRecordNothing) {
+  Graph g;
+  Var a = g.variable(rnd({2, 3}, 14));
+  Var b = g.variable(rnd({4, 3}, 15));
+  const std::size_t before = g.size();
+  EXPECT_THROW(a + b, ShapeError);
+  EXPECT_THROW(ops::matmul(a, b), ShapeError);
+  EXPECT_THROW(ops::sum(a, {2}), AxisError);
+  EXPECT_THROW(ops::reshape(a, {5}), ShapeError);
+  EXPECT_THROW(ops::softmax(a, 3), AxisError);
+  EXPECT_THROW(a * g.input(Tensor::ones({2, 3}, DType::Float32)), DTypeError);
+  EXPECT_EQ(g.size(), before + 1);  // only the float32 input leaf
+}
+
+TEST(Graph, NoGradModeRecordsNothing) {
+  Graph g;
+  Var x = g.variable(rnd({3}, 16));
+  const std::size_t before = g.size();
+  NoGradGuard guard;
+  Var y = ops::exp(x) * x;
+  EXPECT_EQ(g.size(), before);
+  EXPECT_FALSE(y.tracked());
+  EXPECT_DOUBLE_EQ(y.value().at(0), std::exp(x.value().at(0)) * x.value().at(0));
+}
+
+TEST(Graph, ParametersOutliveGraphsAndReceiveGradients) {
+  ParameterPtr w = make_parameter(rnd({3}, 17), "w");
+  for (int step = 0; step < 2; ++step) {
+    Graph g;
+    Var wv = g.param(w);
+    Var again = g.param(w);
+    EXPECT_EQ(wv.vertex(), again.vertex());  // one leaf per parameter and graph
+    ops::sum(wv * wv).backward();
+  }
+  ASSERT_TRUE(w->grad.defined());
+  EXPECT_DOUBLE_EQ(w->grad.at(1), 2.0 * w->value.at(1));
+}
+
+TEST(Graph, DeepChainsDoNotOverflowTheStack) {
+  Graph g;
+  Var x = g.variable(Tensor::scalar(0.5, DType::Float64));
+  Var y = x;
+  for (int i = 0; i < 100000; ++i) y = y * 1.0;
+  y.backward();
+  EXPECT_DOUBLE_EQ(x.grad().item(), 1.0);
+}
+
+TEST(Export, DotHasOpsShapesAndCompositeClusters) {
+  Graph g;
+  Var x = g.variable(rnd({4, 3}, 18), "x");
+  Var y;
+  {
+    Graph::CompositeScope scope(g, "Standardise");
+    Var mu = ops::mean(x, {0}, true);
+    y = ops::sum(ops::square(x - mu));
+  }
+  y.backward();
+  const std::string dot = to_dot(g, {true, true});
+  EXPECT_NE(dot.find("digraph"), std::string::npos);
+  EXPECT_NE(dot.find("subgraph cluster_0"), std::string::npos);
+  EXPECT_NE(dot.find("Standardise"), std::string::npos);
+  EXPECT_NE(dot.find("mean"), std::string::npos);
+  EXPECT_NE(dot.find("(4, 3)"), std::string::npos);
+  EXPECT_NE(dot.find("grad"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace npdl
