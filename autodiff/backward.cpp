@@ -76,9 +76,10 @@ void Graph::backward(const Var& output, const Tensor& upstream, bool retain_grap
   }
   const Vertex out = output.vertex();
   if (!g_[out].requires_grad) {
-    throw GraphError("backward: the output depends on no variable or parameter, so there is no "
-                     "gradient to compute; expected a value computed from a Graph::variable or "
-                     "Graph::param");
+    throw GraphError(
+        "backward: the output depends on no variable or parameter, so there is no "
+        "gradient to compute; expected a value computed from a Graph::variable or "
+        "Graph::param");
   }
   Tensor seed;
   const Tensor& value = g_[out].value;
@@ -95,7 +96,7 @@ void Graph::backward(const Var& output, const Tensor& upstream, bool retain_grap
 
   const std::vector<char> relevant = relevant_vertices(out);
   boost::filtered_graph<GraphImpl, boost::keep_all, InMask> sub(g_, boost::keep_all(),
-                                                                 InMask{&relevant});
+                                                                InMask{&relevant});
   std::vector<Vertex> order;
   order.reserve(boost::num_vertices(g_));
   boost::topological_sort(sub, std::back_inserter(order));

@@ -162,8 +162,8 @@ GradCheckReport compare_all(const std::vector<Tensor>& actual, const std::vector
   GradCheckReport report;
   for (std::size_t i = 0; i < expected.size(); ++i) {
     const Tensor a = i < actual.size() ? actual[i] : Tensor();
-    report.tensors.push_back(
-        compare_tensors("gradient of " + name_of(names, i), a, expected[i], options.atol, options.rtol));
+    report.tensors.push_back(compare_tensors("gradient of " + name_of(names, i), a, expected[i],
+                                             options.atol, options.rtol));
   }
   return report;
 }
@@ -197,7 +197,8 @@ GradCheckReport gradcheck(const GraphFunction& f, const std::vector<Tensor>& inp
   const std::vector<Tensor> inputs = to_float64(inputs_in);
   const Tensor upstream = output_upstream(f, inputs, options.seed);
   const std::vector<Tensor> analytic = reverse_mode_gradients(f, inputs, upstream);
-  const std::vector<Tensor> numeric = finite_difference_gradients(f, inputs, upstream, options.step);
+  const std::vector<Tensor> numeric =
+      finite_difference_gradients(f, inputs, upstream, options.step);
   GradCheckReport report = compare_all(analytic, numeric, options, names);
   side_checks(f, inputs, upstream, analytic, report);
   return report;

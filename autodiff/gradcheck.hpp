@@ -20,7 +20,7 @@ struct TensorComparison {
   double expected = 0.0;
   double abs_error = 0.0;
   double rel_error = 0.0;
-  double tolerance = 0.0;  // atol + rtol * |expected| at worst_index
+  double tolerance = 0.0;      // atol + rtol * |expected| at worst_index
   double max_abs_error = 0.0;  // over all elements
   bool ok = true;
   std::string problem;  // set when the comparison could not be made (shape, NaN)
@@ -35,7 +35,7 @@ struct GradCheckReport {
 };
 
 struct GradCheckOptions {
-  double step = 1e-6;   // finite-difference step, in float64
+  double step = 1e-6;  // finite-difference step, in float64
   double atol = 1e-6;
   double rtol = 1e-4;
   std::uint64_t seed = 1234;  // of the random upstream gradient

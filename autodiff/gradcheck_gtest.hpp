@@ -17,7 +17,6 @@ inline ::testing::AssertionResult GradientsMatch(const char* expr, const GradChe
 
 }  // namespace npdl::testing
 
-#define EXPECT_GRADIENTS_MATCH(report) \
-  EXPECT_PRED_FORMAT1(::npdl::testing::GradientsMatch, report)
+#define EXPECT_GRADIENTS_MATCH(report) EXPECT_PRED_FORMAT1(::npdl::testing::GradientsMatch, report)
 #define EXPECT_GRADCHECK(f, ...) \
   EXPECT_PRED_FORMAT1(::npdl::testing::GradientsMatch, ::npdl::gradcheck(f, __VA_ARGS__))

@@ -26,10 +26,12 @@ Tensor VjpArgs::unbroadcast(const Tensor& g, int i) const {
 }
 
 bool grad_enabled() { return grad_mode; }
-NoGradGuard::NoGradGuard() : previous_(grad_mode) { grad_mode = false; }
-NoGradGuard::~NoGradGuard() { grad_mode = previous_; }
+GradModeGuard::GradModeGuard(bool enabled) : previous_(grad_mode) { grad_mode = enabled; }
+GradModeGuard::~GradModeGuard() { grad_mode = previous_; }
 
-bool Var::requires_grad() const { return graph_ != nullptr && graph_->impl()[vertex_].requires_grad; }
+bool Var::requires_grad() const {
+  return graph_ != nullptr && graph_->impl()[vertex_].requires_grad;
+}
 
 const Tensor& Var::grad() const {
   static const Tensor none;
@@ -38,8 +40,9 @@ const Tensor& Var::grad() const {
 
 void Var::backward(const Tensor& upstream, bool retain_graph) const {
   if (graph_ == nullptr) {
-    throw GraphError("backward from a value that is on no graph (recorded in no-gradient mode "
-                     "or made outside a graph): expected a value recorded on a Graph");
+    throw GraphError(
+        "backward from a value that is on no graph (recorded in no-gradient mode "
+        "or made outside a graph): expected a value recorded on a Graph");
   }
   graph_->backward(*this, upstream, retain_graph);
 }

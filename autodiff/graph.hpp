@@ -43,9 +43,9 @@ using Tensors = boost::container::small_vector<Tensor, 3>;
 
 /// Everything a VJP may read.
 struct VjpArgs {
-  const Tensor& grad;                 // upstream gradient, output's shape
-  const Tensor& output;               // the op's value
-  const Tensors& saved;               // tensors the op chose to save
+  const Tensor& grad;    // upstream gradient, output's shape
+  const Tensor& output;  // the op's value
+  const Tensors& saved;  // tensors the op chose to save
   const std::vector<Shape>& input_shapes;
   /// Sums `g` down to input i's shape (undoes broadcasting).
   Tensor unbroadcast(const Tensor& g, int i) const;
@@ -67,7 +67,7 @@ struct VertexData {
   const OpInfo* op = nullptr;
   std::string label;  // user name of a leaf, or empty
   Tensor value;
-  Tensor grad;  // filled by backward
+  Tensor grad;                 // filled by backward
   std::shared_ptr<Node> node;  // null for leaves
   ParameterPtr param;          // set for parameter leaves
   int composite = -1;          // innermost composite group, or -1
@@ -78,8 +78,8 @@ struct EdgeData {
   int arg = 0;  // which argument of the consumer this edge feeds
 };
 
-using GraphImpl = boost::adjacency_list<boost::vecS, boost::vecS, boost::bidirectionalS,
-                                        VertexData, EdgeData, boost::no_property, boost::vecS>;
+using GraphImpl = boost::adjacency_list<boost::vecS, boost::vecS, boost::bidirectionalS, VertexData,
+                                        EdgeData, boost::no_property, boost::vecS>;
 using Vertex = GraphImpl::vertex_descriptor;
 
 /// A group of primitives recorded under one name (BatchNormal, a layer...).
@@ -117,16 +117,22 @@ class Var {
   Tensor value_;
 };
 
-/// Inside its scope no op records anything: values only (inference).
-class NoGradGuard {
+/// Sets whether ops record (gradient mode) for its scope, per thread.
+class GradModeGuard {
  public:
-  NoGradGuard();
-  ~NoGradGuard();
-  NoGradGuard(const NoGradGuard&) = delete;
-  NoGradGuard& operator=(const NoGradGuard&) = delete;
+  explicit GradModeGuard(bool enabled);
+  ~GradModeGuard();
+  GradModeGuard(const GradModeGuard&) = delete;
+  GradModeGuard& operator=(const GradModeGuard&) = delete;
 
  private:
   bool previous_;
+};
+
+/// Inside its scope no op records anything: values only (inference).
+class NoGradGuard : public GradModeGuard {
+ public:
+  NoGradGuard() : GradModeGuard(false) {}
 };
 bool grad_enabled();
 

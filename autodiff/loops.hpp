@@ -19,8 +19,8 @@ using Strides = boost::container::small_vector<std::int64_t, 6>;
 
 template <int K>
 struct Loop {
-  Shape size;                    // iteration shape, innermost axis last
-  std::array<Strides, K> stride; // per operand, per axis, in elements
+  Shape size;                     // iteration shape, innermost axis last
+  std::array<Strides, K> stride;  // per operand, per axis, in elements
   std::int64_t inner() const { return size.empty() ? 1 : size.back(); }
   std::int64_t inner_stride(int k) const { return size.empty() ? 0 : stride[k].back(); }
   std::int64_t rows() const {
@@ -50,13 +50,12 @@ Loop<K> make_loop(const Shape& size, const std::array<Strides, K>& strides) {
   Loop<K> loop;
   for (std::size_t d = 0; d < size.size(); ++d) {
     if (size[d] == 1) continue;
-    const bool merge =
-        !loop.size.empty() && [&] {
-          for (int k = 0; k < K; ++k) {
-            if (loop.stride[k].back() != strides[k][d] * size[d]) return false;
-          }
-          return true;
-        }();
+    const bool merge = !loop.size.empty() && [&] {
+      for (int k = 0; k < K; ++k) {
+        if (loop.stride[k].back() != strides[k][d] * size[d]) return false;
+      }
+      return true;
+    }();
     if (merge) {
       loop.size.back() *= size[d];
       for (int k = 0; k < K; ++k) loop.stride[k].back() = strides[k][d];

@@ -40,7 +40,8 @@ class Pool {
     workers_.clear();
     stop_ = false;
     // Workers start having seen the current generation, so they wait for the next job.
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i, g = generation_] { work(i, g); });
+    for (int i = 1; i < threads; ++i)
+      workers_.emplace_back([this, i, g = generation_] { work(i, g); });
   }
 
   void run(int chunks, const std::function<void(int)>& job) {

@@ -77,8 +77,8 @@ Tensor Tensor::uniform(Shape shape, std::uint64_t seed, DType dtype, double low,
 
 double Tensor::at(std::int64_t flat_index) const {
   if (flat_index < 0 || flat_index >= size_) {
-    throw ShapeError("flat index " + std::to_string(flat_index) + " is out of range: expected [0, " +
-                     std::to_string(size_) + ")");
+    throw ShapeError("flat index " + std::to_string(flat_index) +
+                     " is out of range: expected [0, " + std::to_string(size_) + ")");
   }
   return dispatch(dtype_, [&](auto zero) -> double {
     using T = decltype(zero);

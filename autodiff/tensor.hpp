@@ -58,7 +58,9 @@ class Tensor {
   /// An uninitialised tensor of the given shape.
   Tensor(Shape shape, DType dtype);
 
-  static Tensor empty(Shape shape, DType dtype = DType::Float32) { return {std::move(shape), dtype}; }
+  static Tensor empty(Shape shape, DType dtype = DType::Float32) {
+    return {std::move(shape), dtype};
+  }
   static Tensor zeros(Shape shape, DType dtype = DType::Float32);
   static Tensor ones(Shape shape, DType dtype = DType::Float32);
   static Tensor full(Shape shape, double value, DType dtype = DType::Float32);

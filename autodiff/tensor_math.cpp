@@ -39,31 +39,31 @@ Tensor binary(const Tensor& a, const Tensor& b, const char* name, Op op) {
     });
     return out;
   }
-  const auto loop = detail::make_broadcast_loop<3>(out.shape(), {&out.shape(), &a.shape(), &b.shape()});
+  const auto loop =
+      detail::make_broadcast_loop<3>(out.shape(), {&out.shape(), &a.shape(), &b.shape()});
   const std::int64_t sa = loop.inner_stride(1), sb = loop.inner_stride(2);
   parallel_for(loop.rows(), std::max<std::int64_t>(1, kElementGrain / loop.inner()),
                [&](std::int64_t lo, std::int64_t hi) {
-    detail::for_each_row(loop, lo, hi, [&](const std::array<std::int64_t, 3>& off, std::int64_t n) {
-      ArrayMap<T> dst(o + off[0], n);
-      if (sa != 0 && sb != 0) {
-        dst = op(ConstArrayMap<T>(x + off[1], n), ConstArrayMap<T>(y + off[2], n));
-      } else if (sa != 0) {
-        dst = op(ConstArrayMap<T>(x + off[1], n), y[off[2]]);
-      } else if (sb != 0) {
-        dst = op(x[off[1]], ConstArrayMap<T>(y + off[2], n));
-      } else {
-        dst.setConstant(op(x[off[1]], y[off[2]]));
-      }
-    });
-  });
+                 detail::for_each_row(
+                     loop, lo, hi, [&](const std::array<std::int64_t, 3>& off, std::int64_t n) {
+                       ArrayMap<T> dst(o + off[0], n);
+                       if (sa != 0 && sb != 0) {
+                         dst = op(ConstArrayMap<T>(x + off[1], n), ConstArrayMap<T>(y + off[2], n));
+                       } else if (sa != 0) {
+                         dst = op(ConstArrayMap<T>(x + off[1], n), y[off[2]]);
+                       } else if (sb != 0) {
+                         dst = op(x[off[1]], ConstArrayMap<T>(y + off[2], n));
+                       } else {
+                         dst.setConstant(op(x[off[1]], y[off[2]]));
+                       }
+                     });
+               });
   return out;
 }
 
 template <class Op>
 Tensor binary_dispatch(const Tensor& a, const Tensor& b, const char* name, Op op) {
-  return dispatch(a.dtype(), [&](auto zero) {
-    return binary<decltype(zero)>(a, b, name, op);
-  });
+  return dispatch(a.dtype(), [&](auto zero) { return binary<decltype(zero)>(a, b, name, op); });
 }
 
 template <class Op>
@@ -108,12 +108,24 @@ Tensor add_scalar(const Tensor& a, double s) {
   });
 }
 
-Tensor neg(const Tensor& a) { return unary(a, [](const auto& x) { return -x; }); }
-Tensor square(const Tensor& a) { return unary(a, [](const auto& x) { return x.square(); }); }
-Tensor sqrt(const Tensor& a) { return unary(a, [](const auto& x) { return x.sqrt(); }); }
-Tensor rsqrt(const Tensor& a) { return unary(a, [](const auto& x) { return x.rsqrt(); }); }
-Tensor exp(const Tensor& a) { return unary(a, [](const auto& x) { return x.exp(); }); }
-Tensor log(const Tensor& a) { return unary(a, [](const auto& x) { return x.log(); }); }
+Tensor neg(const Tensor& a) {
+  return unary(a, [](const auto& x) { return -x; });
+}
+Tensor square(const Tensor& a) {
+  return unary(a, [](const auto& x) { return x.square(); });
+}
+Tensor sqrt(const Tensor& a) {
+  return unary(a, [](const auto& x) { return x.sqrt(); });
+}
+Tensor rsqrt(const Tensor& a) {
+  return unary(a, [](const auto& x) { return x.rsqrt(); });
+}
+Tensor exp(const Tensor& a) {
+  return unary(a, [](const auto& x) { return x.exp(); });
+}
+Tensor log(const Tensor& a) {
+  return unary(a, [](const auto& x) { return x.log(); });
+}
 Tensor relu(const Tensor& a) {
   return unary(a, [](const auto& x) {
     using T = typename std::decay_t<decltype(x)>::Scalar;
@@ -127,7 +139,9 @@ Tensor sigmoid(const Tensor& a) {
     return T(1) / (T(1) + (-x).exp());
   });
 }
-Tensor tanh(const Tensor& a) { return unary(a, [](const auto& x) { return x.tanh(); }); }
+Tensor tanh(const Tensor& a) {
+  return unary(a, [](const auto& x) { return x.tanh(); });
+}
 Tensor step(const Tensor& a) {
   return unary(a, [](const auto& x) {
     using T = typename std::decay_t<decltype(x)>::Scalar;
@@ -210,8 +224,8 @@ Tensor transpose(const Tensor& a, const Axes& perm_in) {
     for (int i = rank - 1; i >= 0; --i) perm.push_back(i);
   }
   if (static_cast<int>(perm.size()) != rank) {
-    throw AxisError("transpose expects a permutation of " + std::to_string(rank) +
-                    " axes, got " + to_string(perm_in));
+    throw AxisError("transpose expects a permutation of " + std::to_string(rank) + " axes, got " +
+                    to_string(perm_in));
   }
   normalize_axes(perm, rank);  // throws on an axis out of range or repeated
   Shape out_shape(rank);
@@ -329,7 +343,7 @@ MaxDiff max_abs_diff(const Tensor& a, const Tensor& b) {
   const std::vector<double> x = a.to_vector(), y = b.to_vector();
   for (std::size_t i = 0; i < x.size(); ++i) {
     double d = std::fabs(x[i] - y[i]);
-    if (x[i] == y[i]) d = 0.0;                                // equal infinities
+    if (x[i] == y[i]) d = 0.0;                                       // equal infinities
     if (std::isnan(d)) d = std::numeric_limits<double>::infinity();  // NaN is the worst
     if (d > worst.abs || worst.index < 0) {
       worst.abs = d;

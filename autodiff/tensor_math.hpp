@@ -40,8 +40,7 @@ Tensor broadcast_to(const Tensor& a, const Shape& shape);
 Tensor transpose(const Tensor& a, const Axes& perm = {});
 /// Matrix product of two rank-2 tensors, op(a) @ op(b) where op transposes
 /// when asked (without copying).
-Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a = false,
-              bool transpose_b = false);
+Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a = false, bool transpose_b = false);
 Tensor softmax(const Tensor& a, int axis = -1);
 Tensor log_softmax(const Tensor& a, int axis = -1);
 

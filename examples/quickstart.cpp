@@ -29,11 +29,8 @@ int main(int argc, char** argv) {
             << "dloss/dw = " << w.grad() << "\n\n"
             << "dloss/db = " << b.grad() << "\n\n";
 
-  auto of_params = [&x, &model](const std::vector<Var>& v) {
-    return model({Var(x), v[0], v[1]});
-  };
-  const GradCheckReport report =
-      gradcheck(of_params, {w.value(), b.value()}, {}, {"w", "b"});
+  auto of_params = [&x, &model](const std::vector<Var>& v) { return model({Var(x), v[0], v[1]}); };
+  const GradCheckReport report = gradcheck(of_params, {w.value(), b.value()}, {}, {"w", "b"});
   std::cout << "gradient check (reverse mode vs float64 central differences):\n"
             << report.describe() << (report.ok() ? "PASS" : "FAIL") << "\n";
 

@@ -24,19 +24,17 @@ Var relu(const Var& a) {
 }
 
 Var sigmoid(const Var& a) {
-  return record(info::kSigmoid, {&a}, m::sigmoid(a.value()), {},
-                [](const VjpArgs& c) -> Tensors {
-                  const Tensor dy = m::sub(c.output, m::square(c.output));  // y (1 - y)
-                  return {m::mul(c.grad, dy)};
-                });
+  return record(info::kSigmoid, {&a}, m::sigmoid(a.value()), {}, [](const VjpArgs& c) -> Tensors {
+    const Tensor dy = m::sub(c.output, m::square(c.output));  // y (1 - y)
+    return {m::mul(c.grad, dy)};
+  });
 }
 
 Var tanh(const Var& a) {
-  return record(info::kTanh, {&a}, m::tanh(a.value()), {},
-                [](const VjpArgs& c) -> Tensors {
-                  const Tensor dy = m::add_scalar(m::neg(m::square(c.output)), 1.0);
-                  return {m::mul(c.grad, dy)};
-                });
+  return record(info::kTanh, {&a}, m::tanh(a.value()), {}, [](const VjpArgs& c) -> Tensors {
+    const Tensor dy = m::add_scalar(m::neg(m::square(c.output)), 1.0);
+    return {m::mul(c.grad, dy)};
+  });
 }
 
 Var softmax(const Var& a, int axis_in) {

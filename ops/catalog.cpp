@@ -6,10 +6,10 @@ namespace npdl::ops {
 const std::vector<const OpInfo*>& catalog() {
   using namespace info;
   static const std::vector<const OpInfo*> all{
-      &kAdd,     &kSub,        &kMul,       &kDiv,     &kAddScalar, &kMulScalar,
-      &kNeg,     &kSquare,     &kSqrt,      &kRsqrt,   &kExp,       &kLog,
-      &kSum,     &kMean,       &kReshape,   &kBroadcastTo, &kTranspose, &kMatmul,
-      &kRelu,    &kSigmoid,    &kTanh,      &kSoftmax, &kLogSoftmax};
+      &kAdd,  &kSub,     &kMul,     &kDiv,         &kAddScalar, &kMulScalar,
+      &kNeg,  &kSquare,  &kSqrt,    &kRsqrt,       &kExp,       &kLog,
+      &kSum,  &kMean,    &kReshape, &kBroadcastTo, &kTranspose, &kMatmul,
+      &kRelu, &kSigmoid, &kTanh,    &kSoftmax,     &kLogSoftmax};
   return all;
 }
 

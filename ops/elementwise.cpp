@@ -72,25 +72,22 @@ Var neg(const Var& a) {
 }
 
 Var square(const Var& a) {
-  return record(info::kSquare, {&a}, m::square(a.value()), {a.value()},
-                [](const VjpArgs& c) -> Tensors {
-                  return {m::scale(m::mul(c.grad, c.saved[0]), 2.0)};
-                });
+  return record(
+      info::kSquare, {&a}, m::square(a.value()), {a.value()},
+      [](const VjpArgs& c) -> Tensors { return {m::scale(m::mul(c.grad, c.saved[0]), 2.0)}; });
 }
 
 Var sqrt(const Var& a) {
-  return record(info::kSqrt, {&a}, m::sqrt(a.value()), {},
-                [](const VjpArgs& c) -> Tensors {
-                  return {m::scale(m::div(c.grad, c.output), 0.5)};
-                });
+  return record(info::kSqrt, {&a}, m::sqrt(a.value()), {}, [](const VjpArgs& c) -> Tensors {
+    return {m::scale(m::div(c.grad, c.output), 0.5)};
+  });
 }
 
 Var rsqrt(const Var& a) {
-  return record(info::kRsqrt, {&a}, m::rsqrt(a.value()), {},
-                [](const VjpArgs& c) -> Tensors {
-                  const Tensor r3 = m::mul(m::square(c.output), c.output);
-                  return {m::scale(m::mul(c.grad, r3), -0.5)};
-                });
+  return record(info::kRsqrt, {&a}, m::rsqrt(a.value()), {}, [](const VjpArgs& c) -> Tensors {
+    const Tensor r3 = m::mul(m::square(c.output), c.output);
+    return {m::scale(m::mul(c.grad, r3), -0.5)};
+  });
 }
 
 Var exp(const Var& a) {

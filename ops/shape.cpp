@@ -33,7 +33,8 @@ Var transpose(const Var& a, const Axes& perm_in) {
   }
   Tensor value = m::transpose(a.value(), perm);  // validates perm
   Axes inverse(perm.size());
-  for (std::size_t i = 0; i < perm.size(); ++i) inverse[normalize_axis(perm[i], a.rank())] = static_cast<int>(i);
+  for (std::size_t i = 0; i < perm.size(); ++i)
+    inverse[normalize_axis(perm[i], a.rank())] = static_cast<int>(i);
   return record(info::kTranspose, {&a}, std::move(value), {},
                 [inverse](const VjpArgs& c) -> Tensors { return {m::transpose(c.grad, inverse)}; });
 }

@@ -33,14 +33,13 @@ TEST(BatchNormByHand, ReverseModeEqualsTheFusedFormula) {
     const Tensor xhat = m::mul(xmu, invstd);
     const Tensor sum_dy = m::sum(dy, {0}, true);
     const Tensor sum_dy_xhat = m::sum(m::mul(dy, xhat), {0}, true);
-    const Tensor inner =
-        m::sub(m::sub(m::scale(dy, double(M)), sum_dy), m::mul(xhat, sum_dy_xhat));
+    const Tensor inner = m::sub(m::sub(m::scale(dy, double(M)), sum_dy), m::mul(xhat, sum_dy_xhat));
     const Tensor dx = m::mul(m::scale(m::mul(in[1], invstd), 1.0 / double(M)), inner);
     return std::vector<Tensor>{dx, sum_dy_xhat.reshape({D}), sum_dy.reshape({D})};
   };
   GradCheckOptions tight = tolerances_for(DType::Float64);
-  EXPECT_GRADIENTS_MATCH(check_against_analytic(f, fused, {x, gamma, beta}, tight,
-                                                {"x", "gamma", "beta"}));
+  EXPECT_GRADIENTS_MATCH(
+      check_against_analytic(f, fused, {x, gamma, beta}, tight, {"x", "gamma", "beta"}));
   EXPECT_GRADCHECK(f, {x, gamma, beta});
 }
 

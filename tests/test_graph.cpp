@@ -7,7 +7,9 @@
 namespace npdl {
 namespace {
 
-Tensor rnd(Shape s, std::uint64_t seed) { return Tensor::randn(std::move(s), seed, DType::Float64); }
+Tensor rnd(Shape s, std::uint64_t seed) {
+  return Tensor::randn(std::move(s), seed, DType::Float64);
+}
 
 TEST(Graph, RecordsOneVertexPerOpWithEdgesFromInputs) {
   Graph g;

@@ -8,7 +8,9 @@
 namespace npdl {
 namespace {
 
-Tensor rnd(Shape s, std::uint64_t seed) { return Tensor::randn(std::move(s), seed, DType::Float64); }
+Tensor rnd(Shape s, std::uint64_t seed) {
+  return Tensor::randn(std::move(s), seed, DType::Float64);
+}
 // Positive inputs for log, sqrt, rsqrt, div's denominator.
 Tensor positive(Shape s, std::uint64_t seed) {
   return Tensor::uniform(std::move(s), seed, DType::Float64, 0.5, 2.0);
@@ -31,8 +33,7 @@ TEST_P(BinaryOps, VjpsMatchFiniteDifferences) {
 INSTANTIATE_TEST_SUITE_P(Shapes, BinaryOps,
                          ::testing::Values(BinaryCase{{3}, {3}}, BinaryCase{{2, 3}, {2, 3}},
                                            BinaryCase{{2, 3}, {3}}, BinaryCase{{2, 3}, {2, 1}},
-                                           BinaryCase{{4, 1, 3}, {2, 1}},
-                                           BinaryCase{{2, 3, 4}, {}},
+                                           BinaryCase{{4, 1, 3}, {2, 1}}, BinaryCase{{2, 3, 4}, {}},
                                            BinaryCase{{1, 3, 1}, {2, 1, 4}}),
                          [](const auto& info) {
                            auto name = [](const Shape& s) {
@@ -49,13 +50,13 @@ TEST_P(UnaryOps, VjpsMatchFiniteDifferences) {
   const Shape s = GetParam();
   const Tensor x = rnd(s, 4), p = positive(s, 5);
   using Fn = Var (*)(const Var&);
-  for (Fn f : {static_cast<Fn>(ops::neg), static_cast<Fn>(ops::square),
-               static_cast<Fn>(ops::exp), static_cast<Fn>(ops::sigmoid),
-               static_cast<Fn>(ops::tanh), static_cast<Fn>(ops::relu)}) {
+  for (Fn f :
+       {static_cast<Fn>(ops::neg), static_cast<Fn>(ops::square), static_cast<Fn>(ops::exp),
+        static_cast<Fn>(ops::sigmoid), static_cast<Fn>(ops::tanh), static_cast<Fn>(ops::relu)}) {
     EXPECT_GRADCHECK([f](const std::vector<Var>& v) { return f(v[0]); }, {x});
   }
-  for (Fn f : {static_cast<Fn>(ops::sqrt), static_cast<Fn>(ops::rsqrt),
-               static_cast<Fn>(ops::log)}) {
+  for (Fn f :
+       {static_cast<Fn>(ops::sqrt), static_cast<Fn>(ops::rsqrt), static_cast<Fn>(ops::log)}) {
     EXPECT_GRADCHECK([f](const std::vector<Var>& v) { return f(v[0]); }, {p});
   }
   EXPECT_GRADCHECK([](const std::vector<Var>& v) { return v[0] * 3.0 + 2.0; }, {x});
@@ -87,8 +88,11 @@ TEST(ShapeOps, ReshapeBroadcastTranspose) {
   EXPECT_GRADCHECK([](const std::vector<Var>& v) { return ops::transpose(v[0]); }, {x});
   EXPECT_GRADCHECK([](const std::vector<Var>& v) { return ops::transpose(v[0], {1, 2, 0}); }, {x});
   const Tensor b = rnd({3, 1}, 8);
-  EXPECT_GRADCHECK([](const std::vector<Var>& v) { return ops::broadcast_to(v[0], {2, 3, 4}); },
-                   {b});
+  EXPECT_GRADCHECK(
+      [](const std::vector<Var>& v) {
+        return ops::broadcast_to(v[0], {2, 3, 4});
+      },
+      {b});
 }
 
 TEST(LinalgOps, Matmul) {

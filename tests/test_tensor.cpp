@@ -29,7 +29,8 @@ TEST(Tensor, RanksZeroToSix) {
 }
 
 TEST(Tensor, SeededRandomIsReproducible) {
-  const Tensor a = Tensor::randn({100}, 7), b = Tensor::randn({100}, 7), c = Tensor::randn({100}, 8);
+  const Tensor a = Tensor::randn({100}, 7), b = Tensor::randn({100}, 7),
+               c = Tensor::randn({100}, 8);
   EXPECT_EQ(a.to_vector(), b.to_vector());
   EXPECT_NE(a.to_vector(), c.to_vector());
   const Tensor u = Tensor::uniform({1000}, 3, DType::Float64, -2.0, 5.0);
@@ -79,8 +80,7 @@ TEST(Broadcast, BinaryValuesMatchAHandLoop) {
   ASSERT_EQ(c.shape(), (Shape{2, 3, 4}));
   for (int i = 0; i < 2; ++i)
     for (int j = 0; j < 3; ++j)
-      for (int k = 0; k < 4; ++k)
-        EXPECT_DOUBLE_EQ(c.at({i, j, k}), a.at({i, 0, k}) * b.at({j, 0}));
+      for (int k = 0; k < 4; ++k) EXPECT_DOUBLE_EQ(c.at({i, j, k}), a.at({i, 0, k}) * b.at({j, 0}));
   EXPECT_THROW(math::add(Tensor::zeros({2}), Tensor::zeros({2}, DType::Float64)), DTypeError);
 }
 

@@ -1,0 +1,72 @@
+#pragma once
+// Batch normalisation's fused kernels and the hand-derived backward.
+//
+// The input is viewed as (outer, features, inner): the feature axis in the
+// middle, everything before it and after it reduced. axis = 0 (every
+// position of a sample is its own feature) is the case inner = 1, outer = N.
+// M = outer * inner elements are reduced per feature.
+#include <string>
+#include <vector>
+
+#include "autodiff/tensor.hpp"
+
+namespace npdl::layers {
+
+struct BatchNormLayout {
+  int feature_axis = 0;   // normalised; 0: all positions of a sample are features
+  Shape param_shape;      // shape of gamma, beta and the running statistics
+  Shape broadcast_shape;  // param_shape aligned with the input (1 on reduced axes)
+  Axes reduced_axes;
+  std::int64_t outer = 0, features = 0, inner = 0;
+  std::int64_t M = 0;  // elements reduced per feature
+};
+
+/// The layout of BatchNormal(axis) for inputs of `input_shape` (with the
+/// samples axis). Throws AxisError for an axis out of range and ShapeError
+/// for inputs of rank < 2.
+BatchNormLayout batchnorm_layout(const Shape& input_shape, int axis);
+
+/// Per-feature batch statistics, float64, shape (features).
+struct BatchNormStats {
+  Tensor mean;
+  Tensor var;     // biased (divided by M)
+  Tensor invstd;  // 1 / sqrt(var + epsilon)
+};
+
+/// Training forward: y = gamma * (x - mean) * invstd + beta, statistics in
+/// one pass over x (Welford per feature, merged with Chan's formula).
+/// `npdl_std_bug` normalises by 1 / sqrt(std + epsilon) instead.
+Tensor batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                               const BatchNormLayout& layout, double epsilon, BatchNormStats& stats,
+                               bool npdl_std_bug = false);
+
+/// Inference forward with given statistics (running mean and variance).
+Tensor batchnorm_forward_infer(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                               const Tensor& mean, const Tensor& var, const BatchNormLayout& layout,
+                               double epsilon);
+
+struct BatchNormGrads {
+  Tensor dx, dgamma, dbeta;
+};
+
+/// The hand-derived backward of the training forward (derivation in
+/// batch_norm_kernels.cpp): two reductions and one elementwise pass.
+BatchNormGrads batchnorm_backward_train(const Tensor& dy, const Tensor& x, const Tensor& gamma,
+                                        const BatchNormStats& stats, const BatchNormLayout& layout);
+
+/// Backward of the inference forward, an affine map:
+/// dx = dy * gamma * invstd, dgamma = sum(dy * xhat), dbeta = sum(dy).
+BatchNormGrads batchnorm_backward_infer(const Tensor& dy, const Tensor& x, const Tensor& gamma,
+                                        const Tensor& mean, const Tensor& var,
+                                        const BatchNormLayout& layout, double epsilon);
+
+/// One step of the derivation from the composite graph to the fused formula,
+/// as the teaching tools print it.
+struct DerivationStep {
+  std::string title;
+  std::string formula;
+  std::string why;
+};
+const std::vector<DerivationStep>& batchnorm_derivation();
+
+}  // namespace npdl::layers

@@ -1,0 +1,289 @@
+#include "layers/batch_normal.hpp"
+
+#include <cmath>
+#include <optional>
+#include <sstream>
+
+#include "autodiff/gradcheck.hpp"
+#include "autodiff/tensor_math.hpp"
+#include "ops/ops.hpp"
+
+namespace npdl::layers {
+namespace {
+
+const OpInfo kFusedTrain{
+    "batch_normal_fused",
+    "y = gamma * (x - mean) * rsqrt(var + epsilon) + beta, statistics in one pass",
+    "dx = (gamma * invstd / M) * (M * dy - sum(dy) - xhat * sum(dy * xhat)), "
+    "dgamma = sum(dy * xhat), dbeta = sum(dy)"};
+const OpInfo kFusedInfer{
+    "batch_normal_fused_inference",
+    "y = gamma * (x - running_mean) * rsqrt(running_var + epsilon) + beta",
+    "dx = dy * gamma * rsqrt(running_var + epsilon), dgamma = sum(dy * xhat), dbeta = sum(dy)"};
+
+std::string number(double v) {
+  std::ostringstream os;
+  os.precision(6);
+  os << v;
+  return os.str();
+}
+
+// Parameters (shape param_shape) viewed so that they broadcast against the
+// input: only needed when the feature axis is neither first nor last.
+Var broadcastable(const Var& p, const BatchNormLayout& L) {
+  return L.inner > 1 ? ops::reshape(p, L.broadcast_shape) : p;
+}
+
+Tensor as_stat(const Var& v, const BatchNormLayout& L) {
+  return v.value().reshape(L.param_shape).astype(DType::Float64);
+}
+
+// The checked mode: reverse mode through the composite `f` on the saved
+// inputs, compared with the fused gradients. The tolerance is the dtype's,
+// its absolute part scaled by the gradient's root mean square.
+void expect_agreement(const GraphFunction& composite, const VjpArgs& c, const BatchNormGrads& g) {
+  GradModeGuard recording(true);  // backward may run under a NoGradGuard
+  const std::vector<Tensor> autodiff =
+      reverse_mode_gradients(composite, {c.saved[0], c.saved[1], c.saved[2]}, c.grad);
+  const std::pair<const char*, const Tensor*> fused[] = {
+      {"dx", &g.dx}, {"dgamma", &g.dgamma}, {"dbeta", &g.dbeta}};
+  for (int i = 0; i < 3; ++i) {
+    const Tensor& f = *fused[i].second;
+    const GradCheckOptions tol = tolerances_for(f.dtype());
+    const double rms =
+        std::sqrt(math::sum(math::square(f)).item() / double(std::max<std::int64_t>(f.size(), 1)));
+    const TensorComparison cmp =
+        compare_tensors(fused[i].first, autodiff[i], f, tol.atol * std::max(1.0, rms), tol.rtol);
+    if (!cmp.ok) {
+      throw GradientMismatch("BatchNormal checked backward: autodiff and fused disagree on " +
+                             cmp.describe() + " (got = autodiff, expected = fused)");
+    }
+  }
+}
+
+}  // namespace
+
+BackwardMode parse_backward_mode(const std::string& name) {
+  if (name == "autodiff") return BackwardMode::Autodiff;
+  if (name == "fused") return BackwardMode::Fused;
+  if (name == "checked") return BackwardMode::Checked;
+  throw ValueError("unknown backward mode '" + name + "'; expected autodiff, fused or checked");
+}
+
+std::string backward_mode_name(BackwardMode mode) {
+  switch (mode) {
+    case BackwardMode::Autodiff:
+      return "autodiff";
+    case BackwardMode::Fused:
+      return "fused";
+    case BackwardMode::Checked:
+      return "checked";
+  }
+  return "?";
+}
+
+Var batchnorm_composite_train(const Var& x, const Var& gamma, const Var& beta,
+                              const BatchNormLayout& L, double epsilon, Variant variant,
+                              BatchNormStats* stats) {
+  const Var mean = ops::mean(x, L.reduced_axes, /*keepdims=*/true);
+  const Var xmu = x - mean;
+  const Var var = ops::mean(xmu * xmu, L.reduced_axes, /*keepdims=*/true);
+  const Var spread = variant == Variant::NpdlStd ? ops::sqrt(var) : var;
+  const Var invstd = ops::rsqrt(spread + epsilon);
+  const Var xhat = xmu * invstd;
+  const Var y = broadcastable(gamma, L) * xhat + broadcastable(beta, L);
+  if (stats != nullptr) {
+    stats->mean = as_stat(mean, L);
+    stats->var = as_stat(var, L);
+    stats->invstd = as_stat(invstd, L);
+  }
+  return y;
+}
+
+Var batchnorm_composite_infer(const Var& x, const Var& gamma, const Var& beta,
+                              const BatchNormLayout& L, double epsilon, const Tensor& running_mean,
+                              const Tensor& running_var) {
+  const Var mean(running_mean.reshape(L.broadcast_shape));
+  const Var var(running_var.reshape(L.broadcast_shape));
+  const Var xhat = (x - mean) * ops::rsqrt(var + epsilon);
+  return broadcastable(gamma, L) * xhat + broadcastable(beta, L);
+}
+
+Var batchnorm_fused_train(const Var& x, const Var& gamma, const Var& beta, const BatchNormLayout& L,
+                          double eps, bool checked, Variant variant, BatchNormStats* stats_out) {
+  BatchNormStats stats;
+  Tensor y = batchnorm_forward_train(x.value(), gamma.value(), beta.value(), L, eps, stats,
+                                     variant == Variant::NpdlStd);
+  if (stats_out != nullptr) *stats_out = stats;
+  Graph* graph = common_graph({&x, &gamma, &beta}, kFusedTrain.name);
+  if (graph == nullptr) return Var(std::move(y));
+  return graph->record(
+      kFusedTrain, {&x, &gamma, &beta}, std::move(y),
+      {x.value(), gamma.value(), beta.value(), stats.mean, stats.invstd},
+      [L, eps, variant, checked](const VjpArgs& c) -> Tensors {
+        const BatchNormStats s{c.saved[3], Tensor(), c.saved[4]};
+        const BatchNormGrads g = batchnorm_backward_train(c.grad, c.saved[0], c.saved[1], s, L);
+        if (checked) {
+          expect_agreement(
+              [&](const std::vector<Var>& v) {
+                return batchnorm_composite_train(v[0], v[1], v[2], L, eps, variant);
+              },
+              c, g);
+        }
+        return {g.dx, g.dgamma, g.dbeta};
+      });
+}
+
+Var batchnorm_fused_infer(const Var& x, const Var& gamma, const Var& beta, const BatchNormLayout& L,
+                          double eps, const Tensor& rm, const Tensor& rv, bool checked) {
+  Tensor y = batchnorm_forward_infer(x.value(), gamma.value(), beta.value(), rm, rv, L, eps);
+  Graph* graph = common_graph({&x, &gamma, &beta}, kFusedInfer.name);
+  if (graph == nullptr) return Var(std::move(y));
+  return graph->record(
+      kFusedInfer, {&x, &gamma, &beta}, std::move(y), {x.value(), gamma.value(), beta.value()},
+      [L, eps, rm, rv, checked](const VjpArgs& c) -> Tensors {
+        const BatchNormGrads g =
+            batchnorm_backward_infer(c.grad, c.saved[0], c.saved[1], rm, rv, L, eps);
+        if (checked) {
+          expect_agreement(
+              [&](const std::vector<Var>& v) {
+                return batchnorm_composite_infer(v[0], v[1], v[2], L, eps, rm, rv);
+              },
+              c, g);
+        }
+        return {g.dx, g.dgamma, g.dbeta};
+      });
+}
+
+BatchNormal::BatchNormal(double epsilon, double momentum, int axis,
+                         initializers::InitSpec beta_init, initializers::InitSpec gamma_init)
+    : epsilon_(epsilon),
+      momentum_(momentum),
+      axis_(axis),
+      beta_init_(std::move(beta_init)),
+      gamma_init_(std::move(gamma_init)) {
+  if (!(std::isfinite(epsilon) && epsilon > 0)) {
+    throw ValueError("BatchNormal: epsilon must be a finite number > 0, got " + number(epsilon));
+  }
+  if (!(momentum >= 0.0 && momentum <= 1.0)) {
+    throw ValueError("BatchNormal: momentum must lie in [0, 1], got " + number(momentum));
+  }
+}
+
+void BatchNormal::build(const Shape& input_shape) {
+  Shape batch{2};
+  batch.insert(batch.end(), input_shape.begin(), input_shape.end());
+  BatchNormLayout layout = batchnorm_layout(batch, axis_);  // throws on a bad axis or rank
+  ParameterPtr gamma = make_parameter(gamma_init_(layout.param_shape, DType::Float32), "gamma");
+  ParameterPtr beta = make_parameter(beta_init_(layout.param_shape, DType::Float32), "beta");
+  gamma->grad = Tensor::zeros(layout.param_shape, DType::Float32);
+  beta->grad = Tensor::zeros(layout.param_shape, DType::Float32);
+  layout_ = std::move(layout);
+  gamma_ = std::move(gamma);
+  beta_ = std::move(beta);
+  running_mean_ = Tensor::zeros(layout_.param_shape, DType::Float32);
+  running_var_ = Tensor::ones(layout_.param_shape, DType::Float32);
+}
+
+const BatchNormLayout& BatchNormal::layout() const {
+  if (!connected()) {
+    throw GraphError("BatchNormal is not connected yet: call connect_to or forward first");
+  }
+  return layout_;
+}
+
+void BatchNormal::check_input(const Tensor& x, bool training) const {
+  const BatchNormLayout L = batchnorm_layout(x.shape(), axis_);
+  const bool rank_fits = x.rank() == static_cast<int>(input_shape().size()) + 1;
+  if (connected() && (!rank_fits || L.param_shape != layout_.param_shape)) {
+    throw ShapeError("BatchNormal expects inputs of rank " +
+                     std::to_string(input_shape().size() + 1) + " whose features have shape " +
+                     to_string(layout_.param_shape) + " (axis " + std::to_string(axis_) +
+                     "), got an input of shape " + to_string(x.shape()));
+  }
+  if (!training) return;
+  if (L.M < 2) {
+    throw ValueError(
+        "BatchNormal in training needs at least 2 elements per feature to estimate "
+        "a variance, got M = " +
+        std::to_string(L.M) + " for input shape " + to_string(x.shape()));
+  }
+  if (!math::all_finite(x)) {
+    throw ValueError("BatchNormal: the training batch of shape " + to_string(x.shape()) +
+                     " contains NaN or Inf; expected finite values");
+  }
+}
+
+void BatchNormal::match_dtype(DType dtype) {
+  if (gamma_->value.dtype() == dtype) return;
+  if (has_run_) {
+    throw DTypeError("BatchNormal's parameters are " + npdl::to_string(gamma_->value.dtype()) +
+                     " (fixed by earlier forwards), got a " + npdl::to_string(dtype) + " input");
+  }
+  // Before the first forward, the parameters follow the input's dtype.
+  for (const ParameterPtr& p : {gamma_, beta_}) {
+    p->value = p->value.astype(dtype);
+    p->grad = p->grad.astype(dtype);
+  }
+  running_mean_ = running_mean_.astype(dtype);
+  running_var_ = running_var_.astype(dtype);
+}
+
+Var BatchNormal::apply(const Var& x, bool training) {
+  check_input(x.value(), training);  // before any state changes
+  // Inputs fit when their features do: a per-channel layer takes any
+  // spatial size, so the base class's exact shape check does not apply.
+  if (!connected()) connect_to(Shape(x.shape().begin() + 1, x.shape().end()));
+  match_dtype(x.dtype());
+  const BatchNormLayout L = batchnorm_layout(x.shape(), axis_);
+  Graph* graph = x.graph();
+  std::optional<Graph::CompositeScope> scope;
+  if (graph != nullptr) scope.emplace(*graph, name());
+  const Var gamma = graph != nullptr ? graph->param(gamma_) : Var(gamma_->value);
+  const Var beta = graph != nullptr ? graph->param(beta_) : Var(beta_->value);
+  BatchNormStats stats;
+  Var y;
+  if (mode_ == BackwardMode::Autodiff) {
+    y = training
+            ? batchnorm_composite_train(x, gamma, beta, L, epsilon_, variant_, &stats)
+            : batchnorm_composite_infer(x, gamma, beta, L, epsilon_, running_mean_, running_var_);
+  } else {
+    const bool checked = mode_ == BackwardMode::Checked;
+    y = training ? batchnorm_fused_train(x, gamma, beta, L, epsilon_, checked, variant_, &stats)
+                 : batchnorm_fused_infer(x, gamma, beta, L, epsilon_, running_mean_, running_var_,
+                                         checked);
+  }
+  if (training) update_running_stats(stats, L.M);
+  has_run_ = true;
+  return y;
+}
+
+void BatchNormal::update_running_stats(const BatchNormStats& stats, std::int64_t M) {
+  // npdl's convention: momentum weighs the old value. The batch variance is
+  // biased (divided by M); the running one estimates the population's, so
+  // it is scaled by M / (M - 1).
+  const DType dtype = running_mean_.dtype();
+  const Tensor mean = stats.mean.astype(dtype), var = stats.var.astype(dtype);
+  const double unbias = double(M) / double(M - 1);
+  running_mean_ =
+      math::add(math::scale(running_mean_, momentum_), math::scale(mean, 1.0 - momentum_));
+  running_var_ =
+      math::add(math::scale(running_var_, momentum_), math::scale(var, (1.0 - momentum_) * unbias));
+}
+
+Tensor BatchNormal::checked_param(const Tensor& t, const char* what) const {
+  check_same_shape(layout().param_shape, t.shape(), std::string("BatchNormal ") + what);
+  return t.astype(gamma_->value.dtype());
+}
+
+void BatchNormal::set_gamma(const Tensor& gamma) { gamma_->value = checked_param(gamma, "gamma"); }
+void BatchNormal::set_beta(const Tensor& beta) { beta_->value = checked_param(beta, "beta"); }
+
+void BatchNormal::set_running_stats(const Tensor& mean, const Tensor& var) {
+  Tensor m = checked_param(mean, "running_mean");
+  Tensor v = checked_param(var, "running_var");
+  running_mean_ = std::move(m);
+  running_var_ = std::move(v);
+}
+
+}  // namespace npdl::layers

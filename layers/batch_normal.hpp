@@ -1,0 +1,109 @@
+#pragma once
+// npdl's BatchNormal layer (SPEC section 2), on the graph.
+//
+// Applied to a graph value it records one composite node named
+// "BatchNormal". What is inside depends on the backward mode:
+//   autodiff  the primitives of the forward (mean, sub, mul, mean, add,
+//             rsqrt, mul, mul by gamma, add beta): reverse mode through them
+//             is the backward;
+//   fused     one node whose forward makes the statistics in one pass and
+//             whose VJP is the hand-derived formula (batch_norm_kernels.hpp);
+//   checked   the fused node, whose VJP also runs reverse mode through the
+//             primitives and throws GradientMismatch naming the largest
+//             difference when the two disagree beyond the dtype's tolerance.
+#include <string>
+
+#include "layers/batch_norm_kernels.hpp"
+#include "layers/initializers.hpp"
+#include "layers/layer.hpp"
+
+namespace npdl::layers {
+
+enum class BackwardMode { Autodiff, Fused, Checked };
+/// "autodiff", "fused" or "checked"; throws ValueError otherwise.
+BackwardMode parse_backward_mode(const std::string& name);
+std::string backward_mode_name(BackwardMode mode);
+
+/// The forward a BatchNormal computes. NpdlStd reproduces the Python
+/// original's bug (it normalises by sqrt(std + epsilon) while its backward
+/// assumes the variance); it exists to show that the checks catch it.
+enum class Variant { Correct, NpdlStd };
+
+/// SPEC section 2's training forward recorded from primitives on x's graph:
+/// mean, sub, mul, mean, add epsilon, rsqrt, mul, mul by gamma, add beta.
+/// Reverse mode through it is the autodiff backward. Fills `stats` (float64,
+/// parameter shape) when given.
+Var batchnorm_composite_train(const Var& x, const Var& gamma, const Var& beta,
+                              const BatchNormLayout& layout, double epsilon,
+                              Variant variant = Variant::Correct, BatchNormStats* stats = nullptr);
+/// The inference forward from primitives, with given running statistics.
+Var batchnorm_composite_infer(const Var& x, const Var& gamma, const Var& beta,
+                              const BatchNormLayout& layout, double epsilon,
+                              const Tensor& running_mean, const Tensor& running_var);
+
+/// The fused training forward as one recorded node whose VJP is the
+/// hand-derived formula; with `checked`, the VJP also runs reverse mode
+/// through the composite and throws GradientMismatch on disagreement.
+Var batchnorm_fused_train(const Var& x, const Var& gamma, const Var& beta,
+                          const BatchNormLayout& layout, double epsilon, bool checked = false,
+                          Variant variant = Variant::Correct, BatchNormStats* stats = nullptr);
+/// The fused inference forward (an affine map per feature) as one node.
+Var batchnorm_fused_infer(const Var& x, const Var& gamma, const Var& beta,
+                          const BatchNormLayout& layout, double epsilon, const Tensor& running_mean,
+                          const Tensor& running_var, bool checked = false);
+
+class BatchNormal : public Layer {
+ public:
+  /// npdl's signature. Throws ValueError for epsilon <= 0 or not finite and
+  /// momentum outside [0, 1].
+  explicit BatchNormal(double epsilon = 1e-6, double momentum = 0.9, int axis = 0,
+                       initializers::InitSpec beta_init = "zero",
+                       initializers::InitSpec gamma_init = "one");
+
+  std::string name() const override { return "BatchNormal"; }
+  Var apply(const Var& input, bool training) override;
+  /// npdl's order: {beta, gamma}; grads() is {dbeta, dgamma}.
+  std::vector<ParameterPtr> params() const override { return {beta_, gamma_}; }
+
+  void set_backward_mode(BackwardMode mode) { mode_ = mode; }
+  BackwardMode backward_mode() const { return mode_; }
+  void set_variant(Variant variant) { variant_ = variant; }
+  Variant variant() const { return variant_; }
+
+  double epsilon() const { return epsilon_; }
+  double momentum() const { return momentum_; }
+  int axis() const { return axis_; }
+  /// The layout for inputs of the connected shape.
+  const BatchNormLayout& layout() const;
+
+  const ParameterPtr& gamma() const { return gamma_; }
+  const ParameterPtr& beta() const { return beta_; }
+  const Tensor& running_mean() const { return running_mean_; }
+  const Tensor& running_var() const { return running_var_; }
+  /// Replace parameters or running statistics; ShapeError unless they have
+  /// the parameter shape (the layer must be connected).
+  void set_gamma(const Tensor& gamma);
+  void set_beta(const Tensor& beta);
+  void set_running_stats(const Tensor& mean, const Tensor& var);
+
+ protected:
+  void build(const Shape& input_shape) override;
+
+ private:
+  void check_input(const Tensor& x, bool training) const;
+  void match_dtype(DType dtype);
+  void update_running_stats(const BatchNormStats& stats, std::int64_t M);
+  Tensor checked_param(const Tensor& t, const char* what) const;
+
+  double epsilon_, momentum_;
+  int axis_;
+  initializers::InitSpec beta_init_, gamma_init_;
+  BackwardMode mode_ = BackwardMode::Fused;
+  Variant variant_ = Variant::Correct;
+  BatchNormLayout layout_;
+  ParameterPtr beta_, gamma_;
+  Tensor running_mean_, running_var_;
+  bool has_run_ = false;  // a forward has used the parameters' dtype
+};
+
+}  // namespace npdl::layers
