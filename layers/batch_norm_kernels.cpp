@@ -108,9 +108,25 @@ void moments_columns(const T* x, const BatchNormLayout& L, ArrD& mean, ArrD& var
                });
 }
 
+// Elements of a segment reduced in the input's own dtype before the result
+// joins the float64 accumulators: short enough that float32 sums keep their
+// digits, long enough that the vectorised sum dominates.
+constexpr std::int64_t kSegmentBlock = 4096;
+
+// Calls fn(pointer, length) for the blocks of feature c's segments.
+template <class T, class Fn>
+void for_each_block(const T* base, const BatchNormLayout& L, std::int64_t c, Fn&& fn) {
+  for (std::int64_t o = 0; o < L.outer; ++o) {
+    const T* seg = base + (o * L.features + c) * L.inner;
+    for (std::int64_t b = 0; b < L.inner; b += kSegmentBlock) {
+      fn(seg + b, std::min(kSegmentBlock, L.inner - b), (o * L.features + c) * L.inner + b);
+    }
+  }
+}
+
 template <class T>
 void moments_segments(const T* x, const BatchNormLayout& L, ArrD& mean, ArrD& var) {
-  const std::int64_t C = L.features, n = L.inner;
+  const std::int64_t C = L.features;
   mean.resize(C);
   var.resize(C);
   parallel_for(C, std::max<std::int64_t>(1, kElementGrain / std::max<std::int64_t>(L.M, 1)),
@@ -118,12 +134,16 @@ void moments_segments(const T* x, const BatchNormLayout& L, ArrD& mean, ArrD& va
                  for (std::int64_t c = lo; c < hi; ++c) {
                    Moments acc;
                    double m = 0, m2 = 0;
-                   for (std::int64_t o = 0; o < L.outer; ++o) {
-                     const CMap<T> seg(x + (o * C + c) * n, n);
-                     const double smean = seg.template cast<double>().sum() / double(n);
-                     const double sm2 = (seg.template cast<double>() - smean).square().sum();
-                     acc.merge(double(n), smean, sm2, m, m2);
-                   }
+                   for_each_block(x, L, c, [&](const T* p, std::int64_t n, std::int64_t) {
+                     const CMap<T> block(p, n);
+                     const T bmean = block.sum() / T(n);
+                     // Two-pass in the block, with the rounding of bmean
+                     // corrected by the (tiny) sum of deviations.
+                     const auto d = (block - bmean);
+                     const double dsum = double(d.sum());
+                     const double bm2 = double(d.square().sum()) - dsum * dsum / double(n);
+                     acc.merge(double(n), double(bmean) + dsum / double(n), bm2, m, m2);
+                   });
                    mean[c] = m;
                    var[c] = m2 / acc.n;
                  }
@@ -174,12 +194,11 @@ void backward_sums(const T* dy, const T* x, const Arr<T>& m, const BatchNormLayo
     parallel_for(C, std::max<std::int64_t>(1, kElementGrain / std::max<std::int64_t>(L.M, 1)),
                  [&](std::int64_t lo, std::int64_t hi) {
                    for (std::int64_t c = lo; c < hi; ++c) {
-                     for (std::int64_t o = 0; o < L.outer; ++o) {
-                       const std::int64_t off = (o * C + c) * L.inner;
-                       const CMap<T> g(dy + off, L.inner), v(x + off, L.inner);
-                       sum_dy[c] += g.template cast<double>().sum();
-                       sum_dy_d[c] += (g * (v - m[c])).template cast<double>().sum();
-                     }
+                     for_each_block(dy, L, c, [&](const T* g, std::int64_t n, std::int64_t off) {
+                       const CMap<T> gb(g, n), xb(x + off, n);
+                       sum_dy[c] += double(gb.sum());
+                       sum_dy_d[c] += double((gb * (xb - m[c])).sum());
+                     });
                    }
                  });
   } else {

@@ -61,6 +61,11 @@ void expect_agreement(const GraphFunction& composite, const VjpArgs& c, const Ba
   }
 }
 
+[[noreturn]] void throw_non_finite(const Shape& shape) {
+  throw ValueError("BatchNormal: the training batch of shape " + to_string(shape) +
+                   " contains NaN or Inf; expected finite values");
+}
+
 }  // namespace
 
 BackwardMode parse_backward_mode(const std::string& name) {
@@ -110,10 +115,14 @@ Var batchnorm_composite_infer(const Var& x, const Var& gamma, const Var& beta,
 }
 
 Var batchnorm_fused_train(const Var& x, const Var& gamma, const Var& beta, const BatchNormLayout& L,
-                          double eps, bool checked, Variant variant, BatchNormStats* stats_out) {
+                          double eps, bool checked, Variant variant, BatchNormStats* stats_out,
+                          bool require_finite) {
   BatchNormStats stats;
   Tensor y = batchnorm_forward_train(x.value(), gamma.value(), beta.value(), L, eps, stats,
                                      variant == Variant::NpdlStd);
+  if (require_finite && !(math::all_finite(stats.mean) && math::all_finite(stats.var))) {
+    throw_non_finite(x.shape());
+  }
   if (stats_out != nullptr) *stats_out = stats;
   Graph* graph = common_graph({&x, &gamma, &beta}, kFusedTrain.name);
   if (graph == nullptr) return Var(std::move(y));
@@ -192,7 +201,7 @@ const BatchNormLayout& BatchNormal::layout() const {
   return layout_;
 }
 
-void BatchNormal::check_input(const Tensor& x, bool training) const {
+void BatchNormal::check_input(const Tensor& x, bool training, bool scan_values) const {
   const BatchNormLayout L = batchnorm_layout(x.shape(), axis_);
   const bool rank_fits = x.rank() == static_cast<int>(input_shape().size()) + 1;
   if (connected() && (!rank_fits || L.param_shape != layout_.param_shape)) {
@@ -208,10 +217,7 @@ void BatchNormal::check_input(const Tensor& x, bool training) const {
         "a variance, got M = " +
         std::to_string(L.M) + " for input shape " + to_string(x.shape()));
   }
-  if (!math::all_finite(x)) {
-    throw ValueError("BatchNormal: the training batch of shape " + to_string(x.shape()) +
-                     " contains NaN or Inf; expected finite values");
-  }
+  if (scan_values && !math::all_finite(x)) throw_non_finite(x.shape());
 }
 
 void BatchNormal::match_dtype(DType dtype) {
@@ -230,7 +236,10 @@ void BatchNormal::match_dtype(DType dtype) {
 }
 
 Var BatchNormal::apply(const Var& x, bool training) {
-  check_input(x.value(), training);  // before any state changes
+  // Validation comes before any state changes. The fused path sees NaN and
+  // Inf in its statistics, without a separate scan of the batch.
+  const bool fused = mode_ != BackwardMode::Autodiff;
+  check_input(x.value(), training, /*scan_values=*/!fused);
   // Inputs fit when their features do: a per-channel layer takes any
   // spatial size, so the base class's exact shape check does not apply.
   if (!connected()) connect_to(Shape(x.shape().begin() + 1, x.shape().end()));
@@ -242,14 +251,15 @@ Var BatchNormal::apply(const Var& x, bool training) {
   const Var gamma = graph != nullptr ? graph->param(gamma_) : Var(gamma_->value);
   const Var beta = graph != nullptr ? graph->param(beta_) : Var(beta_->value);
   BatchNormStats stats;
+  const bool checked = mode_ == BackwardMode::Checked;
   Var y;
-  if (mode_ == BackwardMode::Autodiff) {
+  if (!fused) {
     y = training
             ? batchnorm_composite_train(x, gamma, beta, L, epsilon_, variant_, &stats)
             : batchnorm_composite_infer(x, gamma, beta, L, epsilon_, running_mean_, running_var_);
   } else {
-    const bool checked = mode_ == BackwardMode::Checked;
-    y = training ? batchnorm_fused_train(x, gamma, beta, L, epsilon_, checked, variant_, &stats)
+    y = training ? batchnorm_fused_train(x, gamma, beta, L, epsilon_, checked, variant_, &stats,
+                                         /*require_finite=*/true)
                  : batchnorm_fused_infer(x, gamma, beta, L, epsilon_, running_mean_, running_var_,
                                          checked);
   }

@@ -44,9 +44,12 @@ Var batchnorm_composite_infer(const Var& x, const Var& gamma, const Var& beta,
 /// The fused training forward as one recorded node whose VJP is the
 /// hand-derived formula; with `checked`, the VJP also runs reverse mode
 /// through the composite and throws GradientMismatch on disagreement.
+/// With `require_finite`, a batch with NaN or Inf (seen in its statistics,
+/// which any of them poisons) throws ValueError before anything is recorded.
 Var batchnorm_fused_train(const Var& x, const Var& gamma, const Var& beta,
                           const BatchNormLayout& layout, double epsilon, bool checked = false,
-                          Variant variant = Variant::Correct, BatchNormStats* stats = nullptr);
+                          Variant variant = Variant::Correct, BatchNormStats* stats = nullptr,
+                          bool require_finite = false);
 /// The fused inference forward (an affine map per feature) as one node.
 Var batchnorm_fused_infer(const Var& x, const Var& gamma, const Var& beta,
                           const BatchNormLayout& layout, double epsilon, const Tensor& running_mean,
@@ -90,7 +93,7 @@ class BatchNormal : public Layer {
   void build(const Shape& input_shape) override;
 
  private:
-  void check_input(const Tensor& x, bool training) const;
+  void check_input(const Tensor& x, bool training, bool scan_values) const;
   void match_dtype(DType dtype);
   void update_running_stats(const BatchNormStats& stats, std::int64_t M);
   Tensor checked_param(const Tensor& t, const char* what) const;
