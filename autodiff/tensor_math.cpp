@@ -14,6 +14,11 @@ namespace {
 using detail::Loop;
 using detail::Strides;
 
+// Elements summed in the tensor's own dtype before joining a float64
+// accumulator: short enough for float32 to keep its digits, long enough for
+// the vectorised sum to dominate.
+constexpr std::int64_t kSumBlock = 4096;
+
 template <class T>
 using ArrayMap = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
 template <class T>
@@ -166,7 +171,10 @@ Tensor sum(const Tensor& a, const Axes& axes_in, bool keepdims) {
     // kernels (batch norm) that split over features.
     detail::for_each_row(loop, [&](const std::array<std::int64_t, 2>& off, std::int64_t n) {
       if (reduce_inner) {
-        s[off[0]] += ConstArrayMap<T>(x + off[1], n).template cast<double>().sum();
+        // Blocks summed in T (vectorised), their sums accumulated in double.
+        for (std::int64_t b = 0; b < n; b += kSumBlock) {
+          s[off[0]] += double(ConstArrayMap<T>(x + off[1] + b, std::min(kSumBlock, n - b)).sum());
+        }
       } else {
         ArrayMap<double>(s + off[0], n) += ConstArrayMap<T>(x + off[1], n).template cast<double>();
       }
@@ -356,10 +364,73 @@ MaxDiff max_abs_diff(const Tensor& a, const Tensor& b) {
 }
 
 bool all_finite(const Tensor& a) {
+  // x * 0 is 0 for finite x and NaN for NaN and +-Inf: one branch-free,
+  // vectorised sum tells whether any element is not finite.
   return dispatch(a.dtype(), [&](auto zero) {
     using T = decltype(zero);
-    return ConstArrayMap<T>(a.data<T>(), a.size()).isFinite().all();
+    const T* x = a.data<T>();
+    for (std::int64_t b = 0; b < a.size(); b += kSumBlock) {
+      const T probe = (ConstArrayMap<T>(x + b, std::min(kSumBlock, a.size() - b)) * T(0)).sum();
+      if (probe != T(0)) return false;
+    }
+    return true;
   });
+}
+
+Tensor mul_unbroadcast(const Tensor& a, const Tensor& b, const Shape& shape) {
+  check_same_dtype(a, b, "mul_unbroadcast");
+  const Shape full = broadcast_shapes(a.shape(), b.shape());
+  if (full == shape) return mul(a, b);
+  const Tensor target = Tensor::zeros(shape, a.dtype());  // validates the shape's rank
+  if (broadcast_shapes(full, shape) != full) {
+    throw ShapeError("mul_unbroadcast: cannot sum shape " + to_string(full) + " down to " +
+                     to_string(shape));
+  }
+  const int lead = static_cast<int>(full.size() - shape.size());
+  Shape kept(full.size(), 1);
+  for (std::size_t i = 0; i < shape.size(); ++i) kept[lead + i] = shape[i];
+  Tensor acc = Tensor::zeros(kept, DType::Float64);
+  double* s = acc.data<double>();
+  dispatch(a.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* x = a.data<T>();
+    const T* y = b.data<T>();
+    const auto loop = detail::make_broadcast_loop<3>(full, {&kept, &a.shape(), &b.shape()});
+    const bool reduce_inner = loop.inner_stride(0) == 0;
+    const std::int64_t sa = loop.inner_stride(1), sb = loop.inner_stride(2);
+    detail::for_each_row(loop, [&](const std::array<std::int64_t, 3>& off, std::int64_t n) {
+      // Rows where one operand is a broadcast scalar: scale the other's sum.
+      if (reduce_inner) {
+        for (std::int64_t k = 0; k < n; k += kSumBlock) {
+          const std::int64_t m = std::min(kSumBlock, n - k);
+          T part;
+          if (sa != 0 && sb != 0) {
+            part =
+                (ConstArrayMap<T>(x + off[1] + k, m) * ConstArrayMap<T>(y + off[2] + k, m)).sum();
+          } else if (sa != 0) {
+            part = ConstArrayMap<T>(x + off[1] + k, m).sum() * y[off[2]];
+          } else if (sb != 0) {
+            part = x[off[1]] * ConstArrayMap<T>(y + off[2] + k, m).sum();
+          } else {
+            part = x[off[1]] * y[off[2]] * T(m);
+          }
+          s[off[0]] += double(part);
+        }
+      } else {
+        ArrayMap<double> dst(s + off[0], n);
+        if (sa != 0 && sb != 0) {
+          dst += (ConstArrayMap<T>(x + off[1], n) * ConstArrayMap<T>(y + off[2], n))
+                     .template cast<double>();
+        } else if (sa != 0) {
+          dst += (ConstArrayMap<T>(x + off[1], n) * y[off[2]]).template cast<double>();
+        } else {
+          dst += (ConstArrayMap<T>(y + off[2], n) * x[off[1]]).template cast<double>();
+        }
+      }
+    });
+  });
+  Tensor out = a.dtype() == DType::Float64 ? acc : acc.astype(a.dtype());
+  return out.reshape(shape);
 }
 
 }  // namespace npdl::math

@@ -10,6 +10,11 @@ Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
 Tensor div(const Tensor& a, const Tensor& b);
+/// Elementwise f(a, b) for two tensors of one shape and dtype, in one pass;
+/// f takes Eigen arrays (for fused VJP expressions such as g * y * (1 - y)).
+template <class F>
+Tensor binary_map(const Tensor& a, const Tensor& b, const char* name, F f);
+
 /// a * s (s a scalar), without broadcasting machinery.
 Tensor scale(const Tensor& a, double s);
 /// a + s elementwise.
@@ -33,6 +38,9 @@ Tensor mean(const Tensor& a, const Axes& axes = {}, bool keepdims = false);
 /// Sums `grad` down to `shape`, the shape it was broadcast from: the one
 /// rule by which every VJP undoes broadcasting.
 Tensor unbroadcast(const Tensor& grad, const Shape& shape);
+/// unbroadcast(a * b, shape) without materialising a * b: what mul's VJP
+/// needs for an operand that was broadcast (a bias, a per-feature scale).
+Tensor mul_unbroadcast(const Tensor& a, const Tensor& b, const Shape& shape);
 /// Copies `a` broadcast to `shape`; throws ShapeError when it cannot be.
 Tensor broadcast_to(const Tensor& a, const Shape& shape);
 
@@ -58,3 +66,5 @@ MaxDiff max_abs_diff(const Tensor& a, const Tensor& b);
 bool all_finite(const Tensor& a);
 
 }  // namespace npdl::math
+
+#include "autodiff/tensor_math_inl.hpp"

@@ -92,7 +92,7 @@ Var batchnorm_composite_train(const Var& x, const Var& gamma, const Var& beta,
                               BatchNormStats* stats) {
   const Var mean = ops::mean(x, L.reduced_axes, /*keepdims=*/true);
   const Var xmu = x - mean;
-  const Var var = ops::mean(xmu * xmu, L.reduced_axes, /*keepdims=*/true);
+  const Var var = ops::mean(ops::square(xmu), L.reduced_axes, /*keepdims=*/true);
   const Var spread = variant == Variant::NpdlStd ? ops::sqrt(var) : var;
   const Var invstd = ops::rsqrt(spread + epsilon);
   const Var xhat = xmu * invstd;

@@ -3,7 +3,7 @@
 //
 // Applied to a graph value it records one composite node named
 // "BatchNormal". What is inside depends on the backward mode:
-//   autodiff  the primitives of the forward (mean, sub, mul, mean, add,
+//   autodiff  the primitives of the forward (mean, sub, square, mean, add,
 //             rsqrt, mul, mul by gamma, add beta): reverse mode through them
 //             is the backward;
 //   fused     one node whose forward makes the statistics in one pass and
@@ -30,7 +30,7 @@ std::string backward_mode_name(BackwardMode mode);
 enum class Variant { Correct, NpdlStd };
 
 /// SPEC section 2's training forward recorded from primitives on x's graph:
-/// mean, sub, mul, mean, add epsilon, rsqrt, mul, mul by gamma, add beta.
+/// mean, sub, square, mean, add epsilon, rsqrt, mul, mul by gamma, add beta.
 /// Reverse mode through it is the autodiff backward. Fills `stats` (float64,
 /// parameter shape) when given.
 Var batchnorm_composite_train(const Var& x, const Var& gamma, const Var& beta,

@@ -42,8 +42,8 @@ Var sub(const Var& a, const Var& b) {
 Var mul(const Var& a, const Var& b) {
   return record(info::kMul, {&a, &b}, m::mul(a.value(), b.value()), {a.value(), b.value()},
                 [](const VjpArgs& c) -> Tensors {
-                  return {c.unbroadcast(m::mul(c.grad, c.saved[1]), 0),
-                          c.unbroadcast(m::mul(c.grad, c.saved[0]), 1)};
+                  return {m::mul_unbroadcast(c.grad, c.saved[1], c.input_shapes[0]),
+                          m::mul_unbroadcast(c.grad, c.saved[0], c.input_shapes[1])};
                 });
 }
 
@@ -73,8 +73,10 @@ Var neg(const Var& a) {
 
 Var square(const Var& a) {
   return record(
-      info::kSquare, {&a}, m::square(a.value()), {a.value()},
-      [](const VjpArgs& c) -> Tensors { return {m::scale(m::mul(c.grad, c.saved[0]), 2.0)}; });
+      info::kSquare, {&a}, m::square(a.value()), {a.value()}, [](const VjpArgs& c) -> Tensors {
+        return {m::binary_map(c.grad, c.saved[0], "square VJP",
+                              [](const auto& g, const auto& x) { return (g * x) + (g * x); })};
+      });
 }
 
 Var sqrt(const Var& a) {
