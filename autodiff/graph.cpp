@@ -121,7 +121,6 @@ Var Graph::record(const OpInfo& info, std::initializer_list<const Var*> inputs, 
     auto node = std::make_shared<Node>();
     node->info = &info;
     node->saved = std::move(saved);
-    node->input_shapes.reserve(inputs.size());
     for (const Var* in : inputs) node->input_shapes.push_back(in->shape());
     node->vjp = std::move(vjp);
     d.node = std::move(node);

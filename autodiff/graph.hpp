@@ -40,13 +40,14 @@ struct OpInfo {
 };
 
 using Tensors = boost::container::small_vector<Tensor, 3>;
+using Shapes = boost::container::small_vector<Shape, 3>;
 
 /// Everything a VJP may read.
 struct VjpArgs {
   const Tensor& grad;    // upstream gradient, output's shape
   const Tensor& output;  // the op's value
   const Tensors& saved;  // tensors the op chose to save
-  const std::vector<Shape>& input_shapes;
+  const Shapes& input_shapes;
   /// Sums `g` down to input i's shape (undoes broadcasting).
   Tensor unbroadcast(const Tensor& g, int i) const;
 };
@@ -58,7 +59,7 @@ using VjpFn = std::function<Tensors(const VjpArgs&)>;
 struct Node {
   const OpInfo* info;
   Tensors saved;
-  std::vector<Shape> input_shapes;
+  Shapes input_shapes;
   VjpFn vjp;
   bool released = false;
 };

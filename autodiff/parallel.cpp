@@ -114,16 +114,17 @@ void set_num_threads(int n) {
 
 int get_num_threads() { return pool().size(); }
 
-void parallel_for(std::int64_t n, std::int64_t grain,
-                  const std::function<void(std::int64_t, std::int64_t)>& fn) {
-  if (n <= 0) return;
-  const std::int64_t max_chunks = in_parallel_region ? 1 : get_num_threads();
-  const std::int64_t chunks =
-      std::clamp<std::int64_t>(n / std::max<std::int64_t>(grain, 1), 1, max_chunks);
-  if (chunks == 1) {
-    fn(0, n);
-    return;
-  }
+namespace detail {
+
+std::int64_t parallel_chunks(std::int64_t n, std::int64_t grain) {
+  if (in_parallel_region) return 1;
+  const std::int64_t by_size = n / std::max<std::int64_t>(grain, 1);
+  if (by_size <= 1) return 1;
+  return std::min<std::int64_t>(by_size, get_num_threads());
+}
+
+void run_chunks(std::int64_t n, std::int64_t chunks,
+                const std::function<void(std::int64_t, std::int64_t)>& fn) {
   pool().run(static_cast<int>(chunks), [&](int c) {
     in_parallel_region = true;
     const std::int64_t lo = n * c / chunks, hi = n * (c + 1) / chunks;
@@ -131,5 +132,7 @@ void parallel_for(std::int64_t n, std::int64_t grain,
     in_parallel_region = false;
   });
 }
+
+}  // namespace detail
 
 }  // namespace npdl

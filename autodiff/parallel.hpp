@@ -16,9 +16,25 @@ int get_num_threads();
 /// Elements below which an elementwise kernel is not worth splitting.
 inline constexpr std::int64_t kElementGrain = 1 << 15;
 
+namespace detail {
+/// How many chunks parallel_for splits [0, n) into (1: run inline).
+std::int64_t parallel_chunks(std::int64_t n, std::int64_t grain);
+void run_chunks(std::int64_t n, std::int64_t chunks,
+                const std::function<void(std::int64_t, std::int64_t)>& fn);
+}  // namespace detail
+
 /// Runs fn(begin, end) over [0, n) in at most get_num_threads() chunks of at
-/// least `grain` items each; in the calling thread alone when that is one.
-void parallel_for(std::int64_t n, std::int64_t grain,
-                  const std::function<void(std::int64_t, std::int64_t)>& fn);
+/// least `grain` items each; in the calling thread alone when that is one
+/// (then without wrapping fn in a std::function: small tensors pay nothing).
+template <class Fn>
+void parallel_for(std::int64_t n, std::int64_t grain, Fn&& fn) {
+  if (n <= 0) return;
+  const std::int64_t chunks = detail::parallel_chunks(n, grain);
+  if (chunks == 1) {
+    fn(std::int64_t{0}, n);
+  } else {
+    detail::run_chunks(n, chunks, fn);
+  }
+}
 
 }  // namespace npdl

@@ -4,8 +4,9 @@
 // fresh zeroed pages: on a 51 MB batch-norm input that page-fault cost is
 // larger than the arithmetic. Freed buffers are therefore kept in a cache
 // keyed by their rounded size and handed out again. The cache holds at most
-// kCacheLimitBytes; beyond that, buffers are really freed. Small buffers go
-// through the same path; it is a mutex and a map lookup.
+// kCacheLimitBytes; beyond that, buffers are really freed. Buffers below
+// kCacheMinBytes bypass the cache: malloc's own free lists serve them faster
+// than a locked map, and they never come from fresh pages.
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -18,11 +19,12 @@ namespace {
 
 constexpr std::size_t kAlignment = 64;
 constexpr std::size_t kCacheLimitBytes = std::size_t{2} << 30;
+constexpr std::size_t kCacheMinBytes = std::size_t{1} << 20;
 
 class StorageCache {
  public:
   void* acquire(std::size_t bytes) {
-    {
+    if (bytes >= kCacheMinBytes) {
       std::lock_guard<std::mutex> lock(mutex_);
       auto it = free_.find(bytes);
       if (it != free_.end()) {
@@ -38,7 +40,7 @@ class StorageCache {
   }
 
   void release(void* p, std::size_t bytes) {
-    {
+    if (bytes >= kCacheMinBytes) {
       std::lock_guard<std::mutex> lock(mutex_);
       if (cached_bytes_ + bytes <= kCacheLimitBytes) {
         free_.emplace(bytes, p);
