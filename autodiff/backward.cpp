@@ -82,7 +82,7 @@ void Graph::backward(const Var& output, const Tensor& upstream, bool retain_grap
         "Graph::param");
   }
   Tensor seed;
-  const Tensor& value = g_[out].value;
+  const Tensor& value = output.value();
   if (upstream.defined()) {
     check_same_shape(value.shape(), upstream.shape(), "backward: upstream gradient");
     check_same_dtype(value, upstream, "backward: upstream gradient");
@@ -105,6 +105,7 @@ void Graph::backward(const Var& output, const Tensor& upstream, bool retain_grap
   for (Vertex v : boost::make_iterator_range(boost::vertices(g_))) g_[v].grad = Tensor();
   g_[out].grad = seed;
 
+  const bool free_as_we_go = !retain_graph && !options_.keep_intermediates;
   for (Vertex v : order) {
     VertexData& d = g_[v];
     if (!d.node || !d.grad.defined()) continue;
@@ -122,15 +123,19 @@ void Graph::backward(const Var& output, const Tensor& upstream, bool retain_grap
       }
       accumulate(g_[u].grad, grads[arg]);
     }
+    if (!retain_graph) {
+      node.saved.clear();
+      node.released = true;
+    }
+    if (free_as_we_go) {  // Note [Lean graphs]: this vertex's last use was its VJP
+      d.grad = Tensor();
+      d.value = Tensor();
+    }
   }
 
   for (Vertex v : order) {
     VertexData& d = g_[v];
     if (d.param) d.param->grad = d.grad;
-    if (!retain_graph && d.node) {
-      d.node->saved.clear();
-      d.node->released = true;
-    }
   }
   last_sweep_ = std::move(order);
 }

@@ -30,7 +30,7 @@ class VertexWriter {
     const VertexData& d = g_[v];
     std::string label = d.op->name;
     if (!d.label.empty()) label += " '" + d.label + "'";
-    label += "\\n" + to_string(d.value.shape()) + " " + to_string(d.value.dtype());
+    label += "\\n" + to_string(d.shape) + " " + to_string(d.dtype);
     if (o_.values) label += "\\nvalue " + escape(summarize(d.value));
     if (o_.gradients && d.grad.defined()) label += "\\ngrad " + escape(summarize(d.grad));
     const bool leaf = boost::in_degree(v, g_) == 0;
@@ -50,7 +50,7 @@ class EdgeWriter {
   explicit EdgeWriter(const GraphImpl& g) : g_(g) {}
   template <class Edge>
   void operator()(std::ostream& os, const Edge& e) const {
-    os << "[label=\"" << to_string(g_[boost::source(e, g_)].value.shape()) << "\"]";
+    os << "[label=\"" << to_string(g_[boost::source(e, g_)].shape) << "\"]";
   }
 
  private:

@@ -65,6 +65,8 @@ Vertex Graph::add_leaf(const OpInfo& info, Tensor value, std::string name, bool 
   VertexData& d = g_[v];
   d.op = &info;
   d.label = std::move(name);
+  d.shape = value.shape();
+  d.dtype = value.dtype();
   d.value = std::move(value);
   d.requires_grad = requires_grad;
   d.composite = current_composite_;
@@ -114,7 +116,9 @@ Var Graph::record(const OpInfo& info, std::initializer_list<const Var*> inputs, 
   for (Vertex s : sources) boost::add_edge(s, v, EdgeData{arg++}, g_);
   VertexData& d = g_[v];
   d.op = &info;
-  d.value = value;
+  d.shape = value.shape();
+  d.dtype = value.dtype();
+  if (options_.keep_intermediates || (requires_grad && info.vjp_reads_output)) d.value = value;
   d.requires_grad = requires_grad;
   d.composite = current_composite_;
   if (requires_grad) {

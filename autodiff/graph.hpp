@@ -37,6 +37,8 @@ struct OpInfo {
   const char* name;
   const char* forward;
   const char* vjp;
+  /// The VJP reads the op's output (VjpArgs::output): a lean graph keeps it.
+  bool vjp_reads_output = false;
 };
 
 using Tensors = boost::container::small_vector<Tensor, 3>;
@@ -67,7 +69,9 @@ struct Node {
 struct VertexData {
   const OpInfo* op = nullptr;
   std::string label;  // user name of a leaf, or empty
-  Tensor value;
+  Shape shape;        // of the value, kept when a lean graph drops the value
+  DType dtype = DType::Float32;
+  Tensor value;       // undefined in a lean graph unless the VJP reads it
   Tensor grad;                 // filled by backward
   std::shared_ptr<Node> node;  // null for leaves
   ParameterPtr param;          // set for parameter leaves
@@ -137,9 +141,21 @@ class NoGradGuard : public GradModeGuard {
 };
 bool grad_enabled();
 
+/// Note [Lean graphs]
+/// By default a graph keeps every vertex's value and, after backward, its
+/// gradient, so that they can be inspected (teaching tools, DOT export).
+/// A lean graph (keep_intermediates = false) keeps an op's value only when
+/// its VJP reads it, and a backward without retain_graph frees each
+/// intermediate gradient once it has been passed on: peak memory is then what
+/// the VJPs need, as in PyTorch. Leaves keep values and gradients either way,
+/// and a Var always holds its own value.
+struct GraphOptions {
+  bool keep_intermediates = true;
+};
+
 class Graph {
  public:
-  Graph() = default;
+  explicit Graph(GraphOptions options = {}) : options_(options) {}
   Graph(const Graph&) = delete;
   Graph& operator=(const Graph&) = delete;
 
@@ -192,6 +208,7 @@ class Graph {
   std::vector<char> relevant_vertices(Vertex output) const;
   void check_not_released(const std::vector<Vertex>& order) const;
 
+  GraphOptions options_;
   GraphImpl g_;
   std::vector<Composite> composites_;
   int current_composite_ = -1;

@@ -32,7 +32,8 @@ void Layer::ensure_connected(const Shape& batch_shape) {
 }
 
 Tensor Layer::forward(const Tensor& input, bool training) {
-  auto graph = std::make_unique<Graph>();
+  // Lean: a layer's private graph keeps only what its backward needs.
+  auto graph = std::make_unique<Graph>(GraphOptions{/*keep_intermediates=*/false});
   Var in = graph->variable(input, "input");
   Var out = apply(in, training);  // throws before any state changes on bad input
   graph_ = std::move(graph);
@@ -47,8 +48,9 @@ Tensor Layer::backward(const Tensor& pre_grad) {
   }
   check_same_shape(output_.shape(), pre_grad.shape(), name() + ".backward: pre_grad");
   check_same_dtype(output_.value(), pre_grad, "backward: pre_grad");
-  // Retained, so that backward may be called again for the same forward.
-  graph_->backward(output_, pre_grad, /*retain_graph=*/true);
+  // Not retained: the sweep frees what it no longer needs; a second backward
+  // for the same forward is a GraphError (run forward again).
+  graph_->backward(output_, pre_grad);
   const Tensor& g = input_.grad();
   return g.defined() ? g : Tensor::zeros(input_.shape(), input_.dtype());
 }

@@ -446,6 +446,7 @@ TEST_F(BadInput, OneElementPerFeatureInTraining) {
 }
 
 TEST_F(BadInput, NanOrInfInATrainingBatch) {
+  bn.forward(Tensor::randn({8, 3, 2, 2}, 3, DType::Float64, 1.0, 2.0));
   const Snapshot before(bn);
   for (double bad : {std::nan(""), double(INFINITY), -double(INFINITY)}) {
     Tensor x = Tensor::randn({8, 3, 2, 2}, 6, DType::Float64);
@@ -455,6 +456,13 @@ TEST_F(BadInput, NanOrInfInATrainingBatch) {
   EXPECT_TRUE(Snapshot(bn) == before);
   // The last good forward is still the one backward differentiates.
   EXPECT_NO_THROW(bn.backward(Tensor::randn({8, 3, 2, 2}, 2, DType::Float64)));
+}
+
+TEST_F(BadInput, SecondBackwardOfOneForwardIsAGraphError) {
+  // The first backward freed what the sweep no longer needed (lean graph).
+  const Snapshot before(bn);
+  EXPECT_THROW(bn.backward(Tensor::randn({8, 3, 2, 2}, 2, DType::Float64)), GraphError);
+  EXPECT_TRUE(Snapshot(bn) == before);
 }
 
 TEST_F(BadInput, DtypeChangeAfterTheFirstForward) {

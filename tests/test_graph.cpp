@@ -186,3 +186,44 @@ TEST(Export, DotHasOpsShapesAndCompositeClusters) {
 
 }  // namespace
 }  // namespace npdl
+
+namespace npdl {
+namespace {
+
+// Every primitive in one graph, so that a lean graph (Note [Lean graphs])
+// must keep exactly the values its VJPs read: the gradients of a lean graph
+// equal those of a graph that keeps everything, bit for bit.
+std::vector<std::vector<double>> every_op_gradients(GraphOptions options) {
+  Graph g(options);
+  Var x = g.variable(Tensor::uniform({3, 4}, 11, DType::Float64, 0.5, 2.0), "x");
+  Var w = g.variable(Tensor::randn({4, 2}, 12, DType::Float64), "w");
+  Var h = ops::matmul(x, w);
+  Var a = ops::relu(h) + ops::sigmoid(h) * ops::tanh(h);
+  Var b = ops::sqrt(x) / ops::exp(-x) + ops::rsqrt(x) * ops::log(x) - ops::square(x);
+  Var c = ops::softmax(a, 1) + ops::log_softmax(a, 0);
+  Var d = ops::transpose(ops::reshape(ops::broadcast_to(ops::mean(b, {1}, true), {3, 4}), {4, 3}));
+  Var loss = ops::sum(c * c) + ops::mean(d * x) + ops::sum(b / x) * 0.5;
+  loss.backward();
+  return {x.grad().to_vector(), w.grad().to_vector()};
+}
+
+TEST(Backward, LeanGraphGivesTheSameGradientsAsAFullOne) {
+  EXPECT_EQ(every_op_gradients(GraphOptions{/*keep_intermediates=*/false}),
+            every_op_gradients(GraphOptions{/*keep_intermediates=*/true}));
+}
+
+TEST(Backward, LeanGraphFreesIntermediatesAfterTheSweep) {
+  Graph g(GraphOptions{/*keep_intermediates=*/false});
+  Var x = g.variable(rnd({3}, 13));
+  Var y = ops::exp(x);   // its VJP reads its output: kept until the sweep
+  Var z = ops::sum(y * x);
+  EXPECT_TRUE(g.impl()[y.vertex()].value.defined());
+  z.backward();
+  EXPECT_FALSE(g.impl()[y.vertex()].value.defined());
+  EXPECT_FALSE(y.grad().defined());
+  EXPECT_TRUE(x.grad().defined());  // leaves keep their gradients
+  EXPECT_TRUE(y.value().defined());  // a Var holds its own value
+}
+
+}  // namespace
+}  // namespace npdl
