@@ -28,13 +28,14 @@ class VertexWriter {
   VertexWriter(const GraphImpl& g, const DotOptions& o) : g_(g), o_(o) {}
   void operator()(std::ostream& os, Vertex v) const {
     const VertexData& d = g_[v];
-    std::string label = d.op->name;
-    if (!d.label.empty()) label += " '" + d.label + "'";
+    // Parts are escaped one by one: the "\\n" between them is DOT's line break.
+    std::string label = escape(d.op->name);
+    if (!d.label.empty()) label += " '" + escape(d.label) + "'";
     label += "\\n" + to_string(d.shape) + " " + to_string(d.dtype);
     if (o_.values) label += "\\nvalue " + escape(summarize(d.value));
     if (o_.gradients && d.grad.defined()) label += "\\ngrad " + escape(summarize(d.grad));
     const bool leaf = boost::in_degree(v, g_) == 0;
-    os << "[label=\"" << escape(label).c_str() << "\", shape=" << (leaf ? "ellipse" : "box");
+    os << "[label=\"" << label << "\", shape=" << (leaf ? "ellipse" : "box");
     if (d.param) os << ", style=filled, fillcolor=\"#fde9b6\"";
     if (d.op->name == std::string("variable")) os << ", style=filled, fillcolor=\"#d6ecfa\"";
     os << ']';

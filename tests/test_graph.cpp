@@ -182,6 +182,9 @@ TEST(Export, DotHasOpsShapesAndCompositeClusters) {
   EXPECT_NE(dot.find("mean"), std::string::npos);
   EXPECT_NE(dot.find("(4, 3)"), std::string::npos);
   EXPECT_NE(dot.find("grad"), std::string::npos);
+  // One backslash: DOT's line break inside a label, not a literal "\\n".
+  EXPECT_NE(dot.find("\\n(4, 3)"), std::string::npos);
+  EXPECT_EQ(dot.find("\\\\n"), std::string::npos);
 }
 
 }  // namespace
