@@ -1,0 +1,215 @@
+#include "cli/batchnorm_problem.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "autodiff/tensor_math.hpp"
+#include "io/npy.hpp"
+
+namespace npdl::cli {
+namespace {
+
+Tensor seeded_x(const ProblemSpec& spec) {
+  // Mean 1 and spread 2, so that centring and scaling visibly do something.
+  return Tensor::randn(spec.shape, spec.seed, spec.dtype.value_or(DType::Float64), 1.0, 2.0);
+}
+
+void check_problem(const BatchNormProblem& p) {
+  if (!(std::isfinite(p.epsilon) && p.epsilon > 0)) {
+    throw ValueError("epsilon must be a finite number > 0, got " + std::to_string(p.epsilon));
+  }
+  if (p.training && p.layout.M < 2) {
+    throw ValueError(
+        "training needs at least 2 elements per feature to estimate a variance, got "
+        "M = " +
+        std::to_string(p.layout.M) + " for x of shape " + to_string(p.x.shape()));
+  }
+  if (!math::all_finite(p.x)) {
+    throw ValueError("x of shape " + to_string(p.x.shape()) +
+                     " contains NaN or Inf; expected finite values");
+  }
+  if (p.x.size() > kMaxFiniteDifferenceElements) {
+    throw ValueError("x has " + std::to_string(p.x.size()) +
+                     " elements; finite differences run two forwards per element, so at most " +
+                     std::to_string(kMaxFiniteDifferenceElements) + " are allowed here");
+  }
+}
+
+// The tolerance of a comparison: the dtype's, with atol scaled by the size
+// of the reference gradient (a gradient of magnitude 100 carries 100 times
+// the rounding error of one of magnitude 1).
+TensorComparison compare(const std::string& name, const Tensor& actual, const Tensor& reference,
+                         GradCheckOptions tolerance) {
+  const double rms = std::sqrt(math::sum(math::square(reference.astype(DType::Float64))).item() /
+                               double(std::max<std::int64_t>(reference.size(), 1)));
+  return compare_tensors(name, actual, reference, tolerance.atol * std::max(1.0, rms),
+                         tolerance.rtol);
+}
+
+GradientAgreement agreement(const std::string& tensor, const std::string& pair,
+                            const Tensor& actual, const Tensor& reference,
+                            const GradCheckOptions& tolerance) {
+  GradientAgreement a;
+  a.tensor = tensor;
+  a.pair = pair;
+  const Tensor actual64 = actual.astype(DType::Float64);
+  const Tensor reference64 = reference.astype(DType::Float64);
+  a.max_abs = math::max_abs_diff(actual64, reference64).abs;
+  const std::vector<double> ref = reference64.to_vector();
+  double scale = 0.0;
+  for (double v : ref) scale = std::max(scale, std::fabs(v));
+  a.max_rel = a.max_abs == 0.0 ? 0.0 : a.max_abs / scale;
+  a.detail = compare(tensor, actual64, reference64, tolerance);
+  a.verdict = !a.detail.ok ? "MISMATCH" : a.max_abs == 0.0 ? "exact" : "close";
+  return a;
+}
+
+}  // namespace
+
+DType parse_dtype(const std::string& name) {
+  if (name == "float32") return DType::Float32;
+  if (name == "float64") return DType::Float64;
+  throw ValueError("unknown dtype '" + name + "'; expected float32 or float64");
+}
+
+BatchNormProblem make_problem(const ProblemSpec& spec) {
+  BatchNormProblem p;
+  if (spec.x_path.empty()) {
+    p.x = seeded_x(spec);
+    p.origin = "built-in seeded random input (seed " + std::to_string(spec.seed) + ")";
+  } else {
+    p.x = io::load_npy(spec.x_path);
+    if (spec.dtype) p.x = p.x.astype(*spec.dtype);
+    p.origin = "'" + spec.x_path + "'";
+  }
+  p.axis = spec.axis;
+  p.epsilon = spec.epsilon;
+  p.training = spec.training;
+  p.variant = spec.variant;
+  p.layout = layers::batchnorm_layout(p.x.shape(), spec.axis);  // throws on a bad axis or rank
+  check_problem(p);
+  const DType dtype = p.x.dtype();
+  const Shape& param = p.layout.param_shape;
+  p.gamma = Tensor::uniform(param, spec.seed + 1, dtype, 0.5, 1.5);
+  p.beta = Tensor::uniform(param, spec.seed + 2, dtype, -0.5, 0.5);
+  p.dy = Tensor::randn(p.x.shape(), spec.seed + 3, dtype);
+  p.running_mean = Tensor::randn(param, spec.seed + 4, dtype, 0.0, 0.5);
+  p.running_var = Tensor::uniform(param, spec.seed + 5, dtype, 0.5, 2.0);
+  return p;
+}
+
+GraphFunction composite_function(const BatchNormProblem& p) {
+  const layers::BatchNormLayout layout = p.layout;
+  const double epsilon = p.epsilon;
+  if (p.training) {
+    const layers::Variant variant = p.variant;
+    return [layout, epsilon, variant](const std::vector<Var>& v) {
+      return layers::batchnorm_composite_train(v[0], v[1], v[2], layout, epsilon, variant);
+    };
+  }
+  const Tensor mean = p.running_mean, var = p.running_var;
+  return [layout, epsilon, mean, var](const std::vector<Var>& v) {
+    // The statistics are constants of the input's dtype (float64 in checks).
+    return layers::batchnorm_composite_infer(v[0], v[1], v[2], layout, epsilon,
+                                             mean.astype(v[0].dtype()), var.astype(v[0].dtype()));
+  };
+}
+
+std::vector<Tensor> autodiff_gradients(const BatchNormProblem& p) {
+  return reverse_mode_gradients(composite_function(p), {p.x, p.gamma, p.beta}, p.dy);
+}
+
+std::vector<Tensor> fused_gradients(const BatchNormProblem& p) {
+  layers::BatchNormGrads g;
+  if (p.training) {
+    layers::BatchNormStats stats;
+    layers::batchnorm_forward_train(p.x, p.gamma, p.beta, p.layout, p.epsilon, stats,
+                                    p.variant == layers::Variant::NpdlStd);
+    g = layers::batchnorm_backward_train(p.dy, p.x, p.gamma, stats, p.layout);
+  } else {
+    g = layers::batchnorm_backward_infer(p.dy, p.x, p.gamma, p.running_mean, p.running_var,
+                                         p.layout, p.epsilon);
+  }
+  return {g.dx, g.dgamma, g.dbeta};
+}
+
+std::vector<Tensor> numeric_gradients(const BatchNormProblem& p) {
+  const GradCheckOptions defaults;
+  return finite_difference_gradients(composite_function(p), {p.x, p.gamma, p.beta},
+                                     p.dy.astype(DType::Float64), defaults.step);
+}
+
+std::vector<GradientAgreement> compare_gradients(const BatchNormProblem& p,
+                                                 const std::vector<Tensor>& autodiff,
+                                                 const std::vector<Tensor>& fused,
+                                                 const std::vector<Tensor>& numeric) {
+  // Against float64 central differences (truncation error ~ step^2) the
+  // float64 tolerance is gradcheck's; a float32 computation has float32's.
+  const GradCheckOptions vs_numeric =
+      p.x.dtype() == DType::Float64 ? GradCheckOptions{} : tolerances_for(DType::Float32);
+  const GradCheckOptions vs_each_other = tolerances_for(p.x.dtype());
+  const char* names[] = {"dx", "dgamma", "dbeta"};
+  std::vector<GradientAgreement> out;
+  for (int i = 0; i < 3; ++i) {
+    out.push_back(
+        agreement(names[i], "autodiff vs finite diff", autodiff[i], numeric[i], vs_numeric));
+    out.push_back(agreement(names[i], "fused vs finite diff", fused[i], numeric[i], vs_numeric));
+    out.push_back(agreement(names[i], "autodiff vs fused", autodiff[i], fused[i], vs_each_other));
+  }
+  return out;
+}
+
+std::string GradientAgreement::describe() const {
+  const std::size_t vs = pair.find(" vs ");
+  return pair + ": " + detail.describe() + " (got = " + pair.substr(0, vs) +
+         ", expected = " + pair.substr(vs + 4) + ")";
+}
+
+Table agreement_table(const std::vector<GradientAgreement>& agreements) {
+  Table t;
+  t.header = {"gradient", "comparison", "max abs diff", "max rel diff", "verdict"};
+  for (const GradientAgreement& a : agreements) {
+    t.rows.push_back(
+        {a.tensor, a.pair, format_number(a.max_abs), format_number(a.max_rel), a.verdict});
+  }
+  return t;
+}
+
+void throw_first_mismatch(const std::vector<GradientAgreement>& agreements) {
+  for (const GradientAgreement& a : agreements) {
+    if (!a.ok()) {
+      throw GradientMismatch("gradient mismatch, " + a.describe());
+    }
+  }
+}
+
+void adopt_dtype(layers::BatchNormal& layer, DType dtype) {
+  // One sample in inference: converts the parameters, changes no statistics.
+  Shape one_sample{1};
+  one_sample.insert(one_sample.end(), layer.input_shape().begin(), layer.input_shape().end());
+  layer.forward(Tensor::zeros(one_sample, dtype), /*training=*/false);
+}
+
+RecordedBatchNorm record_batchnorm(const BatchNormProblem& p) {
+  RecordedBatchNorm r;
+  r.graph = std::make_unique<Graph>();
+  r.layer = std::make_unique<layers::BatchNormal>(p.epsilon, 0.9, p.axis);
+  layers::BatchNormal& layer = *r.layer;
+  layer.set_backward_mode(layers::BackwardMode::Autodiff);
+  layer.set_variant(p.variant);
+  layer.connect_to(Shape(p.x.shape().begin() + 1, p.x.shape().end()));
+  adopt_dtype(layer, p.x.dtype());
+  layer.set_gamma(p.gamma);
+  layer.set_beta(p.beta);
+  layer.set_running_stats(p.running_mean, p.running_var);
+  r.x = r.graph->variable(p.x, "x");
+  r.y = layer.apply(r.x, p.training);
+  r.graph->backward(r.y, p.dy, /*retain_graph=*/true);
+  const auto& composites = r.graph->composites();
+  for (int c = 0; c < static_cast<int>(composites.size()); ++c) {
+    if (composites[c].name == layer.name()) r.cluster = c;
+  }
+  return r;
+}
+
+}  // namespace npdl::cli

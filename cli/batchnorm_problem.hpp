@@ -1,0 +1,103 @@
+#pragma once
+// One batch-normalisation problem (input, parameters, upstream gradient) as
+// the teaching and checking commands share it, and its gradients computed
+// three ways: reverse mode through the composite, the fused hand-derived
+// backward, and float64 central differences.
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "autodiff/gradcheck.hpp"
+#include "cli/report.hpp"
+#include "layers/batch_normal.hpp"
+
+namespace npdl::cli {
+
+/// What the user asked for: their x, or a seeded random one of `shape`.
+struct ProblemSpec {
+  std::string x_path;          // empty: built-in seeded input
+  Shape shape{4, 3};           // of the built-in input
+  std::optional<DType> dtype;  // default: x's, float64 for the built-in
+  int axis = 0;
+  double epsilon = 1e-6;
+  std::uint64_t seed = 1;
+  bool training = true;
+  layers::Variant variant = layers::Variant::Correct;
+};
+
+struct BatchNormProblem {
+  Tensor x, gamma, beta;
+  Tensor dy;                         // seeded random upstream gradient
+  Tensor running_mean, running_var;  // used in inference
+  int axis = 0;
+  double epsilon = 1e-6;
+  bool training = true;
+  layers::Variant variant = layers::Variant::Correct;
+  layers::BatchNormLayout layout;
+  std::string origin;  // where x came from, in words
+};
+
+/// Finite differences run two forwards per element of every input: beyond
+/// this many elements of x they take too long to be a check one waits for.
+constexpr std::int64_t kMaxFiniteDifferenceElements = 20000;
+
+/// Builds and validates a problem: x from the file or seeded, gamma in
+/// [0.5, 1.5), beta in [-0.5, 0.5), dy ~ N(0, 1) and running statistics, all
+/// seeded. Throws npdl::Error naming what is wrong.
+BatchNormProblem make_problem(const ProblemSpec& spec);
+
+/// The forward as a function of (x, gamma, beta) on the graph: the composite
+/// of primitives whose reverse mode is the autodiff backward.
+GraphFunction composite_function(const BatchNormProblem& p);
+
+/// d sum(y * dy) / d(x, gamma, beta), three ways.
+std::vector<Tensor> autodiff_gradients(const BatchNormProblem& p);
+std::vector<Tensor> fused_gradients(const BatchNormProblem& p);
+std::vector<Tensor> numeric_gradients(const BatchNormProblem& p);  // float64
+
+/// One pair of gradient computations compared on one tensor.
+struct GradientAgreement {
+  std::string tensor;  // "dx", "dgamma", "dbeta"
+  std::string pair;    // "autodiff vs fused", ...
+  double max_abs = 0.0;
+  double max_rel = 0.0;  // max_abs / max |reference|
+  TensorComparison detail;
+  std::string verdict;  // "exact", "close" or "MISMATCH"
+  bool ok() const { return detail.ok; }
+  /// The worst element, saying which side is which.
+  std::string describe() const;
+};
+
+/// The three pairs for each of dx, dgamma and dbeta, with tolerances that
+/// suit the problem's dtype.
+std::vector<GradientAgreement> compare_gradients(const BatchNormProblem& p,
+                                                 const std::vector<Tensor>& autodiff,
+                                                 const std::vector<Tensor>& fused,
+                                                 const std::vector<Tensor>& numeric);
+
+/// The comparisons as a table: gradient, pair, max abs and rel difference,
+/// verdict.
+Table agreement_table(const std::vector<GradientAgreement>& agreements);
+/// Throws GradientMismatch naming the first comparison that failed, if any.
+void throw_first_mismatch(const std::vector<GradientAgreement>& agreements);
+
+/// The layer recorded on a graph in autodiff mode, after a backward from dy
+/// (graph retained, so that VJPs can be run again to show them).
+struct RecordedBatchNorm {
+  std::unique_ptr<Graph> graph;
+  std::unique_ptr<layers::BatchNormal> layer;
+  Var x, y;
+  int cluster = -1;  // index of the BatchNormal composite
+};
+RecordedBatchNorm record_batchnorm(const BatchNormProblem& p);
+
+/// Makes the layer's parameters and running statistics take `dtype` now.
+/// BatchNormal creates them as float32 and converts them at its first
+/// forward, so values set before that would be rounded through float32.
+void adopt_dtype(layers::BatchNormal& layer, DType dtype);
+
+/// Reads x's dtype option: "float32" or "float64".
+DType parse_dtype(const std::string& name);
+
+}  // namespace npdl::cli

@@ -1,0 +1,638 @@
+// The `npdl` program, run in-process through npdl::cli::run with files in a
+// fresh temporary folder: exit statuses, one-line errors, the files written
+// (and not written), and the numbers in them.
+#ifdef NPDL_HAVE_CLI
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+#include "autodiff/tensor_math.hpp"
+#include "cli/batchnorm_problem.hpp"
+#include "cli/cli.hpp"
+#include "io/npy.hpp"
+#include "layers/batch_normal.hpp"
+
+namespace npdl {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct CliResult {
+  int status = -1;
+  std::string out, err;
+};
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ =
+        fs::temp_directory_path() / ("npdl_cli_" + std::to_string(::getpid()) + "_" + info->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+
+  std::string save(const std::string& name, const Tensor& t) const {
+    io::save_npy(path(name), t);
+    return path(name);
+  }
+
+  static CliResult run(const std::vector<std::string>& args) {
+    std::ostringstream out, err;
+    CliResult r;
+    r.status = cli::run(args, out, err);
+    r.out = out.str();
+    r.err = err.str();
+    return r;
+  }
+
+  std::vector<std::string> files_in(const std::string& name) const {
+    std::vector<std::string> names;
+    if (!fs::exists(path(name))) return names;
+    for (const auto& entry : fs::directory_iterator(path(name))) {
+      names.push_back(entry.path().filename().string());
+    }
+    std::sort(names.begin(), names.end());
+    return names;
+  }
+
+  fs::path dir_;
+};
+
+// A failure is reported as exactly one line on stderr, naming the command.
+void expect_one_line_error(const CliResult& r, const std::string& command,
+                           const std::string& needle) {
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_EQ(r.err.rfind(command + ": error: ", 0), 0u) << r.err;
+  EXPECT_NE(r.err.find(needle), std::string::npos) << "'" << needle << "' not in: " << r.err;
+}
+
+// The text with line breaks and indentation as single spaces: phrases that a
+// paragraph wraps (it wraps differently for a longer file name) stay whole.
+std::string flat(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    const bool blank = c == ' ' || c == '\n';
+    if (!(blank && !out.empty() && out.back() == ' ')) out += blank ? ' ' : c;
+  }
+  return out;
+}
+
+void expect_fits_80_columns(const std::string& text) {
+  std::istringstream lines(text);
+  std::string line;
+  int number = 0;
+  while (std::getline(lines, line)) {
+    ++number;
+    EXPECT_LE(line.size(), 80u) << "line " << number << ": " << line;
+  }
+}
+
+// SPEC 2's training forward in float64 from npdl::math, independent of the
+// layer and its kernels.
+Tensor reference_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta,
+                         const Axes& reduced, const Shape& broadcast, double eps) {
+  namespace m = math;
+  const Tensor x64 = x.astype(DType::Float64);
+  const Tensor xmu = m::sub(x64, m::mean(x64, reduced, true));
+  const Tensor invstd = m::rsqrt(m::add_scalar(m::mean(m::square(xmu), reduced, true), eps));
+  return m::add(m::mul(m::mul(xmu, invstd), gamma.astype(DType::Float64).reshape(broadcast)),
+                beta.astype(DType::Float64).reshape(broadcast));
+}
+
+double max_diff(const Tensor& a, const Tensor& b) {
+  return math::max_abs_diff(a.astype(DType::Float64), b.astype(DType::Float64)).abs;
+}
+
+// ---------------------------------------------------------------------------
+// npdl bn
+
+TEST_F(CliTest, BnWritesTheSixResultsOfTheLayer) {
+  const Tensor x = Tensor::randn({8, 3}, 1, DType::Float32, 2.0, 3.0);
+  const Tensor dy = Tensor::randn({8, 3}, 2, DType::Float32);
+  const Tensor gamma = Tensor::from_vector({3}, {0.5, 2.0, -1.0}, DType::Float32);
+  const Tensor beta = Tensor::from_vector({3}, {0.1, 0.2, 0.3}, DType::Float32);
+  const CliResult r = run({"bn", "--x", save("x.npy", x), "--dy", save("dy.npy", dy), "--gamma",
+                           save("g.npy", gamma), "--beta", save("b.npy", beta), "--epsilon", "1e-5",
+                           "--out", path("out")});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  EXPECT_EQ(files_in("out"),
+            (std::vector<std::string>{"dbeta.npy", "dgamma.npy", "dx.npy", "running_mean.npy",
+                                      "running_var.npy", "y.npy"}));
+  // The same layer in-process gives the same numbers.
+  layers::BatchNormal layer(1e-5);
+  layer.connect_to(Shape{3});
+  layer.forward(Tensor::zeros({1, 3}), false);
+  layer.set_gamma(gamma);
+  layer.set_beta(beta);
+  const Tensor y = layer.forward(x, true);
+  const Tensor dx = layer.backward(dy);
+  EXPECT_EQ(max_diff(io::load_npy(path("out/y.npy")), y), 0.0);
+  EXPECT_EQ(max_diff(io::load_npy(path("out/dx.npy")), dx), 0.0);
+  EXPECT_EQ(max_diff(io::load_npy(path("out/dbeta.npy")), layer.grads()[0]), 0.0);
+  EXPECT_EQ(max_diff(io::load_npy(path("out/dgamma.npy")), layer.grads()[1]), 0.0);
+  EXPECT_EQ(max_diff(io::load_npy(path("out/running_mean.npy")), layer.running_mean()), 0.0);
+  // And y is batch normalisation, by an independent formula.
+  EXPECT_LT(max_diff(io::load_npy(path("out/y.npy")),
+                     reference_forward(x, gamma, beta, {0}, {1, 3}, 1e-5)),
+            1e-5);
+  // dbeta = sum(dy) over the samples.
+  EXPECT_LT(max_diff(io::load_npy(path("out/dbeta.npy")), math::sum(dy, {0})), 1e-5);
+}
+
+TEST_F(CliTest, BnResultsKeepXsDtypeAndFloat64ParametersKeepTheirDigits) {
+  const Tensor x = Tensor::randn({6, 2}, 3, DType::Float64);
+  const Tensor gamma = Tensor::from_vector({2}, {0.1, 0.3}, DType::Float64);  // not float32-exact
+  const Tensor beta = Tensor::from_vector({2}, {0.7, -0.9}, DType::Float64);
+  ASSERT_EQ(run({"bn", "--x", save("x.npy", x), "--gamma", save("g.npy", gamma), "--beta",
+                 save("b.npy", beta), "--out", path("out")})
+                .status,
+            0);
+  const Tensor y = io::load_npy(path("out/y.npy"));
+  EXPECT_EQ(y.dtype(), DType::Float64);
+  // Rounding gamma through float32 would leave errors near 1e-9.
+  EXPECT_LT(max_diff(y, reference_forward(x, gamma, beta, {0}, {1, 2}, 1e-6)), 1e-13);
+
+  // float32 x with float64 parameter files: every result is float32.
+  const CliResult r = run({"bn", "--x", save("x32.npy", x.astype(DType::Float32)), "--gamma",
+                           path("g.npy"), "--dy", save("dy.npy", x), "--out", path("out32")});
+  ASSERT_EQ(r.status, 0) << r.err;
+  for (const std::string& name : files_in("out32")) {
+    EXPECT_EQ(io::load_npy(path("out32/" + name)).dtype(), DType::Float32) << name;
+  }
+}
+
+TEST_F(CliTest, BnWithoutDyWritesTheForwardFilesOnly) {
+  const CliResult r =
+      run({"bn", "--x", save("x.npy", Tensor::randn({4, 2}, 1)), "--out", path("out")});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(files_in("out"),
+            (std::vector<std::string>{"running_mean.npy", "running_var.npy", "y.npy"}));
+  EXPECT_NE(r.out.find("y.npy"), std::string::npos);
+}
+
+TEST_F(CliTest, BnTrainingUpdatesTheRunningStatisticsWithMomentum) {
+  const Tensor x = Tensor::from_vector({4, 1}, {1, 2, 3, 6}, DType::Float64);  // mean 3, var 3.5
+  ASSERT_EQ(run({"bn", "--x", save("x.npy", x), "--momentum", "0.25", "--out", path("out")}).status,
+            0);
+  // running = momentum * old + (1 - momentum) * batch; the variance unbiased: 3.5 * 4 / 3.
+  EXPECT_NEAR(io::load_npy(path("out/running_mean.npy")).item(), 0.75 * 3.0, 1e-12);
+  EXPECT_NEAR(io::load_npy(path("out/running_var.npy")).item(), 0.25 + 0.75 * 3.5 * 4 / 3, 1e-12);
+}
+
+TEST_F(CliTest, BnInferenceUsesTheGivenRunningStatisticsAndKeepsThem) {
+  const Tensor x = Tensor::randn({5, 3}, 4, DType::Float64);
+  const Tensor mean = Tensor::from_vector({3}, {1, -1, 0.5}, DType::Float64);
+  const Tensor var = Tensor::from_vector({3}, {4, 0.25, 1}, DType::Float64);
+  const CliResult r =
+      run({"bn", "--x", save("x.npy", x), "--running-mean", save("m.npy", mean), "--running-var",
+           save("v.npy", var), "--inference", "--dy",
+           save("dy.npy", Tensor::ones({5, 3}, DType::Float64)), "--out", path("out")});
+  ASSERT_EQ(r.status, 0) << r.err;
+  const Tensor y = io::load_npy(path("out/y.npy"));
+  const Tensor expected = math::mul(math::sub(x, mean.reshape({1, 3})),
+                                    math::rsqrt(math::add_scalar(var.reshape({1, 3}), 1e-6)));
+  EXPECT_LT(max_diff(y, expected), 1e-12);
+  EXPECT_EQ(max_diff(io::load_npy(path("out/running_mean.npy")), mean), 0.0);
+  EXPECT_EQ(max_diff(io::load_npy(path("out/running_var.npy")), var), 0.0);
+  // dx = dy * gamma * rsqrt(var + eps), gamma = 1: for var = 4, 0.5 per element.
+  EXPECT_NEAR(io::load_npy(path("out/dx.npy")).at({0, 0}), 1.0 / std::sqrt(4 + 1e-6), 1e-12);
+}
+
+TEST_F(CliTest, BnNormalisesPerChannelWithAxisOne) {
+  const Tensor x = Tensor::randn({4, 3, 2, 2}, 5, DType::Float64, 5.0, 2.0);
+  ASSERT_EQ(
+      run({"bn", "--x", save("x.npy", x), "--axis", "1", "--dy",
+           save("dy.npy", Tensor::randn({4, 3, 2, 2}, 6, DType::Float64)), "--out", path("out")})
+          .status,
+      0);
+  EXPECT_EQ(io::load_npy(path("out/dgamma.npy")).shape(), (Shape{3}));
+  const Tensor y = io::load_npy(path("out/y.npy"));
+  EXPECT_LT(max_diff(y, reference_forward(x, Tensor::ones({3}, DType::Float64),
+                                          Tensor::zeros({3}, DType::Float64), {0, 2, 3},
+                                          {1, 3, 1, 1}, 1e-6)),
+            1e-12);
+}
+
+TEST_F(CliTest, BnBackwardModesGiveTheSameGradients) {
+  const std::string x = save("x.npy", Tensor::randn({6, 4}, 7, DType::Float64));
+  const std::string dy = save("dy.npy", Tensor::randn({6, 4}, 8, DType::Float64));
+  for (const std::string mode : {"autodiff", "fused", "checked"}) {
+    const CliResult r = run({"bn", "--x", x, "--dy", dy, "--backward", mode, "--out", path(mode)});
+    ASSERT_EQ(r.status, 0) << mode << ": " << r.err;
+  }
+  const Tensor fused = io::load_npy(path("fused/dx.npy"));
+  EXPECT_LT(max_diff(io::load_npy(path("autodiff/dx.npy")), fused), 1e-12);
+  EXPECT_EQ(max_diff(io::load_npy(path("checked/dx.npy")), fused), 0.0);
+}
+
+TEST_F(CliTest, BnCheckedCatchesTheBuggyStdAndWritesNothing) {
+  const CliResult r = run({"bn", "--x", save("x.npy", Tensor::randn({6, 4}, 7)), "--dy",
+                           save("dy.npy", Tensor::randn({6, 4}, 8)), "--backward", "checked",
+                           "--buggy-std", "--out", path("out")});
+  EXPECT_EQ(r.status, cli::kGradientMismatch);
+  expect_one_line_error(r, "npdl bn", "disagree");
+  EXPECT_FALSE(fs::exists(path("out")));
+}
+
+TEST_F(CliTest, BnBadInputIsOneLineErrorAndNothingWritten) {
+  const std::string x = save("x.npy", Tensor::randn({8, 3}, 1));
+  const std::string wrong_dy = save("dy.npy", Tensor::randn({8, 4}, 1));
+  const std::string ints = path("ints.npy");
+  {
+    const std::string header = "{'descr': '<i4', 'fortran_order': False, 'shape': (2,), }\n";
+    std::ofstream f(ints, std::ios::binary);
+    f << std::string("\x93NUMPY\x01\x00", 8) << static_cast<char>(header.size()) << '\0' << header
+      << std::string(8, '\0');
+  }
+  struct Case {
+    std::vector<std::string> args;
+    int status;
+    std::string needle;
+  };
+  const std::vector<Case> cases{
+      {{"--bogus"}, cli::kUsage, "--bogus"},
+      {{}, cli::kUsage, "--x is required"},
+      {{"--x", x, "--axis", "7"}, cli::kFailed, "axis 7"},
+      {{"--x", x, "--axis", "one"}, cli::kUsage, "--axis"},
+      {{"--x", x, "--dy", wrong_dy}, cli::kFailed, "expected shape (8, 3), got (8, 4)"},
+      {{"--x", x, "--backward", "symbolic"}, cli::kUsage, "symbolic"},
+      {{"--x", path("missing.npy")}, cli::kFailed, "No such file"},
+      {{"--x", dir_.string()}, cli::kFailed, "is a directory"},
+      {{"--x", ints}, cli::kFailed, "int32 ('<i4')"},
+      {{"--x", x, "--gamma", wrong_dy}, cli::kFailed, "gamma"},
+      {{"--x", x, "--running-var", path("missing.npy")}, cli::kFailed, "missing.npy"},
+      {{"--x", x, "--epsilon", "0"}, cli::kFailed, "epsilon"},
+      {{"--x", x, "--momentum", "1.5"}, cli::kFailed, "momentum"},
+      {{"--x", save("one.npy", Tensor::randn({1, 3}, 1))}, cli::kFailed, "at least 2"},
+      {{"--x", save("rank1.npy", Tensor::randn({5}, 1))}, cli::kFailed, "rank >= 2"},
+      {{"--x", save("nan.npy", Tensor::full({4, 2}, std::nan("")))}, cli::kFailed, "NaN"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> args{"bn"};
+    args.insert(args.end(), c.args.begin(), c.args.end());
+    args.insert(args.end(), {"--out", path("out")});
+    SCOPED_TRACE(::testing::PrintToString(args));
+    const CliResult r = run(args);
+    EXPECT_EQ(r.status, c.status);
+    expect_one_line_error(r, "npdl bn", c.needle);
+    EXPECT_TRUE(files_in("out").empty()) << "written despite the error";
+  }
+}
+
+// ---------------------------------------------------------------------------
+// npdl explain batchnorm
+
+// The numbers of the tensor printed under `heading`.
+std::vector<double> numbers_after(const std::string& text, const std::string& heading) {
+  const std::size_t at = text.find(heading);
+  if (at == std::string::npos) return {};
+  std::istringstream lines(text.substr(at + heading.size()));
+  std::string line;
+  std::getline(lines, line);  // rest of the heading line
+  std::getline(lines, line);
+  std::vector<double> values;
+  std::istringstream row(line.substr(line.find('[') + 1));
+  double v;
+  while (row >> v) values.push_back(v);
+  return values;
+}
+
+TEST_F(CliTest, ExplainOnTheBuiltInInputReportsAgreementIn80Columns) {
+  const CliResult r = run({"explain", "batchnorm"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  expect_fits_80_columns(r.out);
+  EXPECT_NE(flat(r.out).find("Verdict: all three agree"), std::string::npos);
+  // Nine rows (three pairs for each of three gradients), none a mismatch.
+  std::istringstream lines(r.out);
+  std::string line;
+  int rows = 0;
+  while (std::getline(lines, line)) {
+    if (line.find(" vs f") == std::string::npos) continue;
+    ++rows;
+    EXPECT_TRUE(line.size() >= 5 && (line.substr(line.size() - 5) == "close" ||
+                                     line.substr(line.size() - 5) == "exact"))
+        << line;
+  }
+  EXPECT_EQ(rows, 9);
+}
+
+TEST_F(CliTest, ExplainShowsTheVariancePathThroughTheMeanVanishes) {
+  const CliResult r = run({"explain", "batchnorm"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  const std::vector<double> through_var =
+      numbers_after(r.out, "through the variance (xmu^2): gb -> mean =");
+  const std::vector<double> through_xhat = numbers_after(r.out, "through xhat: gb -> mean =");
+  const std::vector<double> sum_xmu = numbers_after(r.out, "sum(xmu) over the reduced axes =");
+  ASSERT_EQ(through_var.size(), 3u);
+  ASSERT_EQ(through_xhat.size(), 3u);
+  ASSERT_EQ(sum_xmu.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_LT(std::fabs(through_var[i]), 1e-14) << "the variance path is rounding only";
+    EXPECT_GT(std::fabs(through_xhat[i]), 1e-3) << "the xhat path carries the gradient";
+    EXPECT_LT(std::fabs(sum_xmu[i]), 1e-14);
+  }
+}
+
+TEST_F(CliTest, ExplainWalksEveryVertexForwardAndBackward) {
+  const CliResult r = run({"explain", "batchnorm", "--seed", "3"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  // The same graph, recorded here: one backward entry with a VJP per op.
+  cli::ProblemSpec spec;
+  spec.seed = 3;
+  const cli::RecordedBatchNorm recorded = cli::record_batchnorm(cli::make_problem(spec));
+  std::size_t ops = 0;
+  for (Vertex v : recorded.graph->last_sweep()) ops += recorded.graph->impl()[v].node != nullptr;
+  std::size_t vjps = 0;
+  for (std::size_t at = r.out.find("\n    VJP: "); at != std::string::npos;
+       at = r.out.find("\n    VJP: ", at + 1)) {
+    ++vjps;
+  }
+  EXPECT_EQ(vjps, ops);
+  EXPECT_GE(ops, 9u);
+  // Forward entries name each vertex by the derivation's symbols.
+  for (const std::string& entry :
+       {"mean = mean(x)", "xmu = sub(x, mean)", "var = mean(xmu^2)", "invstd = rsqrt(var+eps)",
+        "xhat = mul(xmu, invstd)", "y = add(gamma*xhat, beta)"}) {
+    EXPECT_NE(r.out.find(entry), std::string::npos) << entry;
+  }
+  // Two fan-outs, each a sum of two contributions; the derivation's steps.
+  EXPECT_NE(flat(r.out).find("x feeds 2 ops"), std::string::npos);
+  EXPECT_NE(flat(r.out).find("xmu feeds 2 ops"), std::string::npos);
+  for (const layers::DerivationStep& step : layers::batchnorm_derivation()) {
+    EXPECT_NE(r.out.find(step.formula), std::string::npos) << step.formula;
+  }
+}
+
+// Every number of a report, in order.
+std::vector<std::string> numeric_tokens(const std::string& text) {
+  static const std::regex number(R"(-?\d+(\.\d+)?(e[-+]\d+)?)");
+  std::vector<std::string> tokens;
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), number);
+       it != std::sregex_iterator(); ++it) {
+    tokens.push_back(it->str());
+  }
+  return tokens;
+}
+
+TEST_F(CliTest, ExplainMarkdownCarriesTheSameContent) {
+  const CliResult text = run({"explain", "batchnorm"});
+  const CliResult markdown = run({"explain", "batchnorm", "--format", "markdown"});
+  ASSERT_EQ(markdown.status, 0) << markdown.err;
+  EXPECT_EQ(markdown.out.rfind("# How reverse mode differentiates BatchNormal\n", 0), 0u);
+  EXPECT_NE(markdown.out.find("\n## 6. "), std::string::npos);
+  EXPECT_NE(markdown.out.find("\n```\n"), std::string::npos);
+  EXPECT_NE(markdown.out.find("| dx | autodiff vs fused |"), std::string::npos);
+  EXPECT_EQ(numeric_tokens(markdown.out), numeric_tokens(text.out));
+}
+
+TEST_F(CliTest, ExplainTakesTheUsersInputAndAxis) {
+  const std::string x = save("x.npy", Tensor::randn({5, 2, 3}, 9, DType::Float32));
+  const CliResult r = run({"explain", "batchnorm", "--x", x, "--axis", "1"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(flat(r.out).find("M = 15"), std::string::npos);
+  EXPECT_NE(r.out.find("float32"), std::string::npos);
+  EXPECT_NE(flat(r.out).find("Verdict: all three agree"), std::string::npos);
+  expect_fits_80_columns(r.out);
+  // Long rows of a rank-3 tensor wrap within 80 columns too.
+  const CliResult wide =
+      run({"explain", "batchnorm", "--x", save("wide.npy", Tensor::randn({3, 2, 7}, 1))});
+  ASSERT_EQ(wide.status, 0) << wide.err;
+  EXPECT_NE(wide.out.find("[0, 1, :] ["), std::string::npos);
+  expect_fits_80_columns(wide.out);
+}
+
+TEST_F(CliTest, ExplainBadInput) {
+  CliResult r = run({"explain", "batchnorm", "--axis", "2"});
+  EXPECT_EQ(r.status, cli::kFailed);
+  expect_one_line_error(r, "npdl explain batchnorm", "axis 2");
+  r = run({"explain", "batchnorm", "--format", "html"});
+  EXPECT_EQ(r.status, cli::kUsage);
+  expect_one_line_error(r, "npdl explain batchnorm", "html");
+  r = run({"explain", "batchnorm", "--x", path("missing.npy")});
+  EXPECT_EQ(r.status, cli::kFailed);
+  expect_one_line_error(r, "npdl explain batchnorm", "No such file");
+  r = run({"explain"});
+  EXPECT_EQ(r.status, cli::kUsage);
+  expect_one_line_error(r, "npdl explain", "subcommand");
+  r = run({"explain", "batchnorm", "--x", save("big.npy", Tensor::zeros({200, 101}))});
+  EXPECT_EQ(r.status, cli::kFailed);
+  expect_one_line_error(r, "npdl explain batchnorm", "at most 20000");
+}
+
+// ---------------------------------------------------------------------------
+// npdl gradcheck batchnorm
+
+TEST_F(CliTest, GradcheckOnTheBuiltInInputAgreesWithATablePerTensor) {
+  const CliResult r = run({"gradcheck", "batchnorm"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  for (const std::string& section : {"dx: gradient with respect to x, shape (4, 3)",
+                                     "dgamma: gradient with respect to gamma, shape (3,)",
+                                     "dbeta: gradient with respect to beta, shape (3,)"}) {
+    EXPECT_NE(r.out.find(section), std::string::npos) << section;
+  }
+  EXPECT_NE(flat(r.out).find("All gradients agree."), std::string::npos);
+  EXPECT_EQ(r.out.find("MISMATCH"), std::string::npos);
+  expect_fits_80_columns(r.out);
+}
+
+TEST_F(CliTest, GradcheckAgreesForEveryDtypeAxisAndMode) {
+  const std::vector<std::vector<std::string>> layouts{{"--shape", "5,3"},
+                                                      {"--shape", "4,3,2,2", "--axis", "1"},
+                                                      {"--shape", "3,2,4", "--axis", "-1"},
+                                                      {"--shape", "3,2,2"}};
+  for (const std::string dtype : {"float32", "float64"}) {
+    for (const auto& layout : layouts) {
+      for (bool inference : {false, true}) {
+        std::vector<std::string> args{"gradcheck", "batchnorm", "--dtype", dtype};
+        args.insert(args.end(), layout.begin(), layout.end());
+        if (inference) args.push_back("--inference");
+        SCOPED_TRACE(::testing::PrintToString(args));
+        const CliResult r = run(args);
+        EXPECT_EQ(r.status, 0) << r.err;
+      }
+    }
+  }
+}
+
+TEST_F(CliTest, GradcheckCatchesTheBuggyStdAndNamesTheCulprit) {
+  const CliResult r = run({"gradcheck", "batchnorm", "--buggy-std"});
+  EXPECT_EQ(r.status, cli::kGradientMismatch);
+  expect_one_line_error(r, "npdl gradcheck batchnorm", "fused vs finite diff: dx");
+  // Autodiff differentiates the forward that ran: it still agrees with finite
+  // differences; the fused backward, which assumes the variance, does not.
+  std::istringstream lines(r.out);
+  std::string line;
+  bool autodiff_close = false, fused_mismatch = false;
+  while (std::getline(lines, line)) {
+    if (line.find("autodiff vs finite diff") != std::string::npos) {
+      autodiff_close = autodiff_close || line.find("close") != std::string::npos;
+    }
+    if (line.find("fused vs finite diff") != std::string::npos) {
+      fused_mismatch = fused_mismatch || line.find("MISMATCH") != std::string::npos;
+    }
+  }
+  EXPECT_TRUE(autodiff_close);
+  EXPECT_TRUE(fused_mismatch);
+}
+
+TEST_F(CliTest, GradcheckTakesAFileAndConvertsItsDtype) {
+  const std::string x = save("x.npy", Tensor::randn({6, 2, 3}, 4, DType::Float64));
+  const CliResult r =
+      run({"gradcheck", "batchnorm", "--x", x, "--axis", "2", "--dtype", "float32"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(flat(r.out).find("x (6, 2, 3) float32"), std::string::npos);
+  EXPECT_NE(flat(r.out).find("M = 12"), std::string::npos);
+}
+
+TEST_F(CliTest, GradcheckBadInput) {
+  CliResult r = run({"gradcheck", "batchnorm", "--buggy-std", "--inference"});
+  EXPECT_EQ(r.status, cli::kUsage);
+  expect_one_line_error(r, "npdl gradcheck batchnorm", "excludes");
+  r = run({"gradcheck", "batchnorm", "--shape", "5"});
+  EXPECT_EQ(r.status, cli::kUsage);
+  expect_one_line_error(r, "npdl gradcheck batchnorm", "--shape");
+  r = run({"gradcheck", "batchnorm", "--shape", "0,3"});
+  EXPECT_EQ(r.status, cli::kFailed);
+  expect_one_line_error(r, "npdl gradcheck batchnorm", "positive sizes");
+  r = run({"gradcheck", "batchnorm", "--dtype", "float16"});
+  EXPECT_EQ(r.status, cli::kUsage);
+  expect_one_line_error(r, "npdl gradcheck batchnorm", "float16");
+  r = run({"gradcheck", "batchnorm", "--shape", "4,3", "--axis", "-3"});
+  EXPECT_EQ(r.status, cli::kFailed);
+  expect_one_line_error(r, "npdl gradcheck batchnorm", "axis -3");
+}
+
+// ---------------------------------------------------------------------------
+// npdl graph batchnorm
+
+std::string read_text(const std::string& file) {
+  std::ifstream in(file);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+TEST_F(CliTest, GraphWritesTheClusterWithShapesValuesAndGradients) {
+  const CliResult r = run({"graph", "batchnorm", "--out", path("bn.dot")});
+  ASSERT_EQ(r.status, 0) << r.err;
+  const std::string dot = read_text(path("bn.dot"));
+  EXPECT_EQ(dot.rfind("digraph", 0), 0u);
+  EXPECT_NE(dot.find("subgraph cluster_"), std::string::npos);
+  EXPECT_NE(dot.find("label=\"BatchNormal\""), std::string::npos);
+  EXPECT_NE(dot.find("[label=\"(4, 3)\"]"), std::string::npos) << "shapes on the edges";
+  EXPECT_NE(dot.find("[label=\"(1, 3)\"]"), std::string::npos);
+  for (const std::string op : {"mean", "sub", "rsqrt", "add_scalar", "mul", "add"}) {
+    EXPECT_NE(dot.find("label=\"" + op + "\\"), std::string::npos) << op;  // op, then a newline
+  }
+  // Gradients after the backward, on every op vertex and leaf.
+  std::size_t grads = 0;
+  for (std::size_t at = dot.find("grad "); at != std::string::npos;
+       at = dot.find("grad ", at + 1)) {
+    ++grads;
+  }
+  EXPECT_EQ(grads, 12u);
+}
+
+TEST_F(CliTest, GraphRendersSvgWithGraphviz) {
+  if (std::system("command -v dot > /dev/null 2>&1") != 0) {
+    GTEST_SKIP() << "Graphviz's dot is not installed (Debian package graphviz)";
+  }
+  const CliResult r =
+      run({"graph", "batchnorm", "--out", path("bn.dot"), "--svg", path("pic dir.svg")});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(read_text(path("pic dir.svg")).find("<svg"), std::string::npos);
+  EXPECT_EQ(files_in("."), (std::vector<std::string>{"bn.dot", "pic dir.svg"}));
+}
+
+// PATH without dot, for one scope.
+class ScopedPath {
+ public:
+  explicit ScopedPath(const std::string& value) {
+    const char* old = std::getenv("PATH");
+    had_ = old != nullptr;
+    if (had_) old_ = old;
+    ::setenv("PATH", value.c_str(), 1);
+  }
+  ~ScopedPath() {
+    if (had_) {
+      ::setenv("PATH", old_.c_str(), 1);
+    } else {
+      ::unsetenv("PATH");
+    }
+  }
+
+ private:
+  bool had_ = false;
+  std::string old_;
+};
+
+TEST_F(CliTest, GraphWithoutGraphvizNamesThePackageAndWritesNothing) {
+  fs::create_directories(path("empty_bin"));
+  CliResult r;
+  {
+    ScopedPath no_dot(path("empty_bin"));
+    r = run({"graph", "batchnorm", "--out", path("bn.dot"), "--svg", path("bn.svg")});
+  }
+  EXPECT_EQ(r.status, cli::kFailed);
+  expect_one_line_error(r, "npdl graph batchnorm", "Debian package graphviz");
+  EXPECT_EQ(files_in("."), (std::vector<std::string>{"empty_bin"}));
+}
+
+TEST_F(CliTest, GraphBadInput) {
+  CliResult r = run({"graph", "batchnorm"});
+  EXPECT_EQ(r.status, cli::kUsage);
+  expect_one_line_error(r, "npdl graph batchnorm", "--out is required");
+  r = run({"graph", "batchnorm", "--out", path("bn.dot"), "--axis", "9"});
+  EXPECT_EQ(r.status, cli::kFailed);
+  expect_one_line_error(r, "npdl graph batchnorm", "axis 9");
+  EXPECT_FALSE(fs::exists(path("bn.dot")));
+  r = run({"graph", "batchnorm", "--out", path("no/such/dir/bn.dot")});
+  EXPECT_EQ(r.status, cli::kFailed);
+  expect_one_line_error(r, "npdl graph batchnorm", "cannot write");
+}
+
+// ---------------------------------------------------------------------------
+// Help and the top level
+
+TEST_F(CliTest, EveryCommandHasHelpThatFits80Columns) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> commands{
+      {{"--help"}, "Usage: npdl [OPTIONS] [SUBCOMMAND]"},
+      {{"bn", "--help"}, "Usage: npdl bn [OPTIONS]"},
+      {{"explain", "--help"}, "Usage: npdl explain [OPTIONS] [SUBCOMMAND]"},
+      {{"explain", "batchnorm", "--help"}, "Usage: npdl explain batchnorm [OPTIONS]"},
+      {{"graph", "batchnorm", "--help"}, "Usage: npdl graph batchnorm [OPTIONS]"},
+      {{"gradcheck", "batchnorm", "-h"}, "Usage: npdl gradcheck batchnorm [OPTIONS]"}};
+  for (const auto& [args, usage] : commands) {
+    SCOPED_TRACE(usage);
+    const CliResult r = run(args);
+    EXPECT_EQ(r.status, 0);
+    EXPECT_EQ(r.err, "");
+    EXPECT_NE(r.out.find(usage), std::string::npos) << r.out;
+    expect_fits_80_columns(r.out);
+  }
+  EXPECT_NE(run({"bn", "--help"}).out.find("--backward"), std::string::npos);
+}
+
+TEST_F(CliTest, TopLevelErrors) {
+  CliResult r = run({});
+  EXPECT_EQ(r.status, cli::kUsage);
+  expect_one_line_error(r, "npdl", "subcommand");
+  r = run({"train"});
+  EXPECT_EQ(r.status, cli::kUsage);
+  expect_one_line_error(r, "npdl", "train");
+}
+
+}  // namespace
+}  // namespace npdl
+#endif  // NPDL_HAVE_CLI
