@@ -16,6 +16,7 @@
 #include "cli/batchnorm_problem.hpp"
 #include "cli/cli.hpp"
 #include "io/npy.hpp"
+#include "tests/temp_dir_test.hpp"
 #include "layers/batch_normal.hpp"
 
 namespace npdl {
@@ -28,18 +29,8 @@ struct CliResult {
   std::string out, err;
 };
 
-class CliTest : public ::testing::Test {
+class CliTest : public testing::TempDirTest {
  protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ =
-        fs::temp_directory_path() / ("npdl_cli_" + std::to_string(::getpid()) + "_" + info->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
 
   std::string save(const std::string& name, const Tensor& t) const {
     io::save_npy(path(name), t);
@@ -65,7 +56,6 @@ class CliTest : public ::testing::Test {
     return names;
   }
 
-  fs::path dir_;
 };
 
 // A failure is reported as exactly one line on stderr, naming the command.

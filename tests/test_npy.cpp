@@ -10,6 +10,7 @@
 
 #include "autodiff/tensor.hpp"
 #include "io/npy.hpp"
+#include "tests/temp_dir_test.hpp"
 
 namespace npdl {
 namespace {
@@ -17,18 +18,8 @@ namespace {
 namespace fs = std::filesystem;
 
 // A fresh folder per test, removed afterwards.
-class NpyTest : public ::testing::Test {
+class NpyTest : public testing::TempDirTest {
  protected:
-  void SetUp() override {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    dir_ =
-        fs::temp_directory_path() / ("npdl_npy_" + std::to_string(::getpid()) + "_" + info->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
 
   std::string write_bytes(const std::string& name, const std::string& bytes) const {
     std::ofstream out(path(name), std::ios::binary);
@@ -50,7 +41,6 @@ class NpyTest : public ::testing::Test {
     return names;
   }
 
-  fs::path dir_;
 };
 
 // A .npy file as bytes: preamble of `major`.0, the header `dict` padded with
