@@ -1,0 +1,255 @@
+// Batch normalisation on Fashion-MNIST, after Figure 1 of Ioffe & Szegedy
+// (2015): a 784-100-100-100-10 network with sigmoid activations, trained
+// with and without BatchNormal after each hidden layer (before the
+// activation), from the same initial weights, on the same batches, with the
+// same optimiser and learning rate. Every --eval-every steps both networks
+// are scored on the 10,000 test images; the curves go to a CSV file and,
+// when gnuplot is installed, to a PNG plot.
+//
+//   ./build/examples/fashion_mnist [--data /usr/share/datasets/fashion-mnist]
+//       [--steps N] [--batch-size B] [--lr LR] [--decay D] [--optimizer NAME]
+//       [--eval-every K] [--out DIR] [--seed S]
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <numeric>
+#include <random>
+
+#include "npdl.hpp"
+
+namespace {
+
+using namespace npdl;
+
+struct Options {
+  std::string data = "/usr/share/datasets/fashion-mnist";
+  std::int64_t steps = 30000;
+  std::int64_t batch_size = 60;  // the paper's
+  double lr = 0.5;
+  double decay = 5e-4;  // npdl's: lr_t = lr / (1 + decay * t); 0.5 falls to 0.031
+  std::string optimizer = "sgd";
+  std::int64_t eval_every = 500;
+  std::string out = "fashion_mnist_out";
+  std::uint64_t seed = 1;
+};
+
+/// The command line, through CLI11 (as the npdl program's). Exits for
+/// --help and for a bad command line, with CLI11's message.
+Options parse(int argc, char** argv) {
+  Options o;
+  const CLI::Range step_count(std::int64_t{1}, std::int64_t{100000000});
+  const CLI::Range rate(0.0, 1e6);
+  CLI::App app{
+      "Trains a 784-100-100-100-10 sigmoid network on Fashion-MNIST with and without\n"
+      "BatchNormal (before each hidden activation), from the same initial weights on the\n"
+      "same batches, and records both test accuracies (CSV, and a PNG with gnuplot).",
+      "fashion_mnist"};
+  app.add_option("--data", o.data, "folder of the four IDX .gz files")->capture_default_str();
+  app.add_option("--steps", o.steps, "training steps (batches) per network")
+      ->check(step_count)
+      ->capture_default_str();
+  app.add_option("--batch-size", o.batch_size, "samples per step")
+      ->check(CLI::Range(std::int64_t{2}, std::int64_t{60000}))
+      ->capture_default_str();
+  app.add_option("--lr", o.lr, "learning rate of both networks")
+      ->check(rate)
+      ->capture_default_str();
+  app.add_option("--decay", o.decay, "learning-rate decay: lr_t = lr / (1 + decay * t)")
+      ->check(rate)
+      ->capture_default_str();
+  app.add_option("--optimizer", o.optimizer, "npdl optimiser: sgd, momentum, adam, ...")
+      ->capture_default_str();
+  app.add_option("--eval-every", o.eval_every, "test both networks every this many steps")
+      ->check(step_count)
+      ->capture_default_str();
+  app.add_option("--out", o.out, "folder for the CSV and the PNG")->capture_default_str();
+  app.add_option("--seed", o.seed, "seed of the initial weights and the batch order")
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    std::exit(app.exit(e) == 0 ? 0 : 2);  // --help: 0; a bad command line: 2, as npdl's
+  }
+  return o;
+}
+
+struct Split {
+  Tensor x, y;
+  std::vector<int> labels;
+};
+
+Split load_split(const std::string& dir, const std::string& prefix) {
+  const std::string images = dir + "/" + prefix + "-images-idx3-ubyte.gz";
+  const std::string labels = dir + "/" + prefix + "-labels-idx1-ubyte.gz";
+  for (const std::string& f : {images, labels}) {
+    if (!std::filesystem::exists(f)) {
+      throw IOError("Fashion-MNIST not found: " + f +
+                    " is missing. Install the Debian package dataset-fashion-mnist "
+                    "(apt-get install dataset-fashion-mnist) or pass --data DIR");
+    }
+  }
+  Split s;
+  s.x = io::read_idx_images(images);  // pixels in [0, 1], float32
+  s.labels = io::read_idx_labels(labels);
+  if (static_cast<std::int64_t>(s.labels.size()) != s.x.dim(0)) {
+    throw ShapeError(prefix + ": " + std::to_string(s.x.dim(0)) + " images but " +
+                     std::to_string(s.labels.size()) + " labels");
+  }
+  s.y = model::one_hot(s.labels, 10);
+  return s;
+}
+
+/// The paper's network; with_batchnorm puts BatchNormal between each hidden
+/// layer's affine map and its sigmoid.
+std::unique_ptr<model::Model> make_network(bool with_batchnorm, const Options& o) {
+  set_seed(o.seed);  // both networks start from the same weights
+  auto m = std::make_unique<model::Model>();
+  for (int layer = 0; layer < 3; ++layer) {
+    const std::int64_t n_in = layer == 0 ? 784 : 0;
+    if (with_batchnorm) {
+      m->add<layers::Linear>(100, n_in);
+      m->add<layers::BatchNormal>();
+      m->add<layers::Activation>("sigmoid");
+    } else {
+      m->add<layers::Dense>(100, n_in, "glorot_uniform", "sigmoid");
+    }
+  }
+  m->add<layers::Dense>(10, 0, "glorot_uniform", "softmax");
+  model::OptimizerOptions options;
+  options.lr = o.lr;
+  options.decay = o.decay;
+  m->compile(model::get_objective("SoftmaxCategoricalCrossEntropy"),
+             model::get_optimizer(o.optimizer, options));
+  return m;
+}
+
+struct Point {
+  std::int64_t step;
+  double plain, batchnorm;
+};
+
+void write_csv(const std::string& path, const std::vector<Point>& curve) {
+  std::ofstream out(path);
+  out << "step,test_accuracy_plain,test_accuracy_batchnormal\n" << std::setprecision(6);
+  for (const Point& p : curve) out << p.step << ',' << p.plain << ',' << p.batchnorm << '\n';
+  if (!out) throw IOError("cannot write " + path);
+}
+
+bool gnuplot_installed() { return std::system("command -v gnuplot >/dev/null 2>&1") == 0; }
+
+void plot(const std::string& csv, const std::string& png, const std::string& script,
+          const Options& o) {
+  std::ofstream gp(script);
+  gp << "set terminal pngcairo size 900,600 noenhanced\n"
+     << "set output '" << png << "'\n"
+     << "set datafile separator ','\n"
+     << "set title 'Fashion-MNIST, 784-100-100-100-10 sigmoid, " << o.optimizer << " lr " << o.lr
+     << " decay " << o.decay << ", batch " << o.batch_size << "'\n"
+     << "set xlabel 'training steps'\nset ylabel 'test accuracy'\n"
+     << "set key bottom right\nset grid\n"
+     << "plot '" << csv << "' using 1:2 with linespoints title 'without BatchNormal', \\\n"
+     << "     '" << csv << "' using 1:3 with linespoints title 'with BatchNormal'\n";
+  gp.close();
+  const std::string command = "gnuplot '" + script + "'";
+  if (std::system(command.c_str()) != 0) {
+    std::cerr << "warning: gnuplot failed; the CSV " << csv << " has the curves\n";
+  }
+}
+
+/// The paper's measure: how many steps the BatchNormal network needs to
+/// reach the plain network's final accuracy.
+void report_speed_up(const std::vector<Point>& curve) {
+  const double target = curve.back().plain;
+  std::int64_t ahead = 0;
+  for (const Point& p : curve) ahead += p.step > 0 && p.batchnorm > p.plain;
+  for (const Point& p : curve) {
+    if (p.batchnorm >= target) {
+      std::cout << std::setprecision(4) << "with BatchNormal the test accuracy reached " << target
+                << " (the plain network's final one) at step " << p.step << " of "
+                << curve.back().step << "; it was ahead at " << ahead << " of " << curve.size() - 1
+                << " checkpoints\n";
+      return;
+    }
+  }
+  std::cout << "with BatchNormal the test accuracy never reached the plain network's final "
+            << target << "; it was ahead at " << ahead << " of " << curve.size() - 1
+            << " checkpoints\n";
+}
+
+int run(const Options& o) {
+  const auto start = std::chrono::steady_clock::now();
+  auto seconds = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  auto plain = make_network(false, o);  // first: a bad option fails before the data loads
+  auto batchnorm = make_network(true, o);
+  const Split train = load_split(o.data, "train");
+  const Split test = load_split(o.data, "t10k");
+  std::cout << "Fashion-MNIST: " << train.x.dim(0) << " training and " << test.x.dim(0)
+            << " test images (loaded in " << std::fixed << std::setprecision(1) << seconds()
+            << " s)\n";
+
+  // Both networks see the same batches: a fresh permutation per epoch.
+  std::mt19937_64 order_rng(o.seed);
+  std::vector<std::int64_t> order(static_cast<std::size_t>(train.x.dim(0)));
+  std::iota(order.begin(), order.end(), 0);
+  std::size_t cursor = order.size();
+  std::vector<Point> curve;
+  auto score = [&](std::int64_t step) {
+    const Point p{step, plain->evaluate(test.x, test.y).accuracy,
+                  batchnorm->evaluate(test.x, test.y).accuracy};
+    curve.push_back(p);
+    std::cout << "step " << std::setw(6) << step << "  test accuracy  without BatchNormal "
+              << std::setprecision(4) << p.plain << "  with BatchNormal " << p.batchnorm << "  ("
+              << std::setprecision(1) << seconds() << " s)\n"
+              << std::flush;
+  };
+  score(0);
+  for (std::int64_t step = 1; step <= o.steps; ++step) {
+    if (cursor + static_cast<std::size_t>(o.batch_size) > order.size()) {
+      std::shuffle(order.begin(), order.end(), order_rng);
+      cursor = 0;
+    }
+    const std::int64_t* rows = order.data() + cursor;
+    cursor += static_cast<std::size_t>(o.batch_size);
+    const Tensor xb = model::take_rows(train.x, rows, o.batch_size);
+    const Tensor yb = model::take_rows(train.y, rows, o.batch_size);
+    plain->train_on_batch(xb, yb);
+    batchnorm->train_on_batch(xb, yb);
+    if (step % o.eval_every == 0 || step == o.steps) score(step);
+  }
+
+  std::error_code ignored;  // a folder that cannot be made shows as a CSV write error
+  std::filesystem::create_directories(o.out, ignored);
+  const std::string csv = o.out + "/fashion_mnist_accuracy.csv";
+  write_csv(csv, curve);
+  std::cout << "curves: " << csv << '\n';
+  if (gnuplot_installed()) {
+    const std::string png = o.out + "/fashion_mnist_accuracy.png";
+    plot(csv, png, o.out + "/fashion_mnist_accuracy.gp", o);
+    std::cout << "plot:   " << png << '\n';
+  } else {
+    std::cout << "(install gnuplot for a PNG plot of the curves)\n";
+  }
+  const Point& last = curve.back();
+  std::cout << std::setprecision(4) << "final test accuracy after " << last.step
+            << " steps: without BatchNormal " << last.plain << ", with BatchNormal "
+            << last.batchnorm << std::setprecision(1) << "  (total " << seconds() << " s)\n";
+  report_speed_up(curve);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(parse(argc, argv));
+  } catch (const npdl::Error& e) {
+    std::cerr << "fashion_mnist: " << e.what() << '\n';
+    return 2;
+  }
+}

@@ -1,0 +1,82 @@
+#include "layers/activation.hpp"
+
+#include <algorithm>
+#include <map>
+
+#include "ops/ops.hpp"
+
+namespace npdl::layers {
+namespace {
+
+constexpr double kLeakyReluSlope = 0.01;  // Keras' and PyTorch's default
+constexpr double kEluScale = 1.0;
+
+// Every spelling of npdl's activations.get, plus leaky_relu and elu.
+const std::map<std::string, ActivationKind>& registry() {
+  static const std::map<std::string, ActivationKind> r = [] {
+    std::map<std::string, ActivationKind> m;
+    auto add = [&m](std::initializer_list<const char*> spellings, ActivationKind kind) {
+      for (const char* s : spellings) m[s] = kind;
+    };
+    add({"sigmoid", "Sigmoid"}, {"sigmoid"});
+    add({"tanh", "tan", "Tanh"}, {"tanh"});
+    add({"relu", "ReLU", "RELU"}, {"relu"});
+    add({"linear", "Linear"}, {"linear"});
+    add({"softmax", "Softmax"}, {"softmax"});
+    add({"softplus", "soft_plus", "SoftPlus"}, {"softplus"});
+    add({"softsign", "soft_sign", "SoftSign"}, {"softsign"});
+    add({"elliot", "Elliot"}, {"elliot"});
+    add({"symmetric_elliot", "SymmetricElliot"}, {"symmetric_elliot"});
+    add({"leaky_relu", "LeakyReLU"}, {"leaky_relu", kLeakyReluSlope});
+    add({"elu", "ELU"}, {"elu", kEluScale});
+    return m;
+  }();
+  return r;
+}
+
+Var abs(const Var& x) { return ops::relu(x) + ops::relu(-x); }
+
+}  // namespace
+
+const std::vector<std::string>& activation_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> n;
+    for (const auto& entry : registry()) n.push_back(entry.first);
+    return n;
+  }();
+  return names;
+}
+
+ActivationKind activation_kind(const std::string& name) {
+  const auto it = registry().find(name);
+  if (it != registry().end()) return it->second;
+  std::string valid;
+  for (const std::string& n : activation_names()) valid += (valid.empty() ? "" : ", ") + n;
+  throw ValueError("unknown activation '" + name + "'; expected one of: " + valid);
+}
+
+Var activate(const ActivationKind& kind, const Var& x) {
+  const std::string& n = kind.name;
+  if (n == "sigmoid") return ops::sigmoid(x);
+  if (n == "tanh") return ops::tanh(x);
+  if (n == "relu") return ops::relu(x);
+  if (n == "linear") return x;
+  if (n == "softmax") return ops::softmax(x, -1);
+  if (n == "softplus") return ops::relu(x) + ops::log(ops::exp(-abs(x)) + 1.0);
+  if (n == "softsign" || n == "symmetric_elliot") return x / (abs(x) + 1.0);
+  if (n == "elliot") return x * 0.5 / (abs(x) + 1.0) + 0.5;
+  if (n == "leaky_relu") return ops::relu(x) - kind.alpha * ops::relu(-x);
+  if (n == "elu") return ops::relu(x) + kind.alpha * (ops::exp(-ops::relu(-x)) - 1.0);
+  return activate(activation_kind(n), x);  // not canonical: throws listing the names
+}
+
+Var Activation::apply(const Var& input, bool training) {
+  return activate(kind_, apply_pre_activation(input, training));
+}
+
+Var Activation::apply_pre_activation(const Var& input, bool /*training*/) {
+  ensure_connected(input.shape());
+  return input;
+}
+
+}  // namespace npdl::layers

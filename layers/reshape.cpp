@@ -1,0 +1,77 @@
+#include "layers/reshape.hpp"
+
+#include <algorithm>
+
+#include "ops/ops.hpp"
+
+namespace npdl::layers {
+namespace {
+
+Shape with_samples(std::int64_t n, const Shape& sample) {
+  Shape out{n};
+  out.insert(out.end(), sample.begin(), sample.end());
+  return out;
+}
+
+}  // namespace
+
+Flatten::Flatten(int outdim) : outdim_(outdim) {
+  if (outdim < 2) {
+    throw ValueError("Flatten: outdim must be at least 2 (samples and features), got " +
+                     std::to_string(outdim));
+  }
+}
+
+void Flatten::build(const Shape& input_shape) {
+  // Sample axes kept: outdim - 2; the rest merges into the last output axis.
+  const std::size_t kept = static_cast<std::size_t>(outdim_ - 2);
+  if (input_shape.size() < kept + 1) {
+    throw ShapeError("Flatten(outdim=" + std::to_string(outdim_) + ") expects samples of rank >= " +
+                     std::to_string(kept + 1) + ", got samples of shape " + to_string(input_shape));
+  }
+  Shape out(input_shape.begin(), input_shape.begin() + kept);
+  out.push_back(numel(Shape(input_shape.begin() + kept, input_shape.end())));
+  output_shape_ = out;
+}
+
+Var Flatten::apply(const Var& input, bool /*training*/) {
+  ensure_connected(input.shape());
+  return ops::reshape(input, with_samples(input.shape()[0], output_shape_));
+}
+
+Reshape::Reshape(Shape shape) : target_(std::move(shape)) {
+  int inferred = 0;
+  for (std::int64_t d : target_) {
+    if (d == -1) {
+      ++inferred;
+    } else if (d < 1) {
+      throw ValueError("Reshape: sizes must be positive or -1, got " + to_string(target_));
+    }
+  }
+  if (inferred > 1) {
+    throw ValueError("Reshape: at most one size may be -1, got " + to_string(target_));
+  }
+}
+
+void Reshape::build(const Shape& input_shape) {
+  const std::int64_t size = numel(input_shape);
+  std::int64_t known = 1;
+  for (std::int64_t d : target_) known *= d == -1 ? 1 : d;
+  Shape out = target_;
+  for (std::int64_t& d : out) {
+    if (d == -1) d = known > 0 && size % known == 0 ? size / known : -1;
+  }
+  if (numel(out) != size || std::find(out.begin(), out.end(), -1) != out.end()) {
+    throw ShapeError("Reshape to " + to_string(target_) + " needs samples of a fitting size, got " +
+                     "samples of shape " + to_string(input_shape) + " (" + std::to_string(size) +
+                     " elements)");
+  }
+  output_shape_ = out;
+}
+
+Var Reshape::apply(const Var& input, bool /*training*/) {
+  ensure_connected(input.shape());
+  return ops::reshape(input, with_samples(input.shape()[0], output_shape_));
+}
+
+}  // namespace npdl::layers

@@ -1,0 +1,364 @@
+#include "model/model.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <numeric>
+#include <sstream>
+
+#include "autodiff/random.hpp"
+#include "autodiff/tensor_math.hpp"
+#include "layers/activation.hpp"
+#include "layers/batch_normal.hpp"
+#include "layers/linear.hpp"
+
+namespace npdl::model {
+namespace {
+
+using layers::EndsInActivation;
+
+std::string samples_of(const Tensor& t) {
+  return t.rank() == 0 ? "a scalar" : std::to_string(t.dim(0)) + " samples";
+}
+
+// Running statistics of BatchNormal layers, kept so that a step that fails
+// (non-finite loss) can put them back.
+struct RunningStats {
+  layers::BatchNormal* layer;
+  Tensor mean, var;
+};
+
+std::vector<RunningStats> snapshot(const std::vector<std::shared_ptr<layers::Layer>>& stack) {
+  std::vector<RunningStats> out;
+  for (const auto& l : stack) {
+    auto* bn = dynamic_cast<layers::BatchNormal*>(l.get());
+    if (bn != nullptr && bn->connected())
+      out.push_back({bn, bn->running_mean(), bn->running_var()});
+  }
+  return out;
+}
+
+void restore(const std::vector<RunningStats>& stats) {
+  for (const auto& s : stats) s.layer->set_running_stats(s.mean, s.var);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- rows
+
+Tensor slice_rows(const Tensor& t, std::int64_t begin, std::int64_t end) {
+  if (t.rank() == 0 || begin < 0 || end > t.dim(0) || begin > end) {
+    throw ShapeError("slice_rows: rows [" + std::to_string(begin) + ", " + std::to_string(end) +
+                     ") do not fit a tensor of shape " + to_string(t.shape()));
+  }
+  Shape shape = t.shape();
+  shape[0] = end - begin;
+  Tensor out(shape, t.dtype());
+  const std::size_t row = t.nbytes() / std::max<std::int64_t>(t.dim(0), 1);
+  if (out.size() > 0) {
+    std::memcpy(out.raw_data(), static_cast<const char*>(t.raw_data()) + begin * row,
+                row * static_cast<std::size_t>(end - begin));
+  }
+  return out;
+}
+
+Tensor take_rows(const Tensor& t, const std::int64_t* rows, std::int64_t count) {
+  Shape shape = t.shape();
+  shape[0] = count;
+  Tensor out(shape, t.dtype());
+  const std::size_t row = t.nbytes() / std::max<std::int64_t>(t.dim(0), 1);
+  const char* src = static_cast<const char*>(t.raw_data());
+  char* dst = static_cast<char*>(out.raw_data());
+  for (std::int64_t i = 0; i < count; ++i) std::memcpy(dst + i * row, src + rows[i] * row, row);
+  return out;
+}
+
+Tensor one_hot(const std::vector<int>& labels, int classes, DType dtype) {
+  if (classes < 1)
+    throw ValueError("one_hot: classes must be >= 1, got " + std::to_string(classes));
+  std::vector<double> values(labels.size() * static_cast<std::size_t>(classes), 0.0);
+  for (std::size_t i = 0; i < labels.size(); ++i) {
+    if (labels[i] < 0 || labels[i] >= classes) {
+      throw ValueError("one_hot: label " + std::to_string(i) + " is " + std::to_string(labels[i]) +
+                       ", expected one in [0, " + std::to_string(classes) + ")");
+    }
+    values[i * classes + labels[i]] = 1.0;
+  }
+  return Tensor::from_vector({static_cast<std::int64_t>(labels.size()), classes}, values, dtype);
+}
+
+double accuracy(const Tensor& outputs, const Tensor& targets) {
+  check_same_shape(outputs.shape(), targets.shape(),
+                   "accuracy: targets (expected the outputs' shape)");
+  if (outputs.rank() == 0 || outputs.dim(0) == 0) return 0.0;
+  const std::int64_t n = outputs.dim(0), width = outputs.size() / n;
+  const std::vector<double> p = outputs.to_vector(), t = targets.to_vector();
+  std::int64_t right = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const auto row_p = p.begin() + i * width, row_t = t.begin() + i * width;
+    if (width == 1) {
+      right += (*row_p > 0.5) == (*row_t > 0.5);
+    } else {
+      right += std::max_element(row_p, row_p + width) - row_p ==
+               std::max_element(row_t, row_t + width) - row_t;
+    }
+  }
+  return double(right) / double(n);
+}
+
+// ---------------------------------------------------------------- set-up
+
+layers::Layer& Model::add(std::shared_ptr<layers::Layer> layer) {
+  if (!layer) throw ValueError("Model.add: expected a layer, got a null pointer");
+  layers_.push_back(std::move(layer));
+  return *layers_.back();
+}
+
+void Model::compile(ObjectivePtr loss, OptimizerPtr optimizer) {
+  if (layers_.empty()) throw GraphError("Model.compile: the model has no layers; add some first");
+  if (!loss || !optimizer) throw ValueError("Model.compile: expected a loss and an optimizer");
+  // npdl connects the stack at compile time; here that is possible when the
+  // first layer declares its input size (Linear/Dense with n_in), and
+  // otherwise happens on the first batch.
+  if (auto* first = dynamic_cast<layers::Linear*>(layers_.front().get());
+      first != nullptr && first->n_in() > 0 && !first->connected()) {
+    build({first->n_in()});
+  }
+  loss_ = std::move(loss);
+  optimizer_ = std::move(optimizer);
+}
+
+void Model::compile(const std::string& loss, const std::string& optimizer) {
+  compile(get_objective(loss), get_optimizer(optimizer));
+}
+
+void Model::build(const Shape& sample_shape) {
+  if (layers_.empty()) throw GraphError("Model.build: the model has no layers; add some first");
+  if (!layers_.front()->connected()) {
+    layers_.front()->connect_to(sample_shape);
+  } else if (layers_.front()->input_shape() != sample_shape) {
+    throw ShapeError("Model.build: the first layer (" + layers_.front()->name() +
+                     ") takes samples of shape " + to_string(layers_.front()->input_shape()) +
+                     ", got " + to_string(sample_shape));
+  }
+  for (std::size_t i = 1; i < layers_.size(); ++i) {
+    if (!layers_[i]->connected()) layers_[i]->connect_to(*layers_[i - 1]);
+  }
+}
+
+std::vector<ParameterPtr> Model::params() const {
+  std::vector<ParameterPtr> out;
+  for (const auto& l : layers_) {
+    if (!l->connected()) continue;
+    for (const ParameterPtr& p : l->params()) {
+      if (p) out.push_back(p);
+    }
+  }
+  return out;
+}
+
+void Model::check_compiled(const char* what) const {
+  if (!loss_ || !optimizer_) {
+    throw GraphError(std::string("Model.") + what + ": compile the model (loss, optimizer) first");
+  }
+}
+
+void Model::check_batch(const Tensor& x, const Tensor& y, const char* what) const {
+  if (x.rank() == 0 || y.rank() == 0 || x.dim(0) != y.dim(0)) {
+    throw ShapeError(std::string("Model.") + what + ": X and Y must hold the same number of " +
+                     "samples, got X of shape " + to_string(x.shape()) + " (" + samples_of(x) +
+                     ") and Y of shape " + to_string(y.shape()) + " (" + samples_of(y) + ")");
+  }
+  const layers::Layer& first = *layers_.front();
+  const Shape sample(x.shape().begin() + 1, x.shape().end());
+  if (first.connected() && first.input_shape() != sample) {
+    throw ShapeError(std::string("Model.") + what + ": the first layer (" + first.name() +
+                     ") takes samples of shape " + to_string(first.input_shape()) +
+                     ", got X of shape " + to_string(x.shape()));
+  }
+}
+
+// ---------------------------------------------------------------- running
+
+bool Model::fuses_final_activation() const {
+  const auto* last = dynamic_cast<const EndsInActivation*>(layers_.back().get());
+  return last != nullptr && loss_ && !loss_->fuses_with().empty() &&
+         last->final_activation().name == loss_->fuses_with();
+}
+
+Model::Forward Model::run(const Var& x, bool training) {
+  Var h = x;
+  for (std::size_t i = 0; i + 1 < layers_.size(); ++i) h = layers_[i]->apply(h, training);
+  if (fuses_final_activation()) {
+    auto* last = dynamic_cast<EndsInActivation*>(layers_.back().get());
+    return {last->apply_pre_activation(h, training), true};
+  }
+  return {layers_.back()->apply(h, training), false};
+}
+
+Tensor Model::outputs_of(const Forward& f) const {
+  if (!f.pre_activation) return f.for_loss.value();
+  NoGradGuard no_grad;
+  const auto* last = dynamic_cast<const EndsInActivation*>(layers_.back().get());
+  return layers::activate(last->final_activation(), Var(f.for_loss.value())).value();
+}
+
+BatchResult Model::train_on_batch(const Tensor& x, const Tensor& y) {
+  check_compiled("train_on_batch");
+  check_batch(x, y, "train_on_batch");
+  // A step that fails part-way (a non-finite loss, a layer that rejects the
+  // batch) must leave the model as it was: BatchNormal layers update their
+  // running statistics during the forward, so those are put back.
+  const std::vector<RunningStats> saved = snapshot(layers_);
+  try {
+    return train_step(x, y);
+  } catch (...) {
+    restore(saved);
+    throw;
+  }
+}
+
+BatchResult Model::train_step(const Tensor& x, const Tensor& y) {
+  const std::string step = "step " + std::to_string(steps_ + 1);
+  Graph graph(GraphOptions{/*keep_intermediates=*/false});
+  const Forward f = run(graph.input(x, "x"), /*training=*/true);
+  const Var y_var = graph.input(y, "y");
+  const Var loss = f.pre_activation ? loss_->loss_from_pre_activation(f.for_loss, y_var)
+                                    : loss_->loss(f.for_loss, y_var);
+  const double value = loss.value().item();
+  if (!std::isfinite(value)) {
+    throw ValueError("training stopped at " + step + ": the loss is " + std::to_string(value) +
+                     ", expected a finite number; the parameters keep their values from "
+                     "before this step (try a smaller learning rate)");
+  }
+  graph.backward(loss);
+  // The optimiser only runs once every gradient is known to be finite.
+  const std::vector<ParameterPtr> ps = params();
+  for (const ParameterPtr& p : ps) {
+    if (!math::all_finite(p->grad)) {
+      throw ValueError(
+          "training stopped at " + step + ": the gradient of parameter '" + p->name +
+          "' holds NaN or Inf; the parameters keep their values from before this step");
+    }
+  }
+  optimizer_->update(ps);
+  ++steps_;
+  return {value, accuracy(outputs_of(f), y)};
+}
+
+Tensor Model::predict(const Tensor& X, std::int64_t batch_size) {
+  if (layers_.empty()) throw GraphError("Model.predict: the model has no layers");
+  if (batch_size < 1) throw ValueError("Model.predict: batch_size must be >= 1");
+  NoGradGuard no_grad;
+  std::vector<Tensor> parts;
+  for (std::int64_t b = 0; b < X.dim(0); b += batch_size) {
+    const Tensor xb = slice_rows(X, b, std::min(X.dim(0), b + batch_size));
+    Var h(xb);
+    for (const auto& l : layers_) h = l->apply(h, /*training=*/false);
+    parts.push_back(h.value());
+  }
+  if (parts.empty()) throw ShapeError("Model.predict: X has no samples");
+  Shape shape = parts.front().shape();
+  shape[0] = X.dim(0);
+  Tensor out(shape, parts.front().dtype());
+  char* dst = static_cast<char*>(out.raw_data());
+  for (const Tensor& p : parts) {
+    std::memcpy(dst, p.raw_data(), p.nbytes());
+    dst += p.nbytes();
+  }
+  return out;
+}
+
+Evaluation Model::evaluate(const Tensor& X, const Tensor& Y, std::int64_t batch_size) {
+  check_compiled("evaluate");
+  check_batch(X, Y, "evaluate");
+  if (batch_size < 1) throw ValueError("Model.evaluate: batch_size must be >= 1");
+  NoGradGuard no_grad;
+  double loss_sum = 0.0, right = 0.0;
+  for (std::int64_t b = 0; b < X.dim(0); b += batch_size) {
+    const std::int64_t e = std::min(X.dim(0), b + batch_size);
+    const Tensor yb = slice_rows(Y, b, e);
+    const Forward f = run(Var(slice_rows(X, b, e)), /*training=*/false);
+    const Var l = f.pre_activation ? loss_->loss_from_pre_activation(f.for_loss, Var(yb))
+                                   : loss_->loss(f.for_loss, Var(yb));
+    loss_sum += l.value().item() * double(e - b);
+    right += accuracy(outputs_of(f), yb) * double(e - b);
+  }
+  const double n = double(X.dim(0));
+  return {loss_sum / n, right / n};
+}
+
+std::vector<EpochStats> Model::fit(const Tensor& X, const Tensor& Y, const FitOptions& o) {
+  check_compiled("fit");
+  check_batch(X, Y, "fit");
+  if (o.batch_size < 1)
+    throw ValueError("Model.fit: batch_size must be >= 1, got " + std::to_string(o.batch_size));
+  if (o.epochs < 0)
+    throw ValueError("Model.fit: epochs must be >= 0, got " + std::to_string(o.epochs));
+  if (!(o.validation_split >= 0.0 && o.validation_split < 1.0)) {
+    throw ValueError("Model.fit: validation_split must lie in [0, 1), got " +
+                     std::to_string(o.validation_split));
+  }
+  // npdl holds out the last validation_split of the samples.
+  const std::int64_t n_all = X.dim(0);
+  const auto held_out = static_cast<std::int64_t>(double(n_all) * o.validation_split);
+  const std::int64_t n = n_all - held_out;
+  if (n < 1) throw ValueError("Model.fit: no training samples left after the validation split");
+  Tensor train_x = held_out > 0 ? slice_rows(X, 0, n) : X;
+  Tensor train_y = held_out > 0 ? slice_rows(Y, 0, n) : Y;
+  std::optional<std::pair<Tensor, Tensor>> valid;
+  if (held_out > 0) {
+    valid.emplace(slice_rows(X, n, n_all), slice_rows(Y, n, n_all));
+  } else if (o.validation_data) {
+    check_batch(o.validation_data->first, o.validation_data->second, "fit (validation_data)");
+    valid = o.validation_data;
+  }
+
+  const std::int64_t batch = std::min(o.batch_size, n);
+  const std::int64_t batches = n / batch;
+  std::vector<std::int64_t> order(static_cast<std::size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  Progress progress(o.log, o.progress);
+  std::vector<EpochStats> history;
+  for (int epoch = 1; epoch <= o.epochs; ++epoch) {
+    if (o.shuffle) std::shuffle(order.begin(), order.end(), generator());
+    progress.begin_epoch(epoch, o.epochs, batches);
+    const auto start = std::chrono::steady_clock::now();
+    double loss_sum = 0.0, acc_sum = 0.0;
+    for (std::int64_t b = 0; b < batches; ++b) {
+      const std::int64_t* rows = order.data() + b * batch;
+      BatchResult r;
+      try {
+        r = train_on_batch(take_rows(train_x, rows, batch), take_rows(train_y, rows, batch));
+      } catch (const ValueError& e) {
+        if (progress.style() == ProgressStyle::Redraw) *o.log << '\n';
+        throw ValueError("Model.fit, epoch " + std::to_string(epoch) + ", batch " +
+                         std::to_string(b + 1) + "/" + std::to_string(batches) + ": " + e.what());
+      }
+      loss_sum += r.loss;
+      acc_sum += r.accuracy;
+      progress.batch(b + 1, loss_sum / double(b + 1), acc_sum / double(b + 1), (b + 1) * batch);
+    }
+    EpochStats s;
+    s.epoch = epoch;
+    s.batches = batches;
+    s.loss = loss_sum / double(batches);
+    s.accuracy = acc_sum / double(batches);
+    s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    s.samples_per_second = s.seconds > 0 ? double(batches * batch) / s.seconds : 0.0;
+    if (valid) {
+      const Evaluation e = evaluate(valid->first, valid->second);
+      s.val_loss = e.loss;
+      s.val_accuracy = e.accuracy;
+    }
+    progress.end_epoch(s);
+    history.push_back(s);
+  }
+  return history;
+}
+
+}  // namespace npdl::model

@@ -1,0 +1,134 @@
+#pragma once
+// npdl's Model: a linear stack of layers trained as graphs.
+//
+// Each training step records the whole stack on a fresh lean graph
+// (Graph(GraphOptions{false})), with the layers' weights as Graph::param
+// leaves, runs reverse mode from the loss, checks the loss and gradients
+// are finite, and lets the optimiser update the weights in place.
+//
+//   Model model;
+//   model.add<layers::Dense>(100, 784, "glorot_uniform", "relu");
+//   model.add<layers::Dense>(10, 0, "glorot_uniform", "softmax");
+//   model.compile("scce", "adam");
+//   FitOptions options;
+//   options.epochs = 5;
+//   model.fit(X, Y, options);
+//   Tensor probabilities = model.predict(X_test);
+#include <iosfwd>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "layers/layer.hpp"
+#include "model/objectives.hpp"
+#include "model/optimizers.hpp"
+#include "model/progress.hpp"
+
+namespace npdl::model {
+
+struct FitOptions {
+  int epochs = 100;  // npdl's max_iter: passes over the training data
+  std::int64_t batch_size = 64;
+  bool shuffle = true;  // a fresh permutation per epoch, from npdl::generator()
+  /// The last fraction of X, Y held out for validation (npdl's), in [0, 1).
+  double validation_split = 0.0;
+  /// Validation data given explicitly (used when validation_split is 0).
+  std::optional<std::pair<Tensor, Tensor>> validation_data;
+  std::ostream* log = &std::cout;  // nullptr: silent
+  ProgressStyle progress = ProgressStyle::Auto;
+};
+
+struct Evaluation {
+  double loss = 0.0;
+  double accuracy = 0.0;
+};
+
+struct BatchResult {
+  double loss = 0.0;
+  double accuracy = 0.0;
+};
+
+class Model {
+ public:
+  Model() = default;
+
+  /// Appends a layer; returns it for further set-up.
+  layers::Layer& add(std::shared_ptr<layers::Layer> layer);
+  template <class L, class... Args>
+  L& add(Args&&... args) {
+    auto layer = std::make_shared<L>(std::forward<Args>(args)...);
+    L& ref = *layer;
+    add(std::move(layer));
+    return ref;
+  }
+
+  /// Sets the loss and the optimiser; sizes the layers when the first one
+  /// knows its input size (npdl's n_in). Throws ValueError for unknown names.
+  void compile(ObjectivePtr loss, OptimizerPtr optimizer);
+  void compile(const std::string& loss = "SoftmaxCategoricalCrossEntropy",
+               const std::string& optimizer = "SGD");
+  /// Sizes every layer for samples of `sample_shape` (without the samples axis).
+  void build(const Shape& sample_shape);
+
+  /// npdl's fit. X is (N, ...), Y is (N, ...) (one-hot rows for
+  /// classification). Batches are whole: the last N % batch_size samples of
+  /// each (shuffled) epoch wait for the next one, as in npdl.
+  std::vector<EpochStats> fit(const Tensor& X, const Tensor& Y, const FitOptions& options = {});
+  /// One optimiser step on one batch. Throws ValueError, leaving parameters
+  /// and running statistics as they were, when the loss or a gradient is
+  /// not finite.
+  BatchResult train_on_batch(const Tensor& x, const Tensor& y);
+
+  /// Outputs in inference mode (final activation included), in batches.
+  Tensor predict(const Tensor& X, std::int64_t batch_size = 512);
+  /// Loss and accuracy in inference mode.
+  Evaluation evaluate(const Tensor& X, const Tensor& Y, std::int64_t batch_size = 512);
+
+  /// Parameters and BatchNormal running statistics, to a binary file
+  /// (written to a temporary file, then renamed over `path`).
+  void save(const std::string& path) const;
+  /// Reads what save wrote. The model must have the same layers and be
+  /// built; on any error (IOError for a bad or truncated file, ShapeError
+  /// for tensors that do not fit) the model is left as it was.
+  void load(const std::string& path);
+
+  /// Every layer's params(), in order.
+  std::vector<ParameterPtr> params() const;
+  const std::vector<std::shared_ptr<layers::Layer>>& layers() const { return layers_; }
+  const Objective* objective() const { return loss_.get(); }
+  Optimizer* optimizer() const { return optimizer_.get(); }
+  /// Optimiser steps taken.
+  std::int64_t steps() const { return steps_; }
+
+ private:
+  struct Forward {
+    Var for_loss;         // what the objective takes
+    bool pre_activation;  // for_loss is the final activation's input
+  };
+  Forward run(const Var& x, bool training);
+  BatchResult train_step(const Tensor& x, const Tensor& y);
+  Tensor outputs_of(const Forward& f) const;
+  void check_compiled(const char* what) const;
+  void check_batch(const Tensor& x, const Tensor& y, const char* what) const;
+  bool fuses_final_activation() const;
+
+  std::vector<std::shared_ptr<layers::Layer>> layers_;
+  ObjectivePtr loss_;
+  OptimizerPtr optimizer_;
+  std::int64_t steps_ = 0;
+};
+
+/// Fraction of rows whose argmax agrees (one column: outputs > 0.5 against
+/// targets > 0.5). Throws ShapeError when the shapes differ.
+double accuracy(const Tensor& outputs, const Tensor& targets);
+/// Rows of one-hot vectors for class labels in [0, classes).
+Tensor one_hot(const std::vector<int>& labels, int classes, DType dtype = DType::Float32);
+/// Rows [begin, end) of t (along axis 0), copied.
+Tensor slice_rows(const Tensor& t, std::int64_t begin, std::int64_t end);
+/// The rows of t at `rows`, copied, in that order.
+Tensor take_rows(const Tensor& t, const std::int64_t* rows, std::int64_t count);
+
+}  // namespace npdl::model

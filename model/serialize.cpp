@@ -1,0 +1,196 @@
+// Model::save and Model::load: parameters and BatchNormal running statistics
+// in one binary file.
+//
+// Format (little-endian):
+//   "NPDLMODL"  8 bytes of magic
+//   u32         format version (1)
+//   u32         number of tensors
+//   per tensor: u32 name length, name bytes, u8 dtype (0 float32,
+//               1 float64), u32 rank, i64 dims[rank], u64 data bytes, data
+// Names are "<layer index>.<layer name>.<tensor>" (e.g. "0.Dense.W",
+// "1.BatchNormal.running_var"), so a file meant for another stack of layers
+// is named in the error rather than loaded into the wrong places.
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <iterator>
+
+#include "layers/batch_normal.hpp"
+#include "model/model.hpp"
+
+namespace npdl::model {
+namespace {
+
+constexpr char kMagic[8] = {'N', 'P', 'D', 'L', 'M', 'O', 'D', 'L'};
+constexpr std::uint32_t kVersion = 1;
+
+/// One tensor of the model's state, and how to put a loaded value back.
+struct StateEntry {
+  std::string name;
+  Tensor value;
+  std::function<void(const Tensor&)> assign;
+};
+
+std::vector<StateEntry> state_of(const std::vector<std::shared_ptr<layers::Layer>>& stack) {
+  std::vector<StateEntry> out;
+  for (std::size_t i = 0; i < stack.size(); ++i) {
+    layers::Layer& layer = *stack[i];
+    const std::string prefix = std::to_string(i) + "." + layer.name() + ".";
+    if (!layer.connected()) {
+      throw GraphError("the model is not built: layer " + prefix.substr(0, prefix.size() - 1) +
+                       " has no input shape yet (call build, fit or predict first)");
+    }
+    for (const ParameterPtr& p : layer.params()) {
+      out.push_back({prefix + p->name, p->value, [p](const Tensor& t) { p->value = t; }});
+    }
+    if (auto* bn = dynamic_cast<layers::BatchNormal*>(&layer)) {
+      out.push_back({prefix + "running_mean", bn->running_mean(),
+                     [bn](const Tensor& t) { bn->set_running_stats(t, bn->running_var()); }});
+      out.push_back({prefix + "running_var", bn->running_var(),
+                     [bn](const Tensor& t) { bn->set_running_stats(bn->running_mean(), t); }});
+    }
+  }
+  return out;
+}
+
+template <class T>
+void put(std::string& buf, T v) {
+  buf.append(reinterpret_cast<const char*>(&v), sizeof v);
+}
+
+/// Reads the file's bytes in order; every read checks there are enough left.
+class Reader {
+ public:
+  Reader(std::string bytes, std::string path) : bytes_(std::move(bytes)), path_(std::move(path)) {}
+  const char* take(std::size_t n, const char* what) {
+    if (bytes_.size() - pos_ < n) {
+      throw IOError(path_ + ": truncated parameter file: expected " + std::to_string(n) +
+                    " bytes of " + what + " at offset " + std::to_string(pos_) + ", but only " +
+                    std::to_string(bytes_.size() - pos_) + " remain");
+    }
+    const char* p = bytes_.data() + pos_;
+    pos_ += n;
+    return p;
+  }
+  template <class T>
+  T get(const char* what) {
+    T v;
+    std::memcpy(&v, take(sizeof v, what), sizeof v);
+    return v;
+  }
+  std::size_t remaining() const { return bytes_.size() - pos_; }
+
+ private:
+  std::string bytes_;
+  std::string path_;
+  std::size_t pos_ = 0;
+};
+
+Tensor read_tensor(Reader& r, const std::string& path, std::string& name) {
+  const auto name_len = r.get<std::uint32_t>("a name length");
+  name.assign(r.take(name_len, "a tensor name"), name_len);
+  const auto code = r.get<std::uint8_t>("a dtype");
+  if (code > 1) {
+    throw IOError(path + ": tensor '" + name + "' has dtype code " + std::to_string(code) +
+                  ", expected 0 (float32) or 1 (float64)");
+  }
+  const DType dtype = code == 0 ? DType::Float32 : DType::Float64;
+  const auto rank = r.get<std::uint32_t>("a rank");
+  if (rank > 16) {
+    throw IOError(path + ": tensor '" + name + "' has rank " + std::to_string(rank) +
+                  ", expected at most 16");
+  }
+  Shape shape;
+  for (std::uint32_t d = 0; d < rank; ++d) {
+    const auto dim = r.get<std::int64_t>("a dimension");
+    if (dim < 0) throw IOError(path + ": tensor '" + name + "' has a negative dimension");
+    shape.push_back(dim);
+  }
+  const auto nbytes = r.get<std::uint64_t>("a data size");
+  const std::uint64_t expected = std::uint64_t(numel(shape)) * element_size(dtype);
+  if (nbytes != expected) {
+    throw IOError(path + ": tensor '" + name + "' of shape " + to_string(shape) + " declares " +
+                  std::to_string(nbytes) + " data bytes, expected " + std::to_string(expected));
+  }
+  Tensor t(shape, dtype);
+  if (nbytes > 0) std::memcpy(t.raw_data(), r.take(nbytes, "tensor data"), nbytes);
+  return t;
+}
+
+}  // namespace
+
+void Model::save(const std::string& path) const {
+  const std::vector<StateEntry> state = state_of(layers_);
+  std::string buf(kMagic, sizeof kMagic);
+  put(buf, kVersion);
+  put(buf, static_cast<std::uint32_t>(state.size()));
+  for (const StateEntry& e : state) {
+    put(buf, static_cast<std::uint32_t>(e.name.size()));
+    buf += e.name;
+    put(buf, static_cast<std::uint8_t>(e.value.dtype() == DType::Float32 ? 0 : 1));
+    put(buf, static_cast<std::uint32_t>(e.value.rank()));
+    for (std::int64_t d : e.value.shape()) put(buf, d);
+    put(buf, static_cast<std::uint64_t>(e.value.nbytes()));
+    buf.append(static_cast<const char*>(e.value.raw_data()), e.value.nbytes());
+  }
+  // A crash or a full disk mid-write leaves the old file intact.
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out.write(buf.data(), static_cast<std::streamsize>(buf.size()));
+    out.flush();
+    if (!out) {
+      std::remove(tmp.c_str());
+      throw IOError("cannot write the parameter file " + tmp);
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    throw IOError("cannot rename " + tmp + " to " + path + ": " + std::strerror(errno));
+  }
+}
+
+void Model::load(const std::string& path) {
+  std::vector<StateEntry> state = state_of(layers_);
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw IOError("cannot open the parameter file " + path);
+  Reader r(std::string(std::istreambuf_iterator<char>(in), {}), path);
+  const char* magic = r.take(sizeof kMagic, "magic");
+  if (std::memcmp(magic, kMagic, sizeof kMagic) != 0) {
+    throw IOError(path + ": not an npdl parameter file: expected the magic \"NPDLMODL\", got \"" +
+                  std::string(magic, sizeof kMagic) + "\"");
+  }
+  const auto version = r.get<std::uint32_t>("the version");
+  if (version != kVersion) {
+    throw IOError(path + ": format version " + std::to_string(version) + ", expected " +
+                  std::to_string(kVersion));
+  }
+  const auto count = r.get<std::uint32_t>("the tensor count");
+  if (count != state.size()) {
+    throw ShapeError(path + ": holds " + std::to_string(count) + " tensors, the model has " +
+                     std::to_string(state.size()));
+  }
+  // Everything is read and checked before anything is assigned.
+  std::vector<Tensor> loaded;
+  for (const StateEntry& e : state) {
+    std::string name;
+    Tensor t = read_tensor(r, path, name);
+    if (name != e.name) {
+      throw ShapeError(path + ": expected tensor '" + e.name + "', got '" + name + "'");
+    }
+    check_same_shape(e.value.shape(), t.shape(), path + ": tensor '" + name + "'");
+    if (t.dtype() != e.value.dtype()) {
+      throw DTypeError(path + ": tensor '" + name + "' is " + to_string(t.dtype()) +
+                       ", the model's is " + to_string(e.value.dtype()));
+    }
+    loaded.push_back(std::move(t));
+  }
+  if (r.remaining() != 0) {
+    throw IOError(path + ": " + std::to_string(r.remaining()) +
+                  " unexpected bytes after the last tensor");
+  }
+  for (std::size_t i = 0; i < state.size(); ++i) state[i].assign(loaded[i]);
+}
+
+}  // namespace npdl::model

@@ -1,0 +1,253 @@
+// Linear, Dense, Activation, Dropout, Flatten and Reshape: each backward
+// (npdl's eager API, which runs reverse mode on the layer's graph) against
+// float64 central differences of its forward, with random upstream
+// gradients; the activations as graph functions through EXPECT_GRADCHECK;
+// and every bad input.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "autodiff/gradcheck_gtest.hpp"
+#include "npdl.hpp"
+
+namespace npdl::layers {
+namespace {
+
+/// Checks a layer's backward (input gradient and every parameter gradient)
+/// against central differences of its forward, in float64. `reseed` makes
+/// every forward draw the same random numbers (Dropout's mask).
+GradCheckReport layer_gradcheck(Layer& layer, const Tensor& x, bool training = true,
+                                std::uint64_t reseed = 0) {
+  auto forward = [&](const Tensor& in) {
+    if (reseed != 0) set_seed(reseed);
+    return layer.forward(in, training);
+  };
+  const Tensor x64 = x.astype(DType::Float64);
+  const Tensor y = forward(x64);  // first forward: parameters become float64
+  const Tensor upstream = Tensor::randn(y.shape(), 4242, DType::Float64);  // never all-ones
+  const Tensor dx = layer.backward(upstream);
+  std::vector<Tensor> analytic{dx};
+  std::vector<Tensor> inputs{x64};
+  std::vector<std::string> names{"dx"};
+  const std::vector<ParameterPtr> params = layer.params();
+  for (const ParameterPtr& p : params) {
+    analytic.push_back(p->grad.clone());
+    inputs.push_back(p->value.clone());
+    names.push_back("d" + p->name);
+  }
+  // The layer's forward as a function of its input and its parameters.
+  const GraphFunction f = [&](const std::vector<Var>& v) {
+    for (std::size_t i = 0; i < params.size(); ++i) params[i]->value = v[i + 1].value();
+    return Var(forward(v[0].value()));
+  };
+  const std::vector<Tensor> numeric = finite_difference_gradients(f, inputs, upstream, 1e-6);
+  for (std::size_t i = 0; i < params.size(); ++i) params[i]->value = inputs[i + 1];
+  GradCheckReport report;
+  for (std::size_t i = 0; i < analytic.size(); ++i) {
+    report.tensors.push_back(compare_tensors(names[i], analytic[i], numeric[i], 1e-6, 1e-4));
+  }
+  return report;
+}
+
+TEST(Linear, BackwardMatchesFiniteDifferences) {
+  set_seed(1);
+  Linear layer(3);
+  EXPECT_GRADIENTS_MATCH(layer_gradcheck(layer, Tensor::randn({5, 4}, 2)));
+  EXPECT_EQ(layer.W()->value.shape(), (Shape{4, 3}));
+  EXPECT_EQ(layer.b()->value.shape(), (Shape{3}));
+  EXPECT_EQ(layer.output_shape(), (Shape{3}));
+}
+
+TEST(Linear, ComputesXWPlusB) {
+  set_seed(1);
+  Linear layer(2, 3);
+  layer.connect_to(Shape{3});
+  layer.W()->value = Tensor::from_vector({3, 2}, {1, 2, 3, 4, 5, 6});
+  layer.b()->value = Tensor::from_vector({2}, {0.5, -0.5});
+  const Tensor y = layer.forward(Tensor::from_vector({1, 3}, {1, 0, -1}), false);
+  // [1, 0, -1] @ W = [1 - 5, 2 - 6] = [-4, -4], plus b.
+  EXPECT_EQ(y.to_vector(), (std::vector<double>{-3.5, -4.5}));
+}
+
+class DenseActivation : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(DenseActivation, BackwardMatchesFiniteDifferences) {
+  set_seed(3);
+  Dense layer(4, 0, "glorot_uniform", GetParam());
+  EXPECT_GRADIENTS_MATCH(layer_gradcheck(layer, Tensor::randn({6, 5}, 4)));
+}
+
+INSTANTIATE_TEST_SUITE_P(NpdlActivations, DenseActivation,
+                         ::testing::Values("sigmoid", "tanh", "relu", "linear", "softmax"));
+
+TEST(Dense, DefaultsFollowNpdl) {
+  Dense layer(7);
+  EXPECT_EQ(layer.final_activation().name, "tanh");
+  EXPECT_EQ(layer.n_in(), 0);
+  EXPECT_EQ(layer.params().size(), 2u);
+}
+
+class EveryActivation : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(EveryActivation, GradientMatchesFiniteDifferences) {
+  const std::string name = GetParam();
+  EXPECT_GRADCHECK([name](const std::vector<Var>& v) { return activate(name, v[0]); },
+                   {Tensor::randn({4, 5}, 11, DType::Float64, 0.0, 2.0)});
+}
+
+TEST_P(EveryActivation, LayerBackwardMatchesFiniteDifferences) {
+  Activation layer(GetParam());
+  EXPECT_GRADIENTS_MATCH(
+      layer_gradcheck(layer, Tensor::randn({3, 4}, 12, DType::Float32, 0.0, 2.0)));
+  EXPECT_TRUE(layer.params().empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(All, EveryActivation,
+                         ::testing::Values("sigmoid", "tanh", "relu", "linear", "softmax",
+                                           "softplus", "softsign", "elliot", "symmetric_elliot",
+                                           "leaky_relu", "elu"));
+
+TEST(Activation, ValuesAtKnownPoints) {
+  NoGradGuard no_grad;
+  const Var x(Tensor::from_vector({1, 3}, {-2.0, 0.5, 3.0}, DType::Float64));
+  auto values = [&](const char* name) { return activate(name, x).value().to_vector(); };
+  const std::vector<double> softplus = values("softplus");
+  EXPECT_NEAR(softplus[0], std::log1p(std::exp(-2.0)), 1e-12);
+  EXPECT_NEAR(softplus[2], std::log1p(std::exp(3.0)), 1e-12);
+  EXPECT_NEAR(values("leaky_relu")[0], -0.02, 1e-12);
+  EXPECT_NEAR(values("elu")[0], std::exp(-2.0) - 1.0, 1e-12);
+  EXPECT_NEAR(values("elu")[1], 0.5, 1e-12);
+  EXPECT_NEAR(values("softsign")[0], -2.0 / 3.0, 1e-12);
+  EXPECT_NEAR(values("elliot")[1], 0.5 * 0.5 / 1.5 + 0.5, 1e-12);
+  // Large inputs stay finite where a naive log(1 + exp(x)) overflows.
+  const Var big(Tensor::from_vector({1, 2}, {1000.0, -1000.0}, DType::Float64));
+  EXPECT_EQ(activate("softplus", big).value().to_vector(), (std::vector<double>{1000.0, 0.0}));
+}
+
+TEST(Activation, NpdlSpellingsAreAccepted) {
+  EXPECT_EQ(activation_kind("Tanh").name, "tanh");
+  EXPECT_EQ(activation_kind("tan").name, "tanh");
+  EXPECT_EQ(activation_kind("ReLU").name, "relu");
+  EXPECT_EQ(activation_kind("RELU").name, "relu");
+  EXPECT_EQ(activation_kind("SoftPlus").name, "softplus");
+  EXPECT_EQ(activation_kind("SymmetricElliot").name, "symmetric_elliot");
+}
+
+TEST(Activation, UnknownNameListsTheValidOnes) {
+  try {
+    Activation layer("swishy");
+    FAIL() << "expected a ValueError";
+  } catch (const ValueError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("'swishy'"), std::string::npos) << message;
+    for (const char* valid : {"sigmoid", "tanh", "relu", "linear", "softmax", "elu"}) {
+      EXPECT_NE(message.find(valid), std::string::npos) << message;
+    }
+  }
+  EXPECT_THROW(Dense(3, 0, "glorot_uniform", "nope"), ValueError);
+}
+
+TEST(Dropout, BackwardMatchesFiniteDifferencesForOneMask) {
+  Dropout layer(0.4);
+  EXPECT_GRADIENTS_MATCH(layer_gradcheck(layer, Tensor::randn({6, 5}, 21), true, /*reseed=*/77));
+}
+
+TEST(Dropout, TrainingDropsAFractionAndScalesTheRest) {
+  set_seed(5);
+  Dropout layer(0.25);
+  const Tensor x = Tensor::ones({200, 100});
+  const std::vector<double> y = layer.forward(x, true).to_vector();
+  std::int64_t dropped = 0;
+  for (double v : y) {
+    if (v == 0.0) {
+      ++dropped;
+    } else {
+      EXPECT_FLOAT_EQ(v, 1.0 / 0.75);  // inverted scaling keeps the expected value
+    }
+  }
+  EXPECT_NEAR(double(dropped) / double(y.size()), 0.25, 0.01);
+}
+
+TEST(Dropout, InferenceIsTheIdentity) {
+  Dropout layer(0.5);
+  const Tensor x = Tensor::randn({4, 3}, 8);
+  EXPECT_EQ(layer.forward(x, false).to_vector(), x.to_vector());
+}
+
+TEST(Dropout, SeededMasksRepeat) {
+  const Tensor x = Tensor::ones({8, 8});
+  Dropout a(0.5, 99), b(0.5, 99);
+  EXPECT_EQ(a.forward(x).to_vector(), b.forward(x).to_vector());
+  set_seed(3);
+  Dropout global(0.5);
+  const std::vector<double> first = global.forward(x).to_vector();
+  set_seed(3);
+  EXPECT_EQ(global.forward(x).to_vector(), first);
+  EXPECT_NE(global.forward(x).to_vector(), first);  // the generator moved on
+}
+
+TEST(Dropout, RejectsPOutsideItsRange) {
+  EXPECT_THROW(Dropout(1.0), ValueError);
+  EXPECT_THROW(Dropout(-0.1), ValueError);
+  EXPECT_THROW(Dropout(std::nan("")), ValueError);
+}
+
+TEST(Flatten, MergesTheSampleAxesAndBacksOut) {
+  Flatten layer;
+  const Tensor y = layer.forward(Tensor::randn({2, 3, 4}, 1));
+  EXPECT_EQ(y.shape(), (Shape{2, 12}));
+  EXPECT_EQ(layer.output_shape(), (Shape{12}));
+  Flatten again;
+  EXPECT_GRADIENTS_MATCH(layer_gradcheck(again, Tensor::randn({2, 3, 4}, 2)));
+  Flatten keep_one(3);
+  EXPECT_EQ(keep_one.forward(Tensor::randn({2, 3, 4, 5}, 1)).shape(), (Shape{2, 3, 20}));
+  EXPECT_THROW(Flatten(1), ValueError);
+}
+
+TEST(Reshape, InfersOneSizeAndChecksTheRest) {
+  Reshape layer({4, -1});
+  EXPECT_EQ(layer.forward(Tensor::randn({3, 2, 6}, 1)).shape(), (Shape{3, 4, 3}));
+  Reshape checked({6, 2});
+  EXPECT_GRADIENTS_MATCH(layer_gradcheck(checked, Tensor::randn({2, 12}, 3)));
+  Reshape wrong({5, -1});
+  EXPECT_THROW(wrong.forward(Tensor::randn({3, 12}, 1)), ShapeError);
+  EXPECT_FALSE(wrong.connected());
+  EXPECT_THROW(Reshape({-1, -1}), ValueError);
+  EXPECT_THROW(Reshape({0, 3}), ValueError);
+}
+
+TEST(Linear, InputThatDoesNotFitIsAShapeError) {
+  Linear declared(3, 5);
+  try {
+    declared.forward(Tensor::randn({2, 4}, 1));
+    FAIL() << "expected a ShapeError";
+  } catch (const ShapeError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("n_in = 5"), std::string::npos) << message;
+    EXPECT_NE(message.find("4 features"), std::string::npos) << message;
+  }
+  EXPECT_FALSE(declared.connected());
+  Linear lazy(3);
+  lazy.forward(Tensor::randn({2, 4}, 1));
+  EXPECT_THROW(lazy.forward(Tensor::randn({2, 6}, 1)), ShapeError);
+  Linear flat_only(3);
+  EXPECT_THROW(flat_only.forward(Tensor::randn({2, 2, 2}, 1)), ShapeError);
+  EXPECT_THROW(Linear(0), ValueError);
+  EXPECT_THROW(Linear(3, -1), ValueError);
+  EXPECT_THROW(Linear(3, 0, "no_such_init"), ValueError);
+}
+
+TEST(Linear, RecordsOnTheGraphWithItsParametersAsParams) {
+  set_seed(2);
+  Linear layer(2);
+  Graph g(GraphOptions{false});
+  const Var y = layer.apply(g.input(Tensor::randn({3, 4}, 1)), true);
+  ops::sum(ops::square(y)).backward();
+  // Reverse mode wrote the parameters' gradients: d sum(y^2)/db = 2 sum_rows(y).
+  const Tensor expected_db = math::scale(math::sum(y.value(), {0}), 2.0);
+  const math::MaxDiff d = math::max_abs_diff(layer.b()->grad, expected_db);
+  EXPECT_LT(d.abs, 1e-5);
+}
+
+}  // namespace
+}  // namespace npdl::layers
