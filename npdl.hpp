@@ -6,6 +6,7 @@
 #include "autodiff/graph.hpp"
 #include "autodiff/parallel.hpp"
 #include "autodiff/random.hpp"
+#include "autodiff/storage.hpp"
 #include "autodiff/tensor.hpp"
 #include "autodiff/tensor_math.hpp"
 #include "io/idx.hpp"

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <vector>
 
 #include "autodiff/loops.hpp"
 #include "autodiff/parallel.hpp"
@@ -64,6 +65,40 @@ Tensor binary(const Tensor& a, const Tensor& b, const char* name, Op op) {
                      });
                });
   return out;
+}
+
+// Note [Parallel reductions]
+// A reduction's rows are split into chunks whose number depends only on the
+// shape, never on the thread count; each chunk sums into its own float64
+// accumulator and the accumulators are added in chunk order. Threads take
+// whole chunks, so the result is the same bit for bit whatever the thread
+// count. Small reductions, and those whose output is large next to their
+// input (partial accumulators would cost more than they save), are one chunk.
+constexpr std::int64_t kReduceChunkElements = std::int64_t{1} << 18;
+constexpr std::int64_t kMaxReduceChunks = 16;
+
+// Calls rows_fn(acc, row_begin, row_end) over `rows` rows of `inner`
+// elements, accumulating into `out` (`outputs` float64 elements).
+template <class RowsFn>
+void reduce_rows(double* out, std::int64_t outputs, std::int64_t rows, std::int64_t inner,
+                 RowsFn rows_fn) {
+  const std::int64_t elements = rows * inner;
+  std::int64_t chunks =
+      std::min<std::int64_t>({kMaxReduceChunks, elements / kReduceChunkElements, rows});
+  if (outputs * chunks * 4 > elements) chunks = elements / (outputs * 4);
+  if (chunks <= 1) {
+    rows_fn(out, std::int64_t{0}, rows);
+    return;
+  }
+  std::vector<double> partial(static_cast<std::size_t>(chunks * outputs), 0.0);
+  parallel_for(chunks, 1, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t c = lo; c < hi; ++c) {
+      rows_fn(partial.data() + c * outputs, rows * c / chunks, rows * (c + 1) / chunks);
+    }
+  });
+  for (std::int64_t c = 0; c < chunks; ++c) {
+    ArrayMap<double>(out, outputs) += ConstArrayMap<double>(partial.data() + c * outputs, outputs);
+  }
 }
 
 template <class Op>
@@ -166,19 +201,23 @@ Tensor sum(const Tensor& a, const Axes& axes_in, bool keepdims) {
     const T* x = a.data<T>();
     const auto loop = detail::make_broadcast_loop<2>(a.shape(), {&kept, &a.shape()});
     const bool reduce_inner = loop.inner_stride(0) == 0;
-    // Rows that write the same output element must not run concurrently, so
-    // this loop stays serial; reductions that matter for speed have fused
-    // kernels (batch norm) that split over features.
-    detail::for_each_row(loop, [&](const std::array<std::int64_t, 2>& off, std::int64_t n) {
-      if (reduce_inner) {
-        // Blocks summed in T (vectorised), their sums accumulated in double.
-        for (std::int64_t b = 0; b < n; b += kSumBlock) {
-          s[off[0]] += double(ConstArrayMap<T>(x + off[1] + b, std::min(kSumBlock, n - b)).sum());
-        }
-      } else {
-        ArrayMap<double>(s + off[0], n) += ConstArrayMap<T>(x + off[1], n).template cast<double>();
-      }
-    });
+    // Note [Parallel reductions]
+    reduce_rows(
+        s, acc.size(), loop.rows(), loop.inner(), [&](double* s, std::int64_t lo, std::int64_t hi) {
+          detail::for_each_row(
+              loop, lo, hi, [&](const std::array<std::int64_t, 2>& off, std::int64_t n) {
+                if (reduce_inner) {
+                  // Blocks summed in T (vectorised), their sums accumulated in double.
+                  for (std::int64_t b = 0; b < n; b += kSumBlock) {
+                    s[off[0]] +=
+                        double(ConstArrayMap<T>(x + off[1] + b, std::min(kSumBlock, n - b)).sum());
+                  }
+                } else {
+                  ArrayMap<double>(s + off[0], n) +=
+                      ConstArrayMap<T>(x + off[1], n).template cast<double>();
+                }
+              });
+        });
   });
   Tensor out = a.dtype() == DType::Float64 ? acc : acc.astype(a.dtype());
   return keepdims ? out : out.reshape(reduced_shape(a.shape(), axes, false));
@@ -214,13 +253,17 @@ Tensor broadcast_to(const Tensor& a, const Shape& shape) {
     T* o = out.data<T>();
     const auto loop = detail::make_broadcast_loop<2>(shape, {&shape, &a.shape()});
     const bool contiguous = loop.inner_stride(1) != 0;
-    detail::for_each_row(loop, [&](const std::array<std::int64_t, 2>& off, std::int64_t n) {
-      if (contiguous) {
-        ArrayMap<T>(o + off[0], n) = ConstArrayMap<T>(x + off[1], n);
-      } else {
-        ArrayMap<T>(o + off[0], n).setConstant(x[off[1]]);
-      }
-    });
+    parallel_for(loop.rows(), std::max<std::int64_t>(1, kElementGrain / loop.inner()),
+                 [&](std::int64_t lo, std::int64_t hi) {
+                   detail::for_each_row(
+                       loop, lo, hi, [&](const std::array<std::int64_t, 2>& off, std::int64_t n) {
+                         if (contiguous) {
+                           ArrayMap<T>(o + off[0], n) = ConstArrayMap<T>(x + off[1], n);
+                         } else {
+                           ArrayMap<T>(o + off[0], n).setConstant(x[off[1]]);
+                         }
+                       });
+                 });
   });
   return out;
 }
@@ -398,36 +441,42 @@ Tensor mul_unbroadcast(const Tensor& a, const Tensor& b, const Shape& shape) {
     const auto loop = detail::make_broadcast_loop<3>(full, {&kept, &a.shape(), &b.shape()});
     const bool reduce_inner = loop.inner_stride(0) == 0;
     const std::int64_t sa = loop.inner_stride(1), sb = loop.inner_stride(2);
-    detail::for_each_row(loop, [&](const std::array<std::int64_t, 3>& off, std::int64_t n) {
-      // Rows where one operand is a broadcast scalar: scale the other's sum.
-      if (reduce_inner) {
-        for (std::int64_t k = 0; k < n; k += kSumBlock) {
-          const std::int64_t m = std::min(kSumBlock, n - k);
-          T part;
-          if (sa != 0 && sb != 0) {
-            part =
-                (ConstArrayMap<T>(x + off[1] + k, m) * ConstArrayMap<T>(y + off[2] + k, m)).sum();
-          } else if (sa != 0) {
-            part = ConstArrayMap<T>(x + off[1] + k, m).sum() * y[off[2]];
-          } else if (sb != 0) {
-            part = x[off[1]] * ConstArrayMap<T>(y + off[2] + k, m).sum();
-          } else {
-            part = x[off[1]] * y[off[2]] * T(m);
-          }
-          s[off[0]] += double(part);
-        }
-      } else {
-        ArrayMap<double> dst(s + off[0], n);
-        if (sa != 0 && sb != 0) {
-          dst += (ConstArrayMap<T>(x + off[1], n) * ConstArrayMap<T>(y + off[2], n))
-                     .template cast<double>();
-        } else if (sa != 0) {
-          dst += (ConstArrayMap<T>(x + off[1], n) * y[off[2]]).template cast<double>();
-        } else {
-          dst += (ConstArrayMap<T>(y + off[2], n) * x[off[1]]).template cast<double>();
-        }
-      }
-    });
+    // Note [Parallel reductions]
+    reduce_rows(
+        s, acc.size(), loop.rows(), loop.inner(), [&](double* s, std::int64_t lo, std::int64_t hi) {
+          detail::for_each_row(
+              loop, lo, hi, [&](const std::array<std::int64_t, 3>& off, std::int64_t n) {
+                // Rows where one operand is a broadcast scalar: scale the other's sum.
+                if (reduce_inner) {
+                  for (std::int64_t k = 0; k < n; k += kSumBlock) {
+                    const std::int64_t m = std::min(kSumBlock, n - k);
+                    T part;
+                    if (sa != 0 && sb != 0) {
+                      part = (ConstArrayMap<T>(x + off[1] + k, m) *
+                              ConstArrayMap<T>(y + off[2] + k, m))
+                                 .sum();
+                    } else if (sa != 0) {
+                      part = ConstArrayMap<T>(x + off[1] + k, m).sum() * y[off[2]];
+                    } else if (sb != 0) {
+                      part = x[off[1]] * ConstArrayMap<T>(y + off[2] + k, m).sum();
+                    } else {
+                      part = x[off[1]] * y[off[2]] * T(m);
+                    }
+                    s[off[0]] += double(part);
+                  }
+                } else {
+                  ArrayMap<double> dst(s + off[0], n);
+                  if (sa != 0 && sb != 0) {
+                    dst += (ConstArrayMap<T>(x + off[1], n) * ConstArrayMap<T>(y + off[2], n))
+                               .template cast<double>();
+                  } else if (sa != 0) {
+                    dst += (ConstArrayMap<T>(x + off[1], n) * y[off[2]]).template cast<double>();
+                  } else {
+                    dst += (ConstArrayMap<T>(y + off[2], n) * x[off[1]]).template cast<double>();
+                  }
+                }
+              });
+        });
   });
   Tensor out = a.dtype() == DType::Float64 ? acc : acc.astype(a.dtype());
   return out.reshape(shape);

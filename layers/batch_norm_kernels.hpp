@@ -33,8 +33,12 @@ struct BatchNormStats {
   Tensor invstd;  // 1 / sqrt(var + epsilon)
 };
 
-/// Training forward: y = gamma * (x - mean) * invstd + beta, statistics in
-/// one pass over x (Welford per feature, merged with Chan's formula).
+/// Training forward: y = gamma * (x - mean) * invstd + beta. Statistics are
+/// two-pass (the mean, then the squared deviations from it) but read x from
+/// memory once: per group of features that stays in cache (Note [Feature
+/// groups] in batch_norm_kernels.cpp), or per block of rows merged with
+/// Chan's formula when every position is a feature (inner == 1). Results
+/// are the same bit for bit at any thread count.
 /// `npdl_std_bug` normalises by 1 / sqrt(std + epsilon) instead.
 Tensor batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                                const BatchNormLayout& layout, double epsilon, BatchNormStats& stats,

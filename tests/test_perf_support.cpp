@@ -1,0 +1,144 @@
+// What the performance work of issue 6 added to the library: the storage
+// pool's byte counters, and kernels whose results do not depend on the
+// thread count (Note [Feature groups], Note [Parallel reductions]).
+#include <gtest/gtest.h>
+
+#include "autodiff/parallel.hpp"
+#include "autodiff/storage.hpp"
+#include "autodiff/tensor.hpp"
+#include "autodiff/tensor_math.hpp"
+#include "layers/batch_norm_kernels.hpp"
+
+namespace npdl {
+namespace {
+
+// Restores the thread count a test changed.
+class ThreadCount {
+ public:
+  ThreadCount() : saved_(get_num_threads()) {}
+  ~ThreadCount() { set_num_threads(saved_); }
+
+ private:
+  int saved_;
+};
+
+bool bitwise_equal(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && a.dtype() == b.dtype() && math::max_abs_diff(a, b).abs == 0.0;
+}
+
+TEST(StorageStats, CountsBytesInUseAndTheirPeak) {
+  const StorageStats before = storage_stats();
+  EXPECT_GE(before.peak_bytes_in_use, before.bytes_in_use);
+  reset_storage_peak();
+  EXPECT_EQ(storage_stats().peak_bytes_in_use, before.bytes_in_use);
+  {
+    const Tensor big = Tensor::zeros({1 << 20});  // 4 MiB
+    const StorageStats during = storage_stats();
+    EXPECT_GE(during.bytes_in_use, before.bytes_in_use + big.nbytes());
+    EXPECT_GE(during.peak_bytes_in_use, during.bytes_in_use);
+  }
+  const StorageStats after = storage_stats();
+  EXPECT_EQ(after.bytes_in_use, before.bytes_in_use);
+  EXPECT_GE(after.peak_bytes_in_use, before.bytes_in_use + (std::size_t{4} << 20));
+  reset_storage_peak();
+  EXPECT_EQ(storage_stats().peak_bytes_in_use, after.bytes_in_use);
+}
+
+TEST(StorageStats, SmallBuffersAreRecycledAndCounted) {
+  const std::size_t before = storage_stats().bytes_in_use;
+  for (int i = 0; i < 1000; ++i) {
+    const Tensor t = Tensor::full({3}, double(i));
+    EXPECT_EQ(t.at(2), double(i));
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(t.raw_data()) % 64, 0u);  // still aligned
+  }
+  EXPECT_EQ(storage_stats().bytes_in_use, before);
+}
+
+TEST(StorageStats, CachedBuffersAreReusedWithoutCountingAsInUse) {
+  { const Tensor t = Tensor::zeros({1 << 19}); }
+  const StorageStats s = storage_stats();
+  EXPECT_GE(s.cached_bytes, std::size_t{2} << 20);
+}
+
+// Runs fn at 1 and at 2 threads, twice each, and expects the same bits.
+template <class Fn>
+void expect_same_at_any_thread_count(Fn fn) {
+  ThreadCount restore;
+  set_num_threads(1);
+  const std::vector<Tensor> one = fn();
+  const std::vector<Tensor> again = fn();
+  set_num_threads(2);
+  const std::vector<Tensor> two = fn();
+  ASSERT_EQ(one.size(), two.size());
+  for (std::size_t i = 0; i < one.size(); ++i) {
+    EXPECT_TRUE(bitwise_equal(one[i], again[i])) << "output " << i << " differs between runs";
+    EXPECT_TRUE(bitwise_equal(one[i], two[i])) << "output " << i << " differs at 2 threads";
+  }
+}
+
+std::vector<Tensor> fused_batchnorm(const Shape& shape, int axis, DType dtype) {
+  const Tensor x = Tensor::randn(shape, 11, dtype, 3.0, 2.0);
+  const Tensor dy = Tensor::randn(shape, 12, dtype);
+  const layers::BatchNormLayout L = layers::batchnorm_layout(shape, axis);
+  const Tensor gamma = Tensor::uniform(L.param_shape, 13, dtype, 0.5, 1.5);
+  const Tensor beta = Tensor::randn(L.param_shape, 14, dtype);
+  layers::BatchNormStats stats;
+  const Tensor y = layers::batchnorm_forward_train(x, gamma, beta, L, 1e-5, stats);
+  const layers::BatchNormGrads g = layers::batchnorm_backward_train(dy, x, gamma, stats, L);
+  return {y, stats.mean, stats.var, g.dx, g.dgamma, g.dbeta};
+}
+
+TEST(FusedBatchNorm, SameBitsAtAnyThreadCountPerChannel) {
+  // Several feature groups, and an odd number of them.
+  expect_same_at_any_thread_count([] {
+    return fused_batchnorm({8, 37, 30, 30}, 1, DType::Float32);
+  });
+}
+
+TEST(FusedBatchNorm, SameBitsAtAnyThreadCountWithStreamingStores) {
+  // 16 x 64 x 64 x 68 float32 is above the 16 MiB streaming threshold.
+  expect_same_at_any_thread_count([] {
+    return fused_batchnorm({16, 64, 64, 68}, 1, DType::Float32);
+  });
+}
+
+TEST(FusedBatchNorm, SameBitsAtAnyThreadCountFloat64AndLastAxis) {
+  expect_same_at_any_thread_count([] { return fused_batchnorm({64, 12, 300}, 1, DType::Float64); });
+}
+
+TEST(FusedBatchNorm, StatisticsMatchAFloat64TwoPassReference) {
+  const Shape shape{6, 5, 7, 9};
+  const Tensor x = Tensor::randn(shape, 21, DType::Float32, 100.0, 0.01);  // large offset
+  const layers::BatchNormLayout L = layers::batchnorm_layout(shape, 1);
+  layers::BatchNormStats stats;
+  layers::batchnorm_forward_train(x, Tensor::ones({5}), Tensor::zeros({5}), L, 1e-5, stats);
+  const Tensor xd = x.astype(DType::Float64);
+  const Tensor mean = math::mean(xd, {0, 2, 3}, true);
+  const Tensor var = math::mean(math::square(math::sub(xd, mean)), {0, 2, 3});
+  for (int c = 0; c < 5; ++c) {
+    EXPECT_NEAR(stats.mean.at(c), mean.at(c), 1e-9);
+    EXPECT_NEAR(stats.var.at(c), var.at(c), 1e-9 + 1e-6 * var.at(c));
+  }
+}
+
+TEST(ParallelReductions, SumHasTheSameBitsAtAnyThreadCount) {
+  expect_same_at_any_thread_count([] {
+    const Tensor a = Tensor::randn({32, 16, 40, 40}, 31);
+    const Tensor b = Tensor::randn({1, 16, 1, 1}, 32);
+    return std::vector<Tensor>{math::sum(a, {0, 2, 3}, true), math::sum(a),
+                               math::mul_unbroadcast(a, a, b.shape()),
+                               math::broadcast_to(b, a.shape())};
+  });
+}
+
+TEST(ParallelReductions, SumOfAChunkedReductionIsAccurate) {
+  ThreadCount restore;
+  set_num_threads(2);
+  const Tensor a = Tensor::randn({64, 8, 64, 64}, 41);
+  const Tensor got = math::sum(a, {0, 2, 3});
+  const Tensor want = math::sum(a.astype(DType::Float64), {0, 2, 3});
+  for (int c = 0; c < 8; ++c) EXPECT_NEAR(got.at(c), want.at(c), 1e-3);
+}
+
+}  // namespace
+}  // namespace npdl
