@@ -9,11 +9,10 @@
 #include <functional>
 
 #include "npdl.hpp"
+#include "tests/temp_dir_test.hpp"
 
 namespace npdl::io {
 namespace {
-
-std::string path_of(const std::string& name) { return ::testing::TempDir() + "npdl_idx_" + name; }
 
 std::string idx_bytes(std::uint8_t type, const std::vector<std::uint32_t>& dims,
                       const std::vector<std::uint8_t>& data) {
@@ -23,21 +22,6 @@ std::string idx_bytes(std::uint8_t type, const std::vector<std::uint32_t>& dims,
   }
   b.append(data.begin(), data.end());
   return b;
-}
-
-std::string gzip_file(const std::string& name, const std::string& bytes) {
-  const std::string path = path_of(name);
-  gzFile f = gzopen(path.c_str(), "wb");
-  EXPECT_NE(f, nullptr);
-  EXPECT_EQ(gzwrite(f, bytes.data(), unsigned(bytes.size())), int(bytes.size()));
-  gzclose(f);
-  return path;
-}
-
-std::string plain_file(const std::string& name, const std::string& bytes) {
-  const std::string path = path_of(name);
-  std::ofstream(path, std::ios::binary) << bytes;
-  return path;
 }
 
 std::vector<std::uint8_t> ramp(std::size_t n) {
@@ -58,7 +42,26 @@ void expect_io_error(const std::function<void()>& read, std::initializer_list<co
   }
 }
 
-TEST(Idx, ReadsImagesScaledToTheUnitInterval) {
+// Files go to a fresh folder per test (CTest runs tests in parallel processes).
+class Idx : public npdl::testing::TempDirTest {
+ protected:
+  std::string gzip_file(const std::string& name, const std::string& bytes) {
+    const std::string file = path(name);
+    gzFile f = gzopen(file.c_str(), "wb");
+    EXPECT_NE(f, nullptr);
+    EXPECT_EQ(gzwrite(f, bytes.data(), unsigned(bytes.size())), int(bytes.size()));
+    gzclose(f);
+    return file;
+  }
+
+  std::string plain_file(const std::string& name, const std::string& bytes) {
+    const std::string file = path(name);
+    std::ofstream(file, std::ios::binary) << bytes;
+    return file;
+  }
+};
+
+TEST_F(Idx, ReadsImagesScaledToTheUnitInterval) {
   const std::string path = gzip_file("images.gz", idx_bytes(0x08, {2, 3, 4}, ramp(24)));
   const IdxArray raw = read_idx(path);
   EXPECT_EQ(raw.dims, (Shape{2, 3, 4}));
@@ -70,52 +73,52 @@ TEST(Idx, ReadsImagesScaledToTheUnitInterval) {
   EXPECT_FLOAT_EQ(float(images.at({0, 0})), 0.0f);
 }
 
-TEST(Idx, ReadsLabels) {
+TEST_F(Idx, ReadsLabels) {
   const std::string path = gzip_file("labels.gz", idx_bytes(0x08, {5}, {3, 1, 4, 1, 5}));
   EXPECT_EQ(read_idx_labels(path), (std::vector<int>{3, 1, 4, 1, 5}));
 }
 
-TEST(Idx, PlainFileIsNotGzip) {
+TEST_F(Idx, PlainFileIsNotGzip) {
   const std::string path = plain_file("plain.idx", idx_bytes(0x08, {5}, {3, 1, 4, 1, 5}));
   expect_io_error([&] { read_idx(path); }, {"not a gzip file", "0x1f 0x8b", "0x00 0x00"});
 }
 
-TEST(Idx, BadMagic) {
+TEST_F(Idx, BadMagic) {
   const std::string path = gzip_file("magic.gz", "\x01\x02\x08\x01" + std::string(8, '\0'));
   expect_io_error([&] { read_idx(path); }, {"bad IDX magic", "0x01 0x02"});
 }
 
-TEST(Idx, AnotherDataType) {
+TEST_F(Idx, AnotherDataType) {
   const std::string path = gzip_file("type.gz", idx_bytes(0x0D, {1}, {0, 0, 0, 0}));
   expect_io_error([&] { read_idx(path); }, {"0x0d", "expected 0x08"});
 }
 
-TEST(Idx, WrongRank) {
+TEST_F(Idx, WrongRank) {
   const std::string labels = gzip_file("rank.gz", idx_bytes(0x08, {5}, ramp(5)));
   expect_io_error([&] { read_idx_images(labels); }, {"rank 1", "expected 3"});
   const std::string images = gzip_file("rank3.gz", idx_bytes(0x08, {1, 2, 2}, ramp(4)));
   expect_io_error([&] { read_idx_labels(images); }, {"rank 3", "expected 1"});
 }
 
-TEST(Idx, TruncatedHeaderOrData) {
+TEST_F(Idx, TruncatedHeaderOrData) {
   const std::string header = gzip_file("short_header.gz", std::string("\0\0\x08\x03\0\0", 6));
   expect_io_error([&] { read_idx(header); }, {"truncated", "dimension 0"});
   const std::string data = gzip_file("short_data.gz", idx_bytes(0x08, {2, 3, 4}, ramp(20)));
   expect_io_error([&] { read_idx(data); }, {"truncated", "expected 24 bytes", "got 20"});
 }
 
-TEST(Idx, CorruptDimensionsAreRefusedBeforeAllocating) {
+TEST_F(Idx, CorruptDimensionsAreRefusedBeforeAllocating) {
   // 65536 * 65536 * 2 bytes (8 GiB) declared by a 20-byte file.
   const std::string path = gzip_file("huge.gz", idx_bytes(0x08, {65536, 65536, 2}, ramp(4)));
   expect_io_error([&] { read_idx(path); }, {"exceed", "corrupt"});
 }
 
-TEST(Idx, MoreDataThanTheDimensionsSay) {
+TEST_F(Idx, MoreDataThanTheDimensionsSay) {
   const std::string path = gzip_file("long.gz", idx_bytes(0x08, {4}, ramp(6)));
   expect_io_error([&] { read_idx(path); }, {"more data", "(4,)"});
 }
 
-TEST(Idx, CutGzipStream) {
+TEST_F(Idx, CutGzipStream) {
   // A valid gzip file cut in half: zlib reports the broken stream.
   const std::string whole = gzip_file("whole.gz", idx_bytes(0x08, {64, 16}, ramp(1024)));
   std::ifstream in(whole, std::ios::binary);
@@ -124,8 +127,8 @@ TEST(Idx, CutGzipStream) {
   EXPECT_THROW(read_idx(cut), IOError);
 }
 
-TEST(Idx, MissingFile) {
-  expect_io_error([] { read_idx(path_of("missing.gz")); }, {"cannot open"});
+TEST_F(Idx, MissingFile) {
+  expect_io_error([this] { read_idx(path("missing.gz")); }, {"cannot open"});
 }
 
 }  // namespace
