@@ -71,7 +71,7 @@ struct VertexData {
   std::string label;  // user name of a leaf, or empty
   Shape shape;        // of the value, kept when a lean graph drops the value
   DType dtype = DType::Float32;
-  Tensor value;       // undefined in a lean graph unless the VJP reads it
+  Tensor value;                // undefined in a lean graph unless the VJP reads it
   Tensor grad;                 // filled by backward
   std::shared_ptr<Node> node;  // null for leaves
   ParameterPtr param;          // set for parameter leaves

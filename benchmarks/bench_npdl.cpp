@@ -257,7 +257,8 @@ void register_all() {
   }
   configure(benchmark::RegisterBenchmark("record_op/mul_4/full", BM_RecordOp, RecordOn::FullGraph));
   configure(benchmark::RegisterBenchmark("record_op/mul_4/lean", BM_RecordOp, RecordOn::LeanGraph));
-  configure(benchmark::RegisterBenchmark("record_op/mul_4/no_grad", BM_RecordOp, RecordOn::NoGraph));
+  configure(
+      benchmark::RegisterBenchmark("record_op/mul_4/no_grad", BM_RecordOp, RecordOn::NoGraph));
   for (const Workload& w : workloads()) {
     for (bool f64 : {false, true}) {
       if (f64 && w.name != "b") continue;

@@ -10,17 +10,17 @@ using detail::record;
 
 namespace info {
 const OpInfo kRelu{"relu", "max(a, 0)", "ga = g * (a > 0)",
-    /*vjp_reads_output=*/true};
+                   /*vjp_reads_output=*/true};
 const OpInfo kSigmoid{"sigmoid", "y = 1 / (1 + exp(-a))", "ga = g * y * (1 - y)",
-    /*vjp_reads_output=*/true};
+                      /*vjp_reads_output=*/true};
 const OpInfo kTanh{"tanh", "y = tanh(a)", "ga = g * (1 - y^2)",
-    /*vjp_reads_output=*/true};
+                   /*vjp_reads_output=*/true};
 const OpInfo kSoftmax{"softmax", "y = exp(a) / sum(exp(a)) along axis",
                       "ga = y * (g - sum(g * y) along axis)",
-    /*vjp_reads_output=*/true};
+                      /*vjp_reads_output=*/true};
 const OpInfo kLogSoftmax{"log_softmax", "y = a - log(sum(exp(a))) along axis",
                          "ga = g - exp(y) * sum(g) along axis",
-    /*vjp_reads_output=*/true};
+                         /*vjp_reads_output=*/true};
 }  // namespace info
 
 Var relu(const Var& a) {

@@ -15,17 +15,17 @@ const OpInfo kAdd{"add", "a + b", "ga = unbroadcast(g), gb = unbroadcast(g)"};
 const OpInfo kSub{"sub", "a - b", "ga = unbroadcast(g), gb = -unbroadcast(g)"};
 const OpInfo kMul{"mul", "a * b", "ga = unbroadcast(g * b), gb = unbroadcast(g * a)"};
 const OpInfo kDiv{"div", "a / b", "ga = unbroadcast(g / b), gb = -unbroadcast(g * a / b^2)",
-    /*vjp_reads_output=*/true};
+                  /*vjp_reads_output=*/true};
 const OpInfo kAddScalar{"add_scalar", "a + s", "ga = g"};
 const OpInfo kMulScalar{"mul_scalar", "a * s", "ga = s * g"};
 const OpInfo kNeg{"neg", "-a", "ga = -g"};
 const OpInfo kSquare{"square", "a^2", "ga = 2 * a * g"};
 const OpInfo kSqrt{"sqrt", "sqrt(a)", "ga = g / (2 * sqrt(a))   (saves the output)",
-    /*vjp_reads_output=*/true};
+                   /*vjp_reads_output=*/true};
 const OpInfo kRsqrt{"rsqrt", "1 / sqrt(a)", "ga = -0.5 * g * rsqrt(a)^3   (saves the output)",
-    /*vjp_reads_output=*/true};
+                    /*vjp_reads_output=*/true};
 const OpInfo kExp{"exp", "exp(a)", "ga = g * exp(a)   (saves the output)",
-    /*vjp_reads_output=*/true};
+                  /*vjp_reads_output=*/true};
 const OpInfo kLog{"log", "log(a)", "ga = g / a"};
 }  // namespace info
 

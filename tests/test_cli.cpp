@@ -16,8 +16,8 @@
 #include "cli/batchnorm_problem.hpp"
 #include "cli/cli.hpp"
 #include "io/npy.hpp"
-#include "tests/temp_dir_test.hpp"
 #include "layers/batch_normal.hpp"
+#include "tests/temp_dir_test.hpp"
 
 namespace npdl {
 namespace {
@@ -31,7 +31,6 @@ struct CliResult {
 
 class CliTest : public testing::TempDirTest {
  protected:
-
   std::string save(const std::string& name, const Tensor& t) const {
     io::save_npy(path(name), t);
     return path(name);
@@ -55,7 +54,6 @@ class CliTest : public testing::TempDirTest {
     std::sort(names.begin(), names.end());
     return names;
   }
-
 };
 
 // A failure is reported as exactly one line on stderr, naming the command.

@@ -218,13 +218,13 @@ TEST(Backward, LeanGraphGivesTheSameGradientsAsAFullOne) {
 TEST(Backward, LeanGraphFreesIntermediatesAfterTheSweep) {
   Graph g(GraphOptions{/*keep_intermediates=*/false});
   Var x = g.variable(rnd({3}, 13));
-  Var y = ops::exp(x);   // its VJP reads its output: kept until the sweep
+  Var y = ops::exp(x);  // its VJP reads its output: kept until the sweep
   Var z = ops::sum(y * x);
   EXPECT_TRUE(g.impl()[y.vertex()].value.defined());
   z.backward();
   EXPECT_FALSE(g.impl()[y.vertex()].value.defined());
   EXPECT_FALSE(y.grad().defined());
-  EXPECT_TRUE(x.grad().defined());  // leaves keep their gradients
+  EXPECT_TRUE(x.grad().defined());   // leaves keep their gradients
   EXPECT_TRUE(y.value().defined());  // a Var holds its own value
 }
 

@@ -20,7 +20,6 @@ namespace fs = std::filesystem;
 // A fresh folder per test, removed afterwards.
 class NpyTest : public testing::TempDirTest {
  protected:
-
   std::string write_bytes(const std::string& name, const std::string& bytes) const {
     std::ofstream out(path(name), std::ios::binary);
     out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
@@ -40,7 +39,6 @@ class NpyTest : public testing::TempDirTest {
     std::sort(names.begin(), names.end());
     return names;
   }
-
 };
 
 // A .npy file as bytes: preamble of `major`.0, the header `dict` padded with
