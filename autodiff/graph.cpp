@@ -87,8 +87,9 @@ Graph* common_graph(std::initializer_list<const Var*> inputs, const char* op) {
 // its leaves fit), which saves most of those moves on small graphs.
 constexpr std::size_t kInitialVertices = 64;
 
+Graph::Graph(GraphOptions options) : options_(options) { g_.m_vertices.reserve(kInitialVertices); }
+
 Vertex Graph::add_leaf(const OpInfo& info, Tensor value, std::string name, bool requires_grad) {
-  if (g_.m_vertices.capacity() == 0) g_.m_vertices.reserve(kInitialVertices);
   const Vertex v = boost::add_vertex(g_);
   VertexData& d = g_[v];
   d.op = &info;
@@ -139,7 +140,6 @@ Var Graph::record(const OpInfo& info, std::initializer_list<const Var*> inputs, 
   for (const Var* in : inputs) requires_grad = requires_grad || in->requires_grad();
   boost::container::small_vector<Vertex, 3> sources;
   for (const Var* in : inputs) sources.push_back(vertex_of(*in, info));
-  if (g_.m_vertices.capacity() == 0) g_.m_vertices.reserve(kInitialVertices);
   const Vertex v = boost::add_vertex(g_);
   // One allocation for the in-edges instead of one per edge (recording cost).
   g_.m_vertices[v].m_in_edges.reserve(sources.size());

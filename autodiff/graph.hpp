@@ -155,7 +155,7 @@ struct GraphOptions {
 
 class Graph {
  public:
-  explicit Graph(GraphOptions options = {}) : options_(options) {}
+  explicit Graph(GraphOptions options = {});
   Graph(const Graph&) = delete;
   Graph& operator=(const Graph&) = delete;
 

@@ -25,6 +25,14 @@ void require(bool ok, const std::string& what, double given) {
   if (!ok) throw ValueError(what + ", got " + number(given));
 }
 
+// The hyper-parameter checks the optimisers share; `who` names the optimiser.
+void require_decay_rate(const std::string& who, const char* name, double value) {
+  require(value >= 0 && value < 1, who + ": " + name + " must lie in [0, 1)", value);
+}
+void require_epsilon(const std::string& who, double epsilon) {
+  require(epsilon > 0 && std::isfinite(epsilon), who + ": epsilon must be finite and > 0", epsilon);
+}
+
 /// Calls f(p, g, s...) with Eigen array maps of the parameter, its gradient
 /// and the state tensors, all of the parameter's dtype.
 template <class F>
@@ -130,7 +138,7 @@ void SGD::step(std::size_t, Tensor& value, const Tensor& grad, double lr, std::i
 
 Momentum::Momentum(double momentum, OptimizerOptions options)
     : Optimizer(options), momentum_(momentum) {
-  require(momentum >= 0 && momentum < 1, "Momentum: momentum must lie in [0, 1)", momentum);
+  require_decay_rate("Momentum", "momentum", momentum);
 }
 
 void Momentum::step(std::size_t i, Tensor& value, const Tensor& grad, double lr, std::int64_t) {
@@ -153,8 +161,7 @@ void NesterovMomentum::step(std::size_t i, Tensor& value, const Tensor& grad, do
 }
 
 Adagrad::Adagrad(double epsilon, OptimizerOptions options) : Optimizer(options), epsilon_(epsilon) {
-  require(epsilon > 0 && std::isfinite(epsilon), "Adagrad: epsilon must be finite and > 0",
-          epsilon);
+  require_epsilon("Adagrad", epsilon);
 }
 
 void Adagrad::step(std::size_t i, Tensor& value, const Tensor& grad, double lr, std::int64_t) {
@@ -168,9 +175,8 @@ void Adagrad::step(std::size_t i, Tensor& value, const Tensor& grad, double lr, 
 
 RMSprop::RMSprop(double rho, double epsilon, OptimizerOptions options)
     : Optimizer(options), rho_(rho), epsilon_(epsilon) {
-  require(rho >= 0 && rho < 1, "RMSprop: rho must lie in [0, 1)", rho);
-  require(epsilon > 0 && std::isfinite(epsilon), "RMSprop: epsilon must be finite and > 0",
-          epsilon);
+  require_decay_rate("RMSprop", "rho", rho);
+  require_epsilon("RMSprop", epsilon);
 }
 
 void RMSprop::step(std::size_t i, Tensor& value, const Tensor& grad, double lr, std::int64_t) {
@@ -184,9 +190,8 @@ void RMSprop::step(std::size_t i, Tensor& value, const Tensor& grad, double lr, 
 
 Adadelta::Adadelta(double rho, double epsilon, OptimizerOptions options)
     : Optimizer(options), rho_(rho), epsilon_(epsilon) {
-  require(rho >= 0 && rho < 1, "Adadelta: rho must lie in [0, 1)", rho);
-  require(epsilon > 0 && std::isfinite(epsilon), "Adadelta: epsilon must be finite and > 0",
-          epsilon);
+  require_decay_rate("Adadelta", "rho", rho);
+  require_epsilon("Adadelta", epsilon);
 }
 
 void Adadelta::step(std::size_t i, Tensor& value, const Tensor& grad, double lr, std::int64_t) {
@@ -203,10 +208,9 @@ void Adadelta::step(std::size_t i, Tensor& value, const Tensor& grad, double lr,
 
 namespace {
 void check_betas(const char* who, double beta1, double beta2, double epsilon) {
-  const std::string w(who);
-  require(beta1 >= 0 && beta1 < 1, w + ": beta1 must lie in [0, 1)", beta1);
-  require(beta2 >= 0 && beta2 < 1, w + ": beta2 must lie in [0, 1)", beta2);
-  require(epsilon > 0 && std::isfinite(epsilon), w + ": epsilon must be finite and > 0", epsilon);
+  require_decay_rate(who, "beta1", beta1);
+  require_decay_rate(who, "beta2", beta2);
+  require_epsilon(who, epsilon);
 }
 }  // namespace
 
