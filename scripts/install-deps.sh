@@ -3,7 +3,7 @@
 # Usage: scripts/install-deps.sh [extra-package ...]
 set -euo pipefail
 packages=(build-essential cmake libboost-graph-dev libeigen3-dev libgtest-dev
-          libbenchmark-dev libcli11-dev zlib1g-dev "$@")
+          libbenchmark-dev libcli11-dev zlib1g-dev ccache "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
