@@ -76,10 +76,38 @@ class FloorCounters {
 /// Benchmark name: bn/<workload>/<impl>/<pass>/<dtype>/threads:<n>.
 std::string bn_name(const Workload& w, const char* impl, Pass p, bool f64, int threads);
 
+/// Repetitions of every benchmark; tables show their medians.
+inline constexpr int kRepetitions = 5;
+
+/// SPEC section 5's MLP: 784-100-100-100-10, sigmoid hidden activations,
+/// softmax cross-entropy, plain SGD; BatchNormal (npdl's defaults: epsilon
+/// 1e-6, momentum 0.9) before each hidden activation when `batchnorm`.
+inline constexpr std::int64_t kMlpInputs = 784, kMlpHidden = 100, kMlpClasses = 10;
+inline constexpr int kMlpHiddenLayers = 3;
+inline constexpr double kMlpLearningRate = 0.01;
+inline constexpr double kMlpBatchNormEpsilon = 1e-6;
+
+struct TrainWorkload {
+  bool batchnorm;
+  std::int64_t batch;
+};
+const std::vector<TrainWorkload>& train_workloads();
+
+/// Benchmark name: train/mlp/<bn|plain>/batch:<b>/<impl>/threads:<n>.
+std::string train_name(const TrainWorkload& w, const char* impl, int threads);
+
+/// One Model::train_on_batch step (bench_train.cpp).
+void register_train_npdl(const TrainWorkload& w, int threads);
+
 #ifdef NPDL_BENCH_TORCH
 /// LibTorch's native batch norm and the composite of primitives under its
 /// autograd (bench_torch.cpp).
 void register_torch(const Workload& w, Pass p, bool f64, int threads);
+/// The same MLP step in LibTorch's C++ frontend (bench_torch.cpp).
+void register_train_torch(const TrainWorkload& w, int threads);
+/// Records in the benchmark's context which BLAS LibTorch loaded and how the
+/// peer is run (bench_torch.cpp).
+void describe_torch_peer();
 #endif
 
 }  // namespace npdl::bench

@@ -241,8 +241,6 @@ void BM_RecordOp(benchmark::State& state, RecordOn mode) {
                                                   benchmark::Counter::kInvert);
 }
 
-constexpr int kRepetitions = 5;
-
 benchmark::internal::Benchmark* configure(benchmark::internal::Benchmark* b) {
   return b->Repetitions(kRepetitions)
       ->ReportAggregatesOnly(true)
@@ -259,6 +257,14 @@ void register_all() {
   configure(benchmark::RegisterBenchmark("record_op/mul_4/lean", BM_RecordOp, RecordOn::LeanGraph));
   configure(
       benchmark::RegisterBenchmark("record_op/mul_4/no_grad", BM_RecordOp, RecordOn::NoGraph));
+  for (int threads : {1, 2}) {
+    for (const TrainWorkload& w : train_workloads()) {
+      register_train_npdl(w, threads);
+#ifdef NPDL_BENCH_TORCH
+      register_train_torch(w, threads);
+#endif
+    }
+  }
   for (const Workload& w : workloads()) {
     for (bool f64 : {false, true}) {
       if (f64 && w.name != "b") continue;
@@ -285,6 +291,9 @@ void register_all() {
 int main(int argc, char** argv) {
   npdl::bench::register_all();
   benchmark::Initialize(&argc, argv);
+#ifdef NPDL_BENCH_TORCH
+  npdl::bench::describe_torch_peer();
+#endif
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
