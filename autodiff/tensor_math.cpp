@@ -6,6 +6,7 @@
 #include <numeric>
 #include <vector>
 
+#include "autodiff/kernels/kernels.hpp"
 #include "autodiff/loops.hpp"
 #include "autodiff/parallel.hpp"
 
@@ -14,6 +15,19 @@ namespace {
 
 using detail::Loop;
 using detail::Strides;
+using kernels::BinaryOp;
+using kernels::UnaryOp;
+
+// This dtype's kernels at the level chosen at start-up (Note [Kernels per
+// instruction set] in autodiff/kernels/kernels.hpp).
+template <class T>
+const kernels::TypedKernels<T>& kernels_for() {
+  if constexpr (std::is_same_v<T, float>) {
+    return kernels::active().f32;
+  } else {
+    return kernels::active().f64;
+  }
+}
 
 // Elements summed in the tensor's own dtype before joining a float64
 // accumulator: short enough for float32 to keep its digits, long enough for
@@ -28,10 +42,11 @@ template <class T>
 using StridedMap =
     Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>, 0, Eigen::InnerStride<Eigen::Dynamic>>;
 
-// Elementwise binary op over broadcast operands. `op` takes Eigen arrays or
-// scalars on either side, so that a broadcast scalar stays a scalar.
-template <class T, class Op>
-Tensor binary(const Tensor& a, const Tensor& b, const char* name, Op op) {
+// Elementwise binary op over broadcast operands; a broadcast scalar stays a
+// scalar.
+template <class T>
+Tensor binary(const Tensor& a, const Tensor& b, const char* name, BinaryOp op) {
+  const kernels::TypedKernels<T>& k = kernels_for<T>();
   check_same_dtype(a, b, name);
   Tensor out(a.shape() == b.shape() ? a.shape() : broadcast_shapes(a.shape(), b.shape()),
              a.dtype());
@@ -40,8 +55,7 @@ Tensor binary(const Tensor& a, const Tensor& b, const char* name, Op op) {
   const T* y = b.data<T>();
   if (a.shape() == b.shape()) {
     parallel_for(out.size(), kElementGrain, [&](std::int64_t lo, std::int64_t hi) {
-      ArrayMap<T>(o + lo, hi - lo) =
-          op(ConstArrayMap<T>(x + lo, hi - lo), ConstArrayMap<T>(y + lo, hi - lo));
+      k.binary(op, x + lo, y + lo, o + lo, hi - lo);
     });
     return out;
   }
@@ -52,15 +66,15 @@ Tensor binary(const Tensor& a, const Tensor& b, const char* name, Op op) {
                [&](std::int64_t lo, std::int64_t hi) {
                  detail::for_each_row(
                      loop, lo, hi, [&](const std::array<std::int64_t, 3>& off, std::int64_t n) {
-                       ArrayMap<T> dst(o + off[0], n);
                        if (sa != 0 && sb != 0) {
-                         dst = op(ConstArrayMap<T>(x + off[1], n), ConstArrayMap<T>(y + off[2], n));
+                         k.binary(op, x + off[1], y + off[2], o + off[0], n);
                        } else if (sa != 0) {
-                         dst = op(ConstArrayMap<T>(x + off[1], n), y[off[2]]);
+                         k.binary_scalar_rhs(op, x + off[1], y[off[2]], o + off[0], n);
                        } else if (sb != 0) {
-                         dst = op(x[off[1]], ConstArrayMap<T>(y + off[2], n));
+                         k.binary_scalar_lhs(op, x[off[1]], y + off[2], o + off[0], n);
                        } else {
-                         dst.setConstant(op(x[off[1]], y[off[2]]));
+                         k.binary_scalar_rhs(op, x + off[1], y[off[2]], o + off[0], 1);
+                         ArrayMap<T>(o + off[0], n).setConstant(o[off[0]]);
                        }
                      });
                });
@@ -101,20 +115,34 @@ void reduce_rows(double* out, std::int64_t outputs, std::int64_t rows, std::int6
   }
 }
 
-template <class Op>
-Tensor binary_dispatch(const Tensor& a, const Tensor& b, const char* name, Op op) {
+Tensor binary_dispatch(const Tensor& a, const Tensor& b, const char* name, BinaryOp op) {
   return dispatch(a.dtype(), [&](auto zero) { return binary<decltype(zero)>(a, b, name, op); });
 }
 
-template <class Op>
-Tensor unary(const Tensor& a, Op op) {
+Tensor unary(const Tensor& a, UnaryOp op) {
   Tensor out(a.shape(), a.dtype());
   dispatch(a.dtype(), [&](auto zero) {
     using T = decltype(zero);
+    const kernels::TypedKernels<T>& k = kernels_for<T>();
     const T* x = a.data<T>();
     T* o = out.data<T>();
     parallel_for(a.size(), kElementGrain, [&](std::int64_t lo, std::int64_t hi) {
-      ArrayMap<T>(o + lo, hi - lo) = op(ConstArrayMap<T>(x + lo, hi - lo));
+      k.unary(op, x + lo, o + lo, hi - lo);
+    });
+  });
+  return out;
+}
+
+// a op s for a scalar s, without broadcasting machinery.
+Tensor with_scalar(const Tensor& a, BinaryOp op, double s) {
+  Tensor out(a.shape(), a.dtype());
+  dispatch(a.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const kernels::TypedKernels<T>& k = kernels_for<T>();
+    const T* x = a.data<T>();
+    T* o = out.data<T>();
+    parallel_for(a.size(), kElementGrain, [&](std::int64_t lo, std::int64_t hi) {
+      k.binary_scalar_rhs(op, x + lo, static_cast<T>(s), o + lo, hi - lo);
     });
   });
   return out;
@@ -122,72 +150,24 @@ Tensor unary(const Tensor& a, Op op) {
 
 }  // namespace
 
-Tensor add(const Tensor& a, const Tensor& b) {
-  return binary_dispatch(a, b, "add", [](const auto& x, const auto& y) { return x + y; });
-}
-Tensor sub(const Tensor& a, const Tensor& b) {
-  return binary_dispatch(a, b, "sub", [](const auto& x, const auto& y) { return x - y; });
-}
-Tensor mul(const Tensor& a, const Tensor& b) {
-  return binary_dispatch(a, b, "mul", [](const auto& x, const auto& y) { return x * y; });
-}
-Tensor div(const Tensor& a, const Tensor& b) {
-  return binary_dispatch(a, b, "div", [](const auto& x, const auto& y) { return x / y; });
-}
+Tensor add(const Tensor& a, const Tensor& b) { return binary_dispatch(a, b, "add", BinaryOp::Add); }
+Tensor sub(const Tensor& a, const Tensor& b) { return binary_dispatch(a, b, "sub", BinaryOp::Sub); }
+Tensor mul(const Tensor& a, const Tensor& b) { return binary_dispatch(a, b, "mul", BinaryOp::Mul); }
+Tensor div(const Tensor& a, const Tensor& b) { return binary_dispatch(a, b, "div", BinaryOp::Div); }
 
-Tensor scale(const Tensor& a, double s) {
-  return unary(a, [s](const auto& x) {
-    using T = typename std::decay_t<decltype(x)>::Scalar;
-    return x * static_cast<T>(s);
-  });
-}
-Tensor add_scalar(const Tensor& a, double s) {
-  return unary(a, [s](const auto& x) {
-    using T = typename std::decay_t<decltype(x)>::Scalar;
-    return x + static_cast<T>(s);
-  });
-}
+Tensor scale(const Tensor& a, double s) { return with_scalar(a, BinaryOp::Mul, s); }
+Tensor add_scalar(const Tensor& a, double s) { return with_scalar(a, BinaryOp::Add, s); }
 
-Tensor neg(const Tensor& a) {
-  return unary(a, [](const auto& x) { return -x; });
-}
-Tensor square(const Tensor& a) {
-  return unary(a, [](const auto& x) { return x.square(); });
-}
-Tensor sqrt(const Tensor& a) {
-  return unary(a, [](const auto& x) { return x.sqrt(); });
-}
-Tensor rsqrt(const Tensor& a) {
-  return unary(a, [](const auto& x) { return x.rsqrt(); });
-}
-Tensor exp(const Tensor& a) {
-  return unary(a, [](const auto& x) { return x.exp(); });
-}
-Tensor log(const Tensor& a) {
-  return unary(a, [](const auto& x) { return x.log(); });
-}
-Tensor relu(const Tensor& a) {
-  return unary(a, [](const auto& x) {
-    using T = typename std::decay_t<decltype(x)>::Scalar;
-    return x.max(T(0));
-  });
-}
-Tensor sigmoid(const Tensor& a) {
-  // 1 / (1 + exp(-x)) overflows exp only towards +inf, which gives 0: stable.
-  return unary(a, [](const auto& x) {
-    using T = typename std::decay_t<decltype(x)>::Scalar;
-    return T(1) / (T(1) + (-x).exp());
-  });
-}
-Tensor tanh(const Tensor& a) {
-  return unary(a, [](const auto& x) { return x.tanh(); });
-}
-Tensor step(const Tensor& a) {
-  return unary(a, [](const auto& x) {
-    using T = typename std::decay_t<decltype(x)>::Scalar;
-    return (x > T(0)).template cast<T>();
-  });
-}
+Tensor neg(const Tensor& a) { return unary(a, UnaryOp::Neg); }
+Tensor square(const Tensor& a) { return unary(a, UnaryOp::Square); }
+Tensor sqrt(const Tensor& a) { return unary(a, UnaryOp::Sqrt); }
+Tensor rsqrt(const Tensor& a) { return unary(a, UnaryOp::Rsqrt); }
+Tensor exp(const Tensor& a) { return unary(a, UnaryOp::Exp); }
+Tensor log(const Tensor& a) { return unary(a, UnaryOp::Log); }
+Tensor relu(const Tensor& a) { return unary(a, UnaryOp::Relu); }
+Tensor sigmoid(const Tensor& a) { return unary(a, UnaryOp::Sigmoid); }
+Tensor tanh(const Tensor& a) { return unary(a, UnaryOp::Tanh); }
+Tensor step(const Tensor& a) { return unary(a, UnaryOp::Step); }
 
 Tensor sum(const Tensor& a, const Axes& axes_in, bool keepdims) {
   const Axes axes = normalize_axes(axes_in, a.rank());
@@ -198,6 +178,7 @@ Tensor sum(const Tensor& a, const Axes& axes_in, bool keepdims) {
   double* s = acc.data<double>();
   dispatch(a.dtype(), [&](auto zero) {
     using T = decltype(zero);
+    const kernels::TypedKernels<T>& k = kernels_for<T>();
     const T* x = a.data<T>();
     const auto loop = detail::make_broadcast_loop<2>(a.shape(), {&kept, &a.shape()});
     const bool reduce_inner = loop.inner_stride(0) == 0;
@@ -209,12 +190,10 @@ Tensor sum(const Tensor& a, const Axes& axes_in, bool keepdims) {
                 if (reduce_inner) {
                   // Blocks summed in T (vectorised), their sums accumulated in double.
                   for (std::int64_t b = 0; b < n; b += kSumBlock) {
-                    s[off[0]] +=
-                        double(ConstArrayMap<T>(x + off[1] + b, std::min(kSumBlock, n - b)).sum());
+                    s[off[0]] += double(k.sum(x + off[1] + b, std::min(kSumBlock, n - b)));
                   }
                 } else {
-                  ArrayMap<double>(s + off[0], n) +=
-                      ConstArrayMap<T>(x + off[1], n).template cast<double>();
+                  k.accumulate(s + off[0], x + off[1], n);
                 }
               });
         });
@@ -324,19 +303,8 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose
   Tensor out(Shape{rows, cols}, a.dtype());
   dispatch(a.dtype(), [&](auto zero) {
     using T = decltype(zero);
-    using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-    Eigen::Map<const Mat> A(a.data<T>(), a.shape()[0], a.shape()[1]);
-    Eigen::Map<const Mat> B(b.data<T>(), b.shape()[0], b.shape()[1]);
-    Eigen::Map<Mat> C(out.data<T>(), rows, cols);
-    if (transpose_a && transpose_b) {
-      C.noalias() = A.transpose() * B.transpose();
-    } else if (transpose_a) {
-      C.noalias() = A.transpose() * B;
-    } else if (transpose_b) {
-      C.noalias() = A * B.transpose();
-    } else {
-      C.noalias() = A * B;
-    }
+    kernels_for<T>().gemm(a.data<T>(), a.shape()[0], a.shape()[1], transpose_a, b.data<T>(),
+                          b.shape()[0], b.shape()[1], transpose_b, out.data<T>());
   });
   return out;
 }
@@ -354,19 +322,7 @@ Tensor softmax_impl(const Tensor& a, int axis_in) {
   Tensor out(a.shape(), a.dtype());
   dispatch(a.dtype(), [&](auto zero) {
     using T = decltype(zero);
-    using Arr = Eigen::Array<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-    for (std::int64_t o = 0; o < outer; ++o) {
-      Eigen::Map<const Arr> x(a.data<T>() + o * n * inner, n, inner);
-      Eigen::Map<Arr> y(out.data<T>() + o * n * inner, n, inner);
-      // Subtracting the maximum keeps exp from overflowing.
-      y = x.rowwise() - x.colwise().maxCoeff();
-      if constexpr (kLog) {
-        y.rowwise() -= y.exp().colwise().sum().log();
-      } else {
-        y = y.exp();
-        y.rowwise() /= y.colwise().sum();
-      }
-    }
+    kernels_for<T>().softmax(a.data<T>(), out.data<T>(), outer, n, inner, kLog);
   });
   return out;
 }
@@ -380,10 +336,11 @@ void add_inplace(Tensor& out, const Tensor& g) {
   check_same_shape(out.shape(), g.shape(), "add_inplace");
   dispatch(out.dtype(), [&](auto zero) {
     using T = decltype(zero);
+    const kernels::TypedKernels<T>& k = kernels_for<T>();
     T* o = out.data<T>();
     const T* x = g.data<T>();
     parallel_for(out.size(), kElementGrain, [&](std::int64_t lo, std::int64_t hi) {
-      ArrayMap<T>(o + lo, hi - lo) += ConstArrayMap<T>(x + lo, hi - lo);
+      k.binary(BinaryOp::Add, o + lo, x + lo, o + lo, hi - lo);
     });
   });
 }
@@ -436,6 +393,7 @@ Tensor mul_unbroadcast(const Tensor& a, const Tensor& b, const Shape& shape) {
   double* s = acc.data<double>();
   dispatch(a.dtype(), [&](auto zero) {
     using T = decltype(zero);
+    const kernels::TypedKernels<T>& k = kernels_for<T>();
     const T* x = a.data<T>();
     const T* y = b.data<T>();
     const auto loop = detail::make_broadcast_loop<3>(full, {&kept, &a.shape(), &b.shape()});
@@ -448,31 +406,27 @@ Tensor mul_unbroadcast(const Tensor& a, const Tensor& b, const Shape& shape) {
               loop, lo, hi, [&](const std::array<std::int64_t, 3>& off, std::int64_t n) {
                 // Rows where one operand is a broadcast scalar: scale the other's sum.
                 if (reduce_inner) {
-                  for (std::int64_t k = 0; k < n; k += kSumBlock) {
-                    const std::int64_t m = std::min(kSumBlock, n - k);
+                  for (std::int64_t b0 = 0; b0 < n; b0 += kSumBlock) {
+                    const std::int64_t m = std::min(kSumBlock, n - b0);
                     T part;
                     if (sa != 0 && sb != 0) {
-                      part = (ConstArrayMap<T>(x + off[1] + k, m) *
-                              ConstArrayMap<T>(y + off[2] + k, m))
-                                 .sum();
+                      part = k.dot(x + off[1] + b0, y + off[2] + b0, m);
                     } else if (sa != 0) {
-                      part = ConstArrayMap<T>(x + off[1] + k, m).sum() * y[off[2]];
+                      part = k.sum(x + off[1] + b0, m) * y[off[2]];
                     } else if (sb != 0) {
-                      part = x[off[1]] * ConstArrayMap<T>(y + off[2] + k, m).sum();
+                      part = x[off[1]] * k.sum(y + off[2] + b0, m);
                     } else {
                       part = x[off[1]] * y[off[2]] * T(m);
                     }
                     s[off[0]] += double(part);
                   }
                 } else {
-                  ArrayMap<double> dst(s + off[0], n);
                   if (sa != 0 && sb != 0) {
-                    dst += (ConstArrayMap<T>(x + off[1], n) * ConstArrayMap<T>(y + off[2], n))
-                               .template cast<double>();
+                    k.accumulate_product(s + off[0], x + off[1], y + off[2], n);
                   } else if (sa != 0) {
-                    dst += (ConstArrayMap<T>(x + off[1], n) * y[off[2]]).template cast<double>();
+                    k.accumulate_scaled(s + off[0], x + off[1], y[off[2]], n);
                   } else {
-                    dst += (ConstArrayMap<T>(y + off[2], n) * x[off[1]]).template cast<double>();
+                    k.accumulate_scaled(s + off[0], y + off[2], x[off[1]], n);
                   }
                 }
               });

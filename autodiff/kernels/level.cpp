@@ -1,0 +1,178 @@
+// The kernels of one instruction-set level (Note [Kernels per instruction
+// set] in kernels.hpp). CMake compiles this file once per level with
+//   -DNPDL_KERNEL_LEVEL=level_<name> -DEigen=Eigen_<name> <the level's -m flags>
+// so that this level's functions and its Eigen instantiations have names of
+// their own. Include nothing here that instantiates templates outside those
+// two namespaces (npdl headers, std containers): their weak symbols would be
+// shared with other levels.
+#include <Eigen/Core>
+
+#include "autodiff/kernels/kernels.hpp"
+
+#ifndef NPDL_KERNEL_LEVEL
+#error "compile level.cpp with -DNPDL_KERNEL_LEVEL=level_<name> (see CMakeLists.txt)"
+#endif
+
+namespace npdl::kernels::NPDL_KERNEL_LEVEL {
+namespace {
+
+template <class T>
+using Vec = Eigen::Array<T, Eigen::Dynamic, 1>;
+template <class T>
+using In = Eigen::Map<const Vec<T>>;
+template <class T>
+using Out = Eigen::Map<Vec<T>>;
+template <class T>
+using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T>
+using Grid = Eigen::Array<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// out = op(x, y) over Eigen arrays, or a scalar and an array: one switch
+// per call, a vectorised loop per case.
+template <class T, class Dst, class X, class Y>
+void assign_binary(BinaryOp op, Dst&& out, const X& x, const Y& y) {
+  switch (op) {
+    case BinaryOp::Add:
+      out = x + y;
+      return;
+    case BinaryOp::Sub:
+      out = x - y;
+      return;
+    case BinaryOp::Mul:
+      out = x * y;
+      return;
+    case BinaryOp::Div:
+      out = x / y;
+      return;
+  }
+}
+
+template <class T>
+void unary(UnaryOp op, const T* xp, T* outp, std::int64_t n) {
+  const In<T> x(xp, n);
+  Out<T> out(outp, n);
+  switch (op) {
+    case UnaryOp::Neg:
+      out = -x;
+      return;
+    case UnaryOp::Square:
+      out = x.square();
+      return;
+    case UnaryOp::Sqrt:
+      out = x.sqrt();
+      return;
+    case UnaryOp::Rsqrt:
+      out = x.rsqrt();
+      return;
+    case UnaryOp::Exp:
+      out = x.exp();
+      return;
+    case UnaryOp::Log:
+      out = x.log();
+      return;
+    case UnaryOp::Relu:
+      out = x.max(T(0));
+      return;
+    case UnaryOp::Sigmoid:
+      // 1 / (1 + exp(-x)) overflows exp only towards +inf, which gives 0: stable.
+      out = T(1) / (T(1) + (-x).exp());
+      return;
+    case UnaryOp::Tanh:
+      out = x.tanh();
+      return;
+    case UnaryOp::Step:
+      out = (x > T(0)).template cast<T>();
+      return;
+  }
+}
+
+template <class T>
+void binary(BinaryOp op, const T* x, const T* y, T* out, std::int64_t n) {
+  assign_binary<T>(op, Out<T>(out, n), In<T>(x, n), In<T>(y, n));
+}
+
+template <class T>
+void binary_scalar_rhs(BinaryOp op, const T* x, T s, T* out, std::int64_t n) {
+  assign_binary<T>(op, Out<T>(out, n), In<T>(x, n), s);
+}
+
+template <class T>
+void binary_scalar_lhs(BinaryOp op, T s, const T* y, T* out, std::int64_t n) {
+  assign_binary<T>(op, Out<T>(out, n), s, In<T>(y, n));
+}
+
+template <class T>
+T sum(const T* x, std::int64_t n) {
+  return In<T>(x, n).sum();
+}
+
+template <class T>
+T dot(const T* x, const T* y, std::int64_t n) {
+  return (In<T>(x, n) * In<T>(y, n)).sum();
+}
+
+template <class T>
+void accumulate(double* acc, const T* x, std::int64_t n) {
+  Out<double>(acc, n) += In<T>(x, n).template cast<double>();
+}
+
+template <class T>
+void accumulate_product(double* acc, const T* x, const T* y, std::int64_t n) {
+  Out<double>(acc, n) += (In<T>(x, n) * In<T>(y, n)).template cast<double>();
+}
+
+template <class T>
+void accumulate_scaled(double* acc, const T* x, T s, std::int64_t n) {
+  Out<double>(acc, n) += (In<T>(x, n) * s).template cast<double>();
+}
+
+template <class T>
+void gemm(const T* a, std::int64_t a_rows, std::int64_t a_cols, bool trans_a, const T* b,
+          std::int64_t b_rows, std::int64_t b_cols, bool trans_b, T* c) {
+  const Eigen::Map<const Mat<T>> A(a, a_rows, a_cols);
+  const Eigen::Map<const Mat<T>> B(b, b_rows, b_cols);
+  Eigen::Map<Mat<T>> C(c, trans_a ? a_cols : a_rows, trans_b ? b_rows : b_cols);
+  if (trans_a && trans_b) {
+    C.noalias() = A.transpose() * B.transpose();
+  } else if (trans_a) {
+    C.noalias() = A.transpose() * B;
+  } else if (trans_b) {
+    C.noalias() = A * B.transpose();
+  } else {
+    C.noalias() = A * B;
+  }
+}
+
+template <class T>
+void softmax(const T* xp, T* outp, std::int64_t outer, std::int64_t n, std::int64_t inner,
+             bool log) {
+  for (std::int64_t o = 0; o < outer; ++o) {
+    const Eigen::Map<const Grid<T>> x(xp + o * n * inner, n, inner);
+    Eigen::Map<Grid<T>> y(outp + o * n * inner, n, inner);
+    // Subtracting the maximum keeps exp from overflowing.
+    y = x.rowwise() - x.colwise().maxCoeff();
+    if (log) {
+      y.rowwise() -= y.exp().colwise().sum().log();
+    } else {
+      y = y.exp();
+      y.rowwise() /= y.colwise().sum();
+    }
+  }
+}
+
+template <class T>
+TypedKernels<T> typed() {
+  return {unary<T>,      binary<T>,     binary_scalar_rhs<T>,  binary_scalar_lhs<T>,
+          sum<T>,        dot<T>,        accumulate<T>,         accumulate_product<T>,
+          accumulate_scaled<T>, gemm<T>, softmax<T>};
+}
+
+}  // namespace
+
+const KernelTable& table() {
+  static const KernelTable kTable{static_cast<Capability>(NPDL_KERNEL_CAPABILITY_ID),
+                                  typed<float>(), typed<double>()};
+  return kTable;
+}
+
+}  // namespace npdl::kernels::NPDL_KERNEL_LEVEL

@@ -1,0 +1,254 @@
+// Issue 10: the kernels compiled per instruction-set level (Note [Kernels per
+// instruction set] in autodiff/kernels/kernels.hpp). Every level this CPU
+// can run must give the default level's results: bit for bit where the
+// arithmetic and its order are the same (elementwise +, -, *, /, negation,
+// squares, square roots, max, comparisons, float64 accumulation), within a
+// few units in the last place where a level evaluates a polynomial with
+// fused multiply-adds (exp, log, tanh, sigmoid, rsqrt) or sums in another
+// order (vector width: sums, dot products, matrix products, softmax), and
+// for square roots: Eigen computes them at the AVX levels from the
+// reciprocal-square-root estimate and a Newton step (EIGEN_FAST_MATH),
+// within an ulp or two of the correctly rounded root the default level gives.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "autodiff/error.hpp"
+#include "autodiff/kernels/kernels.hpp"
+
+namespace npdl::kernels {
+namespace {
+
+constexpr std::int64_t kN = 1003;  // not a multiple of any vector width: tails run too
+
+template <class T>
+std::vector<T> random_values(std::uint32_t seed, double lo, double hi, std::int64_t n = kN) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<double> dist(lo, hi);
+  std::vector<T> v(static_cast<std::size_t>(n));
+  for (T& x : v) x = static_cast<T>(dist(gen));
+  return v;
+}
+
+template <class T>
+std::string describe(const std::vector<T>& got, const std::vector<T>& want, std::size_t i) {
+  return "element " + std::to_string(i) + ": " + std::to_string(got[i]) + " vs default " +
+         std::to_string(want[i]);
+}
+
+template <class T>
+void expect_bitwise(const std::vector<T>& got, const std::vector<T>& want, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size());
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    if (!(got[i] == want[i] || (std::isnan(got[i]) && std::isnan(want[i])))) {
+      ADD_FAILURE() << what << ", " << describe(got, want, i);
+      return;
+    }
+  }
+}
+
+// |got - want| <= ulps * eps * max(|want|, scale): relative, with an absolute
+// floor for results that are sums of terms larger than the result.
+template <class T>
+void expect_close(const std::vector<T>& got, const std::vector<T>& want, double ulps, double scale,
+                  const std::string& what) {
+  ASSERT_EQ(got.size(), want.size());
+  const double eps = std::numeric_limits<T>::epsilon();
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const double bound = ulps * eps * std::max(std::fabs(double(want[i])), scale);
+    if (!(std::fabs(double(got[i]) - double(want[i])) <= bound)) {
+      ADD_FAILURE() << what << ", " << describe(got, want, i) << ", tolerance " << bound;
+      return;
+    }
+  }
+}
+
+std::vector<Capability> levels_above_default() {
+  std::vector<Capability> levels = supported_capabilities();
+  levels.erase(levels.begin());
+  return levels;
+}
+
+template <class T>
+const TypedKernels<T>& typed(Capability level) {
+  if constexpr (std::is_same_v<T, float>) {
+    return table_for(level).f32;
+  } else {
+    return table_for(level).f64;
+  }
+}
+
+template <class T>
+class KernelLevels : public ::testing::Test {};
+using Dtypes = ::testing::Types<float, double>;
+TYPED_TEST_SUITE(KernelLevels, Dtypes);
+
+TYPED_TEST(KernelLevels, UnaryMatchesDefault) {
+  using T = TypeParam;
+  struct Case {
+    UnaryOp op;
+    const char* name;
+    double lo, hi;
+    double ulps;  // 0: bit for bit
+  };
+  const Case cases[] = {
+      {UnaryOp::Neg, "neg", -5, 5, 0},           {UnaryOp::Square, "square", -5, 5, 0},
+      {UnaryOp::Sqrt, "sqrt", 0, 100, 2},         {UnaryOp::Relu, "relu", -5, 5, 0},
+      {UnaryOp::Step, "step", -5, 5, 0},          {UnaryOp::Rsqrt, "rsqrt", 1e-3, 100, 4},
+      {UnaryOp::Exp, "exp", -80, 80, 4},          {UnaryOp::Log, "log", 1e-6, 1e6, 4},
+      {UnaryOp::Sigmoid, "sigmoid", -30, 30, 4}, {UnaryOp::Tanh, "tanh", -10, 10, 4},
+  };
+  for (Capability level : levels_above_default()) {
+    for (const Case& c : cases) {
+      const std::vector<T> x = random_values<T>(7, c.lo, c.hi);
+      std::vector<T> want(x.size()), got(x.size());
+      typed<T>(Capability::Default).unary(c.op, x.data(), want.data(), kN);
+      typed<T>(level).unary(c.op, x.data(), got.data(), kN);
+      const std::string what = to_string(level) + " " + c.name;
+      if (c.ulps == 0) {
+        expect_bitwise(got, want, what);
+      } else {
+        expect_close(got, want, c.ulps, 0.0, what);
+      }
+    }
+  }
+}
+
+TYPED_TEST(KernelLevels, ElementwiseArithmeticIsBitwiseEqual) {
+  using T = TypeParam;
+  const std::vector<T> x = random_values<T>(1, -10, 10), y = random_values<T>(2, 0.5, 10);
+  const T s = T(1.75);
+  for (Capability level : levels_above_default()) {
+    for (BinaryOp op : {BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div}) {
+      const std::string what = to_string(level) + " op " + std::to_string(int(op));
+      const TypedKernels<T>& d = typed<T>(Capability::Default);
+      const TypedKernels<T>& k = typed<T>(level);
+      std::vector<T> want(x.size()), got(x.size());
+      d.binary(op, x.data(), y.data(), want.data(), kN);
+      k.binary(op, x.data(), y.data(), got.data(), kN);
+      expect_bitwise(got, want, what + " array-array");
+      d.binary_scalar_rhs(op, x.data(), s, want.data(), kN);
+      k.binary_scalar_rhs(op, x.data(), s, got.data(), kN);
+      expect_bitwise(got, want, what + " array-scalar");
+      d.binary_scalar_lhs(op, s, y.data(), want.data(), kN);
+      k.binary_scalar_lhs(op, s, y.data(), got.data(), kN);
+      expect_bitwise(got, want, what + " scalar-array");
+    }
+  }
+}
+
+TYPED_TEST(KernelLevels, Float64AccumulationIsBitwiseEqual) {
+  using T = TypeParam;
+  const std::vector<T> x = random_values<T>(3, -10, 10), y = random_values<T>(4, -10, 10);
+  for (Capability level : levels_above_default()) {
+    const TypedKernels<T>& d = typed<T>(Capability::Default);
+    const TypedKernels<T>& k = typed<T>(level);
+    const std::vector<double> start = random_values<double>(5, -1, 1);
+    std::vector<double> want = start, got = start;
+    d.accumulate(want.data(), x.data(), kN);
+    k.accumulate(got.data(), x.data(), kN);
+    d.accumulate_product(want.data(), x.data(), y.data(), kN);
+    k.accumulate_product(got.data(), x.data(), y.data(), kN);
+    d.accumulate_scaled(want.data(), x.data(), T(0.3), kN);
+    k.accumulate_scaled(got.data(), x.data(), T(0.3), kN);
+    expect_bitwise(got, want, to_string(level) + " accumulate");
+  }
+}
+
+TYPED_TEST(KernelLevels, SumsMatchDefaultWithinRounding) {
+  using T = TypeParam;
+  const std::vector<T> x = random_values<T>(6, -1, 1), y = random_values<T>(8, -1, 1);
+  for (Capability level : levels_above_default()) {
+    const TypedKernels<T>& d = typed<T>(Capability::Default);
+    const TypedKernels<T>& k = typed<T>(level);
+    // Summation order differs with the vector width: error bound n * eps * sum |x|.
+    const double scale = double(kN);
+    expect_close<T>({k.sum(x.data(), kN)}, {d.sum(x.data(), kN)}, 2.0 * kN, scale,
+                    to_string(level) + " sum");
+    expect_close<T>({k.dot(x.data(), y.data(), kN)}, {d.dot(x.data(), y.data(), kN)}, 2.0 * kN,
+                    scale, to_string(level) + " dot");
+  }
+}
+
+TYPED_TEST(KernelLevels, MatrixProductsMatchDefaultWithinRounding) {
+  using T = TypeParam;
+  // The MLP's shapes (batch x 784 by 784 x 100) and every transpose case.
+  const std::int64_t m = 60, k = 784, n = 100;
+  const std::vector<T> a = random_values<T>(9, -1, 1, m * k), b = random_values<T>(10, -1, 1, k * n);
+  for (Capability level : levels_above_default()) {
+    for (bool ta : {false, true}) {
+      for (bool tb : {false, true}) {
+        const std::int64_t ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
+        std::vector<T> want(static_cast<std::size_t>(m * n)), got(want.size());
+        typed<T>(Capability::Default).gemm(a.data(), ar, ac, ta, b.data(), br, bc, tb, want.data());
+        typed<T>(level).gemm(a.data(), ar, ac, ta, b.data(), br, bc, tb, got.data());
+        // Each entry sums k products of magnitude <= 1.
+        expect_close(got, want, 2.0 * double(k), double(k),
+                     to_string(level) + " gemm ta=" + std::to_string(ta) + " tb=" +
+                         std::to_string(tb));
+      }
+    }
+  }
+}
+
+TYPED_TEST(KernelLevels, SoftmaxMatchesDefaultWithinRounding) {
+  using T = TypeParam;
+  const std::int64_t outer = 3, n = 10, inner = 37;
+  const std::vector<T> x = random_values<T>(11, -20, 20, outer * n * inner);
+  for (Capability level : levels_above_default()) {
+    for (bool log : {false, true}) {
+      std::vector<T> want(x.size()), got(x.size());
+      typed<T>(Capability::Default).softmax(x.data(), want.data(), outer, n, inner, log);
+      typed<T>(level).softmax(x.data(), got.data(), outer, n, inner, log);
+      expect_close(got, want, 16.0, 1.0, to_string(level) + (log ? " log_softmax" : " softmax"));
+    }
+  }
+}
+
+TEST(KernelDispatch, EachTableReportsItsLevel) {
+  for (Capability level : supported_capabilities()) {
+    EXPECT_EQ(table_for(level).capability, level);
+  }
+  EXPECT_EQ(supported_capabilities().front(), Capability::Default);
+}
+
+TEST(KernelDispatch, ActiveLevelFollowsTheEnvironment) {
+  const Capability expected = choose_capability(std::getenv("NPDL_CPU_CAPABILITY"));
+  EXPECT_EQ(active().capability, expected);
+}
+
+TEST(KernelDispatch, WithoutARequestTheBestLevelIsChosen) {
+  EXPECT_EQ(choose_capability(nullptr), supported_capabilities().back());
+  EXPECT_EQ(choose_capability(""), supported_capabilities().back());
+  for (Capability level : supported_capabilities()) {
+    EXPECT_EQ(choose_capability(to_string(level).c_str()), level);
+  }
+}
+
+TEST(KernelDispatch, UnknownLevelIsAValueErrorNamingTheChoices) {
+  try {
+    choose_capability("sse9");
+    FAIL() << "expected ValueError";
+  } catch (const ValueError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("default, avx2, avx512"), std::string::npos) << message;
+    EXPECT_NE(message.find("'sse9'"), std::string::npos) << message;
+  }
+}
+
+TEST(KernelDispatch, LevelTheCpuLacksIsAValueError) {
+  const std::vector<Capability> supported = supported_capabilities();
+  for (Capability level : {Capability::Avx2, Capability::Avx512}) {
+    if (std::find(supported.begin(), supported.end(), level) != supported.end()) continue;
+    EXPECT_THROW(choose_capability(to_string(level).c_str()), ValueError);
+    EXPECT_THROW(table_for(level), ValueError);
+  }
+}
+
+}  // namespace
+}  // namespace npdl::kernels
