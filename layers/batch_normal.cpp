@@ -314,9 +314,9 @@ Var BatchNormal::apply(const Var& x, bool training) {
 }
 
 void BatchNormal::update_running_stats(const BatchNormStats& stats, std::int64_t M) {
-  // npdl's convention: momentum weighs the old value. The batch variance is
-  // biased (divided by M); the running one estimates the population's, so
-  // it is scaled by M / (M - 1).
+  // SPEC section 2 (npdl itself keeps no running statistics): momentum
+  // weighs the old value. The batch variance is biased (divided by M); the
+  // running one estimates the population's, so it is scaled by M / (M - 1).
   const DType dtype = running_mean_.dtype();
   const Tensor mean = stats.mean.astype(dtype), var = stats.var.astype(dtype);
   const double unbias = double(M) / double(M - 1);
