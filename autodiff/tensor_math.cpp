@@ -3,6 +3,7 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -53,6 +54,7 @@ Tensor binary(const Tensor& a, const Tensor& b, const char* name, BinaryOp op) {
   T* o = out.data<T>();
   const T* x = a.data<T>();
   const T* y = b.data<T>();
+  if (out.size() == 0) return out;
   if (a.shape() == b.shape()) {
     parallel_for(out.size(), kElementGrain, [&](std::int64_t lo, std::int64_t hi) {
       k.binary(op, x + lo, y + lo, o + lo, hi - lo);
@@ -62,7 +64,7 @@ Tensor binary(const Tensor& a, const Tensor& b, const char* name, BinaryOp op) {
   const auto loop =
       detail::make_broadcast_loop<3>(out.shape(), {&out.shape(), &a.shape(), &b.shape()});
   const std::int64_t sa = loop.inner_stride(1), sb = loop.inner_stride(2);
-  parallel_for(loop.rows(), std::max<std::int64_t>(1, kElementGrain / loop.inner()),
+  parallel_for(loop.rows(), detail::rows_per_grain(loop, kElementGrain),
                [&](std::int64_t lo, std::int64_t hi) {
                  detail::for_each_row(
                      loop, lo, hi, [&](const std::array<std::int64_t, 3>& off, std::int64_t n) {
@@ -97,6 +99,7 @@ template <class RowsFn>
 void reduce_rows(double* out, std::int64_t outputs, std::int64_t rows, std::int64_t inner,
                  RowsFn rows_fn) {
   const std::int64_t elements = rows * inner;
+  if (elements == 0 || outputs == 0) return;  // nothing to add: the sums stay 0
   std::int64_t chunks =
       std::min<std::int64_t>({kMaxReduceChunks, elements / kReduceChunkElements, rows});
   if (outputs * chunks * 4 > elements) chunks = elements / (outputs * 4);
@@ -128,6 +131,22 @@ Tensor unary(const Tensor& a, UnaryOp op) {
     T* o = out.data<T>();
     parallel_for(a.size(), kElementGrain, [&](std::int64_t lo, std::int64_t hi) {
       k.unary(op, x + lo, o + lo, hi - lo);
+    });
+  });
+  return out;
+}
+
+// f(a) for activations outside the kernel table (leaky_relu, elu: not on the
+// hot paths of the networks benchmarked), compiled for the baseline only.
+template <class F>
+Tensor unary_baseline(const Tensor& a, F f) {
+  Tensor out(a.shape(), a.dtype());
+  dispatch(a.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* x = a.data<T>();
+    T* o = out.data<T>();
+    parallel_for(a.size(), kElementGrain, [&](std::int64_t lo, std::int64_t hi) {
+      ArrayMap<T>(o + lo, hi - lo) = f(ConstArrayMap<T>(x + lo, hi - lo));
     });
   });
   return out;
@@ -168,6 +187,36 @@ Tensor relu(const Tensor& a) { return unary(a, UnaryOp::Relu); }
 Tensor sigmoid(const Tensor& a) { return unary(a, UnaryOp::Sigmoid); }
 Tensor tanh(const Tensor& a) { return unary(a, UnaryOp::Tanh); }
 Tensor step(const Tensor& a) { return unary(a, UnaryOp::Step); }
+Tensor softplus(const Tensor& a) {
+  Tensor out(a.shape(), a.dtype());
+  dispatch(a.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const kernels::TypedKernels<T>& k = kernels_for<T>();
+    const T* x = a.data<T>();
+    T* o = out.data<T>();
+    parallel_for(a.size(), kElementGrain, [&](std::int64_t lo, std::int64_t hi) {
+      const ConstArrayMap<T> xs(x + lo, hi - lo);
+      ArrayMap<T> os(o + lo, hi - lo);
+      os = -xs.abs();
+      // exp(-|x|) in (0, 1]: Note [exp underflow] in autodiff/kernels/level.cpp
+      k.unary(UnaryOp::Exp, o + lo, o + lo, hi - lo);
+      os = xs.max(T(0)) + os.log1p();
+    });
+  });
+  return out;
+}
+Tensor leaky_relu(const Tensor& a, double alpha) {
+  return unary_baseline(a, [alpha](const auto& x) {
+    using T = typename std::decay_t<decltype(x)>::Scalar;
+    return (x > T(0)).select(x, x * T(alpha));
+  });
+}
+Tensor elu(const Tensor& a, double alpha) {
+  return unary_baseline(a, [alpha](const auto& x) {
+    using T = typename std::decay_t<decltype(x)>::Scalar;
+    return (x > T(0)).select(x, x.min(T(0)).expm1() * T(alpha));
+  });
+}
 
 Tensor sum(const Tensor& a, const Axes& axes_in, bool keepdims) {
   const Axes axes = normalize_axes(axes_in, a.rank());
@@ -232,7 +281,7 @@ Tensor broadcast_to(const Tensor& a, const Shape& shape) {
     T* o = out.data<T>();
     const auto loop = detail::make_broadcast_loop<2>(shape, {&shape, &a.shape()});
     const bool contiguous = loop.inner_stride(1) != 0;
-    parallel_for(loop.rows(), std::max<std::int64_t>(1, kElementGrain / loop.inner()),
+    parallel_for(loop.rows(), detail::rows_per_grain(loop, kElementGrain),
                  [&](std::int64_t lo, std::int64_t hi) {
                    detail::for_each_row(
                        loop, lo, hi, [&](const std::array<std::int64_t, 2>& off, std::int64_t n) {
@@ -301,6 +350,10 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose
                      std::to_string(inner) + " rows, got " + std::to_string(b_rows));
   }
   Tensor out(Shape{rows, cols}, a.dtype());
+  a.check_defined();
+  b.check_defined();
+  if (inner == 0) out.fill(0.0);  // a sum of nothing
+  if (inner == 0 || out.size() == 0) return out;
   dispatch(a.dtype(), [&](auto zero) {
     using T = decltype(zero);
     kernels_for<T>().gemm(a.data<T>(), a.shape()[0], a.shape()[1], transpose_a, b.data<T>(),
@@ -320,6 +373,8 @@ Tensor softmax_impl(const Tensor& a, int axis_in) {
   for (int i = axis + 1; i < a.rank(); ++i) inner *= a.shape()[i];
   const std::int64_t n = a.shape()[axis];
   Tensor out(a.shape(), a.dtype());
+  a.check_defined();
+  if (out.size() == 0) return out;
   dispatch(a.dtype(), [&](auto zero) {
     using T = decltype(zero);
     kernels_for<T>().softmax(a.data<T>(), out.data<T>(), outer, n, inner, kLog);
@@ -345,14 +400,21 @@ void add_inplace(Tensor& out, const Tensor& g) {
   });
 }
 
+double element_error(double actual, double expected) {
+  if (actual == expected) return 0.0;  // equal, equal infinities included
+  if (std::isnan(actual) && std::isnan(expected)) return 0.0;
+  if (!std::isfinite(actual) || !std::isfinite(expected)) {
+    return std::numeric_limits<double>::infinity();
+  }
+  return std::fabs(actual - expected);
+}
+
 MaxDiff max_abs_diff(const Tensor& a, const Tensor& b) {
   check_same_shape(a.shape(), b.shape(), "max_abs_diff");
   MaxDiff worst;
   const std::vector<double> x = a.to_vector(), y = b.to_vector();
   for (std::size_t i = 0; i < x.size(); ++i) {
-    double d = std::fabs(x[i] - y[i]);
-    if (x[i] == y[i]) d = 0.0;                                       // equal infinities
-    if (std::isnan(d)) d = std::numeric_limits<double>::infinity();  // NaN is the worst
+    const double d = element_error(x[i], y[i]);
     if (d > worst.abs || worst.index < 0) {
       worst.abs = d;
       worst.index = static_cast<std::int64_t>(i);

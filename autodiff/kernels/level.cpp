@@ -47,6 +47,47 @@ void assign_binary(BinaryOp op, Dst&& out, const X& x, const Y& y) {
   }
 }
 
+// Scalar libm calls through GCC builtins: no std:: inline function is
+// instantiated here (see the top of this file).
+inline float scalar_exp(float x) { return __builtin_expf(x); }
+inline double scalar_exp(double x) { return __builtin_exp(x); }
+// log of the smallest normal number: below it exp's result is subnormal or 0.
+template <class T>
+constexpr T lowest_normal_exp_arg() {
+  if constexpr (sizeof(T) == sizeof(float)) {
+    return __builtin_logf(__FLT_MIN__);
+  } else {
+    return __builtin_log(__DBL_MIN__);
+  }
+}
+
+// Note [exp underflow]
+// Eigen's vectorised exp clamps its argument near the smallest normal
+// result, so below it a lane returns a tiny non-zero value (float32
+// exp(-inf) = 2.9e-39, float64 exp(-1000) = 5.6e-309) while the scalar tail
+// of the same array returns 0: the result would depend on an element's
+// position. Arguments whose result is subnormal or zero are rare, so they
+// are recomputed with libm's exp, which rounds them as IEEE 754 says. x and
+// out may be the same buffer: the rare path keeps a block's arguments.
+template <class T>
+void exp_block(const T* x, T* out, std::int64_t n) {
+  constexpr T kLowest = lowest_normal_exp_arg<T>();
+  if (n == 0 || !(In<T>(x, n).minCoeff() < kLowest)) {
+    Out<T>(out, n) = In<T>(x, n).exp();
+    return;
+  }
+  constexpr std::int64_t kBlock = 256;
+  T args[kBlock];
+  for (std::int64_t b = 0; b < n; b += kBlock) {
+    const std::int64_t m = n - b < kBlock ? n - b : kBlock;
+    Out<T>(args, m) = In<T>(x + b, m);
+    Out<T>(out + b, m) = In<T>(args, m).exp();
+    for (std::int64_t i = 0; i < m; ++i) {
+      if (args[i] < kLowest) out[b + i] = scalar_exp(args[i]);
+    }
+  }
+}
+
 template <class T>
 void unary(UnaryOp op, const T* xp, T* outp, std::int64_t n) {
   const In<T> x(xp, n);
@@ -65,7 +106,7 @@ void unary(UnaryOp op, const T* xp, T* outp, std::int64_t n) {
       out = x.rsqrt();
       return;
     case UnaryOp::Exp:
-      out = x.exp();
+      exp_block(xp, outp, n);
       return;
     case UnaryOp::Log:
       out = x.log();
@@ -154,7 +195,7 @@ void softmax(const T* xp, T* outp, std::int64_t outer, std::int64_t n, std::int6
     if (log) {
       y.rowwise() -= y.exp().colwise().sum().log();
     } else {
-      y = y.exp();
+      exp_block(y.data(), y.data(), n * inner);  // Note [exp underflow]
       y.rowwise() /= y.colwise().sum();
     }
   }
