@@ -210,6 +210,30 @@ TYPED_TEST(KernelLevels, SoftmaxMatchesDefaultWithinRounding) {
   }
 }
 
+// Note [exp underflow] (autodiff/kernels/level.cpp): at every level, and in
+// every position of a vector (lanes and the scalar tail), exp of an argument
+// whose result is below the smallest normal number rounds as libm's does.
+TYPED_TEST(KernelLevels, ExpUnderflowDoesNotDependOnPosition) {
+  using T = TypeParam;
+  const T lowest = std::is_same_v<T, float> ? T(-200) : T(-1000);
+  const T inf = std::numeric_limits<T>::infinity();
+  for (Capability level : supported_capabilities()) {
+    for (std::int64_t n : {1, 3, 8, 17, 64, 300}) {
+      std::vector<T> x(static_cast<std::size_t>(n), lowest), out(x.size());
+      x[0] = -inf;
+      typed<T>(level).unary(UnaryOp::Exp, x.data(), out.data(), n);
+      for (std::int64_t i = 0; i < n; ++i) {
+        EXPECT_EQ(out[i], T(0)) << to_string(level) << " n=" << n << " position " << i;
+      }
+      if (n == 1) continue;  // softmax of {-inf} alone is NaN, as NumPy's
+      x.assign(x.size(), T(0));
+      x[x.size() - 1] = -inf;
+      typed<T>(level).softmax(x.data(), out.data(), 1, n, 1, /*log=*/false);
+      EXPECT_EQ(out[x.size() - 1], T(0)) << to_string(level) << " softmax n=" << n;
+    }
+  }
+}
+
 TEST(KernelDispatch, EachTableReportsItsLevel) {
   for (Capability level : supported_capabilities()) {
     EXPECT_EQ(table_for(level).capability, level);
