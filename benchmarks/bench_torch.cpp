@@ -18,8 +18,9 @@ namespace {
 // cores) beside LibTorch's OpenMP threads unless told otherwise. At its best
 // (NPDL_BENCH_PEER unset or "best") every LibTorch benchmark limits
 // OpenBLAS to the threads it grants LibTorch; with NPDL_BENCH_PEER=defaults
-// it does not. Heap reuse is the process's malloc set-up (benchmarks/run
-// sets GLIBC_TUNABLES for the best run), recorded in the context.
+// it does not. Heap reuse and OpenMP's waiting are the process's set-up
+// (benchmarks/run sets GLIBC_TUNABLES and OMP_WAIT_POLICY for the best run),
+// recorded in the context.
 bool peer_at_best() {
   const char* mode = std::getenv("NPDL_BENCH_PEER");
   return mode == nullptr || std::string(mode) != "defaults";
@@ -161,6 +162,8 @@ void describe_torch_peer() {
   benchmark::AddCustomContext("peer_allocator",
                               tunables ? std::string("glibc malloc, GLIBC_TUNABLES=") + tunables
                                        : "glibc malloc, defaults");
+  const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
+  benchmark::AddCustomContext("peer_omp_wait_policy", wait_policy ? wait_policy : "libgomp default");
   benchmark::AddCustomContext("peer_mode", peer_at_best() ? "best" : "defaults");
 }
 

@@ -63,9 +63,9 @@ def markdown(header, rows):
 def peer_lines(context, label):
     if "peer_blas" not in context:
         return []
-    return ["LibTorch %s: BLAS %s (threads: %s); allocator %s" % (
+    return ["LibTorch %s: BLAS %s (threads: %s); allocator %s; OpenMP wait policy %s" % (
         label, context["peer_blas"], context.get("peer_blas_threads", "?"),
-        context.get("peer_allocator", "?"))]
+        context.get("peer_allocator", "?"), context.get("peer_omp_wait_policy", "?"))]
 
 
 def fmt_rate(x):
