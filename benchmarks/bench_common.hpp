@@ -96,6 +96,10 @@ const std::vector<TrainWorkload>& train_workloads();
 /// Benchmark name: train/mlp/<bn|plain>/batch:<b>/<impl>/threads:<n>.
 std::string train_name(const TrainWorkload& w, const char* impl, int threads);
 
+/// npdl's matrix product at every kernel level against the process's BLAS,
+/// one thread, at the MLP's shapes (bench_gemm.cpp).
+void register_gemm();
+
 /// One Model::train_on_batch step (bench_train.cpp).
 void register_train_npdl(const TrainWorkload& w, int threads);
 
