@@ -492,6 +492,10 @@ struct Conditioning {
   double offset;  // added to N(0, 1)
 };
 
+void PrintTo(const Conditioning& c, std::ostream* os) {
+  *os << to_string(c.shape) << " axis " << c.axis << " offset " << c.offset;
+}
+
 class CheckedModeConditioning : public ::testing::TestWithParam<Conditioning> {};
 
 Tensor offset_batch(const Conditioning& c, DType dtype) {
@@ -549,7 +553,13 @@ INSTANTIATE_TEST_SUITE_P(
     WellAndIllConditioned, CheckedModeConditioning,
     ::testing::Values(Conditioning{{64, 16}, 0, 0.0}, Conditioning{{64, 16}, 0, 1e4},
                       Conditioning{{8, 3, 4, 4}, 1, 0.0}, Conditioning{{8, 3, 4, 4}, 1, 1e4},
-                      Conditioning{{6, 5, 4}, -1, 3e3}));
+                      Conditioning{{6, 5, 4}, -1, 3e3}),
+    [](const ::testing::TestParamInfo<Conditioning>& info) {
+      std::string n = "shape";
+      for (auto d : info.param.shape) n += "_" + std::to_string(d);
+      return n + "_axis_" + (info.param.axis < 0 ? "m1" : std::to_string(info.param.axis)) +
+             "_offset_" + std::to_string(static_cast<long>(info.param.offset));
+    });
 
 }  // namespace
 }  // namespace npdl::layers
