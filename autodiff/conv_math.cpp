@@ -287,28 +287,33 @@ Tensor max_pool2d(const Tensor& x, Size2 window, Size2 stride, std::vector<std::
   Tensor y(pooled_shape(x.shape(), p), x.dtype());
   std::vector<std::int32_t> local;
   std::vector<std::int32_t>& arg = argmax != nullptr ? *argmax : local;
-  arg.assign(static_cast<std::size_t>(y.size()), 0);
+  arg.resize(static_cast<std::size_t>(y.size()));
   dispatch(x.dtype(), [&](auto zero) {
     using T = decltype(zero);
     const T* xd = x.data<T>();
     T* yd = y.data<T>();
     for_each_plane(p, [&](std::int64_t q) {
       const T* plane = xd + q * p.H * p.W;
-      for (std::int64_t oh = 0; oh < p.OH; ++oh) {
-        for (std::int64_t ow = 0; ow < p.OW; ++ow) {
-          std::int64_t best = oh * p.sh * p.W + ow * p.sw;
-          for (std::int64_t i = 0; i < p.kh; ++i) {
-            for (std::int64_t j = 0; j < p.kw; ++j) {
-              const std::int64_t at = (oh * p.sh + i) * p.W + ow * p.sw + j;
-              // Strictly greater: ties keep the first maximum. A NaN wins
-              // over numbers (it propagates, as in NumPy's max).
-              if (plane[at] > plane[best] || (std::isnan(plane[at]) && !std::isnan(plane[best])))
-                best = at;
+      T* best = yd + q * p.OH * p.OW;
+      std::int32_t* at = arg.data() + q * p.OH * p.OW;
+      for (std::int64_t oh = 0; oh < p.OH; ++oh, best += p.OW, at += p.OW) {
+        // Window offsets (i, j) in row-major order, each over the whole
+        // output row: the inner loop runs along memory. Strictly greater
+        // keeps the first maximum on ties; a NaN wins over numbers (it
+        // propagates, as in NumPy's max).
+        for (std::int64_t i = 0; i < p.kh; ++i) {
+          for (std::int64_t j = 0; j < p.kw; ++j) {
+            const std::int64_t start = (oh * p.sh + i) * p.W + j;
+            const T* row = plane + start;
+            for (std::int64_t ow = 0; ow < p.OW; ++ow) {
+              const T v = row[ow * p.sw];
+              const auto index = static_cast<std::int32_t>(start + ow * p.sw);
+              if ((i == 0 && j == 0) || v > best[ow] || (v != v && best[ow] == best[ow])) {
+                best[ow] = v;
+                at[ow] = index;
+              }
             }
           }
-          const std::int64_t out = q * p.OH * p.OW + oh * p.OW + ow;
-          yd[out] = plane[best];
-          arg[static_cast<std::size_t>(out)] = static_cast<std::int32_t>(best);
         }
       }
     });
