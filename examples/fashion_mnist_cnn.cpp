@@ -20,6 +20,7 @@
 #include <numeric>
 #include <random>
 
+#include "examples/fashion_mnist_cnn_network.hpp"
 #include "examples/fashion_mnist_data.hpp"
 #include "npdl.hpp"
 
@@ -85,30 +86,12 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
-/// The network. Without BatchNormal each convolution and the hidden
-/// dense layer apply relu themselves; with it, BatchNormal sits between each
-/// affine map and its relu. BatchNormal draws nothing from the generator
-/// (gamma one, beta zero), so the weights drawn in layer order are the same.
+/// The network (examples/fashion_mnist_cnn_network.hpp), seeded so
+/// that both variants start from the same weights.
 std::unique_ptr<model::Model> make_network(bool with_batchnorm, const Options& o) {
-  using namespace npdl::layers;
   set_seed(o.seed);
   auto m = std::make_unique<model::Model>();
-  const char* conv_activation = with_batchnorm ? "linear" : "relu";
-  auto normalised_relu = [&](int axis) {
-    if (!with_batchnorm) return;
-    m->add<BatchNormal>(1e-6, 0.9, axis);
-    m->add<Activation>("relu");
-  };
-  m->add<Convolution>(32, 3, Shape{1, 28, 28}, 1, "glorot_uniform", conv_activation);
-  normalised_relu(1);
-  m->add<MaxPooling>(2);
-  m->add<Convolution>(64, 3, Shape{}, 1, "glorot_uniform", conv_activation);
-  normalised_relu(1);
-  m->add<MaxPooling>(2);
-  m->add<Flatten>();
-  m->add<Dense>(128, 0, "glorot_uniform", conv_activation);
-  normalised_relu(0);
-  m->add<Dense>(10, 0, "glorot_uniform", "softmax");
+  fashion_mnist::add_cnn_layers(*m, with_batchnorm);
   model::OptimizerOptions options;
   options.lr = o.lr;
   options.decay = o.decay;
