@@ -91,10 +91,10 @@ class BatchNormal : public Layer {
 
  protected:
   void build(const Shape& input_shape) override;
+  std::vector<Tensor*> state_tensors() override { return {&running_mean_, &running_var_}; }
 
  private:
   void check_input(const Tensor& x, bool training, bool scan_values) const;
-  void match_dtype(DType dtype);
   void update_running_stats(const BatchNormStats& stats, std::int64_t M);
   Tensor checked_param(const Tensor& t, const char* what) const;
 
@@ -106,7 +106,6 @@ class BatchNormal : public Layer {
   BatchNormLayout layout_;
   ParameterPtr beta_, gamma_;
   Tensor running_mean_, running_var_;
-  bool has_run_ = false;  // a forward has used the parameters' dtype
 };
 
 }  // namespace npdl::layers

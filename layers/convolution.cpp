@@ -111,21 +111,6 @@ void Convolution::build(const Shape& input_shape) {
   b_ = std::move(b);
   padding_ = padding;
   output_shape_ = {nb_filter_, out.h, out.w};
-  has_run_ = false;
-}
-
-void Convolution::match_dtype(DType dtype) {
-  if (W_->value.dtype() == dtype) return;
-  if (has_run_) {
-    throw DTypeError(name() + "'s parameters are " + npdl::to_string(W_->value.dtype()) +
-                     " (fixed by earlier forwards), got a " + npdl::to_string(dtype) + " input");
-  }
-  // Before the first forward the parameters follow the input's dtype, so
-  // that a float64 gradient check runs in float64 throughout.
-  for (const ParameterPtr& p : {W_, b_}) {
-    p->value = p->value.astype(dtype);
-    p->grad = p->grad.astype(dtype);
-  }
 }
 
 Var Convolution::convolve(const Var& input) {
@@ -135,7 +120,7 @@ Var Convolution::convolve(const Var& input) {
   const Var W = graph != nullptr ? graph->param(W_) : Var(W_->value);
   const Var b = graph != nullptr ? graph->param(b_) : Var(b_->value);
   Var y = ops::conv2d(input, W, stride_, padding_) + ops::reshape(b, {1, nb_filter_, 1, 1});
-  has_run_ = true;
+  fix_dtype();
   return y;
 }
 

@@ -70,7 +70,6 @@ class Convolution : public Layer, public EndsInActivation {
 
  private:
   Var convolve(const Var& input);
-  void match_dtype(DType dtype);
 
   std::int64_t nb_filter_;
   Size2 filter_size_, stride_;
@@ -81,7 +80,6 @@ class Convolution : public Layer, public EndsInActivation {
   Padding2d padding_;
   Shape output_shape_;
   ParameterPtr W_, b_;
-  bool has_run_ = false;  // a forward has fixed the parameters' dtype
 };
 
 }  // namespace npdl::layers

@@ -9,8 +9,8 @@ const std::vector<const OpInfo*>& catalog() {
       &kAdd,  &kSub,     &kMul,     &kDiv,         &kAddScalar, &kMulScalar,
       &kNeg,  &kSquare,  &kSqrt,    &kRsqrt,       &kExp,       &kLog,
       &kSum,  &kMean,    &kReshape, &kBroadcastTo, &kTranspose, &kMatmul,
-      &kRelu, &kSigmoid, &kTanh,    &kSoftmax,     &kLogSoftmax,
-      &kConv2d, &kMaxPool2d, &kMeanPool2d};
+      &kRelu, &kSigmoid, &kTanh,    &kSoftplus,    &kLeakyRelu, &kElu,
+      &kSoftmax, &kLogSoftmax, &kConv2d, &kMaxPool2d, &kMeanPool2d};
   return all;
 }
 

@@ -8,6 +8,6 @@ extern const OpInfo kAdd, kSub, kMul, kDiv, kAddScalar, kMulScalar, kNeg, kSquar
 extern const OpInfo kSum, kMean;
 extern const OpInfo kReshape, kBroadcastTo, kTranspose;
 extern const OpInfo kMatmul;
-extern const OpInfo kRelu, kSigmoid, kTanh, kSoftmax, kLogSoftmax;
+extern const OpInfo kRelu, kSigmoid, kTanh, kSoftplus, kLeakyRelu, kElu, kSoftmax, kLogSoftmax;
 extern const OpInfo kConv2d, kMaxPool2d, kMeanPool2d;
 }  // namespace npdl::ops::info

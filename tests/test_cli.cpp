@@ -503,6 +503,22 @@ TEST_F(CliTest, GradcheckBadInput) {
   expect_one_line_error(r, "npdl gradcheck batchnorm", "axis -3");
 }
 
+// Issue 15, items 5 and 7: empty and overflowing shapes exit 1 with a
+// message instead of dying on a signal.
+TEST_F(CliTest, EmptyAndOverflowingShapesAreOneLineErrors) {
+  const std::string empty = save("empty.npy", Tensor::zeros({4, 0}));
+  CliResult r = run({"explain", "batchnorm", "--x", empty});
+  EXPECT_EQ(r.status, cli::kFailed);
+  expect_one_line_error(r, "npdl explain batchnorm", "at least one feature");
+  r = run({"bn", "--x", empty, "--backward", "autodiff", "--out", path("out")});
+  EXPECT_EQ(r.status, cli::kFailed);
+  expect_one_line_error(r, "npdl bn", "at least one feature");
+  EXPECT_TRUE(files_in("out").empty());
+  r = run({"gradcheck", "batchnorm", "--shape", "2305843009213693952,2"});
+  EXPECT_EQ(r.status, cli::kFailed);
+  expect_one_line_error(r, "npdl gradcheck batchnorm", "2305843009213693952");
+}
+
 // ---------------------------------------------------------------------------
 // npdl graph batchnorm
 
