@@ -109,7 +109,7 @@ void im2col(const ConvGeometry& g, const T* x, std::int64_t n0, std::int64_t n1,
     std::fill(d, d + lo, T(0));
     if (hi > lo) {
       if (g.sw == 1) {
-        std::copy(x + src + lo, x + src + hi, d + lo);
+        std::copy(x + (src + lo), x + (src + hi), d + lo);
       } else {
         for (std::int64_t ow = lo; ow < hi; ++ow) d[ow] = x[src + ow * g.sw];
       }
