@@ -36,7 +36,8 @@ def fmt(v, digits=0):
 
 def main():
     context, m = medians(sys.argv[1])
-    print(f"torch: {context.get('torch', 'not built')}; heap: {context.get('heap', '?')}")
+    print(f"torch: {context.get('torch', 'not built')}; heap: {context.get('heap', '?')}; "
+          f"OpenMP waiting: {context.get('omp_wait_policy', '?')}")
     print(f"load average at start: {context.get('load_avg', '?')}\n")
     print("| network | batch | threads | npdl samples/s | LibTorch samples/s | npdl / LibTorch "
           "| by CPU time (1 thread) |")
