@@ -141,7 +141,7 @@ void plot(const std::string& csv, const std::string& png, const std::string& scr
      << "set output '" << png << "'\n"
      << "set datafile separator ','\n"
      << "set title 'Fashion-MNIST CNN (conv32-pool-conv64-pool-dense128), " << o.optimizer
-     << " lr " << o.lr << ", batch " << o.batch_size << "'\n"
+     << " lr " << o.lr << " decay " << o.decay << ", batch " << o.batch_size << "'\n"
      << "set xlabel 'epochs'\nset ylabel 'test accuracy'\n"
      << "set key bottom right\nset grid\n"
      << "plot '" << csv << "' using 2:3 with linespoints title 'without BatchNormal', \\\n"
