@@ -103,29 +103,29 @@ void for_each_col_run(const ConvGeometry& g, std::int64_t n0, std::int64_t n1, F
 
 template <class T>
 void im2col(const ConvGeometry& g, const T* x, std::int64_t n0, std::int64_t n1, T* col) {
-  for_each_col_run(g, n0, n1, [&](std::int64_t dst, std::int64_t src, std::int64_t lo,
-                                  std::int64_t hi) {
-    T* d = col + dst;
-    std::fill(d, d + lo, T(0));
-    if (hi > lo) {
-      if (g.sw == 1) {
-        std::copy(x + (src + lo), x + (src + hi), d + lo);
-      } else {
-        for (std::int64_t ow = lo; ow < hi; ++ow) d[ow] = x[src + ow * g.sw];
-      }
-    }
-    std::fill(d + hi, d + g.OW, T(0));
-  });
+  for_each_col_run(g, n0, n1,
+                   [&](std::int64_t dst, std::int64_t src, std::int64_t lo, std::int64_t hi) {
+                     T* d = col + dst;
+                     std::fill(d, d + lo, T(0));
+                     if (hi > lo) {
+                       if (g.sw == 1) {
+                         std::copy(x + (src + lo), x + (src + hi), d + lo);
+                       } else {
+                         for (std::int64_t ow = lo; ow < hi; ++ow) d[ow] = x[src + ow * g.sw];
+                       }
+                     }
+                     std::fill(d + hi, d + g.OW, T(0));
+                   });
 }
 
 // The adjoint of im2col: adds every col entry to the input element it came from.
 template <class T>
 void col2im_add(const ConvGeometry& g, const T* col, std::int64_t n0, std::int64_t n1, T* x) {
-  for_each_col_run(g, n0, n1, [&](std::int64_t dst, std::int64_t src, std::int64_t lo,
-                                  std::int64_t hi) {
-    const T* s = col + dst;
-    for (std::int64_t ow = lo; ow < hi; ++ow) x[src + ow * g.sw] += s[ow];
-  });
+  for_each_col_run(g, n0, n1,
+                   [&](std::int64_t dst, std::int64_t src, std::int64_t lo, std::int64_t hi) {
+                     const T* s = col + dst;
+                     for (std::int64_t ow = lo; ow < hi; ++ow) x[src + ow * g.sw] += s[ow];
+                   });
 }
 
 // A product's (F, group columns) layout -> NCHW samples n0..n1 of y.
@@ -170,7 +170,7 @@ ConvGeometry conv_geometry(const Tensor& x, const Tensor& w, Size2 stride,
                      to_string(xs) + " with " + std::to_string(xs[1]));
   }
   const Size2 out = window_output_size({xs[2], xs[3]}, {ws[2], ws[3]}, stride, padding, "conv2d");
-  return {xs[0], xs[1], xs[2], xs[3], ws[0],    ws[2],       ws[3],
+  return {xs[0], xs[1], xs[2],    xs[3],    ws[0],       ws[2],       ws[3],
           out.h, out.w, stride.h, stride.w, padding.top, padding.left};
 }
 
@@ -226,8 +226,8 @@ PoolGeometry pool_geometry(const Shape& xs, Size2 window, Size2 stride, const ch
 
 template <class Fn>
 void for_each_plane(const PoolGeometry& p, Fn&& fn) {
-  const std::int64_t grain = std::max<std::int64_t>(1, kElementGrain / std::max<std::int64_t>(
-                                                                           1, p.H * p.W));
+  const std::int64_t grain =
+      std::max<std::int64_t>(1, kElementGrain / std::max<std::int64_t>(1, p.H * p.W));
   parallel_for(p.planes, grain, [&](std::int64_t lo, std::int64_t hi) {
     for (std::int64_t q = lo; q < hi; ++q) fn(q);
   });
@@ -250,7 +250,8 @@ Size2 window_output_size(Size2 input, Size2 window, Size2 stride, const Padding2
   if (padding.top < 0 || padding.bottom < 0 || padding.left < 0 || padding.right < 0) {
     throw ValueError(name + ": padding must be >= 0, got " + padding_text(padding));
   }
-  const Size2 padded{input.h + padding.top + padding.bottom, input.w + padding.left + padding.right};
+  const Size2 padded{input.h + padding.top + padding.bottom,
+                     input.w + padding.left + padding.right};
   if (window.h > padded.h || window.w > padded.w) {
     throw ShapeError(name + ": a window of " + pair_text(window) +
                      " needs a (padded) input at least that large, got an input of " +
@@ -273,8 +274,7 @@ Conv2dGrads conv2d_backward(const Tensor& gy, const Tensor& x, const Tensor& w, 
   check_same_shape({g.N, g.F, g.OH, g.OW}, gy.shape(), "conv2d_backward: gy");
   check_same_dtype(x, gy, "conv2d_backward");
   if (g.N == 0) return {Tensor::zeros(x.shape(), x.dtype()), Tensor::zeros(w.shape(), w.dtype())};
-  return dispatch(x.dtype(),
-                  [&](auto zero) { return conv2d_grads<decltype(zero)>(g, gy, x, w); });
+  return dispatch(x.dtype(), [&](auto zero) { return conv2d_grads<decltype(zero)>(g, gy, x, w); });
 }
 
 Tensor max_pool2d(const Tensor& x, Size2 window, Size2 stride, std::vector<std::int32_t>* argmax) {

@@ -14,11 +14,12 @@
 // anything allocates; npdl recycles its buffers in its own storage cache
 // and is not affected. benchmarks/run also makes LibTorch's OpenMP threads
 // wait passively (OMP_WAIT_POLICY), as the batch-norm benchmarks do.
+#include "bench_cnn.hpp"
+
 #include <malloc.h>
 
 #include <cstdlib>
 
-#include "bench_cnn.hpp"
 #include "examples/fashion_mnist_cnn_network.hpp"
 #include "npdl.hpp"
 
@@ -101,8 +102,8 @@ void register_all() {
       }
     }
     for (const ConvShape& s : conv_shapes()) {
-      configure(benchmark::RegisterBenchmark(conv_name(s, "npdl", threads).c_str(), BM_NpdlConv,
-                                             s, threads));
+      configure(benchmark::RegisterBenchmark(conv_name(s, "npdl", threads).c_str(), BM_NpdlConv, s,
+                                             threads));
 #ifdef NPDL_BENCH_TORCH
       register_torch_conv(s, threads);
 #endif
@@ -115,7 +116,8 @@ void register_all() {
 
 int main(int argc, char** argv) {
   // Note [Heap reuse]: before anything allocates.
-  const bool heap_kept = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, -1) == 1;
+  const bool heap_kept =
+      mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, -1) == 1;
   benchmark::Initialize(&argc, argv);
   benchmark::AddCustomContext("heap", heap_kept ? "kept (mmap threshold 32 MiB, no trim)"
                                                 : "glibc defaults (mallopt refused)");

@@ -96,8 +96,8 @@ void register_torch_cnn_step(bool batchnorm, std::int64_t batch, int threads) {
 }
 
 void register_torch_conv(const ConvShape& s, int threads) {
-  configure(
-      benchmark::RegisterBenchmark(conv_name(s, "torch", threads).c_str(), BM_TorchConv, s, threads));
+  configure(benchmark::RegisterBenchmark(conv_name(s, "torch", threads).c_str(), BM_TorchConv, s,
+                                         threads));
 }
 
 std::string torch_setup() {
@@ -105,8 +105,8 @@ std::string torch_setup() {
   std::string blas = "unknown";
   if (void* fn = dlsym(RTLD_DEFAULT, "sgemm_"); fn != nullptr && dladdr(fn, &info) != 0)
     blas = info.dli_fname;
-  return "LibTorch " + std::string(TORCH_VERSION) + ", BLAS " + blas +
-         ", oneDNN (mkldnn) " + (at::hasMKLDNN() ? "on" : "absent");
+  return "LibTorch " + std::string(TORCH_VERSION) + ", BLAS " + blas + ", oneDNN (mkldnn) " +
+         (at::hasMKLDNN() ? "on" : "absent");
 }
 
 }  // namespace npdl::bench

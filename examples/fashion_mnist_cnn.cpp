@@ -140,8 +140,8 @@ void plot(const std::string& csv, const std::string& png, const std::string& scr
   gp << "set terminal pngcairo size 900,600 noenhanced\n"
      << "set output '" << png << "'\n"
      << "set datafile separator ','\n"
-     << "set title 'Fashion-MNIST CNN (conv32-pool-conv64-pool-dense128), " << o.optimizer
-     << " lr " << o.lr << " decay " << o.decay << ", batch " << o.batch_size << "'\n"
+     << "set title 'Fashion-MNIST CNN (conv32-pool-conv64-pool-dense128), " << o.optimizer << " lr "
+     << o.lr << " decay " << o.decay << ", batch " << o.batch_size << "'\n"
      << "set xlabel 'epochs'\nset ylabel 'test accuracy'\n"
      << "set key bottom right\nset grid\n"
      << "plot '" << csv << "' using 2:3 with linespoints title 'without BatchNormal', \\\n"
@@ -178,14 +178,13 @@ int run(const Options& o) {
   std::iota(order.begin(), order.end(), 0);
   std::vector<Point> curve;
   auto score = [&](std::int64_t step) {
-    const Point p{step, double(step) / double(per_epoch),
-                  plain->evaluate(test_x, test.y).accuracy,
+    const Point p{step, double(step) / double(per_epoch), plain->evaluate(test_x, test.y).accuracy,
                   batchnorm->evaluate(test_x, test.y).accuracy};
     curve.push_back(p);
     std::cout << "step " << std::setw(6) << step << " (epoch " << std::setprecision(2) << p.epoch
               << ")  test accuracy  without BatchNormal " << std::setprecision(4) << p.plain
-              << "  with BatchNormal " << p.batchnorm << "  (" << std::setprecision(1)
-              << seconds() << " s)\n"
+              << "  with BatchNormal " << p.batchnorm << "  (" << std::setprecision(1) << seconds()
+              << " s)\n"
               << std::flush;
   };
   score(0);

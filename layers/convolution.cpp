@@ -34,8 +34,8 @@ ConvPadding::ConvPadding(const std::string& mode) {
   } else if (mode == "same") {
     mode_ = Mode::Same;
   } else {
-    throw ValueError("Convolution padding must be 'valid', 'same' or zeros per side, got '" +
-                     mode + "'");
+    throw ValueError("Convolution padding must be 'valid', 'same' or zeros per side, got '" + mode +
+                     "'");
   }
 }
 
@@ -67,8 +67,8 @@ std::string ConvPadding::describe() const {
          ", left " + std::to_string(sides_.left) + ", right " + std::to_string(sides_.right) + ")";
 }
 
-Convolution::Convolution(std::int64_t nb_filter, Size2 filter_size, Shape input_shape,
-                         Size2 stride, initializers::InitSpec init, const std::string& activation,
+Convolution::Convolution(std::int64_t nb_filter, Size2 filter_size, Shape input_shape, Size2 stride,
+                         initializers::InitSpec init, const std::string& activation,
                          ConvPadding padding)
     : nb_filter_(nb_filter),
       filter_size_(filter_size),

@@ -1,7 +1,8 @@
 // conv2d: forward, VJP and formula text. The matrix-product lowering and its
 // derivation are in autodiff/conv_math.cpp (Note [Convolution as matrix products]).
-#include "autodiff/conv_math.hpp"
 #include "ops/conv.hpp"
+
+#include "autodiff/conv_math.hpp"
 #include "ops/info.hpp"
 #include "ops/record.hpp"
 

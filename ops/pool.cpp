@@ -23,10 +23,9 @@ Var max_pool2d(const Var& x, Size2 window, Size2 stride) {
   // The VJP needs only where each maximum was, not x itself.
   auto argmax = std::make_shared<std::vector<std::int32_t>>();
   Tensor y = math::max_pool2d(x.value(), window, stride, argmax.get());
-  return record(info::kMaxPool2d, {&x}, std::move(y), {},
-                [argmax](const VjpArgs& c) -> Tensors {
-                  return {math::max_pool2d_backward(c.grad, *argmax, c.input_shapes[0])};
-                });
+  return record(info::kMaxPool2d, {&x}, std::move(y), {}, [argmax](const VjpArgs& c) -> Tensors {
+    return {math::max_pool2d_backward(c.grad, *argmax, c.input_shapes[0])};
+  });
 }
 
 Var mean_pool2d(const Var& x, Size2 window, Size2 stride) {

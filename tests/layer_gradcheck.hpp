@@ -12,7 +12,7 @@ namespace npdl::layers {
 /// against central differences of its forward, in float64. `reseed` makes
 /// every forward draw the same random numbers (Dropout's mask).
 inline GradCheckReport layer_gradcheck(Layer& layer, const Tensor& x, bool training = true,
-                                std::uint64_t reseed = 0) {
+                                       std::uint64_t reseed = 0) {
   auto forward = [&](const Tensor& in) {
     if (reseed != 0) set_seed(reseed);
     return layer.forward(in, training);

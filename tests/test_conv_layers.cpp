@@ -41,10 +41,10 @@ TEST_P(ConvolutionLayer, BackwardMatchesFiniteDifferences) {
   Convolution layer(c.filters, c.filter, {}, c.stride, "glorot_uniform", c.activation, c.padding);
   EXPECT_GRADIENTS_MATCH(layer_gradcheck(layer, Tensor::randn(c.x, 4), c.training));
   // The bias has had an effect: its gradient is not zero.
-  EXPECT_GT(math::max_abs_diff(layer.b()->grad, Tensor::zeros(layer.b()->grad.shape(),
-                                                              DType::Float64))
-                .abs,
-            0.0);
+  EXPECT_GT(
+      math::max_abs_diff(layer.b()->grad, Tensor::zeros(layer.b()->grad.shape(), DType::Float64))
+          .abs,
+      0.0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, ConvolutionLayer, ::testing::ValuesIn(kConvLayerCases),

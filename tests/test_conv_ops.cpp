@@ -121,9 +121,9 @@ TEST(Conv2d, RecordsOneVertexWithItsCatalogueEntry) {
   EXPECT_STREQ(graph.impl()[y.vertex()].op->name, "conv2d");
   const auto& all = ops::catalog();
   for (const char* name : {"conv2d", "max_pool2d", "mean_pool2d"}) {
-    EXPECT_TRUE(std::any_of(all.begin(), all.end(),
-                            [&](const OpInfo* op) { return std::string(op->name) == name; }))
-        << name;
+    EXPECT_TRUE(std::any_of(all.begin(), all.end(), [&](const OpInfo* op) {
+      return std::string(op->name) == name;
+    })) << name;
   }
 }
 
@@ -146,9 +146,8 @@ void expect_rejected(Fn fn, const std::string& fragment) {
 
 TEST(Conv2d, BadInputIsATypedErrorAndRecordsNothing) {
   auto conv = [](Shape xs, Shape ws, Size2 stride = 1, Padding2d pad = {}) {
-    return [=](Graph& g) {
-      ops::conv2d(g.variable(rnd(xs, 1)), g.variable(rnd(ws, 2)), stride, pad);
-    };
+    return
+        [=](Graph& g) { ops::conv2d(g.variable(rnd(xs, 1)), g.variable(rnd(ws, 2)), stride, pad); };
   };
   expect_rejected<ShapeError>(conv({2, 3, 5}, {4, 3, 3, 3}), "(2, 3, 5)");
   expect_rejected<ShapeError>(conv({1, 2, 5, 5}, {4, 3, 3, 3}), "expect 3 input channels");
@@ -192,12 +191,9 @@ struct PoolCase {
 };
 
 const PoolCase kPoolCases[] = {
-    {"window2_stride2", {2, 3, 6, 4}, 2, 2},
-    {"trailing_rows_dropped", {2, 2, 7, 5}, 2, 2},
-    {"overlapping", {1, 2, 5, 5}, 3, 1},
-    {"rectangular", {2, 1, 6, 7}, {3, 2}, {2, 3}},
-    {"window_is_input", {3, 2, 4, 3}, {4, 3}, 1},
-    {"one_by_one_stride2", {1, 2, 5, 4}, 1, 2},
+    {"window2_stride2", {2, 3, 6, 4}, 2, 2},      {"trailing_rows_dropped", {2, 2, 7, 5}, 2, 2},
+    {"overlapping", {1, 2, 5, 5}, 3, 1},          {"rectangular", {2, 1, 6, 7}, {3, 2}, {2, 3}},
+    {"window_is_input", {3, 2, 4, 3}, {4, 3}, 1}, {"one_by_one_stride2", {1, 2, 5, 4}, 1, 2},
 };
 
 class PoolCases : public ::testing::TestWithParam<PoolCase> {};
@@ -254,7 +250,8 @@ TEST(MaxPool2d, OverlappingWindowsAddTheirGradients) {
 
 TEST(Pooling, BadInputIsATypedErrorAndRecordsNothing) {
   using PoolFn = Var (*)(const Var&, Size2, Size2);
-  for (PoolFn pool : {static_cast<PoolFn>(ops::max_pool2d), static_cast<PoolFn>(ops::mean_pool2d)}) {
+  for (PoolFn pool :
+       {static_cast<PoolFn>(ops::max_pool2d), static_cast<PoolFn>(ops::mean_pool2d)}) {
     auto call = [pool](Shape xs, Size2 k, Size2 s) {
       return [=](Graph& g) { pool(g.variable(rnd(xs, 1)), k, s); };
     };
