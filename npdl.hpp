@@ -1,5 +1,6 @@
 #pragma once
 // The whole public API of npdl.
+#include "autodiff/conv_math.hpp"
 #include "autodiff/error.hpp"
 #include "autodiff/export.hpp"
 #include "autodiff/gradcheck.hpp"
@@ -12,10 +13,12 @@
 #include "io/idx.hpp"
 #include "layers/activation.hpp"
 #include "layers/batch_normal.hpp"
+#include "layers/convolution.hpp"
 #include "layers/dropout.hpp"
 #include "layers/initializers.hpp"
 #include "layers/layer.hpp"
 #include "layers/linear.hpp"
+#include "layers/pooling.hpp"
 #include "layers/reshape.hpp"
 #include "model/model.hpp"
 #include "model/objectives.hpp"

@@ -19,6 +19,7 @@
 #include <numeric>
 #include <random>
 
+#include "examples/fashion_mnist_data.hpp"
 #include "npdl.hpp"
 
 namespace {
@@ -77,31 +78,7 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
-struct Split {
-  Tensor x, y;
-  std::vector<int> labels;
-};
-
-Split load_split(const std::string& dir, const std::string& prefix) {
-  const std::string images = dir + "/" + prefix + "-images-idx3-ubyte.gz";
-  const std::string labels = dir + "/" + prefix + "-labels-idx1-ubyte.gz";
-  for (const std::string& f : {images, labels}) {
-    if (!std::filesystem::exists(f)) {
-      throw IOError("Fashion-MNIST not found: " + f +
-                    " is missing. Install the Debian package dataset-fashion-mnist "
-                    "(apt-get install dataset-fashion-mnist) or pass --data DIR");
-    }
-  }
-  Split s;
-  s.x = io::read_idx_images(images);  // pixels in [0, 1], float32
-  s.labels = io::read_idx_labels(labels);
-  if (static_cast<std::int64_t>(s.labels.size()) != s.x.dim(0)) {
-    throw ShapeError(prefix + ": " + std::to_string(s.x.dim(0)) + " images but " +
-                     std::to_string(s.labels.size()) + " labels");
-  }
-  s.y = model::one_hot(s.labels, 10);
-  return s;
-}
+using fashion_mnist::load_split;
 
 /// The paper's network; with_batchnorm puts BatchNormal between each hidden
 /// layer's affine map and its sigmoid.
@@ -139,8 +116,6 @@ void write_csv(const std::string& path, const std::vector<Point>& curve) {
   if (!out) throw IOError("cannot write " + path);
 }
 
-bool gnuplot_installed() { return std::system("command -v gnuplot >/dev/null 2>&1") == 0; }
-
 void plot(const std::string& csv, const std::string& png, const std::string& script,
           const Options& o) {
   std::ofstream gp(script);
@@ -154,10 +129,7 @@ void plot(const std::string& csv, const std::string& png, const std::string& scr
      << "plot '" << csv << "' using 1:2 with linespoints title 'without BatchNormal', \\\n"
      << "     '" << csv << "' using 1:3 with linespoints title 'with BatchNormal'\n";
   gp.close();
-  const std::string command = "gnuplot '" + script + "'";
-  if (std::system(command.c_str()) != 0) {
-    std::cerr << "warning: gnuplot failed; the CSV " << csv << " has the curves\n";
-  }
+  fashion_mnist::run_gnuplot(script, csv);
 }
 
 /// The paper's measure: how many steps the BatchNormal network needs to
@@ -187,8 +159,8 @@ int run(const Options& o) {
   };
   auto plain = make_network(false, o);  // first: a bad option fails before the data loads
   auto batchnorm = make_network(true, o);
-  const Split train = load_split(o.data, "train");
-  const Split test = load_split(o.data, "t10k");
+  const fashion_mnist::Split train = load_split(o.data, "train");
+  const fashion_mnist::Split test = load_split(o.data, "t10k");
   std::cout << "Fashion-MNIST: " << train.x.dim(0) << " training and " << test.x.dim(0)
             << " test images (loaded in " << std::fixed << std::setprecision(1) << seconds()
             << " s)\n";
@@ -228,7 +200,7 @@ int run(const Options& o) {
   const std::string csv = o.out + "/fashion_mnist_accuracy.csv";
   write_csv(csv, curve);
   std::cout << "curves: " << csv << '\n';
-  if (gnuplot_installed()) {
+  if (fashion_mnist::gnuplot_installed()) {
     const std::string png = o.out + "/fashion_mnist_accuracy.png";
     plot(csv, png, o.out + "/fashion_mnist_accuracy.gp", o);
     std::cout << "plot:   " << png << '\n';

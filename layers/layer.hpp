@@ -28,6 +28,9 @@ class Layer {
   /// Input and output shape without the samples axis (valid once connected).
   const Shape& input_shape() const { return input_shape_; }
   virtual Shape output_shape() const { return input_shape_; }
+  /// The input shape given at construction (npdl's n_in, input_shape), or
+  /// empty when it is taken from the previous layer or the first input.
+  virtual Shape declared_input_shape() const { return {}; }
 
   /// Records the layer applied to `input` on its graph. Connects the layer
   /// to the input's shape on first use (lazy sizing).

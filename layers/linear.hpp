@@ -28,6 +28,7 @@ class Linear : public Layer {
   std::int64_t n_out() const { return n_out_; }
   /// The input size given at construction (0 when it is taken from the data).
   std::int64_t n_in() const { return n_in_; }
+  Shape declared_input_shape() const override { return n_in_ > 0 ? Shape{n_in_} : Shape{}; }
   const ParameterPtr& W() const { return W_; }
   const ParameterPtr& b() const { return b_; }
 

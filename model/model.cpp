@@ -118,11 +118,11 @@ void Model::compile(ObjectivePtr loss, OptimizerPtr optimizer) {
   if (layers_.empty()) throw GraphError("Model.compile: the model has no layers; add some first");
   if (!loss || !optimizer) throw ValueError("Model.compile: expected a loss and an optimizer");
   // npdl connects the stack at compile time; here that is possible when the
-  // first layer declares its input size (Linear/Dense with n_in), and
-  // otherwise happens on the first batch.
-  if (auto* first = dynamic_cast<layers::Linear*>(layers_.front().get());
-      first != nullptr && first->n_in() > 0 && !first->connected()) {
-    build({first->n_in()});
+  // first layer declares its input shape (Dense's n_in, Convolution's
+  // input_shape), and otherwise happens on the first batch.
+  if (const Shape declared = layers_.front()->declared_input_shape();
+      !declared.empty() && !layers_.front()->connected()) {
+    build(declared);
   }
   loss_ = std::move(loss);
   optimizer_ = std::move(optimizer);

@@ -10,7 +10,7 @@ const std::vector<const OpInfo*>& catalog() {
       &kNeg,  &kSquare,  &kSqrt,    &kRsqrt,       &kExp,       &kLog,
       &kSum,  &kMean,    &kReshape, &kBroadcastTo, &kTranspose, &kMatmul,
       &kRelu, &kSigmoid, &kTanh,    &kSoftplus,    &kLeakyRelu, &kElu,
-      &kSoftmax, &kLogSoftmax};
+      &kSoftmax, &kLogSoftmax, &kConv2d, &kMaxPool2d, &kMeanPool2d};
   return all;
 }
 

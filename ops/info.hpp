@@ -9,4 +9,5 @@ extern const OpInfo kSum, kMean;
 extern const OpInfo kReshape, kBroadcastTo, kTranspose;
 extern const OpInfo kMatmul;
 extern const OpInfo kRelu, kSigmoid, kTanh, kSoftplus, kLeakyRelu, kElu, kSoftmax, kLogSoftmax;
+extern const OpInfo kConv2d, kMaxPool2d, kMeanPool2d;
 }  // namespace npdl::ops::info

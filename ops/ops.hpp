@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "autodiff/graph.hpp"
+#include "ops/conv.hpp"
 
 namespace npdl::ops {
 

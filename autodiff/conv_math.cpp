@@ -1,0 +1,404 @@
+#include "autodiff/conv_math.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+
+#include "autodiff/parallel.hpp"
+#include "autodiff/tensor_math.hpp"
+
+namespace npdl::math {
+namespace {
+
+std::string pair_text(Size2 s) {
+  return "(" + std::to_string(s.h) + ", " + std::to_string(s.w) + ")";
+}
+
+std::string padding_text(const Padding2d& p) {
+  return "(top " + std::to_string(p.top) + ", bottom " + std::to_string(p.bottom) + ", left " +
+         std::to_string(p.left) + ", right " + std::to_string(p.right) + ")";
+}
+
+void check_nchw(const Tensor& x, const char* what) {
+  if (x.rank() != 4) {
+    throw ShapeError(std::string(what) + " expects a 4-D input (N, C, H, W), got shape " +
+                     to_string(x.shape()));
+  }
+}
+
+// Note [Convolution as matrix products]
+// Each sample's receptive fields are unrolled into the columns of a matrix
+// (im2col): row (c, i, j), column (oh, ow) holds xpad[c, oh*sh + i, ow*sw + j].
+// With W viewed as the (F, C*KH*KW) matrix Wm the convolution is one matrix
+// product, Y = Wm @ col, and its VJPs are two more:
+//   gW   = sum over samples of gY @ col^T
+//   gcol = Wm^T @ gY, then col2im adds each column entry back to the input
+//          element it was copied from (the adjoint of im2col).
+// Samples are processed in groups whose columns sit side by side in one col
+// matrix, so each product is large enough for math::matmul to run near its
+// peak while col stays small. The grouping depends only on the shapes, never
+// on the thread count, and the per-group partial gW are added in group
+// order: results are the same bit for bit at any thread count.
+struct ConvGeometry {
+  std::int64_t N, C, H, W, F, KH, KW, OH, OW, sh, sw, pt, pl;
+  std::int64_t rows() const { return C * KH * KW; }  // of col
+  std::int64_t plane() const { return OH * OW; }
+};
+
+// Elements of col per group, at most (unless one sample alone needs more).
+constexpr std::int64_t kColBudget = std::int64_t{1} << 19;
+// Groups wanted at least, so that threads have work to share on small layers.
+constexpr std::int64_t kMinGroups = 8;
+
+struct Groups {
+  std::int64_t size, count;
+};
+
+Groups plan_groups(const ConvGeometry& g) {
+  const std::int64_t per_sample = g.rows() * g.plane();
+  const std::int64_t by_memory = (g.N * per_sample + kColBudget - 1) / kColBudget;
+  const std::int64_t wanted = std::max(by_memory, std::min(g.N, kMinGroups));
+  const std::int64_t size = (g.N + wanted - 1) / wanted;
+  return {size, (g.N + size - 1) / size};
+}
+
+// Range [lo, hi) of output columns ow whose input column ow*sw - pl + j lies
+// inside [0, W).
+std::pair<std::int64_t, std::int64_t> valid_columns(const ConvGeometry& g, std::int64_t j) {
+  const std::int64_t first = g.pl - j;  // ow * sw must reach at least this
+  const std::int64_t lo = first <= 0 ? 0 : (first + g.sw - 1) / g.sw;
+  const std::int64_t last = g.W - 1 + g.pl - j;  // ow * sw must stay at most this
+  const std::int64_t hi = last < 0 ? 0 : std::min(g.OW, last / g.sw + 1);
+  return {lo, std::max(lo, hi)};
+}
+
+// Calls fn(dst, src, lo, hi) for every (row of col, sample, output row) of
+// samples [n0, n1): dst is the col index of the run's OW entries, src the
+// input index that ow = 0 would read (it may lie before the plane: only
+// entries ow in [lo, hi) are inside the input; the rest read padding, and
+// lo == hi when the whole run lies in the padding).
+template <class Fn>
+void for_each_col_run(const ConvGeometry& g, std::int64_t n0, std::int64_t n1, Fn&& fn) {
+  const std::int64_t cols = (n1 - n0) * g.plane();
+  for (std::int64_t c = 0; c < g.C; ++c) {
+    for (std::int64_t i = 0; i < g.KH; ++i) {
+      for (std::int64_t j = 0; j < g.KW; ++j) {
+        const std::int64_t row = (c * g.KH + i) * g.KW + j;
+        const auto [lo, hi] = valid_columns(g, j);
+        for (std::int64_t n = n0; n < n1; ++n) {
+          const std::int64_t plane = (n * g.C + c) * g.H * g.W;
+          for (std::int64_t oh = 0; oh < g.OH; ++oh) {
+            const std::int64_t dst = row * cols + (n - n0) * g.plane() + oh * g.OW;
+            const std::int64_t ih = oh * g.sh - g.pt + i;
+            const bool inside = ih >= 0 && ih < g.H;
+            fn(dst, inside ? plane + ih * g.W - g.pl + j : -1, lo, inside ? hi : lo);
+          }
+        }
+      }
+    }
+  }
+}
+
+template <class T>
+void im2col(const ConvGeometry& g, const T* x, std::int64_t n0, std::int64_t n1, T* col) {
+  for_each_col_run(g, n0, n1,
+                   [&](std::int64_t dst, std::int64_t src, std::int64_t lo, std::int64_t hi) {
+                     T* d = col + dst;
+                     std::fill(d, d + lo, T(0));
+                     if (hi > lo) {
+                       if (g.sw == 1) {
+                         std::copy(x + (src + lo), x + (src + hi), d + lo);
+                       } else {
+                         for (std::int64_t ow = lo; ow < hi; ++ow) d[ow] = x[src + ow * g.sw];
+                       }
+                     }
+                     std::fill(d + hi, d + g.OW, T(0));
+                   });
+}
+
+// The adjoint of im2col: adds every col entry to the input element it came from.
+template <class T>
+void col2im_add(const ConvGeometry& g, const T* col, std::int64_t n0, std::int64_t n1, T* x) {
+  for_each_col_run(g, n0, n1,
+                   [&](std::int64_t dst, std::int64_t src, std::int64_t lo, std::int64_t hi) {
+                     const T* s = col + dst;
+                     for (std::int64_t ow = lo; ow < hi; ++ow) x[src + ow * g.sw] += s[ow];
+                   });
+}
+
+// A product's (F, group columns) layout -> NCHW samples n0..n1 of y.
+template <class T>
+void scatter_to_nchw(const ConvGeometry& g, std::int64_t n0, std::int64_t n1, const T* product,
+                     T* y) {
+  const std::int64_t cols = (n1 - n0) * g.plane();
+  for (std::int64_t n = n0; n < n1; ++n) {
+    for (std::int64_t f = 0; f < g.F; ++f) {
+      const T* from = product + f * cols + (n - n0) * g.plane();
+      std::copy(from, from + g.plane(), y + (n * g.F + f) * g.plane());
+    }
+  }
+}
+
+// NCHW samples n0..n1 of gy -> the (F, group columns) layout of a product.
+template <class T>
+void gather_from_nchw(const ConvGeometry& g, std::int64_t n0, std::int64_t n1, const T* gy,
+                      T* product) {
+  const std::int64_t cols = (n1 - n0) * g.plane();
+  for (std::int64_t n = n0; n < n1; ++n) {
+    for (std::int64_t f = 0; f < g.F; ++f) {
+      const T* from = gy + (n * g.F + f) * g.plane();
+      std::copy(from, from + g.plane(), product + f * cols + (n - n0) * g.plane());
+    }
+  }
+}
+
+ConvGeometry conv_geometry(const Tensor& x, const Tensor& w, Size2 stride,
+                           const Padding2d& padding) {
+  check_nchw(x, "conv2d");
+  if (w.rank() != 4) {
+    throw ShapeError("conv2d expects 4-D filters (F, C, KH, KW), got shape " +
+                     to_string(w.shape()));
+  }
+  check_same_dtype(x, w, "conv2d");
+  const Shape& xs = x.shape();
+  const Shape& ws = w.shape();
+  if (ws[1] != xs[1]) {
+    throw ShapeError("conv2d: filters of shape " + to_string(ws) + " expect " +
+                     std::to_string(ws[1]) + " input channels, got an input of shape " +
+                     to_string(xs) + " with " + std::to_string(xs[1]));
+  }
+  const Size2 out = window_output_size({xs[2], xs[3]}, {ws[2], ws[3]}, stride, padding, "conv2d");
+  return {xs[0], xs[1], xs[2],    xs[3],    ws[0],       ws[2],       ws[3],
+          out.h, out.w, stride.h, stride.w, padding.top, padding.left};
+}
+
+template <class T>
+void conv2d_forward(const ConvGeometry& g, const Tensor& x, const Tensor& w, Tensor& y) {
+  const Groups groups = plan_groups(g);
+  const Tensor wm = w.reshape({g.F, g.rows()});
+  parallel_for(groups.count, 1, [&](std::int64_t first, std::int64_t last) {
+    for (std::int64_t k = first; k < last; ++k) {
+      const std::int64_t n0 = k * groups.size, n1 = std::min(g.N, n0 + groups.size);
+      Tensor col({g.rows(), (n1 - n0) * g.plane()}, x.dtype());
+      im2col(g, x.data<T>(), n0, n1, col.data<T>());
+      Tensor product = matmul(wm, col);
+      scatter_to_nchw(g, n0, n1, product.data<T>(), y.data<T>());
+    }
+  });
+}
+
+template <class T>
+Conv2dGrads conv2d_grads(const ConvGeometry& g, const Tensor& gy, const Tensor& x,
+                         const Tensor& w) {
+  const Groups groups = plan_groups(g);
+  const Tensor wm = w.reshape({g.F, g.rows()});
+  Tensor gx = Tensor::zeros(x.shape(), x.dtype());
+  std::vector<Tensor> gw_parts(static_cast<std::size_t>(groups.count));
+  parallel_for(groups.count, 1, [&](std::int64_t first, std::int64_t last) {
+    for (std::int64_t k = first; k < last; ++k) {
+      const std::int64_t n0 = k * groups.size, n1 = std::min(g.N, n0 + groups.size);
+      const std::int64_t cols = (n1 - n0) * g.plane();
+      Tensor gy_group({g.F, cols}, x.dtype());
+      gather_from_nchw(g, n0, n1, gy.data<T>(), gy_group.data<T>());
+      Tensor col({g.rows(), cols}, x.dtype());
+      im2col(g, x.data<T>(), n0, n1, col.data<T>());
+      gw_parts[k] = matmul(gy_group, col, false, true);
+      const Tensor gcol = matmul(wm, gy_group, true, false);
+      col2im_add(g, gcol.data<T>(), n0, n1, gx.data<T>());
+    }
+  });
+  Tensor gw = gw_parts[0];
+  for (std::size_t k = 1; k < gw_parts.size(); ++k) add_inplace(gw, gw_parts[k]);
+  return {std::move(gx), gw.reshape(w.shape())};
+}
+
+// Pooling: windows never padded; each (n, c) plane is independent.
+struct PoolGeometry {
+  std::int64_t planes, H, W, OH, OW, kh, kw, sh, sw;
+};
+
+PoolGeometry pool_geometry(const Shape& xs, Size2 window, Size2 stride, const char* what) {
+  const Size2 out = window_output_size({xs[2], xs[3]}, window, stride, {}, what);
+  return {xs[0] * xs[1], xs[2], xs[3], out.h, out.w, window.h, window.w, stride.h, stride.w};
+}
+
+template <class Fn>
+void for_each_plane(const PoolGeometry& p, Fn&& fn) {
+  const std::int64_t grain =
+      std::max<std::int64_t>(1, kElementGrain / std::max<std::int64_t>(1, p.H * p.W));
+  parallel_for(p.planes, grain, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t q = lo; q < hi; ++q) fn(q);
+  });
+}
+
+Shape pooled_shape(const Shape& xs, const PoolGeometry& p) { return {xs[0], xs[1], p.OH, p.OW}; }
+
+}  // namespace
+
+Size2 window_output_size(Size2 input, Size2 window, Size2 stride, const Padding2d& padding,
+                         const char* what) {
+  const std::string name(what);
+  if (window.h < 1 || window.w < 1) {
+    throw ValueError(name + ": window (filter or pool) sizes must be >= 1, got " +
+                     pair_text(window));
+  }
+  if (stride.h < 1 || stride.w < 1) {
+    throw ValueError(name + ": strides must be >= 1, got " + pair_text(stride));
+  }
+  if (padding.top < 0 || padding.bottom < 0 || padding.left < 0 || padding.right < 0) {
+    throw ValueError(name + ": padding must be >= 0, got " + padding_text(padding));
+  }
+  const Size2 padded{input.h + padding.top + padding.bottom,
+                     input.w + padding.left + padding.right};
+  if (window.h > padded.h || window.w > padded.w) {
+    throw ShapeError(name + ": a window of " + pair_text(window) +
+                     " needs a (padded) input at least that large, got an input of " +
+                     pair_text(input) + " padded to " + pair_text(padded));
+  }
+  return {(padded.h - window.h) / stride.h + 1, (padded.w - window.w) / stride.w + 1};
+}
+
+Tensor conv2d(const Tensor& x, const Tensor& w, Size2 stride, const Padding2d& padding) {
+  const ConvGeometry g = conv_geometry(x, w, stride, padding);
+  Tensor y({g.N, g.F, g.OH, g.OW}, x.dtype());
+  if (y.size() == 0) return y;
+  dispatch(x.dtype(), [&](auto zero) { conv2d_forward<decltype(zero)>(g, x, w, y); });
+  return y;
+}
+
+Conv2dGrads conv2d_backward(const Tensor& gy, const Tensor& x, const Tensor& w, Size2 stride,
+                            const Padding2d& padding) {
+  const ConvGeometry g = conv_geometry(x, w, stride, padding);
+  check_same_shape({g.N, g.F, g.OH, g.OW}, gy.shape(), "conv2d_backward: gy");
+  check_same_dtype(x, gy, "conv2d_backward");
+  if (g.N == 0) return {Tensor::zeros(x.shape(), x.dtype()), Tensor::zeros(w.shape(), w.dtype())};
+  return dispatch(x.dtype(), [&](auto zero) { return conv2d_grads<decltype(zero)>(g, gy, x, w); });
+}
+
+Tensor max_pool2d(const Tensor& x, Size2 window, Size2 stride, std::vector<std::int32_t>* argmax) {
+  check_nchw(x, "max_pool2d");
+  const PoolGeometry p = pool_geometry(x.shape(), window, stride, "max_pool2d");
+  if (p.H * p.W > std::numeric_limits<std::int32_t>::max()) {
+    throw ShapeError("max_pool2d expects planes of at most 2^31 - 1 elements, got " +
+                     to_string(x.shape()));
+  }
+  Tensor y(pooled_shape(x.shape(), p), x.dtype());
+  std::vector<std::int32_t> local;
+  std::vector<std::int32_t>& arg = argmax != nullptr ? *argmax : local;
+  arg.resize(static_cast<std::size_t>(y.size()));
+  dispatch(x.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* xd = x.data<T>();
+    T* yd = y.data<T>();
+    for_each_plane(p, [&](std::int64_t q) {
+      const T* plane = xd + q * p.H * p.W;
+      T* best = yd + q * p.OH * p.OW;
+      std::int32_t* at = arg.data() + q * p.OH * p.OW;
+      for (std::int64_t oh = 0; oh < p.OH; ++oh, best += p.OW, at += p.OW) {
+        // Window offsets (i, j) in row-major order, each over the whole
+        // output row: the inner loop runs along memory. Strictly greater
+        // keeps the first maximum on ties; a NaN wins over numbers (it
+        // propagates, as in NumPy's max).
+        for (std::int64_t i = 0; i < p.kh; ++i) {
+          for (std::int64_t j = 0; j < p.kw; ++j) {
+            const std::int64_t start = (oh * p.sh + i) * p.W + j;
+            const T* row = plane + start;
+            for (std::int64_t ow = 0; ow < p.OW; ++ow) {
+              const T v = row[ow * p.sw];
+              const auto index = static_cast<std::int32_t>(start + ow * p.sw);
+              if ((i == 0 && j == 0) || v > best[ow] || (v != v && best[ow] == best[ow])) {
+                best[ow] = v;
+                at[ow] = index;
+              }
+            }
+          }
+        }
+      }
+    });
+  });
+  return y;
+}
+
+Tensor max_pool2d_backward(const Tensor& gy, const std::vector<std::int32_t>& argmax,
+                           const Shape& x_shape) {
+  if (x_shape.size() != 4 || static_cast<std::int64_t>(argmax.size()) != gy.size() ||
+      gy.rank() != 4 || gy.shape()[0] != x_shape[0] || gy.shape()[1] != x_shape[1]) {
+    throw ShapeError("max_pool2d_backward: upstream gradient of shape " + to_string(gy.shape()) +
+                     " does not fit an input of shape " + to_string(x_shape) + " and " +
+                     std::to_string(argmax.size()) + " recorded maxima");
+  }
+  Tensor gx = Tensor::zeros(x_shape, gy.dtype());
+  const std::int64_t in_plane = x_shape[2] * x_shape[3];
+  const std::int64_t out_plane = gy.shape()[2] * gy.shape()[3];
+  const PoolGeometry p{x_shape[0] * x_shape[1], x_shape[2], x_shape[3], 0, 0, 0, 0, 0, 0};
+  dispatch(gy.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* g = gy.data<T>();
+    T* d = gx.data<T>();
+    for_each_plane(p, [&](std::int64_t q) {
+      for (std::int64_t o = q * out_plane; o < (q + 1) * out_plane; ++o)
+        d[q * in_plane + argmax[static_cast<std::size_t>(o)]] += g[o];
+    });
+  });
+  return gx;
+}
+
+Tensor mean_pool2d(const Tensor& x, Size2 window, Size2 stride) {
+  check_nchw(x, "mean_pool2d");
+  const PoolGeometry p = pool_geometry(x.shape(), window, stride, "mean_pool2d");
+  Tensor y(pooled_shape(x.shape(), p), x.dtype());
+  dispatch(x.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* xd = x.data<T>();
+    T* yd = y.data<T>();
+    const T scale = T(1) / static_cast<T>(p.kh * p.kw);
+    for_each_plane(p, [&](std::int64_t q) {
+      const T* plane = xd + q * p.H * p.W;
+      T* out = yd + q * p.OH * p.OW;
+      for (std::int64_t oh = 0; oh < p.OH; ++oh) {
+        for (std::int64_t ow = 0; ow < p.OW; ++ow) {
+          T acc = 0;
+          for (std::int64_t i = 0; i < p.kh; ++i) {
+            const T* row = plane + (oh * p.sh + i) * p.W + ow * p.sw;
+            for (std::int64_t j = 0; j < p.kw; ++j) acc += row[j];
+          }
+          out[oh * p.OW + ow] = acc * scale;
+        }
+      }
+    });
+  });
+  return y;
+}
+
+Tensor mean_pool2d_backward(const Tensor& gy, const Shape& x_shape, Size2 window, Size2 stride) {
+  if (x_shape.size() != 4) {
+    throw ShapeError("mean_pool2d_backward expects a 4-D input shape, got " + to_string(x_shape));
+  }
+  const PoolGeometry p = pool_geometry(x_shape, window, stride, "mean_pool2d_backward");
+  check_same_shape(pooled_shape(x_shape, p), gy.shape(), "mean_pool2d_backward: gy");
+  Tensor gx = Tensor::zeros(x_shape, gy.dtype());
+  dispatch(gy.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* g = gy.data<T>();
+    T* d = gx.data<T>();
+    const T scale = T(1) / static_cast<T>(p.kh * p.kw);
+    for_each_plane(p, [&](std::int64_t q) {
+      T* plane = d + q * p.H * p.W;
+      const T* in = g + q * p.OH * p.OW;
+      for (std::int64_t oh = 0; oh < p.OH; ++oh) {
+        for (std::int64_t ow = 0; ow < p.OW; ++ow) {
+          const T share = in[oh * p.OW + ow] * scale;
+          for (std::int64_t i = 0; i < p.kh; ++i) {
+            T* row = plane + (oh * p.sh + i) * p.W + ow * p.sw;
+            for (std::int64_t j = 0; j < p.kw; ++j) row[j] += share;
+          }
+        }
+      }
+    });
+  });
+  return gx;
+}
+
+}  // namespace npdl::math

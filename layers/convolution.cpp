@@ -1,0 +1,139 @@
+#include "layers/convolution.hpp"
+
+#include <optional>
+
+#include "ops/ops.hpp"
+
+namespace npdl::layers {
+namespace {
+
+std::string pair_text(Size2 s) {
+  return "(" + std::to_string(s.h) + ", " + std::to_string(s.w) + ")";
+}
+
+// "same" padding: the total that makes the output ceil(input / stride) long.
+std::pair<std::int64_t, std::int64_t> same_padding(std::int64_t input, std::int64_t filter,
+                                                   std::int64_t stride) {
+  const std::int64_t out = (input + stride - 1) / stride;
+  const std::int64_t total = std::max<std::int64_t>((out - 1) * stride + filter - input, 0);
+  return {total / 2, total - total / 2};
+}
+
+void check_sample_shape(const Shape& shape, const std::string& who) {
+  if (shape.size() != 3) {
+    throw ShapeError(who + " expects samples of shape (channels, height, width), got " +
+                     to_string(shape));
+  }
+}
+
+}  // namespace
+
+ConvPadding::ConvPadding(const std::string& mode) {
+  if (mode == "valid") {
+    mode_ = Mode::Valid;
+  } else if (mode == "same") {
+    mode_ = Mode::Same;
+  } else {
+    throw ValueError("Convolution padding must be 'valid', 'same' or zeros per side, got '" + mode +
+                     "'");
+  }
+}
+
+ConvPadding::ConvPadding(Padding2d sides) : mode_(Mode::Explicit), sides_(sides) {
+  if (sides.top < 0 || sides.bottom < 0 || sides.left < 0 || sides.right < 0) {
+    throw ValueError("Convolution padding must be >= 0 on every side, got " + describe());
+  }
+}
+
+Padding2d ConvPadding::resolve(Size2 input, Size2 filter, Size2 stride) const {
+  switch (mode_) {
+    case Mode::Valid:
+      return {};
+    case Mode::Same: {
+      const auto [top, bottom] = same_padding(input.h, filter.h, stride.h);
+      const auto [left, right] = same_padding(input.w, filter.w, stride.w);
+      return {top, bottom, left, right};
+    }
+    case Mode::Explicit:
+      break;
+  }
+  return sides_;
+}
+
+std::string ConvPadding::describe() const {
+  if (mode_ == Mode::Valid) return "valid";
+  if (mode_ == Mode::Same) return "same";
+  return "(top " + std::to_string(sides_.top) + ", bottom " + std::to_string(sides_.bottom) +
+         ", left " + std::to_string(sides_.left) + ", right " + std::to_string(sides_.right) + ")";
+}
+
+Convolution::Convolution(std::int64_t nb_filter, Size2 filter_size, Shape input_shape, Size2 stride,
+                         initializers::InitSpec init, const std::string& activation,
+                         ConvPadding padding)
+    : nb_filter_(nb_filter),
+      filter_size_(filter_size),
+      stride_(stride),
+      declared_input_shape_(std::move(input_shape)),
+      init_(std::move(init)),
+      activation_(activation_kind(activation)),
+      padding_spec_(padding) {
+  if (nb_filter < 1) {
+    throw ValueError("Convolution: nb_filter must be at least 1, got " + std::to_string(nb_filter));
+  }
+  if (filter_size.h < 1 || filter_size.w < 1) {
+    throw ValueError("Convolution: filter_size must be >= 1, got " + pair_text(filter_size));
+  }
+  if (stride.h < 1 || stride.w < 1) {
+    throw ValueError("Convolution: stride must be >= 1, got " + pair_text(stride));
+  }
+  if (!declared_input_shape_.empty()) check_sample_shape(declared_input_shape_, name());
+}
+
+void Convolution::build(const Shape& input_shape) {
+  check_sample_shape(input_shape, name());
+  if (!declared_input_shape_.empty() && input_shape != declared_input_shape_) {
+    throw ShapeError("Convolution was declared with input_shape " +
+                     to_string(declared_input_shape_) + ", got samples of shape " +
+                     to_string(input_shape));
+  }
+  const Size2 plane{input_shape[1], input_shape[2]};
+  const Padding2d padding = padding_spec_.resolve(plane, filter_size_, stride_);
+  // Throws (filter larger than the padded input) before any state changes.
+  const Size2 out = math::window_output_size(plane, filter_size_, stride_, padding, "Convolution");
+  // Weights first, then the bias: the order in which they draw from the
+  // global generator is part of a seeded run.
+  const Shape w_shape{nb_filter_, input_shape[0], filter_size_.h, filter_size_.w};
+  ParameterPtr W = make_parameter(init_(w_shape, DType::Float32), "W");
+  ParameterPtr b = make_parameter(Tensor::zeros({nb_filter_}, DType::Float32), "b");
+  W->grad = Tensor::zeros(W->value.shape(), DType::Float32);
+  b->grad = Tensor::zeros(b->value.shape(), DType::Float32);
+  W_ = std::move(W);
+  b_ = std::move(b);
+  padding_ = padding;
+  output_shape_ = {nb_filter_, out.h, out.w};
+}
+
+Var Convolution::convolve(const Var& input) {
+  ensure_connected(input.shape());
+  match_dtype(input.dtype());
+  Graph* graph = input.graph();
+  const Var W = graph != nullptr ? graph->param(W_) : Var(W_->value);
+  const Var b = graph != nullptr ? graph->param(b_) : Var(b_->value);
+  Var y = ops::conv2d(input, W, stride_, padding_) + ops::reshape(b, {1, nb_filter_, 1, 1});
+  fix_dtype();
+  return y;
+}
+
+Var Convolution::apply_pre_activation(const Var& input, bool /*training*/) {
+  std::optional<Graph::CompositeScope> scope;
+  if (input.graph() != nullptr) scope.emplace(*input.graph(), name());
+  return convolve(input);
+}
+
+Var Convolution::apply(const Var& input, bool /*training*/) {
+  std::optional<Graph::CompositeScope> scope;
+  if (input.graph() != nullptr) scope.emplace(*input.graph(), name());
+  return activate(activation_, convolve(input));
+}
+
+}  // namespace npdl::layers

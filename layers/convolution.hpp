@@ -1,0 +1,85 @@
+#pragma once
+// npdl's Convolution layer on NCHW inputs.
+#include <cstdint>
+#include <string>
+#include <variant>
+
+#include "layers/activation.hpp"
+#include "layers/initializers.hpp"
+#include "layers/layer.hpp"
+#include "ops/conv.hpp"
+
+namespace npdl::layers {
+
+using ops::Padding2d;
+using ops::Size2;
+
+/// How a Convolution pads its input: "valid" (none; npdl's only mode),
+/// "same" (output size ceil(input / stride), the extra zero, when the total
+/// is odd, going to the bottom and the right, as in TensorFlow), or zeros
+/// given per side (an integer: that many on every side).
+class ConvPadding {
+ public:
+  ConvPadding(const char* mode) : ConvPadding(std::string(mode)) {}  // NOLINT: "valid", "same"
+  ConvPadding(const std::string& mode);                              // NOLINT
+  ConvPadding(std::int64_t all) : ConvPadding(Padding2d{all, all, all, all}) {}  // NOLINT
+  ConvPadding(Padding2d sides);                                                  // NOLINT
+
+  /// The zeros per side for an input of (height, width) `input`.
+  Padding2d resolve(Size2 input, Size2 filter, Size2 stride) const;
+  std::string describe() const;
+
+ private:
+  enum class Mode { Valid, Same, Explicit } mode_;
+  Padding2d sides_;
+};
+
+/// y = activation(conv2d(x, W) + b): x is (N, C, H, W), W is
+/// (nb_filter, C, fh, fw) and b is (nb_filter).
+class Convolution : public Layer, public EndsInActivation {
+ public:
+  /// npdl's Convolution(nb_filter, filter_size, input_shape=None, stride=1,
+  /// init='glorot_uniform', activation='relu'), plus `padding`.
+  /// `input_shape` is (C, H, W) without the samples axis, or empty to take it
+  /// from the previous layer or the first input. Throws ValueError for
+  /// nb_filter, filter sizes or strides < 1, ShapeError for an input_shape
+  /// that is not (C, H, W).
+  Convolution(std::int64_t nb_filter, Size2 filter_size, Shape input_shape = {}, Size2 stride = 1,
+              initializers::InitSpec init = "glorot_uniform",
+              const std::string& activation = "relu", ConvPadding padding = "valid");
+
+  std::string name() const override { return "Convolution"; }
+  Var apply(const Var& input, bool training) override;
+  Shape output_shape() const override { return output_shape_; }
+  Shape declared_input_shape() const override { return declared_input_shape_; }
+  /// npdl's order: {W, b}; grads() is {dW, db}.
+  std::vector<ParameterPtr> params() const override { return {W_, b_}; }
+  const ActivationKind& final_activation() const override { return activation_; }
+  Var apply_pre_activation(const Var& input, bool training) override;
+
+  std::int64_t nb_filter() const { return nb_filter_; }
+  Size2 filter_size() const { return filter_size_; }
+  Size2 stride() const { return stride_; }
+  /// The zeros per side, resolved when the layer was connected.
+  const Padding2d& padding() const { return padding_; }
+  const ParameterPtr& W() const { return W_; }
+  const ParameterPtr& b() const { return b_; }
+
+ protected:
+  void build(const Shape& input_shape) override;
+
+ private:
+  Var convolve(const Var& input);
+
+  std::int64_t nb_filter_;
+  Size2 filter_size_, stride_;
+  Shape declared_input_shape_;
+  initializers::InitSpec init_;
+  ActivationKind activation_;
+  ConvPadding padding_spec_;
+  Padding2d padding_;
+  Shape output_shape_;
+  ParameterPtr W_, b_;
+};
+
+}  // namespace npdl::layers

@@ -1,0 +1,27 @@
+#pragma once
+// Convolution and pooling ops on NCHW graph values (ops/conv.cpp,
+// ops/pool.cpp). Their kernels are in autodiff/conv_math.hpp.
+#include "autodiff/conv_math.hpp"
+#include "autodiff/graph.hpp"
+
+namespace npdl::ops {
+
+using math::Padding2d;
+using math::Size2;
+
+/// 2-D cross-correlation (what deep-learning libraries call convolution):
+/// x (N, C, H, W), w (F, C, KH, KW) -> (N, F, OH, OW) with
+/// OH = (H + top + bottom - KH) / stride.h + 1 (likewise OW). Throws
+/// ShapeError for a non-4-D x or w, channels that differ, or a filter larger
+/// than the padded input; ValueError for stride < 1 or padding < 0.
+Var conv2d(const Var& x, const Var& w, Size2 stride = 1, Padding2d padding = {});
+
+/// Maximum over each window of `window` moved by `stride` (no padding;
+/// trailing rows and columns that do not fill a window are dropped). Its VJP
+/// routes each gradient to the window's maximum; on ties, to the first one
+/// in row-major window order.
+Var max_pool2d(const Var& x, Size2 window, Size2 stride);
+/// Mean over each window (as max_pool2d, without padding).
+Var mean_pool2d(const Var& x, Size2 window, Size2 stride);
+
+}  // namespace npdl::ops

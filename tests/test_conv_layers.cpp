@@ -1,0 +1,242 @@
+// Convolution, MeanPooling and MaxPooling: backward against float64 central
+// differences, npdl's defaults and sizing, bad input (parameters unchanged),
+// and CNN models: overfitting 100 samples, save/load bit for bit.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "autodiff/gradcheck_gtest.hpp"
+#include "npdl.hpp"
+#include "tests/layer_gradcheck.hpp"
+#include "tests/temp_dir_test.hpp"
+
+namespace npdl::layers {
+namespace {
+
+struct ConvLayerCase {
+  const char* name;
+  Shape x;  // with the samples axis
+  std::int64_t filters;
+  Size2 filter, stride;
+  ConvPadding padding;
+  const char* activation;
+  bool training;
+};
+
+const ConvLayerCase kConvLayerCases[] = {
+    {"stride1_valid_relu", {2, 2, 5, 6}, 3, 3, 1, "valid", "relu", true},
+    {"stride2_same_tanh", {2, 2, 7, 6}, 3, 3, 2, "same", "tanh", true},
+    {"explicit_padding", {2, 3, 4, 4}, 2, {2, 3}, {1, 2}, Padding2d{1, 0, 2, 1}, "linear", true},
+    {"one_by_one", {2, 4, 3, 3}, 3, 1, 1, "valid", "sigmoid", true},
+    {"filter_is_input", {3, 2, 4, 5}, 4, {4, 5}, 1, "valid", "tanh", true},
+    {"one_channel", {2, 1, 6, 5}, 2, 3, 1, 1, "tanh", true},
+    {"batch1_inference", {1, 3, 5, 5}, 2, 3, 2, "same", "tanh", false},
+};
+
+class ConvolutionLayer : public ::testing::TestWithParam<ConvLayerCase> {};
+
+TEST_P(ConvolutionLayer, BackwardMatchesFiniteDifferences) {
+  const ConvLayerCase& c = GetParam();
+  set_seed(3);
+  Convolution layer(c.filters, c.filter, {}, c.stride, "glorot_uniform", c.activation, c.padding);
+  EXPECT_GRADIENTS_MATCH(layer_gradcheck(layer, Tensor::randn(c.x, 4), c.training));
+  // The bias has had an effect: its gradient is not zero.
+  EXPECT_GT(
+      math::max_abs_diff(layer.b()->grad, Tensor::zeros(layer.b()->grad.shape(), DType::Float64))
+          .abs,
+      0.0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, ConvolutionLayer, ::testing::ValuesIn(kConvLayerCases),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+TEST(PoolingLayers, BackwardMatchesFiniteDifferences) {
+  const Tensor x = Tensor::randn({2, 3, 7, 6}, 5);
+  MaxPooling max_pool(2);
+  EXPECT_GRADIENTS_MATCH(layer_gradcheck(max_pool, x));
+  MeanPooling mean_pool(2);
+  EXPECT_GRADIENTS_MATCH(layer_gradcheck(mean_pool, x));
+  MaxPooling overlapping(3, Size2{2, 1});
+  EXPECT_GRADIENTS_MATCH(layer_gradcheck(overlapping, x));
+  MeanPooling rectangular({2, 3}, Size2{1, 3});
+  EXPECT_GRADIENTS_MATCH(layer_gradcheck(rectangular, x, /*training=*/false));
+}
+
+TEST(PoolingLayers, NpdlWindowsDropTrailingRowsAndColumns) {
+  MaxPooling pool(2);
+  EXPECT_EQ(pool.forward(Tensor::randn({2, 3, 7, 5}, 1)).shape(), (Shape{2, 3, 3, 2}));
+  EXPECT_EQ(pool.stride(), Size2(2));
+  EXPECT_TRUE(pool.params().empty());
+  MeanPooling strided(3, Size2{1, 2});
+  strided.connect_to(Shape{1, 5, 5});
+  EXPECT_EQ(strided.output_shape(), (Shape{1, 3, 2}));
+}
+
+TEST(Convolution, DefaultsAndParametersFollowNpdl) {
+  set_seed(1);
+  Convolution conv(32, 3);
+  EXPECT_EQ(conv.final_activation().name, "relu");
+  EXPECT_EQ(conv.stride(), Size2(1));
+  conv.connect_to(Shape{1, 28, 28});
+  EXPECT_EQ(conv.output_shape(), (Shape{32, 26, 26}));
+  const auto params = conv.params();
+  ASSERT_EQ(params.size(), 2u);
+  EXPECT_EQ(params[0]->name, "W");
+  EXPECT_EQ(params[0]->value.shape(), (Shape{32, 1, 3, 3}));
+  EXPECT_EQ(params[1]->name, "b");
+  EXPECT_EQ(params[1]->value.shape(), (Shape{32}));
+  // glorot_uniform with npdl's conv fans: limit sqrt(6 / (1*9 + 32*9)).
+  const double limit = std::sqrt(6.0 / (9 + 32 * 9));
+  for (double w : params[0]->value.to_vector()) EXPECT_LE(std::abs(w), limit);
+  Convolution rect(4, {3, 5}, {}, {2, 1}, "glorot_uniform", "relu", "same");
+  rect.connect_to(Shape{2, 9, 8});
+  EXPECT_EQ(rect.output_shape(), (Shape{4, 5, 8}));
+  EXPECT_EQ(rect.padding(), (Padding2d{1, 1, 2, 2}));
+}
+
+TEST(Convolution, ConnectsThroughPoolingAndFlattenToDense) {
+  set_seed(2);
+  model::Model m;
+  m.add<Convolution>(4, 3, Shape{1, 10, 9});
+  m.add<MaxPooling>(2);
+  m.add<Convolution>(5, 2, Shape{}, 1, "glorot_uniform", "relu", 1);
+  m.add<MeanPooling>(2);
+  m.add<Flatten>();
+  m.add<Dense>(3, 0, "glorot_uniform", "softmax");
+  m.compile("scce", "sgd");  // sized from Convolution's input_shape
+  EXPECT_EQ(m.layers()[1]->output_shape(), (Shape{4, 4, 3}));
+  EXPECT_EQ(m.layers()[2]->output_shape(), (Shape{5, 5, 4}));
+  EXPECT_EQ(m.layers()[4]->output_shape(), (Shape{5 * 2 * 2}));
+  EXPECT_EQ(m.predict(Tensor::randn({6, 1, 10, 9}, 3)).shape(), (Shape{6, 3}));
+}
+
+bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && a.dtype() == b.dtype() &&
+         std::memcmp(a.raw_data(), b.raw_data(), a.nbytes()) == 0;
+}
+
+TEST(Convolution, BadInputIsATypedErrorAndLeavesTheLayerAsItWas) {
+  set_seed(4);
+  Convolution too_big(2, 5);
+  EXPECT_THROW(too_big.forward(Tensor::randn({1, 1, 4, 6}, 1)), ShapeError);
+  EXPECT_FALSE(too_big.connected());
+  EXPECT_THROW(Convolution(2, 3, Shape{1, 4, 4}).forward(Tensor::randn({1, 2, 4, 4}, 1)),
+               ShapeError);
+
+  Convolution conv(2, 3);
+  conv.forward(Tensor::randn({2, 3, 5, 5}, 1));
+  const Tensor W = conv.W()->value.clone(), b = conv.b()->value.clone();
+  try {
+    conv.forward(Tensor::randn({2, 4, 5, 5}, 2));
+    FAIL() << "expected a ShapeError";
+  } catch (const ShapeError& e) {
+    EXPECT_NE(std::string(e.what()).find("(2, 4, 5, 5)"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(conv.forward(Tensor::randn({3, 5, 5}, 2)), ShapeError);
+  EXPECT_TRUE(same_bits(conv.W()->value, W));
+  EXPECT_TRUE(same_bits(conv.b()->value, b));
+
+  EXPECT_THROW(Convolution(0, 3), ValueError);
+  EXPECT_THROW(Convolution(2, {3, 0}), ValueError);
+  EXPECT_THROW(Convolution(2, 3, {}, {0, 1}), ValueError);
+  EXPECT_THROW(Convolution(2, 3, {}, 1, "glorot_uniform", "relu", -1), ValueError);
+  EXPECT_THROW(Convolution(2, 3, {}, 1, "glorot_uniform", "relu", "full"), ValueError);
+  EXPECT_THROW(Convolution(2, 3, Shape{4, 4}), ShapeError);
+  EXPECT_THROW(MaxPooling(0), ValueError);
+  EXPECT_THROW(MeanPooling(2, Size2{2, 0}), ValueError);
+  MaxPooling pool(3);
+  EXPECT_THROW(pool.forward(Tensor::randn({1, 1, 2, 5}, 1)), ShapeError);
+  EXPECT_FALSE(pool.connected());
+}
+
+TEST(Convolution, RecordsConv2dOnTheGraphInsideItsComposite) {
+  set_seed(5);
+  Convolution conv(2, 3);
+  Graph g;
+  const Var y = conv.apply(g.input(Tensor::randn({1, 1, 5, 5}, 1)), true);
+  bool found = false;
+  for (std::size_t v = 0; v < g.size(); ++v) {
+    const auto& data = g.impl()[v];
+    if (data.op != nullptr && std::string(data.op->name) == "conv2d") {
+      found = true;
+      ASSERT_GE(data.composite, 0);
+      EXPECT_EQ(g.composites()[data.composite].name, "Convolution");
+    }
+  }
+  EXPECT_TRUE(found);
+  EXPECT_NE(to_dot(g).find("conv2d"), std::string::npos);
+  EXPECT_EQ(y.shape(), (Shape{1, 2, 3, 3}));
+}
+
+// A small CNN with per-channel BatchNormal (axis 1), as in the example.
+void build_cnn(model::Model& m) {
+  m.add<Convolution>(8, 3, Shape{1, 10, 10}, 1, "glorot_uniform", "linear");
+  m.add<BatchNormal>(1e-6, 0.9, 1);
+  m.add<Activation>("relu");
+  m.add<MaxPooling>(2);
+  m.add<Flatten>();
+  m.add<Dense>(10, 0, "glorot_uniform", "softmax");
+}
+
+struct Images {
+  Tensor x, y;
+};
+/// Random images with random labels: only memorising fits them.
+Images random_images(std::int64_t n, std::uint64_t seed) {
+  Images d;
+  d.x = Tensor::randn({n, 1, 10, 10}, seed);
+  std::vector<int> labels;
+  std::mt19937_64 rng(seed);
+  for (std::int64_t i = 0; i < n; ++i) labels.push_back(int(rng() % 10));
+  d.y = model::one_hot(labels, 10);
+  return d;
+}
+
+model::FitOptions quiet(int epochs, std::int64_t batch_size) {
+  model::FitOptions o;
+  o.epochs = epochs;
+  o.batch_size = batch_size;
+  o.log = nullptr;
+  return o;
+}
+
+TEST(CnnModel, OverfitsOneHundredSamples) {
+  set_seed(6);
+  const Images d = random_images(100, 7);
+  model::Model m;
+  build_cnn(m);
+  model::OptimizerOptions o;
+  o.lr = 0.01;
+  m.compile(model::get_objective("scce"), std::make_shared<model::Adam>(0.9, 0.999, 1e-8, o));
+  const double before = m.evaluate(d.x, d.y).accuracy;
+  m.fit(d.x, d.y, quiet(60, 25));
+  EXPECT_LT(before, 0.3);
+  EXPECT_DOUBLE_EQ(m.evaluate(d.x, d.y).accuracy, 1.0);
+}
+
+class CnnFiles : public npdl::testing::TempDirTest {};
+
+TEST_F(CnnFiles, SaveLoadGivesBitIdenticalPredictions) {
+  set_seed(8);
+  const Images d = random_images(20, 9);
+  model::Model trained;
+  build_cnn(trained);
+  trained.compile("scce", "momentum");
+  trained.fit(d.x, d.y, quiet(2, 10));
+  const Tensor expected = trained.predict(d.x);
+  trained.save(path("cnn.bin"));
+  set_seed(99);  // different initial weights
+  model::Model restored;
+  build_cnn(restored);
+  restored.compile("scce", "momentum");
+  EXPECT_FALSE(same_bits(restored.predict(d.x), expected));
+  restored.load(path("cnn.bin"));
+  EXPECT_TRUE(same_bits(restored.predict(d.x), expected));
+  // Batch 1 inference gives each sample's row of the batch prediction.
+  const Tensor one = restored.predict(model::slice_rows(d.x, 3, 4));
+  const Tensor row = model::slice_rows(expected, 3, 4);
+  EXPECT_LT(math::max_abs_diff(one, row).abs, 1e-6);
+}
+
+}  // namespace
+}  // namespace npdl::layers

@@ -1,0 +1,266 @@
+// conv2d, max_pool2d and mean_pool2d: values against direct nested-loop
+// references, VJPs against float64 central differences, ties, bad input.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <limits>
+
+#include "autodiff/gradcheck_gtest.hpp"
+#include "npdl.hpp"
+
+namespace npdl {
+namespace {
+
+using ops::Padding2d;
+using ops::Size2;
+
+Tensor rnd(Shape s, std::uint64_t seed, DType dtype = DType::Float64) {
+  return Tensor::randn(std::move(s), seed, dtype);
+}
+
+// The definition, loop by loop: y[n,f,oh,ow] = sum w[f,c,i,j] * xpad[...].
+Tensor reference_conv2d(const Tensor& x, const Tensor& w, Size2 s, const Padding2d& p) {
+  const auto N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
+  const auto F = w.dim(0), KH = w.dim(2), KW = w.dim(3);
+  const auto OH = (H + p.top + p.bottom - KH) / s.h + 1;
+  const auto OW = (W + p.left + p.right - KW) / s.w + 1;
+  std::vector<double> out;
+  for (std::int64_t n = 0; n < N; ++n)
+    for (std::int64_t f = 0; f < F; ++f)
+      for (std::int64_t oh = 0; oh < OH; ++oh)
+        for (std::int64_t ow = 0; ow < OW; ++ow) {
+          double acc = 0;
+          for (std::int64_t c = 0; c < C; ++c)
+            for (std::int64_t i = 0; i < KH; ++i)
+              for (std::int64_t j = 0; j < KW; ++j) {
+                const auto ih = oh * s.h - p.top + i, iw = ow * s.w - p.left + j;
+                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                acc += w.at({f, c, i, j}) * x.at({n, c, ih, iw});
+              }
+          out.push_back(acc);
+        }
+  return Tensor::from_vector({N, F, OH, OW}, out, DType::Float64);
+}
+
+struct ConvCase {
+  const char* name;
+  Shape x, w;
+  Size2 stride;
+  Padding2d padding;
+};
+
+const ConvCase kConvCases[] = {
+    {"stride1_valid", {2, 3, 6, 5}, {4, 3, 3, 3}, 1, {}},
+    {"stride2_valid", {2, 2, 7, 8}, {3, 2, 3, 2}, 2, {}},
+    {"stride_2x1_padded", {2, 2, 5, 6}, {3, 2, 3, 3}, {2, 1}, {1, 1, 1, 1}},
+    {"asymmetric_padding", {1, 2, 4, 5}, {2, 2, 2, 3}, 1, {0, 2, 1, 0}},
+    {"padding_wider_than_filter_offset", {2, 1, 3, 3}, {2, 1, 2, 2}, 2, {2, 2, 2, 2}},
+    {"one_by_one", {2, 4, 5, 3}, {3, 4, 1, 1}, 1, {}},
+    {"one_by_one_stride2", {1, 3, 5, 5}, {2, 3, 1, 1}, 2, {}},
+    {"filter_is_input", {3, 2, 4, 3}, {5, 2, 4, 3}, 1, {}},
+    {"one_channel", {2, 1, 6, 6}, {2, 1, 3, 3}, 1, {1, 1, 1, 1}},
+    {"batch_one", {1, 3, 5, 5}, {2, 3, 3, 3}, 2, {1, 1, 1, 1}},
+};
+
+class Conv2dCases : public ::testing::TestWithParam<ConvCase> {};
+
+TEST_P(Conv2dCases, ValuesMatchNestedLoopsInBothDTypes) {
+  const ConvCase& c = GetParam();
+  const Tensor x = rnd(c.x, 1), w = rnd(c.w, 2);
+  const Tensor expected = reference_conv2d(x, w, c.stride, c.padding);
+  const Tensor y64 = math::conv2d(x, w, c.stride, c.padding);
+  EXPECT_TRUE(compare_tensors("y64", y64, expected, 1e-12, 1e-12).ok);
+  const Tensor y32 =
+      math::conv2d(x.astype(DType::Float32), w.astype(DType::Float32), c.stride, c.padding);
+  EXPECT_EQ(y32.dtype(), DType::Float32);
+  const auto cmp = compare_tensors("y32", y32, expected, 1e-5, 1e-5);
+  EXPECT_TRUE(cmp.ok) << cmp.describe();
+}
+
+TEST_P(Conv2dCases, VjpMatchesFiniteDifferences) {
+  const ConvCase& c = GetParam();
+  const Size2 stride = c.stride;
+  const Padding2d padding = c.padding;
+  EXPECT_GRADCHECK(
+      [&](const std::vector<Var>& v) { return ops::conv2d(v[0], v[1], stride, padding); },
+      {rnd(c.x, 3), rnd(c.w, 4)});
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, Conv2dCases, ::testing::ValuesIn(kConvCases),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+TEST(Conv2d, SameBitsAtAnyThreadCount) {
+  // Enough samples for several groups of columns (see conv_math.cpp).
+  const Tensor x = rnd({19, 3, 9, 9}, 5, DType::Float32), w = rnd({4, 3, 3, 3}, 6, DType::Float32);
+  const Tensor gy = rnd({19, 4, 9, 9}, 7, DType::Float32);
+  const int before = get_num_threads();
+  std::vector<std::vector<double>> runs;
+  for (int threads : {1, 2, 3}) {
+    set_num_threads(threads);
+    const Tensor y = math::conv2d(x, w, 1, {1, 1, 1, 1});
+    const auto g = math::conv2d_backward(gy, x, w, 1, {1, 1, 1, 1});
+    std::vector<double> all = y.to_vector();
+    for (const Tensor* t : {&g.gx, &g.gw}) {
+      const auto v = t->to_vector();
+      all.insert(all.end(), v.begin(), v.end());
+    }
+    runs.push_back(all);
+  }
+  set_num_threads(before);
+  EXPECT_EQ(runs[0], runs[1]);
+  EXPECT_EQ(runs[0], runs[2]);
+}
+
+TEST(Conv2d, RecordsOneVertexWithItsCatalogueEntry) {
+  Graph graph;
+  const Var x = graph.variable(rnd({1, 2, 4, 4}, 8));
+  const Var w = graph.variable(rnd({3, 2, 3, 3}, 9));
+  const std::size_t before = graph.size();
+  const Var y = ops::conv2d(x, w);
+  EXPECT_EQ(graph.size(), before + 1);
+  EXPECT_STREQ(graph.impl()[y.vertex()].op->name, "conv2d");
+  const auto& all = ops::catalog();
+  for (const char* name : {"conv2d", "max_pool2d", "mean_pool2d"}) {
+    EXPECT_TRUE(std::any_of(all.begin(), all.end(), [&](const OpInfo* op) {
+      return std::string(op->name) == name;
+    })) << name;
+  }
+}
+
+// Bad input: a typed error naming what was expected and given, and nothing
+// recorded on the graph.
+template <class Error, class Fn>
+void expect_rejected(Fn fn, const std::string& fragment) {
+  Graph graph;
+  const std::size_t leaves_before = graph.size();
+  try {
+    fn(graph);
+    ADD_FAILURE() << "expected an error mentioning " << fragment;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+  }
+  // fn creates its leaves (two at most) and must record nothing else.
+  EXPECT_LE(graph.size(), leaves_before + 2);
+  for (std::size_t v = 0; v < graph.size(); ++v) EXPECT_EQ(graph.impl()[v].node, nullptr);
+}
+
+TEST(Conv2d, BadInputIsATypedErrorAndRecordsNothing) {
+  auto conv = [](Shape xs, Shape ws, Size2 stride = 1, Padding2d pad = {}) {
+    return
+        [=](Graph& g) { ops::conv2d(g.variable(rnd(xs, 1)), g.variable(rnd(ws, 2)), stride, pad); };
+  };
+  expect_rejected<ShapeError>(conv({2, 3, 5}, {4, 3, 3, 3}), "(2, 3, 5)");
+  expect_rejected<ShapeError>(conv({1, 2, 5, 5}, {4, 3, 3, 3}), "expect 3 input channels");
+  expect_rejected<ShapeError>(conv({1, 3, 4, 4}, {4, 3, 5, 3}), "padded to (4, 4)");
+  expect_rejected<ShapeError>(conv({1, 3, 4, 4}, {4, 3, 3}), "(4, 3, 3)");
+  expect_rejected<ValueError>(conv({1, 3, 5, 5}, {4, 3, 3, 3}, {0, 1}), "strides must be >= 1");
+  expect_rejected<ValueError>(conv({1, 3, 5, 5}, {4, 3, 3, 3}, 1, {0, -1, 0, 0}),
+                              "padding must be >= 0");
+  // A filter larger than the input fits once padded.
+  Graph graph;
+  EXPECT_EQ(ops::conv2d(graph.input(rnd({1, 1, 2, 2}, 1)), graph.input(rnd({1, 1, 3, 3}, 2)), 1,
+                        {1, 0, 1, 0})
+                .shape(),
+            (Shape{1, 1, 1, 1}));
+}
+
+// The definition of pooling, loop by loop (no padding, trailing rows dropped).
+Tensor reference_pool(const Tensor& x, Size2 k, Size2 s, bool max) {
+  const auto N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
+  const auto OH = (H - k.h) / s.h + 1, OW = (W - k.w) / s.w + 1;
+  std::vector<double> out;
+  for (std::int64_t n = 0; n < N; ++n)
+    for (std::int64_t c = 0; c < C; ++c)
+      for (std::int64_t oh = 0; oh < OH; ++oh)
+        for (std::int64_t ow = 0; ow < OW; ++ow) {
+          double acc = max ? -std::numeric_limits<double>::infinity() : 0.0;
+          for (std::int64_t i = 0; i < k.h; ++i)
+            for (std::int64_t j = 0; j < k.w; ++j) {
+              const double v = x.at({n, c, oh * s.h + i, ow * s.w + j});
+              acc = max ? std::max(acc, v) : acc + v;
+            }
+          out.push_back(max ? acc : acc / double(k.h * k.w));
+        }
+  return Tensor::from_vector({N, C, OH, OW}, out, DType::Float64);
+}
+
+struct PoolCase {
+  const char* name;
+  Shape x;
+  Size2 window, stride;
+};
+
+const PoolCase kPoolCases[] = {
+    {"window2_stride2", {2, 3, 6, 4}, 2, 2},      {"trailing_rows_dropped", {2, 2, 7, 5}, 2, 2},
+    {"overlapping", {1, 2, 5, 5}, 3, 1},          {"rectangular", {2, 1, 6, 7}, {3, 2}, {2, 3}},
+    {"window_is_input", {3, 2, 4, 3}, {4, 3}, 1}, {"one_by_one_stride2", {1, 2, 5, 4}, 1, 2},
+};
+
+class PoolCases : public ::testing::TestWithParam<PoolCase> {};
+
+TEST_P(PoolCases, ValuesMatchNestedLoops) {
+  const PoolCase& c = GetParam();
+  const Tensor x = rnd(c.x, 11);
+  for (DType dtype : {DType::Float64, DType::Float32}) {
+    const Tensor xd = x.astype(dtype);
+    const double tol = dtype == DType::Float64 ? 1e-14 : 1e-6;
+    EXPECT_TRUE(compare_tensors("max", math::max_pool2d(xd, c.window, c.stride),
+                                reference_pool(x, c.window, c.stride, true), tol, tol)
+                    .ok);
+    EXPECT_TRUE(compare_tensors("mean", math::mean_pool2d(xd, c.window, c.stride),
+                                reference_pool(x, c.window, c.stride, false), tol, tol)
+                    .ok);
+  }
+}
+
+TEST_P(PoolCases, VjpsMatchFiniteDifferences) {
+  const PoolCase& c = GetParam();
+  const Size2 window = c.window, stride = c.stride;
+  // Random normal values: no two equal in a window, so max is differentiable.
+  const Tensor x = rnd(c.x, 12);
+  EXPECT_GRADCHECK([&](const std::vector<Var>& v) { return ops::max_pool2d(v[0], window, stride); },
+                   {x});
+  EXPECT_GRADCHECK(
+      [&](const std::vector<Var>& v) { return ops::mean_pool2d(v[0], window, stride); }, {x});
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, PoolCases, ::testing::ValuesIn(kPoolCases),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+TEST(MaxPool2d, TiesSendTheGradientToTheFirstMaximum) {
+  // Window 2x2, stride 2: the left window is all 5s; the right has 7 at
+  // (0, 3) and at (1, 2), the first in row-major order being (0, 3).
+  const Tensor x = Tensor::from_vector({1, 1, 2, 4}, {5, 5, 1, 7, 5, 5, 7, 2}, DType::Float64);
+  Graph graph;
+  const Var v = graph.variable(x);
+  const Var y = ops::max_pool2d(v, 2, 2);
+  EXPECT_EQ(y.value().to_vector(), (std::vector<double>{5, 7}));
+  y.backward(Tensor::from_vector({1, 1, 1, 2}, {10, 20}, DType::Float64));
+  EXPECT_EQ(v.grad().to_vector(), (std::vector<double>{10, 0, 0, 20, 0, 0, 0, 0}));
+}
+
+TEST(MaxPool2d, OverlappingWindowsAddTheirGradients) {
+  // Window 2, stride 1 over one row of 3: the middle maximum wins both windows.
+  const Tensor x = Tensor::from_vector({1, 1, 1, 3}, {1, 9, 2}, DType::Float64);
+  Graph graph;
+  const Var v = graph.variable(x);
+  ops::max_pool2d(v, {1, 2}, 1).backward(Tensor::from_vector({1, 1, 1, 2}, {3, 4}, DType::Float64));
+  EXPECT_EQ(v.grad().to_vector(), (std::vector<double>{0, 7, 0}));
+}
+
+TEST(Pooling, BadInputIsATypedErrorAndRecordsNothing) {
+  using PoolFn = Var (*)(const Var&, Size2, Size2);
+  for (PoolFn pool :
+       {static_cast<PoolFn>(ops::max_pool2d), static_cast<PoolFn>(ops::mean_pool2d)}) {
+    auto call = [pool](Shape xs, Size2 k, Size2 s) {
+      return [=](Graph& g) { pool(g.variable(rnd(xs, 1)), k, s); };
+    };
+    expect_rejected<ShapeError>(call({2, 4, 4}, 2, 2), "(2, 4, 4)");
+    expect_rejected<ShapeError>(call({1, 1, 3, 4}, {4, 2}, 2), "at least that large");
+    expect_rejected<ValueError>(call({1, 1, 4, 4}, 0, 1), "sizes must be >= 1");
+    expect_rejected<ValueError>(call({1, 1, 4, 4}, 2, {1, -2}), "strides must be >= 1");
+  }
+}
+
+}  // namespace
+}  // namespace npdl
