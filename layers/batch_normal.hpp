@@ -91,11 +91,14 @@ class BatchNormal : public Layer {
 
  protected:
   void build(const Shape& input_shape) override;
-
- private:
+  // Shared with SyncBatchNormal (layers/sync_batch_normal.hpp), which
+  // validates on every rank and reduces the statistics across ranks.
   void check_input(const Tensor& x, bool training, bool scan_values) const;
   void match_dtype(DType dtype);
   void update_running_stats(const BatchNormStats& stats, std::int64_t M);
+  void mark_run() { has_run_ = true; }
+
+ private:
   Tensor checked_param(const Tensor& t, const char* what) const;
 
   double epsilon_, momentum_;
