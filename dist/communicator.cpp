@@ -38,6 +38,11 @@ void Communicator::broadcast(Tensor& t, int root) {
 void SingleProcessCommunicator::abort(int code) { std::exit(code); }
 
 std::string disagreement(Communicator& comm, bool ok, const std::string& detail) {
+  // The common case costs one tiny all-reduce; the texts travel only when
+  // some rank failed (and then every rank knows it must gather them).
+  double failed = ok ? 0.0 : 1.0;
+  comm.allreduce_max(&failed, 1);
+  if (failed == 0.0) return "";
   const std::vector<std::string> all = comm.allgather(ok ? std::string() : "!" + detail);
   std::string out;
   for (std::size_t r = 0; r < all.size(); ++r) {

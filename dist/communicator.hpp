@@ -115,7 +115,8 @@ int run_or_abort(const CommunicatorPtr& comm, int code, const std::function<int(
 /// and, if not, why (`detail`). Returns "" on every rank when all passed,
 /// else the same text on every rank, "rank 1 of 3: <detail>; rank 2 of 3:
 /// ...", so that all ranks throw the same error at the same point instead of
-/// the failed one leaving the others in a collective. One allgather.
+/// the failed one leaving the others in a collective. One all-reduce of a
+/// flag when every rank passed; the details are gathered only on failure.
 std::string disagreement(Communicator& comm, bool ok, const std::string& detail);
 
 }  // namespace npdl::dist

@@ -1,5 +1,6 @@
 #include "layers/sync_batch_normal.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <optional>
 
@@ -162,31 +163,53 @@ SyncBatchNormal::SyncBatchNormal(double epsilon, double momentum, int axis,
 
 void SyncBatchNormal::agree_on_input(const Tensor& x) {
   // Each rank checks its own input against the parameters (rank, features,
-  // dtype once fixed), then all ranks compare what they found, so that a
-  // bad shard stops every rank here rather than one rank in a collective.
+  // dtype once fixed); then the ranks compare their inputs' feature shapes
+  // and dtypes. One allgather of a fixed-size record (ok, dtype, rank,
+  // dims) in the common case; the error texts are gathered only when a
+  // rank failed, so that a bad shard stops every rank here, named, rather
+  // than one rank in a collective the others never reach.
+  constexpr int kMaxRank = 8;
   std::string local_error;
-  std::string features;
   try {
+    if (x.rank() > kMaxRank) {
+      throw ShapeError("SyncBatchNormal takes inputs of rank <= " + std::to_string(kMaxRank) +
+                       ", got shape " + to_string(x.shape()));
+    }
     check_input(x, /*training=*/false, /*scan_values=*/false);
-    const BatchNormLayout L = batchnorm_layout(x.shape(), axis());
-    features = to_string(L.param_shape) + " " + npdl::to_string(x.dtype());
   } catch (const Error& e) {
     local_error = e.what();
   }
-  const std::vector<std::string> all =
-      comm_->allgather(local_error.empty() ? "=" + features : "!" + local_error);
-  const std::string my_shape = to_string(x.shape());
-  const std::vector<std::string> shapes = comm_->allgather(my_shape);
+  std::int64_t record[3 + kMaxRank] = {local_error.empty() ? 1 : 0,
+                                       x.dtype() == DType::Float32 ? 32 : 64, x.rank()};
+  for (int i = 0; i < std::min(x.rank(), kMaxRank); ++i) record[3 + i] = x.dim(i);
+  const std::vector<std::int64_t> all = comm_->allgather(record, 3 + kMaxRank);
+  const int ranks = comm_->size();
+  auto shape_of = [&](int r) {
+    const std::int64_t* rec = all.data() + std::size_t(r) * (3 + kMaxRank);
+    return Shape(rec + 3, rec + 3 + std::min<std::int64_t>(rec[2], kMaxRank));
+  };
+  auto features_of = [&](int r) {
+    const std::int64_t* rec = all.data() + std::size_t(r) * (3 + kMaxRank);
+    if (rec[0] == 0) return std::string();
+    Shape feature_shape = batchnorm_layout(shape_of(r), axis()).param_shape;
+    return to_string(feature_shape) + (rec[1] == 32 ? " float32" : " float64");
+  };
+  bool any_failed = false;
+  for (int r = 0; r < ranks; ++r) any_failed |= all[std::size_t(r) * (3 + kMaxRank)] == 0;
+  std::vector<std::string> errors(static_cast<std::size_t>(ranks));
+  if (any_failed) errors = comm_->allgather(local_error);
+  const std::string reference = features_of(0);
   std::string problems;
-  for (std::size_t r = 0; r < all.size(); ++r) {
-    const bool failed = all[r][0] == '!';
-    const bool differs = !failed && all[r] != all.front() && all.front()[0] == '=';
+  for (int r = 0; r < ranks; ++r) {
+    const bool failed = !errors[std::size_t(r)].empty();
+    const std::string features = failed ? std::string() : features_of(r);
+    const bool differs = !failed && !reference.empty() && features != reference;
     if (!failed && !differs) continue;
     problems += (problems.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r) +
-                " of " + std::to_string(all.size()) + " has an input of shape " + shapes[r] +
-                (failed ? ": " + all[r].substr(1) : " (features and dtype " + all[r].substr(1) +
-                                                         ", rank 0 has " + all.front().substr(1) +
-                                                         ")");
+                " of " + std::to_string(ranks) + " has an input of shape " +
+                to_string(shape_of(r)) +
+                (failed ? ": " + errors[std::size_t(r)]
+                        : " (features and dtype " + features + ", rank 0 has " + reference + ")");
   }
   if (!problems.empty()) {
     throw ShapeError("SyncBatchNormal: every rank's input must fit the layer and have the same "
