@@ -143,13 +143,13 @@ void training_throughput(const dist::CommunicatorPtr& comm, bool quick) {
   for (std::int64_t global : {60, 256}) {
     auto m = mlp(comm);
     const int n = comm->size(), r = comm->rank();
-    const std::int64_t lo = global * r / n, hi = global * (r + 1) / n;
+    const dist::Shard shard = dist::shard_of(global, r, n);
     const int steps = quick ? 20 : 200;
     std::vector<std::int64_t> rows(static_cast<std::size_t>(global));
     auto step = [&](int s) {
       for (std::int64_t i = 0; i < global; ++i) rows[i] = (s * global + i) % 4096;
-      m->train_on_batch(model::take_rows(pool, rows.data() + lo, hi - lo),
-                        model::take_rows(targets, rows.data() + lo, hi - lo));
+      m->train_on_batch(model::take_rows(pool, rows.data() + shard.begin, shard.size()),
+                        model::take_rows(targets, rows.data() + shard.begin, shard.size()));
     };
     for (int s = 0; s < 5; ++s) step(s);  // warm: sizes, buffers, connections
     std::vector<double> per_step;

@@ -103,6 +103,18 @@ class MpiSession {
   CommunicatorPtr world_;
 };
 
+/// The rows [begin, end) of a global batch of `global` rows that rank
+/// `rank` of `ranks` trains on: contiguous, in rank order, sizes differing
+/// by at most one. Every data-parallel loop (Model::fit, the examples)
+/// splits its batches this way.
+struct Shard {
+  std::int64_t begin = 0, end = 0;
+  std::int64_t size() const { return end - begin; }
+};
+inline Shard shard_of(std::int64_t global, int rank, int ranks) {
+  return {global * rank / ranks, global * (rank + 1) / ranks};
+}
+
 /// MPI's world while an MpiSession lives, else a single-process communicator.
 CommunicatorPtr world();
 

@@ -206,8 +206,8 @@ int run(const Options& o, const dist::CommunicatorPtr& comm) {
     throw ValueError("--batch-size " + std::to_string(o.batch_size) + " over " +
                      std::to_string(ranks) + " ranks: expected at least 2 samples per rank");
   }
-  // Rank r's shard of each global batch: rows [lo, hi).
-  const std::int64_t lo = o.batch_size * rank / ranks, hi = o.batch_size * (rank + 1) / ranks;
+  // This rank's rows of each global batch.
+  const dist::Shard shard = dist::shard_of(o.batch_size, rank, ranks);
   auto plain = make_network(false, o, comm);  // first: a bad option fails before the data loads
   auto batchnorm = make_network(true, o, comm);
   const Split train = load_split(o.data, "train");
@@ -247,8 +247,8 @@ int run(const Options& o, const dist::CommunicatorPtr& comm) {
     }
     const std::int64_t* rows = order.data() + cursor;
     cursor += static_cast<std::size_t>(o.batch_size);
-    const Tensor xb = model::take_rows(train.x, rows + lo, hi - lo);
-    const Tensor yb = model::take_rows(train.y, rows + lo, hi - lo);
+    const Tensor xb = model::take_rows(train.x, rows + shard.begin, shard.size());
+    const Tensor yb = model::take_rows(train.y, rows + shard.begin, shard.size());
     plain->train_on_batch(xb, yb);
     batchnorm->train_on_batch(xb, yb);
     if (step % o.eval_every == 0 || step == o.steps) score(step);

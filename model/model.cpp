@@ -333,8 +333,8 @@ std::vector<EpochStats> Model::fit(const Tensor& X, const Tensor& Y, const FitOp
 
   const std::int64_t batch = std::min(o.batch_size, n);
   const std::int64_t batches = n / batch;
-  // Data-parallel (Note [Data-parallel training]): rank r trains on rows
-  // [lo, hi) of each global batch; progress and validation on rank 0.
+  // Data-parallel (Note [Data-parallel training]): each rank trains on its
+  // shard of every global batch; progress and validation on rank 0.
   const int ranks = distributed() ? comm_->size() : 1;
   const int rank = distributed() ? comm_->rank() : 0;
   if (batch < ranks) {
@@ -342,7 +342,7 @@ std::vector<EpochStats> Model::fit(const Tensor& X, const Tensor& Y, const FitOp
                      " samples cannot give each of " + std::to_string(ranks) +
                      " ranks one; expected batch_size >= the number of ranks");
   }
-  const std::int64_t lo = batch * rank / ranks, hi = batch * (rank + 1) / ranks;
+  const dist::Shard shard = dist::shard_of(batch, rank, ranks);
   std::ostream* log = rank == 0 ? o.log : nullptr;
   std::vector<std::int64_t> order(static_cast<std::size_t>(n));
   std::iota(order.begin(), order.end(), 0);
@@ -355,10 +355,11 @@ std::vector<EpochStats> Model::fit(const Tensor& X, const Tensor& Y, const FitOp
     const auto start = std::chrono::steady_clock::now();
     double loss_sum = 0.0, acc_sum = 0.0;
     for (std::int64_t b = 0; b < batches; ++b) {
-      const std::int64_t* rows = order.data() + b * batch + lo;
+      const std::int64_t* rows = order.data() + b * batch + shard.begin;
       BatchResult r;
       try {
-        r = train_on_batch(take_rows(train_x, rows, hi - lo), take_rows(train_y, rows, hi - lo));
+        r = train_on_batch(take_rows(train_x, rows, shard.size()),
+                           take_rows(train_y, rows, shard.size()));
       } catch (const ValueError& e) {
         if (log != nullptr && progress.style() == ProgressStyle::Redraw) *log << '\n';
         throw ValueError("Model.fit, epoch " + std::to_string(epoch) + ", batch " +
