@@ -57,4 +57,11 @@ class IOError : public Error {
   using Error::Error;
 };
 
+/// A tensor's buffer could not be allocated (the shape is valid, the memory
+/// is not there).
+class MemoryError : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace npdl

@@ -55,6 +55,10 @@ std::string TensorComparison::describe() const {
   os << (ok ? "ok" : "MISMATCH") << ", worst element " << multi_index(shape, worst_index)
      << ": got " << actual << ", expected " << expected << ", abs error " << abs_error
      << ", rel error " << rel_error << ", tolerance " << tolerance;
+  if (!ok && !(std::isfinite(actual) && std::isfinite(expected))) {
+    os << " (non-finite values must match exactly: NaN where NaN is expected, or the same "
+          "infinity)";
+  }
   return os.str();
 }
 
@@ -92,11 +96,11 @@ TensorComparison compare_tensors(std::string name, const Tensor& actual, const T
   const std::vector<double> a = actual.to_vector(), e = expected.to_vector();
   double worst_ratio = -1.0;
   for (std::size_t i = 0; i < a.size(); ++i) {
-    const double tol = atol + rtol * std::fabs(e[i]);
-    double err = std::fabs(a[i] - e[i]);
-    if (a[i] == e[i]) err = 0.0;
-    if (std::isnan(err)) err = std::numeric_limits<double>::infinity();
-    const double ratio = err / tol;
+    // Note [Non-finite comparison]: a non-finite value on either side is a
+    // mismatch (ratio +inf) unless both sides hold the same one.
+    const double tol = atol + rtol * (std::isfinite(e[i]) ? std::fabs(e[i]) : 0.0);
+    const double err = math::element_error(a[i], e[i]);
+    const double ratio = err == 0.0 ? 0.0 : err / tol;
     c.max_abs_error = std::max(c.max_abs_error, err);
     if (ratio > worst_ratio) {
       worst_ratio = ratio;

@@ -90,6 +90,12 @@ constexpr std::size_t kInitialVertices = 64;
 Graph::Graph(GraphOptions options) : options_(options) { g_.m_vertices.reserve(kInitialVertices); }
 
 Vertex Graph::add_leaf(const OpInfo& info, Tensor value, std::string name, bool requires_grad) {
+  if (!value.defined()) {
+    throw ValueError(std::string("Graph: a ") + info.name + " leaf" +
+                     (name.empty() ? "" : " '" + name + "'") +
+                     " expects a defined tensor, got an undefined one (default-constructed, or a "
+                     "gradient that never arrived)");
+  }
   const Vertex v = boost::add_vertex(g_);
   VertexData& d = g_[v];
   d.op = &info;

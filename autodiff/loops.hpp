@@ -8,6 +8,7 @@
 // N*C rows of H*W elements. `for_each_row` then calls a kernel once per row
 // with each operand's offset and the row length: the index arithmetic runs
 // once per row, and the row itself is a vectorised Eigen expression.
+#include <algorithm>
 #include <array>
 #include <cstdint>
 
@@ -76,9 +77,17 @@ Loop<K> make_broadcast_loop(const Shape& out_shape, const std::array<const Shape
   return make_loop<K>(out_shape, strides);
 }
 
-/// Calls fn(offsets, n) for rows [row_begin, row_end) of `loop`.
+/// Rows per parallel chunk that make about `grain` elements.
+template <int K>
+std::int64_t rows_per_grain(const Loop<K>& loop, std::int64_t grain) {
+  return std::max<std::int64_t>(1, grain / std::max<std::int64_t>(loop.inner(), 1));
+}
+
+/// Calls fn(offsets, n) for rows [row_begin, row_end) of `loop`; nothing for
+/// an empty iteration shape (a size-0 axis anywhere).
 template <int K, class Fn>
 void for_each_row(const Loop<K>& loop, std::int64_t row_begin, std::int64_t row_end, Fn&& fn) {
+  if (row_begin >= row_end || loop.inner() == 0 || loop.rows() == 0) return;
   const int outer = static_cast<int>(loop.size.size()) - 1;
   std::array<std::int64_t, K> off{};
   if (outer <= 0) {

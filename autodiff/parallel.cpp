@@ -4,7 +4,9 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cerrno>
 #include <cstdlib>
+#include <system_error>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -19,11 +21,32 @@
 namespace npdl {
 namespace {
 
+// More threads than this are a mistake, not a tuning choice: each spins
+// (Note [Spinning hand-off]) and the kernels split work at most that many ways.
+int max_threads() {
+  return 4 * std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+}
+
+void check_thread_count(long long n, const std::string& source) {
+  if (n < 1 || n > max_threads()) {
+    throw ValueError(source + " expects a thread count in [1, " + std::to_string(max_threads()) +
+                     "] (4 x the " + std::to_string(std::thread::hardware_concurrency()) +
+                     " hardware threads), got " + std::to_string(n));
+  }
+}
+
 int threads_from_environment() {
   const char* env = std::getenv("NPDL_NUM_THREADS");
-  if (env == nullptr) return 1;
-  const int n = std::atoi(env);
-  return n >= 1 ? n : 1;
+  if (env == nullptr || *env == '\0') return 1;
+  errno = 0;
+  char* end = nullptr;
+  const long long n = std::strtoll(env, &end, 10);
+  if (errno != 0 || end == env || *end != '\0') {
+    throw ValueError(std::string("NPDL_NUM_THREADS must be a whole number of threads, got '") +
+                     env + "'");
+  }
+  check_thread_count(n, "NPDL_NUM_THREADS");
+  return static_cast<int>(n);
 }
 
 // A fixed set of workers that each run one chunk of the current job. Kept
@@ -75,7 +98,15 @@ class Pool {
     stop_ = false;
     // Workers start having seen the current generation, so they wait for the next job.
     const std::uint64_t g = generation_.load(std::memory_order_relaxed);
-    for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i, g] { work(i, g); });
+    try {
+      for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i, g] { work(i, g); });
+    } catch (const std::system_error& e) {
+      const int started = size();
+      resize(1);  // joins the workers that did start
+      throw ValueError("cannot start " + std::to_string(threads) + " threads (the system " +
+                       "refused after " + std::to_string(started) + "): " + e.what() +
+                       "; running on 1 thread");
+    }
   }
 
   void run(int chunks, const std::function<void(int)>& job) {
@@ -146,9 +177,7 @@ thread_local bool in_parallel_region = false;
 }  // namespace
 
 void set_num_threads(int n) {
-  if (n < 1) {
-    throw ValueError("set_num_threads expects a thread count >= 1, got " + std::to_string(n));
-  }
+  check_thread_count(n, "set_num_threads");
   if (pool().size() != n) pool().resize(n);
 }
 

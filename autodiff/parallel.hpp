@@ -9,7 +9,9 @@
 
 namespace npdl {
 
-/// Sets the number of threads kernels use (>= 1); throws ValueError otherwise.
+/// Sets the number of threads kernels use, in [1, 4 x hardware threads];
+/// throws ValueError otherwise (NPDL_NUM_THREADS is held to the same bound
+/// and must be a whole number).
 void set_num_threads(int n);
 int get_num_threads();
 

@@ -8,9 +8,49 @@
 namespace npdl {
 
 std::int64_t numel(const Shape& shape) {
-  std::int64_t n = 1;
-  for (auto d : shape) n *= d;
-  return n;
+  std::int64_t nonzero = 1;
+  bool empty = false;
+  for (auto d : shape) {
+    if (d < 0) {
+      throw ShapeError("negative size " + std::to_string(d) + " in shape " + to_string(shape) +
+                       ": expected sizes >= 0");
+    }
+    if (d == 0) {
+      empty = true;
+    } else if (__builtin_mul_overflow(nonzero, d, &nonzero)) {
+      throw ShapeError("shape " + to_string(shape) +
+                       " has too many elements: the product of its sizes overflows a 64-bit "
+                       "count");
+    }
+  }
+  return empty ? 0 : nonzero;
+}
+
+Shape infer_shape(const Shape& target, std::int64_t size) {
+  Shape out = target;
+  int inferred = -1;
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    if (out[i] != -1) continue;
+    if (inferred >= 0) {
+      throw ShapeError("cannot reshape to " + to_string(target) +
+                       ": only one size may be -1 (inferred)");
+    }
+    inferred = static_cast<int>(i);
+    out[i] = 1;
+  }
+  const std::int64_t known = numel(out);  // throws on other negative sizes
+  if (inferred >= 0) {
+    if (known == 0 || size % known != 0) {
+      throw ShapeError("cannot reshape " + std::to_string(size) + " elements to " +
+                       to_string(target) + ": no size for -1 makes " + std::to_string(size) +
+                       " elements");
+    }
+    out[inferred] = size / known;
+  } else if (known != size) {
+    throw ShapeError("cannot reshape " + std::to_string(size) + " elements to " +
+                     to_string(target) + " (" + std::to_string(known) + " elements)");
+  }
+  return out;
 }
 
 std::string to_string(const Shape& shape) {

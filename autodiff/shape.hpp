@@ -14,7 +14,14 @@ using Shape = boost::container::small_vector<std::int64_t, 6>;
 /// A set of axes, possibly negative before normalisation.
 using Axes = boost::container::small_vector<int, 6>;
 
+/// Number of elements. Throws ShapeError, naming the shape, for a negative
+/// size or when the product of its non-zero sizes overflows int64: every
+/// partial product of a shape that passed is then safe to form.
 std::int64_t numel(const Shape& shape);
+/// `target` with its one -1 (if any) replaced by the size that makes it hold
+/// `size` elements. Throws ShapeError when sizes are negative other than one
+/// -1, when -1 appears twice, or when no size fits.
+Shape infer_shape(const Shape& target, std::int64_t size);
 std::string to_string(const Shape& shape);
 std::string to_string(const Axes& axes);
 

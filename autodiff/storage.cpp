@@ -25,6 +25,7 @@
 #include <map>
 #include <mutex>
 #include <new>
+#include <string>
 #include <vector>
 
 #include "autodiff/tensor.hpp"
@@ -79,8 +80,22 @@ class StorageCache {
       }
     }
     void* p = std::aligned_alloc(kAlignment, bytes);
-    if (p == nullptr) throw std::bad_alloc();
+    if (p == nullptr) {
+      release_cached();  // buffers kept for reuse may be what is missing
+      p = std::aligned_alloc(kAlignment, bytes);
+    }
+    if (p == nullptr) {
+      throw MemoryError("cannot allocate " + std::to_string(bytes) +
+                        " bytes for a tensor: the system has no memory left for it");
+    }
     return p;
+  }
+
+  void release_cached() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& entry : free_) std::free(entry.second);
+    free_.clear();
+    cached_bytes_ = 0;
   }
 
   void release(void* p, std::size_t bytes) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <iomanip>
+#include <limits>
 #include <random>
 #include <sstream>
 
@@ -13,11 +14,18 @@ std::string to_string(DType dtype) { return dtype == DType::Float32 ? "float32" 
 std::size_t element_size(DType dtype) { return dtype == DType::Float32 ? 4 : 8; }
 
 Tensor::Tensor(Shape shape, DType dtype) : shape_(std::move(shape)), dtype_(dtype) {
-  for (auto d : shape_) {
-    if (d < 0) throw ShapeError("negative size in shape " + to_string(shape_));
+  size_ = numel(shape_);  // checks sizes and overflow
+  if (size_ > std::numeric_limits<std::int64_t>::max() / std::int64_t(element_size(dtype))) {
+    throw ShapeError("shape " + to_string(shape_) + " of " + to_string(dtype) + " needs more than " +
+                     "2^63 bytes");
   }
-  size_ = numel(shape_);
   storage_ = std::make_shared<Storage>(nbytes());
+}
+
+void Tensor::throw_undefined() {
+  throw ValueError(
+      "the tensor is undefined (default-constructed, or a gradient that never reached its "
+      "value): expected a tensor with values");
 }
 
 std::int64_t Tensor::dim(int axis) const { return shape_[normalize_axis(axis, rank())]; }
@@ -122,17 +130,20 @@ std::vector<double> Tensor::to_vector() const {
 }
 
 Tensor Tensor::reshape(Shape shape) const {
-  if (numel(shape) != size_) {
-    throw ShapeError("cannot reshape " + to_string(shape_) + " (" + std::to_string(size_) +
-                     " elements) to " + to_string(shape) + " (" + std::to_string(numel(shape)) +
-                     " elements)");
+  check_defined();
+  Shape resolved;
+  try {
+    resolved = infer_shape(shape, size_);
+  } catch (const ShapeError& e) {
+    throw ShapeError("cannot reshape a tensor of shape " + to_string(shape_) + ": " + e.what());
   }
   Tensor view = *this;
-  view.shape_ = std::move(shape);
+  view.shape_ = std::move(resolved);
   return view;
 }
 
 Tensor Tensor::clone() const {
+  check_defined();
   Tensor copy(shape_, dtype_);
   if (size_ > 0) std::memcpy(copy.raw_data(), raw_data(), nbytes());
   return copy;

@@ -83,13 +83,16 @@ class Tensor {
   DType dtype() const { return dtype_; }
   std::size_t nbytes() const { return static_cast<std::size_t>(size_) * element_size(dtype_); }
 
+  /// The values; throws ValueError for an undefined tensor.
   template <class T>
   T* data() {
+    check_defined();
     check_dtype<T>();
     return static_cast<T*>(storage_->data());
   }
   template <class T>
   const T* data() const {
+    check_defined();
     check_dtype<T>();
     return static_cast<const T*>(storage_->data());
   }
@@ -104,17 +107,23 @@ class Tensor {
   /// All elements, row-major, as doubles.
   std::vector<double> to_vector() const;
 
-  /// A view with another shape of the same size (shares storage).
+  /// A view with another shape of the same size (shares storage). One size
+  /// may be -1: it is inferred from the others.
   Tensor reshape(Shape shape) const;
   Tensor clone() const;
   Tensor astype(DType dtype) const;
   /// Fills in place.
   void fill(double value);
+  /// Throws ValueError when the tensor is undefined.
+  void check_defined() const {
+    if (storage_ == nullptr) throw_undefined();
+  }
   /// True when no other Tensor shares this buffer (it may be updated in place).
   bool unique() const { return storage_.use_count() == 1; }
   bool same_storage(const Tensor& other) const { return storage_ == other.storage_; }
 
  private:
+  [[noreturn]] static void throw_undefined();
   template <class T>
   void check_dtype() const {
     if (dtype_of<T>() != dtype_) {

@@ -3,6 +3,7 @@
 #include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -38,6 +39,7 @@ Tensor binary(const Tensor& a, const Tensor& b, const char* name, Op op) {
   T* o = out.data<T>();
   const T* x = a.data<T>();
   const T* y = b.data<T>();
+  if (out.size() == 0) return out;
   if (a.shape() == b.shape()) {
     parallel_for(out.size(), kElementGrain, [&](std::int64_t lo, std::int64_t hi) {
       ArrayMap<T>(o + lo, hi - lo) =
@@ -48,7 +50,7 @@ Tensor binary(const Tensor& a, const Tensor& b, const char* name, Op op) {
   const auto loop =
       detail::make_broadcast_loop<3>(out.shape(), {&out.shape(), &a.shape(), &b.shape()});
   const std::int64_t sa = loop.inner_stride(1), sb = loop.inner_stride(2);
-  parallel_for(loop.rows(), std::max<std::int64_t>(1, kElementGrain / loop.inner()),
+  parallel_for(loop.rows(), detail::rows_per_grain(loop, kElementGrain),
                [&](std::int64_t lo, std::int64_t hi) {
                  detail::for_each_row(
                      loop, lo, hi, [&](const std::array<std::int64_t, 3>& off, std::int64_t n) {
@@ -83,6 +85,7 @@ template <class RowsFn>
 void reduce_rows(double* out, std::int64_t outputs, std::int64_t rows, std::int64_t inner,
                  RowsFn rows_fn) {
   const std::int64_t elements = rows * inner;
+  if (elements == 0 || outputs == 0) return;  // nothing to add: the sums stay 0
   std::int64_t chunks =
       std::min<std::int64_t>({kMaxReduceChunks, elements / kReduceChunkElements, rows});
   if (outputs * chunks * 4 > elements) chunks = elements / (outputs * 4);
@@ -160,8 +163,41 @@ Tensor sqrt(const Tensor& a) {
 Tensor rsqrt(const Tensor& a) {
   return unary(a, [](const auto& x) { return x.rsqrt(); });
 }
+namespace {
+// Note [exp underflow]
+// Eigen's vectorised exp clamps its argument near the smallest normal
+// result, so below it a lane returns a tiny non-zero value (float32
+// exp(-inf) = 2.9e-39, float64 exp(-1000) = 5.6e-309) while the scalar tail
+// of the same array returns 0: the result would depend on an element's
+// position. Arguments whose result is subnormal or zero are rare, so they
+// are recomputed with std::exp, which rounds them as IEEE 754 says.
+// x and o may be the same buffer.
+template <class T>
+void exp_block(const T* x, T* o, std::int64_t n) {
+  const T lowest_normal_arg = std::log(std::numeric_limits<T>::min());
+  if (n == 0 || !(ConstArrayMap<T>(x, n).minCoeff() < lowest_normal_arg)) {
+    ArrayMap<T>(o, n) = ConstArrayMap<T>(x, n).exp();
+    return;
+  }
+  const std::vector<T> in(x, x + n);  // rare: keep the arguments for the fix-up
+  ArrayMap<T>(o, n) = ConstArrayMap<T>(in.data(), n).exp();
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (in[i] < lowest_normal_arg) o[i] = std::exp(in[i]);
+  }
+}
+}  // namespace
+
 Tensor exp(const Tensor& a) {
-  return unary(a, [](const auto& x) { return x.exp(); });
+  Tensor out(a.shape(), a.dtype());
+  dispatch(a.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* x = a.data<T>();
+    T* o = out.data<T>();
+    parallel_for(a.size(), kElementGrain, [&](std::int64_t lo, std::int64_t hi) {
+      exp_block(x + lo, o + lo, hi - lo);
+    });
+  });
+  return out;
 }
 Tensor log(const Tensor& a) {
   return unary(a, [](const auto& x) { return x.log(); });
@@ -177,6 +213,34 @@ Tensor sigmoid(const Tensor& a) {
   return unary(a, [](const auto& x) {
     using T = typename std::decay_t<decltype(x)>::Scalar;
     return T(1) / (T(1) + (-x).exp());
+  });
+}
+Tensor softplus(const Tensor& a) {
+  Tensor out(a.shape(), a.dtype());
+  dispatch(a.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* x = a.data<T>();
+    T* o = out.data<T>();
+    parallel_for(a.size(), kElementGrain, [&](std::int64_t lo, std::int64_t hi) {
+      const ConstArrayMap<T> xs(x + lo, hi - lo);
+      ArrayMap<T> os(o + lo, hi - lo);
+      os = -xs.abs();
+      exp_block(o + lo, o + lo, hi - lo);  // exp(-|x|) in (0, 1]: Note [exp underflow]
+      os = xs.max(T(0)) + os.log1p();
+    });
+  });
+  return out;
+}
+Tensor leaky_relu(const Tensor& a, double alpha) {
+  return unary(a, [alpha](const auto& x) {
+    using T = typename std::decay_t<decltype(x)>::Scalar;
+    return (x > T(0)).select(x, x * T(alpha));
+  });
+}
+Tensor elu(const Tensor& a, double alpha) {
+  return unary(a, [alpha](const auto& x) {
+    using T = typename std::decay_t<decltype(x)>::Scalar;
+    return (x > T(0)).select(x, x.min(T(0)).expm1() * T(alpha));
   });
 }
 Tensor tanh(const Tensor& a) {
@@ -253,7 +317,7 @@ Tensor broadcast_to(const Tensor& a, const Shape& shape) {
     T* o = out.data<T>();
     const auto loop = detail::make_broadcast_loop<2>(shape, {&shape, &a.shape()});
     const bool contiguous = loop.inner_stride(1) != 0;
-    parallel_for(loop.rows(), std::max<std::int64_t>(1, kElementGrain / loop.inner()),
+    parallel_for(loop.rows(), detail::rows_per_grain(loop, kElementGrain),
                  [&](std::int64_t lo, std::int64_t hi) {
                    detail::for_each_row(
                        loop, lo, hi, [&](const std::array<std::int64_t, 2>& off, std::int64_t n) {
@@ -322,6 +386,10 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose
                      std::to_string(inner) + " rows, got " + std::to_string(b_rows));
   }
   Tensor out(Shape{rows, cols}, a.dtype());
+  a.check_defined();
+  b.check_defined();
+  if (inner == 0) out.fill(0.0);  // a sum of nothing
+  if (inner == 0 || out.size() == 0) return out;
   dispatch(a.dtype(), [&](auto zero) {
     using T = decltype(zero);
     using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -352,6 +420,8 @@ Tensor softmax_impl(const Tensor& a, int axis_in) {
   for (int i = axis + 1; i < a.rank(); ++i) inner *= a.shape()[i];
   const std::int64_t n = a.shape()[axis];
   Tensor out(a.shape(), a.dtype());
+  a.check_defined();
+  if (out.size() == 0) return out;
   dispatch(a.dtype(), [&](auto zero) {
     using T = decltype(zero);
     using Arr = Eigen::Array<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -363,7 +433,7 @@ Tensor softmax_impl(const Tensor& a, int axis_in) {
       if constexpr (kLog) {
         y.rowwise() -= y.exp().colwise().sum().log();
       } else {
-        y = y.exp();
+        exp_block(y.data(), y.data(), n * inner);  // Note [exp underflow]
         y.rowwise() /= y.colwise().sum();
       }
     }
@@ -388,14 +458,21 @@ void add_inplace(Tensor& out, const Tensor& g) {
   });
 }
 
+double element_error(double actual, double expected) {
+  if (actual == expected) return 0.0;  // equal, equal infinities included
+  if (std::isnan(actual) && std::isnan(expected)) return 0.0;
+  if (!std::isfinite(actual) || !std::isfinite(expected)) {
+    return std::numeric_limits<double>::infinity();
+  }
+  return std::fabs(actual - expected);
+}
+
 MaxDiff max_abs_diff(const Tensor& a, const Tensor& b) {
   check_same_shape(a.shape(), b.shape(), "max_abs_diff");
   MaxDiff worst;
   const std::vector<double> x = a.to_vector(), y = b.to_vector();
   for (std::size_t i = 0; i < x.size(); ++i) {
-    double d = std::fabs(x[i] - y[i]);
-    if (x[i] == y[i]) d = 0.0;                                       // equal infinities
-    if (std::isnan(d)) d = std::numeric_limits<double>::infinity();  // NaN is the worst
+    const double d = element_error(x[i], y[i]);
     if (d > worst.abs || worst.index < 0) {
       worst.abs = d;
       worst.index = static_cast<std::int64_t>(i);

@@ -29,6 +29,12 @@ Tensor log(const Tensor& a);
 Tensor relu(const Tensor& a);
 Tensor sigmoid(const Tensor& a);
 Tensor tanh(const Tensor& a);
+/// log(1 + exp(a)), computed as max(a, 0) + log1p(exp(-|a|)): no overflow.
+Tensor softplus(const Tensor& a);
+/// a where a > 0, else alpha * a.
+Tensor leaky_relu(const Tensor& a, double alpha);
+/// a where a > 0, else alpha * (exp(a) - 1).
+Tensor elu(const Tensor& a, double alpha);
 /// 1 where a > 0, else 0.
 Tensor step(const Tensor& a);
 
@@ -55,7 +61,15 @@ Tensor log_softmax(const Tensor& a, int axis = -1);
 /// out += g, in place (same shape and dtype).
 void add_inplace(Tensor& out, const Tensor& g);
 
-/// Largest |a - b| and the flat index where it occurs.
+/// Note [Non-finite comparison]
+/// |actual - expected| for one pair of elements, where non-finite values
+/// must match exactly: 0 when both are the same value (NaN and NaN, +inf
+/// and +inf), +inf when only one is finite, when they are opposite
+/// infinities, or when one is NaN. A NaN can then never hide behind an
+/// error ratio that is itself NaN.
+double element_error(double actual, double expected);
+
+/// Largest |a - b| (Note [Non-finite comparison]) and the flat index where it occurs.
 struct MaxDiff {
   double abs = 0.0;
   double rel = 0.0;

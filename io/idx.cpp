@@ -2,6 +2,7 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <sstream>
@@ -121,8 +122,20 @@ IdxArray read_idx(const std::string& path, int expected_rank) {
                     std::to_string(kMaxElements) + " elements; the header is corrupt");
     }
   }
-  out.data.resize(count);
-  in.read_exactly(out.data.data(), count, "data for dimensions " + to_string(out.dims));
+  // The header's count is a claim: memory grows with the data that really
+  // arrives, so a short file cannot make the reader allocate gigabytes.
+  constexpr std::uint64_t kReadChunk = std::uint64_t(1) << 22;
+  while (out.data.size() < count) {
+    const std::size_t have = out.data.size();
+    const std::size_t want = static_cast<std::size_t>(std::min(kReadChunk, count - have));
+    out.data.resize(have + want);
+    const std::size_t got = in.read(out.data.data() + have, want);
+    if (got != want) {
+      throw IOError(path + ": truncated IDX file: expected " + std::to_string(count) +
+                    " bytes of data for dimensions " + to_string(out.dims) + ", got " +
+                    std::to_string(have + got));
+    }
+  }
   unsigned char extra;
   if (in.read(&extra, 1) != 0) {
     throw IOError(path + ": IDX file holds more data than its dimensions " + to_string(out.dims) +

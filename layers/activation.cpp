@@ -62,11 +62,13 @@ Var activate(const ActivationKind& kind, const Var& x) {
   if (n == "relu") return ops::relu(x);
   if (n == "linear") return x;
   if (n == "softmax") return ops::softmax(x, -1);
-  if (n == "softplus") return ops::relu(x) + ops::log(ops::exp(-abs(x)) + 1.0);
+  // Note [Kinks and compositions] (ops/activation.cpp): softplus, leaky_relu
+  // and elu are primitives, so that their derivative at 0 is right.
+  if (n == "softplus") return ops::softplus(x);
   if (n == "softsign" || n == "symmetric_elliot") return x / (abs(x) + 1.0);
   if (n == "elliot") return x * 0.5 / (abs(x) + 1.0) + 0.5;
-  if (n == "leaky_relu") return ops::relu(x) - kind.alpha * ops::relu(-x);
-  if (n == "elu") return ops::relu(x) + kind.alpha * (ops::exp(-ops::relu(-x)) - 1.0);
+  if (n == "leaky_relu") return ops::leaky_relu(x, kind.alpha);
+  if (n == "elu") return ops::elu(x, kind.alpha);
   return activate(activation_kind(n), x);  // not canonical: throws listing the names
 }
 

@@ -1,6 +1,8 @@
 #include "layers/batch_normal.hpp"
 
+#include <Eigen/Core>
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <sstream>
 
@@ -38,13 +40,22 @@ Tensor as_stat(const Var& v, const BatchNormLayout& L) {
   return v.value().reshape(L.param_shape).astype(DType::Float64);
 }
 
-// The checked mode: reverse mode through the composite `f` on the saved
-// inputs, compared with the fused gradients. The tolerance is the dtype's,
-// its absolute part scaled by the gradient's root mean square.
+// Note [Checked mode's reference]
+// The checked mode runs reverse mode through the composite `f` on the saved
+// inputs and compares it with the fused gradients. The composite runs in
+// float64 on the inputs promoted from their dtype, whatever that dtype is:
+// recorded in float32, the composite rounds the batch mean to float32, and
+// on features far from zero next to their spread (x = 1e4 + N(0, 1)) its
+// own dx is off by tens of percent while the fused kernel, which keeps the
+// statistics in float64, is right to about 1e-6. A float32 reference would
+// blame the fused kernel for the reference's rounding. The tolerance is the
+// fused gradient's dtype's, its absolute part scaled by the gradient's root
+// mean square.
 void expect_agreement(const GraphFunction& composite, const VjpArgs& c, const BatchNormGrads& g) {
   GradModeGuard recording(true);  // backward may run under a NoGradGuard
-  const std::vector<Tensor> autodiff =
-      reverse_mode_gradients(composite, {c.saved[0], c.saved[1], c.saved[2]}, c.grad);
+  const auto f64 = [](const Tensor& t) { return t.astype(DType::Float64); };
+  const std::vector<Tensor> autodiff = reverse_mode_gradients(
+      composite, {f64(c.saved[0]), f64(c.saved[1]), f64(c.saved[2])}, f64(c.grad));
   const std::pair<const char*, const Tensor*> fused[] = {
       {"dx", &g.dx}, {"dgamma", &g.dgamma}, {"dbeta", &g.dbeta}};
   for (int i = 0; i < 3; ++i) {
@@ -56,7 +67,7 @@ void expect_agreement(const GraphFunction& composite, const VjpArgs& c, const Ba
         compare_tensors(fused[i].first, autodiff[i], f, tol.atol * std::max(1.0, rms), tol.rtol);
     if (!cmp.ok) {
       throw GradientMismatch("BatchNormal checked backward: autodiff and fused disagree on " +
-                             cmp.describe() + " (got = autodiff, expected = fused)");
+                             cmp.describe() + " (got = autodiff in float64, expected = fused)");
     }
   }
 }
@@ -64,6 +75,43 @@ void expect_agreement(const GraphFunction& composite, const VjpArgs& c, const Ba
 [[noreturn]] void throw_non_finite(const Shape& shape) {
   throw ValueError("BatchNormal: the training batch of shape " + to_string(shape) +
                    " contains NaN or Inf; expected finite values");
+}
+
+double largest_finite(DType dtype) {
+  return dtype == DType::Float32 ? double(std::numeric_limits<float>::max())
+                                 : std::numeric_limits<double>::max();
+}
+
+// Note [Statistics overflow]
+// A finite batch can still have a variance beyond the dtype's range
+// (float32 values near 1e19 and beyond, float64 near 1e154): the squared
+// deviations overflow. Both modes apply one rule, on the float64 statistics:
+// the batch fails when its mean or variance is not finite in the input's
+// dtype, and the message tells NaN/Inf in the input from overflow.
+void check_statistics(const BatchNormStats& stats, const Tensor& x) {
+  const double limit = largest_finite(x.dtype());
+  const auto fits = [limit](const Tensor& t) {
+    for (double v : t.to_vector()) {
+      if (!(std::fabs(v) <= limit)) return false;  // NaN fails too
+    }
+    return true;
+  };
+  if (fits(stats.mean) && fits(stats.var)) return;
+  if (!math::all_finite(x)) throw_non_finite(x.shape());
+  throw ValueError("BatchNormal: the variance of the training batch of shape " +
+                   to_string(x.shape()) + " overflowed " + to_string(x.dtype()) +
+                   ": the input is finite, but its squared deviations from the mean exceed " +
+                   number(limit) + "; expected values of a smaller magnitude (scale the input)");
+}
+
+// Largest |x|, to tell whether the variance could overflow the dtype.
+double max_magnitude(const Tensor& x) {
+  if (x.size() == 0) return 0.0;
+  return dispatch(x.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    return double(
+        Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(x.data<T>(), x.size()).abs().maxCoeff());
+  });
 }
 
 }  // namespace
@@ -120,9 +168,7 @@ Var batchnorm_fused_train(const Var& x, const Var& gamma, const Var& beta, const
   BatchNormStats stats;
   Tensor y = batchnorm_forward_train(x.value(), gamma.value(), beta.value(), L, eps, stats,
                                      variant == Variant::NpdlStd);
-  if (require_finite && !(math::all_finite(stats.mean) && math::all_finite(stats.var))) {
-    throw_non_finite(x.shape());
-  }
+  if (require_finite) check_statistics(stats, x.value());  // Note [Statistics overflow]
   if (stats_out != nullptr) *stats_out = stats;
   Graph* graph = common_graph({&x, &gamma, &beta}, kFusedTrain.name);
   if (graph == nullptr) return Var(std::move(y));
@@ -156,7 +202,8 @@ Var batchnorm_fused_infer(const Var& x, const Var& gamma, const Var& beta, const
         if (checked) {
           expect_agreement(
               [&](const std::vector<Var>& v) {
-                return batchnorm_composite_infer(v[0], v[1], v[2], L, eps, rm, rv);
+                return batchnorm_composite_infer(v[0], v[1], v[2], L, eps,
+                                                 rm.astype(v[0].dtype()), rv.astype(v[0].dtype()));
               },
               c, g);
         }
@@ -183,6 +230,10 @@ void BatchNormal::build(const Shape& input_shape) {
   Shape batch{2};
   batch.insert(batch.end(), input_shape.begin(), input_shape.end());
   BatchNormLayout layout = batchnorm_layout(batch, axis_);  // throws on a bad axis or rank
+  if (layout.features == 0) {
+    throw ShapeError("BatchNormal expects at least one feature, got samples of shape " +
+                     to_string(input_shape) + " (axis " + std::to_string(axis_) + ")");
+  }
   ParameterPtr gamma = make_parameter(gamma_init_(layout.param_shape, DType::Float32), "gamma");
   ParameterPtr beta = make_parameter(beta_init_(layout.param_shape, DType::Float32), "beta");
   gamma->grad = Tensor::zeros(layout.param_shape, DType::Float32);
@@ -203,6 +254,11 @@ const BatchNormLayout& BatchNormal::layout() const {
 
 void BatchNormal::check_input(const Tensor& x, bool training, bool scan_values) const {
   const BatchNormLayout L = batchnorm_layout(x.shape(), axis_);
+  if (x.size() == 0) {
+    throw ShapeError("BatchNormal expects a non-empty input (at least one feature and one "
+                     "sample), got shape " + to_string(x.shape()) + " with " +
+                     std::to_string(L.features) + " features and M = " + std::to_string(L.M));
+  }
   const bool rank_fits = x.rank() == static_cast<int>(input_shape().size()) + 1;
   if (connected() && (!rank_fits || L.param_shape != layout_.param_shape)) {
     throw ShapeError("BatchNormal expects inputs of rank " +
@@ -220,31 +276,28 @@ void BatchNormal::check_input(const Tensor& x, bool training, bool scan_values) 
   if (scan_values && !math::all_finite(x)) throw_non_finite(x.shape());
 }
 
-void BatchNormal::match_dtype(DType dtype) {
-  if (gamma_->value.dtype() == dtype) return;
-  if (has_run_) {
-    throw DTypeError("BatchNormal's parameters are " + npdl::to_string(gamma_->value.dtype()) +
-                     " (fixed by earlier forwards), got a " + npdl::to_string(dtype) + " input");
-  }
-  // Before the first forward, the parameters follow the input's dtype.
-  for (const ParameterPtr& p : {gamma_, beta_}) {
-    p->value = p->value.astype(dtype);
-    p->grad = p->grad.astype(dtype);
-  }
-  running_mean_ = running_mean_.astype(dtype);
-  running_var_ = running_var_.astype(dtype);
-}
-
 Var BatchNormal::apply(const Var& x, bool training) {
   // Validation comes before any state changes. The fused path sees NaN and
   // Inf in its statistics, without a separate scan of the batch.
   const bool fused = mode_ != BackwardMode::Autodiff;
   check_input(x.value(), training, /*scan_values=*/!fused);
+  // The fused path finds NaN, Inf and overflow after the dtype may have
+  // changed: Note [No change on failure].
+  StateGuard guard({this});
   // Inputs fit when their features do: a per-channel layer takes any
   // spatial size, so the base class's exact shape check does not apply.
   if (!connected()) connect_to(Shape(x.shape().begin() + 1, x.shape().end()));
   match_dtype(x.dtype());
   const BatchNormLayout L = batchnorm_layout(x.shape(), axis_);
+  // Note [Statistics overflow]: the composite's own statistics are in the
+  // input's dtype; a batch large enough to overflow is checked first on
+  // float64 statistics, so that nothing is recorded for it.
+  if (!fused && training &&
+      max_magnitude(x.value()) > 0.5 * std::sqrt(largest_finite(x.dtype()))) {
+    BatchNormStats exact;
+    batchnorm_forward_train(x.value(), gamma_->value, beta_->value, L, epsilon_, exact);
+    check_statistics(exact, x.value());
+  }
   Graph* graph = x.graph();
   std::optional<Graph::CompositeScope> scope;
   if (graph != nullptr) scope.emplace(*graph, name());
@@ -257,6 +310,7 @@ Var BatchNormal::apply(const Var& x, bool training) {
     y = training
             ? batchnorm_composite_train(x, gamma, beta, L, epsilon_, variant_, &stats)
             : batchnorm_composite_infer(x, gamma, beta, L, epsilon_, running_mean_, running_var_);
+    if (training) check_statistics(stats, x.value());
   } else {
     y = training ? batchnorm_fused_train(x, gamma, beta, L, epsilon_, checked, variant_, &stats,
                                          /*require_finite=*/true)
@@ -264,14 +318,15 @@ Var BatchNormal::apply(const Var& x, bool training) {
                                          checked);
   }
   if (training) update_running_stats(stats, L.M);
-  has_run_ = true;
+  fix_dtype();
+  guard.commit();
   return y;
 }
 
 void BatchNormal::update_running_stats(const BatchNormStats& stats, std::int64_t M) {
-  // npdl's convention: momentum weighs the old value. The batch variance is
-  // biased (divided by M); the running one estimates the population's, so
-  // it is scaled by M / (M - 1).
+  // SPEC section 2 (npdl itself keeps no running statistics): momentum
+  // weighs the old value. The batch variance is biased (divided by M); the
+  // running one estimates the population's, so it is scaled by M / (M - 1).
   const DType dtype = running_mean_.dtype();
   const Tensor mean = stats.mean.astype(dtype), var = stats.var.astype(dtype);
   const double unbias = double(M) / double(M - 1);

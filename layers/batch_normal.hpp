@@ -91,12 +91,11 @@ class BatchNormal : public Layer {
 
  protected:
   void build(const Shape& input_shape) override;
+  std::vector<Tensor*> state_tensors() override { return {&running_mean_, &running_var_}; }
   // Shared with SyncBatchNormal (layers/sync_batch_normal.hpp), which
   // validates on every rank and reduces the statistics across ranks.
   void check_input(const Tensor& x, bool training, bool scan_values) const;
-  void match_dtype(DType dtype);
   void update_running_stats(const BatchNormStats& stats, std::int64_t M);
-  void mark_run() { has_run_ = true; }
 
  private:
   Tensor checked_param(const Tensor& t, const char* what) const;
@@ -109,7 +108,6 @@ class BatchNormal : public Layer {
   BatchNormLayout layout_;
   ParameterPtr beta_, gamma_;
   Tensor running_mean_, running_var_;
-  bool has_run_ = false;  // a forward has used the parameters' dtype
 };
 
 }  // namespace npdl::layers

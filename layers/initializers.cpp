@@ -101,6 +101,7 @@ Tensor Orthogonal::operator()(const Shape& shape, DType dtype) const {
     throw ShapeError("orthogonal initialiser expects a shape of rank >= 2, got " +
                      to_string(shape));
   }
+  if (numel(shape) == 0) return Tensor::zeros(shape, dtype);  // nothing to make orthogonal
   const std::int64_t rows = shape[0], cols = numel(shape) / shape[0];
   const Tensor a = normal({rows, cols}, DType::Float64, 1.0);
   using Mat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;

@@ -26,31 +26,93 @@ void Layer::ensure_connected(const Shape& batch_shape) {
   if (!connected_) {
     connect_to(sample);
   } else if (sample != input_shape_) {
-    throw ShapeError(name() + " expects inputs of shape (N, " + to_string(input_shape_).substr(1) +
+    throw ShapeError(name() + " expects inputs of shape " + batch_shape_text(input_shape_) +
                      ", got " + to_string(batch_shape));
   }
 }
 
+std::string batch_shape_text(const Shape& sample_shape) {
+  std::string text = "(N";
+  for (std::int64_t d : sample_shape) text += ", " + std::to_string(d);
+  return text + ")";
+}
+
+void Layer::match_dtype(DType dtype) {
+  const std::vector<ParameterPtr> ps = params();
+  if (ps.empty() || ps.front()->value.dtype() == dtype) return;
+  if (dtype_fixed_) {
+    throw DTypeError(name() + "'s parameters are " + npdl::to_string(ps.front()->value.dtype()) +
+                     " (fixed by earlier forwards), got a " + npdl::to_string(dtype) + " input");
+  }
+  for (const ParameterPtr& p : ps) {
+    p->value = p->value.astype(dtype);
+    if (p->grad.defined()) p->grad = p->grad.astype(dtype);
+  }
+  for (Tensor* t : state_tensors()) *t = t->astype(dtype);
+}
+
+Layer::Snapshot Layer::snapshot() {
+  Snapshot s{connected_, input_shape_, dtype_fixed_, {}, {}};
+  if (connected_) {
+    for (const ParameterPtr& p : params()) s.params.emplace_back(p, *p);
+    for (Tensor* t : state_tensors()) s.state.emplace_back(t, *t);
+  }
+  return s;
+}
+
+void Layer::restore(const Snapshot& s) {
+  connected_ = s.connected;
+  input_shape_ = s.input_shape;
+  dtype_fixed_ = s.dtype_fixed;
+  for (const auto& [p, old] : s.params) *p = old;
+  for (const auto& [t, old] : s.state) *t = old;
+}
+
+StateGuard::StateGuard(const std::vector<Layer*>& layers) {
+  for (Layer* l : layers) saved_.emplace_back(l, l->snapshot());
+}
+
+StateGuard::~StateGuard() {
+  if (committed_) return;
+  for (auto& [layer, s] : saved_) layer->restore(s);
+}
+
 Tensor Layer::forward(const Tensor& input, bool training) {
+  StateGuard guard({this});
   // Lean: a layer's private graph keeps only what its backward needs.
   auto graph = std::make_unique<Graph>(GraphOptions{/*keep_intermediates=*/false});
   Var in = graph->variable(input, "input");
-  Var out = apply(in, training);  // throws before any state changes on bad input
-  graph_ = std::move(graph);
+  Var out = apply(in, training);
+  guard.commit();
+  forward_untracked_ = !out.tracked();
+  graph_ = forward_untracked_ ? nullptr : std::move(graph);
   input_ = in;
   output_ = out;
-  return out.value();
+  backward_done_ = false;
+  // An identity forward (Dropout(0), a linear Activation) must not hand out
+  // the caller's own buffer: writing to the output would change the input.
+  return out.value().same_storage(input) ? out.value().clone() : out.value();
 }
 
 Tensor Layer::backward(const Tensor& pre_grad) {
+  if (forward_untracked_) {
+    throw GraphError(name() +
+                     ".backward: the last forward ran with gradients disabled (NoGradGuard), so "
+                     "no graph was recorded; run forward with gradients enabled first");
+  }
   if (!graph_) {
     throw GraphError(name() + ".backward called before forward: expected a forward first");
   }
   check_same_shape(output_.shape(), pre_grad.shape(), name() + ".backward: pre_grad");
   check_same_dtype(output_.value(), pre_grad, "backward: pre_grad");
-  // Not retained: the sweep frees what it no longer needs; a second backward
-  // for the same forward is a GraphError (run forward again).
+  if (backward_done_) {
+    throw GraphError(name() +
+                     ".backward called twice for one forward: the first backward freed what "
+                     "it needed; run forward again");
+  }
+  // Not retained: the sweep frees what it no longer needs.
   graph_->backward(output_, pre_grad);
+  backward_done_ = true;
   const Tensor& g = input_.grad();
   return g.defined() ? g : Tensor::zeros(input_.shape(), input_.dtype());
 }

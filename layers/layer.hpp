@@ -8,6 +8,7 @@
 // gradient and stores the parameter gradients (grads()).
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "autodiff/graph.hpp"
@@ -43,17 +44,63 @@ class Layer {
   virtual std::vector<ParameterPtr> params() const { return {}; }
   std::vector<Tensor> grads() const;
 
+  /// Note [No change on failure]
+  /// A call that throws leaves the layer as it was: parameters (values,
+  /// gradients, dtype), running statistics and whether it is connected. A
+  /// Snapshot holds the handles of that state (tensors are never updated
+  /// in place by a forward, so holding the old handles is enough);
+  /// restore() puts them back.
+  struct Snapshot {
+    bool connected = false;
+    Shape input_shape;
+    bool dtype_fixed = false;
+    std::vector<std::pair<ParameterPtr, Parameter>> params;
+    std::vector<std::pair<Tensor*, Tensor>> state;
+  };
+  Snapshot snapshot();
+  void restore(const Snapshot& s);
+
  protected:
   /// Called once with the input shape (without the samples axis).
   virtual void build(const Shape& input_shape) { (void)input_shape; }
   /// Connects on first use; throws ShapeError if `input` does not fit.
   void ensure_connected(const Shape& batch_shape);
+  /// Tensors besides params() that follow the parameters' dtype and that a
+  /// failed call restores (BatchNormal's running statistics).
+  virtual std::vector<Tensor*> state_tensors() { return {}; }
+  /// Before the first successful forward, params() and state_tensors()
+  /// follow the input's dtype (a float64 gradient check then runs in
+  /// float64 throughout); after it, another dtype is a DTypeError.
+  void match_dtype(DType dtype);
+  /// Called by a forward that succeeded: the parameters' dtype is now fixed.
+  void fix_dtype() { dtype_fixed_ = true; }
 
  private:
   bool connected_ = false;
+  bool dtype_fixed_ = false;
   Shape input_shape_;
   std::unique_ptr<Graph> graph_;  // of the last eager forward
   Var input_, output_;
+  bool backward_done_ = false;     // the last forward's backward has run
+  bool forward_untracked_ = false;  // the last forward ran with gradients off
 };
+
+/// Restores the layers' state when the scope ends without commit() (an
+/// exception on the way): Note [No change on failure].
+class StateGuard {
+ public:
+  explicit StateGuard(const std::vector<Layer*>& layers);
+  ~StateGuard();
+  StateGuard(const StateGuard&) = delete;
+  StateGuard& operator=(const StateGuard&) = delete;
+  void commit() { committed_ = true; }
+
+ private:
+  std::vector<std::pair<Layer*, Layer::Snapshot>> saved_;
+  bool committed_ = false;
+};
+
+/// "(N, 3)" for samples of shape (3,): how a layer names the batch it expects.
+std::string batch_shape_text(const Shape& sample_shape);
 
 }  // namespace npdl::layers

@@ -34,21 +34,6 @@ void Linear::build(const Shape& input_shape) {
   b->grad = Tensor::zeros(b->value.shape(), DType::Float32);
   W_ = std::move(W);
   b_ = std::move(b);
-  has_run_ = false;
-}
-
-void Linear::match_dtype(DType dtype) {
-  if (W_->value.dtype() == dtype) return;
-  if (has_run_) {
-    throw DTypeError(name() + "'s parameters are " + npdl::to_string(W_->value.dtype()) +
-                     " (fixed by earlier forwards), got a " + npdl::to_string(dtype) + " input");
-  }
-  // Before the first forward the parameters follow the input's dtype, so
-  // that a float64 gradient check runs in float64 throughout.
-  for (const ParameterPtr& p : {W_, b_}) {
-    p->value = p->value.astype(dtype);
-    p->grad = p->grad.astype(dtype);
-  }
 }
 
 Var Linear::affine(const Var& input) {
@@ -58,7 +43,7 @@ Var Linear::affine(const Var& input) {
   const Var W = graph != nullptr ? graph->param(W_) : Var(W_->value);
   const Var b = graph != nullptr ? graph->param(b_) : Var(b_->value);
   Var y = ops::matmul(input, W) + b;
-  has_run_ = true;
+  fix_dtype();
   return y;
 }
 

@@ -37,12 +37,9 @@ class Linear : public Layer {
   Var affine(const Var& input);
 
  private:
-  void match_dtype(DType dtype);
-
   std::int64_t n_out_, n_in_;
   initializers::InitSpec init_;
   ParameterPtr W_, b_;
-  bool has_run_ = false;  // a forward has fixed the parameters' dtype
 };
 
 /// npdl's Dense(n_out, n_in=None, init='glorot_uniform', activation='tanh').

@@ -55,18 +55,13 @@ Reshape::Reshape(Shape shape) : target_(std::move(shape)) {
 
 void Reshape::build(const Shape& input_shape) {
   const std::int64_t size = numel(input_shape);
-  std::int64_t known = 1;
-  for (std::int64_t d : target_) known *= d == -1 ? 1 : d;
-  Shape out = target_;
-  for (std::int64_t& d : out) {
-    if (d == -1) d = known > 0 && size % known == 0 ? size / known : -1;
-  }
-  if (numel(out) != size || std::find(out.begin(), out.end(), -1) != out.end()) {
+  try {
+    output_shape_ = infer_shape(target_, size);
+  } catch (const ShapeError&) {
     throw ShapeError("Reshape to " + to_string(target_) + " needs samples of a fitting size, got " +
                      "samples of shape " + to_string(input_shape) + " (" + std::to_string(size) +
                      " elements)");
   }
-  output_shape_ = out;
 }
 
 Var Reshape::apply(const Var& input, bool /*training*/) {

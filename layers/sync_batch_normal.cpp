@@ -224,6 +224,9 @@ Var SyncBatchNormal::apply(const Var& x, bool training) {
     throw ValueError("SyncBatchNormal computes the correct forward only; got the NpdlStd variant");
   }
   agree_on_input(x.value());
+  // Note [No change on failure]: connecting, the dtype and the running
+  // statistics are put back if anything below throws (on every rank alike).
+  StateGuard guard({this});
   if (!connected()) connect_to(Shape(x.shape().begin() + 1, x.shape().end()));
   match_dtype(x.dtype());
   const BatchNormLayout L = batchnorm_layout(x.shape(), axis());
@@ -279,7 +282,8 @@ Var SyncBatchNormal::apply(const Var& x, bool training) {
     }
   }
   update_running_stats(global.stats, M);
-  mark_run();
+  fix_dtype();
+  guard.commit();
   return y;
 }
 

@@ -25,25 +25,21 @@ std::string samples_of(const Tensor& t) {
   return t.rank() == 0 ? "a scalar" : std::to_string(t.dim(0)) + " samples";
 }
 
-// Running statistics of BatchNormal layers, kept so that a step that fails
-// (non-finite loss) can put them back.
-struct RunningStats {
-  layers::BatchNormal* layer;
-  Tensor mean, var;
-};
-
-std::vector<RunningStats> snapshot(const std::vector<std::shared_ptr<layers::Layer>>& stack) {
-  std::vector<RunningStats> out;
-  for (const auto& l : stack) {
-    auto* bn = dynamic_cast<layers::BatchNormal*>(l.get());
-    if (bn != nullptr && bn->connected())
-      out.push_back({bn, bn->running_mean(), bn->running_var()});
-  }
+std::vector<layers::Layer*> raw(const std::vector<std::shared_ptr<layers::Layer>>& stack) {
+  std::vector<layers::Layer*> out;
+  for (const auto& l : stack) out.push_back(l.get());
   return out;
 }
 
-void restore(const std::vector<RunningStats>& stats) {
-  for (const auto& s : stats) s.layer->set_running_stats(s.mean, s.var);
+void check_has_samples(const Tensor& X, const char* what) {
+  if (X.rank() == 0) {
+    throw ShapeError(std::string("Model.") + what +
+                     ": expected X of shape (N, ...) with a samples axis, got a scalar");
+  }
+  if (X.dim(0) == 0) {
+    throw ShapeError(std::string("Model.") + what + ": X of shape " + to_string(X.shape()) +
+                     " holds no samples; expected at least one");
+  }
 }
 
 }  // namespace
@@ -151,11 +147,13 @@ void Model::build(const Shape& sample_shape) {
 }
 
 std::vector<ParameterPtr> Model::params() const {
+  // A layer added twice (weight tying) shares its parameters: each is listed
+  // once, so the optimiser steps it once with its accumulated gradient.
   std::vector<ParameterPtr> out;
   for (const auto& l : layers_) {
     if (!l->connected()) continue;
     for (const ParameterPtr& p : l->params()) {
-      if (p) out.push_back(p);
+      if (p && std::find(out.begin(), out.end(), p) == out.end()) out.push_back(p);
     }
   }
   return out;
@@ -224,15 +222,11 @@ BatchResult Model::train_on_batch(const Tensor& x, const Tensor& y) {
     check_batch(x, y, "train_on_batch");
   }
   // A step that fails part-way (a non-finite loss, a layer that rejects the
-  // batch) must leave the model as it was: BatchNormal layers update their
-  // running statistics during the forward, so those are put back.
-  const std::vector<RunningStats> saved = snapshot(layers_);
-  try {
-    return distributed() ? train_step_distributed(x, y) : train_step(x, y);
-  } catch (...) {
-    restore(saved);
-    throw;
-  }
+  // batch after an earlier one took its dtype) leaves every layer as it was.
+  layers::StateGuard guard(raw(layers_));
+  const BatchResult r = distributed() ? train_step_distributed(x, y) : train_step(x, y);
+  guard.commit();
+  return r;
 }
 
 BatchResult Model::train_step(const Tensor& x, const Tensor& y) {
@@ -266,6 +260,8 @@ BatchResult Model::train_step(const Tensor& x, const Tensor& y) {
 Tensor Model::predict(const Tensor& X, std::int64_t batch_size) {
   if (layers_.empty()) throw GraphError("Model.predict: the model has no layers");
   if (batch_size < 1) throw ValueError("Model.predict: batch_size must be >= 1");
+  check_has_samples(X, "predict");
+  layers::StateGuard guard(raw(layers_));
   NoGradGuard no_grad;
   std::vector<Tensor> parts;
   for (std::int64_t b = 0; b < X.dim(0); b += batch_size) {
@@ -274,7 +270,7 @@ Tensor Model::predict(const Tensor& X, std::int64_t batch_size) {
     for (const auto& l : layers_) h = l->apply(h, /*training=*/false);
     parts.push_back(h.value());
   }
-  if (parts.empty()) throw ShapeError("Model.predict: X has no samples");
+  guard.commit();
   Shape shape = parts.front().shape();
   shape[0] = X.dim(0);
   Tensor out(shape, parts.front().dtype());
@@ -290,6 +286,8 @@ Evaluation Model::evaluate(const Tensor& X, const Tensor& Y, std::int64_t batch_
   check_compiled("evaluate");
   check_batch(X, Y, "evaluate");
   if (batch_size < 1) throw ValueError("Model.evaluate: batch_size must be >= 1");
+  check_has_samples(X, "evaluate");
+  layers::StateGuard guard(raw(layers_));
   NoGradGuard no_grad;
   double loss_sum = 0.0, right = 0.0;
   for (std::int64_t b = 0; b < X.dim(0); b += batch_size) {
@@ -301,6 +299,7 @@ Evaluation Model::evaluate(const Tensor& X, const Tensor& Y, std::int64_t batch_
     loss_sum += l.value().item() * double(e - b);
     right += accuracy(outputs_of(f), yb) * double(e - b);
   }
+  guard.commit();
   const double n = double(X.dim(0));
   return {loss_sum / n, right / n};
 }
@@ -320,7 +319,12 @@ std::vector<EpochStats> Model::fit(const Tensor& X, const Tensor& Y, const FitOp
   const std::int64_t n_all = X.dim(0);
   const auto held_out = static_cast<std::int64_t>(double(n_all) * o.validation_split);
   const std::int64_t n = n_all - held_out;
-  if (n < 1) throw ValueError("Model.fit: no training samples left after the validation split");
+  check_has_samples(X, "fit");
+  if (n < 1) {
+    throw ValueError("Model.fit: validation_split = " + std::to_string(o.validation_split) +
+                     " holds out all " + std::to_string(n_all) +
+                     " samples; expected at least one left for training");
+  }
   Tensor train_x = held_out > 0 ? slice_rows(X, 0, n) : X;
   Tensor train_y = held_out > 0 ? slice_rows(Y, 0, n) : Y;
   std::optional<std::pair<Tensor, Tensor>> valid;

@@ -18,12 +18,6 @@ void check_pair(const std::string& objective, const Shape& outputs, const Shape&
 
 double samples(const Var& v) { return static_cast<double>(v.shape()[0]); }
 
-// relu(z) + log(1 + exp(-|z|)) = log(1 + exp(z)), without overflow.
-Var softplus(const Var& z) {
-  const Var abs_z = ops::relu(z) + ops::relu(-z);
-  return ops::relu(z) + ops::log(ops::exp(-abs_z) + 1.0);
-}
-
 Var targets_like(const Var& targets, const Var& outputs) {
   // Targets given in another dtype (labels as float64) follow the outputs'.
   if (targets.dtype() == outputs.dtype()) return targets;
@@ -75,7 +69,7 @@ Var BinaryCrossEntropy::per_batch(const Var& p, const Var& t) const {
 
 Var BinaryCrossEntropy::per_batch_from_pre_activation(const Var& z, const Var& t) const {
   // -[t log s(z) + (1 - t) log(1 - s(z))] = softplus(z) - t z
-  return ops::sum(softplus(z) - t * z) * (1.0 / samples(z));
+  return ops::sum(ops::softplus(z) - t * z) * (1.0 / samples(z));
 }
 
 Var SoftmaxCategoricalCrossEntropy::per_batch(const Var& z, const Var& t) const {

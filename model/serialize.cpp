@@ -11,7 +11,9 @@
 // "1.BatchNormal.running_var"), so a file meant for another stack of layers
 // is named in the error rather than loaded into the wrong places.
 #include <cstdio>
+#include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iterator>
@@ -178,9 +180,20 @@ void Model::save(const std::string& path) const {
 
 void Model::load(const std::string& path) {
   std::vector<StateEntry> state = state_of(layers_);
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    throw IOError("cannot read the parameter file " + path + ": it is a directory");
+  }
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw IOError("cannot open the parameter file " + path);
-  Reader r(std::string(std::istreambuf_iterator<char>(in), {}), path);
+  if (!in) throw IOError("cannot open the parameter file " + path + ": " + std::strerror(errno));
+  std::string bytes;
+  try {
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  } catch (const std::ios_base::failure& e) {
+    throw IOError("cannot read the parameter file " + path + ": " + e.what());
+  }
+  if (in.bad()) throw IOError("cannot read the parameter file " + path);
+  Reader r(std::move(bytes), path);
   const char* magic = r.take(sizeof kMagic, "magic");
   if (std::memcmp(magic, kMagic, sizeof kMagic) != 0) {
     throw IOError(path + ": not an npdl parameter file: expected the magic \"NPDLMODL\", got \"" +

@@ -9,7 +9,8 @@ const std::vector<const OpInfo*>& catalog() {
       &kAdd,  &kSub,     &kMul,     &kDiv,         &kAddScalar, &kMulScalar,
       &kNeg,  &kSquare,  &kSqrt,    &kRsqrt,       &kExp,       &kLog,
       &kSum,  &kMean,    &kReshape, &kBroadcastTo, &kTranspose, &kMatmul,
-      &kRelu, &kSigmoid, &kTanh,    &kSoftmax,     &kLogSoftmax};
+      &kRelu, &kSigmoid, &kTanh,    &kSoftplus,    &kLeakyRelu, &kElu,
+      &kSoftmax, &kLogSoftmax};
   return all;
 }
 

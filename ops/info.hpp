@@ -8,5 +8,5 @@ extern const OpInfo kAdd, kSub, kMul, kDiv, kAddScalar, kMulScalar, kNeg, kSquar
 extern const OpInfo kSum, kMean;
 extern const OpInfo kReshape, kBroadcastTo, kTranspose;
 extern const OpInfo kMatmul;
-extern const OpInfo kRelu, kSigmoid, kTanh, kSoftmax, kLogSoftmax;
+extern const OpInfo kRelu, kSigmoid, kTanh, kSoftplus, kLeakyRelu, kElu, kSoftmax, kLogSoftmax;
 }  // namespace npdl::ops::info

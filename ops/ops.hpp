@@ -44,6 +44,12 @@ Var matmul(const Var& a, const Var& b);
 Var relu(const Var& a);
 Var sigmoid(const Var& a);
 Var tanh(const Var& a);
+/// log(1 + exp(a)), stable for large |a|; derivative sigmoid(a).
+Var softplus(const Var& a);
+/// a for a > 0, alpha * a otherwise (derivative at 0: alpha).
+Var leaky_relu(const Var& a, double alpha = 0.01);
+/// a for a > 0, alpha * (exp(a) - 1) otherwise (derivative at 0: alpha).
+Var elu(const Var& a, double alpha = 1.0);
 Var softmax(const Var& a, int axis = -1);
 Var log_softmax(const Var& a, int axis = -1);
 
