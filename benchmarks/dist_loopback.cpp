@@ -56,8 +56,8 @@ void allreduce_by_size(dist::Communicator& comm, bool quick) {
   for (std::int64_t count = 1; count <= (std::int64_t{1} << 22); count *= quick ? 16 : 4) {
     std::vector<float> buf(static_cast<std::size_t>(count), 1.0f);
     const int reps = count < 4096 ? 200 : count < 262144 ? 20 : 3;
-    const double t = time_per_call(comm, quick ? 3 : 7, reps,
-                                   [&] { comm.allreduce_sum(buf.data(), count); });
+    const double t =
+        time_per_call(comm, quick ? 3 : 7, reps, [&] { comm.allreduce_sum(buf.data(), count); });
     const double bytes = double(count) * 4.0;
     const double n = comm.size();
     if (comm.rank() == 0) {
@@ -104,10 +104,9 @@ void syncbn_cost(const dist::CommunicatorPtr& comm, bool quick) {
     });
     if (comm->rank() == 0) {
       std::cout << std::fixed << std::setprecision(1) << "   " << std::setw(8) << global
-                << std::setw(8) << shard << std::setw(11) << t_local * 1e6 << " us"
-                << std::setw(15) << t_sync * 1e6 << " us" << std::setw(8)
-                << (t_sync - t_local) * 1e6 << " us" << std::setw(12) << t_comm * 1e6
-                << " us\n";
+                << std::setw(8) << shard << std::setw(11) << t_local * 1e6 << " us" << std::setw(15)
+                << t_sync * 1e6 << " us" << std::setw(8) << (t_sync - t_local) * 1e6 << " us"
+                << std::setw(12) << t_comm * 1e6 << " us\n";
     }
   }
 }
@@ -171,8 +170,9 @@ void training_throughput(const dist::CommunicatorPtr& comm, bool quick) {
     if (r == 0) {
       std::cout << std::fixed << std::setprecision(2) << "   " << std::setw(8) << global
                 << std::setw(9) << t * 1e3 << " ms" << std::setw(12) << std::setprecision(0)
-                << double(global) / t << "   " << (n > 1 ? grad_bytes + syncbn_bytes + step_bytes : 0)
-                << " (" << grad_bytes << " + " << step_bytes << " + " << syncbn_bytes << ")\n";
+                << double(global) / t << "   "
+                << (n > 1 ? grad_bytes + syncbn_bytes + step_bytes : 0) << " (" << grad_bytes
+                << " + " << step_bytes << " + " << syncbn_bytes << ")\n";
     }
   }
 }

@@ -48,8 +48,8 @@ std::string disagreement(Communicator& comm, bool ok, const std::string& detail)
   for (std::size_t r = 0; r < all.size(); ++r) {
     if (all[r].empty()) continue;
     if (!out.empty()) out += "; ";
-    out += "rank " + std::to_string(r) + " of " + std::to_string(all.size()) + ": " +
-           all[r].substr(1);
+    out +=
+        "rank " + std::to_string(r) + " of " + std::to_string(all.size()) + ": " + all[r].substr(1);
   }
   return out;
 }

@@ -39,8 +39,7 @@ class MpiCommunicator : public Communicator {
   }
   std::vector<double> allgather(const double* data, std::int64_t count) override {
     std::vector<double> out(static_cast<std::size_t>(count * size_));
-    MPI_Allgather(data, int(count), MPI_DOUBLE, out.data(), int(count), MPI_DOUBLE,
-                  MPI_COMM_WORLD);
+    MPI_Allgather(data, int(count), MPI_DOUBLE, out.data(), int(count), MPI_DOUBLE, MPI_COMM_WORLD);
     return out;
   }
   std::vector<std::int64_t> allgather(const std::int64_t* data, std::int64_t count) override {
@@ -58,7 +57,8 @@ class MpiCommunicator : public Communicator {
     MPI_Allgatherv(text.data(), int(length), MPI_CHAR, all.data(), counts.data(), offsets.data(),
                    MPI_CHAR, MPI_COMM_WORLD);
     std::vector<std::string> out;
-    for (std::size_t r = 0; r < counts.size(); ++r) out.push_back(all.substr(offsets[r], counts[r]));
+    for (std::size_t r = 0; r < counts.size(); ++r)
+      out.push_back(all.substr(offsets[r], counts[r]));
     return out;
   }
   void broadcast(void* data, std::size_t bytes, int root) override {

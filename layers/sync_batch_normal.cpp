@@ -41,8 +41,8 @@ FusedGrads sync_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma,
                          dist::Communicator& comm) {
   const DType f64 = DType::Float64;
   const Tensor dy64 = dy.astype(f64);
-  const Tensor xhat = m::mul(m::sub(x.astype(f64), against_input(s.mean, L, f64)),
-                             against_input(s.invstd, L, f64));
+  const Tensor xhat =
+      m::mul(m::sub(x.astype(f64), against_input(s.mean, L, f64)), against_input(s.invstd, L, f64));
   const Tensor local_dy = m::sum(dy64, L.reduced_axes).reshape(L.param_shape);
   const Tensor local_dy_xhat = m::sum(m::mul(dy64, xhat), L.reduced_axes).reshape(L.param_shape);
   const std::int64_t F = local_dy.size();
@@ -54,12 +54,12 @@ FusedGrads sync_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma,
   std::copy_n(sums.data<double>(), F, sum_dy.data<double>());
   std::copy_n(sums.data<double>() + F, F, sum_dy_xhat.data<double>());
   const double count = double(M);
-  const Tensor coeff = m::scale(m::mul(gamma.astype(f64).reshape(L.param_shape), s.invstd.reshape(L.param_shape)),
-                                1.0 / count);
+  const Tensor coeff =
+      m::scale(m::mul(gamma.astype(f64).reshape(L.param_shape), s.invstd.reshape(L.param_shape)),
+               1.0 / count);
   // (gamma * invstd / M) * (M * dy - SUM(dy) - xhat * SUM(dy * xhat))
-  const Tensor inner =
-      m::sub(m::sub(m::scale(dy64, count), against_input(sum_dy, L, f64)),
-             m::mul(xhat, against_input(sum_dy_xhat, L, f64)));
+  const Tensor inner = m::sub(m::sub(m::scale(dy64, count), against_input(sum_dy, L, f64)),
+                              m::mul(xhat, against_input(sum_dy_xhat, L, f64)));
   const Tensor dx = m::mul(against_input(coeff, L, f64), inner);
   return {dx.astype(x.dtype()), local_dy_xhat.reshape(gamma.shape()).astype(gamma.dtype()),
           local_dy.reshape(gamma.shape()).astype(gamma.dtype())};
@@ -205,16 +205,16 @@ void SyncBatchNormal::agree_on_input(const Tensor& x) {
     const std::string features = failed ? std::string() : features_of(r);
     const bool differs = !failed && !reference.empty() && features != reference;
     if (!failed && !differs) continue;
-    problems += (problems.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r) +
-                " of " + std::to_string(ranks) + " has an input of shape " +
-                to_string(shape_of(r)) +
+    problems += (problems.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r) + " of " +
+                std::to_string(ranks) + " has an input of shape " + to_string(shape_of(r)) +
                 (failed ? ": " + errors[std::size_t(r)]
                         : " (features and dtype " + features + ", rank 0 has " + reference + ")");
   }
   if (!problems.empty()) {
-    throw ShapeError("SyncBatchNormal: every rank's input must fit the layer and have the same "
-                     "features and dtype; " +
-                     problems);
+    throw ShapeError(
+        "SyncBatchNormal: every rank's input must fit the layer and have the same "
+        "features and dtype; " +
+        problems);
   }
 }
 
@@ -241,9 +241,10 @@ Var SyncBatchNormal::apply(const Var& x, bool training) {
         ")");
   }
   if (!(m::all_finite(global.stats.mean) && m::all_finite(global.stats.var))) {
-    throw ValueError("SyncBatchNormal: the global training batch contains NaN or Inf (this "
-                     "rank's input has shape " +
-                     to_string(x.shape()) + "); expected finite values");
+    throw ValueError(
+        "SyncBatchNormal: the global training batch contains NaN or Inf (this "
+        "rank's input has shape " +
+        to_string(x.shape()) + "); expected finite values");
   }
   Graph* graph = x.graph();
   std::optional<Graph::CompositeScope> scope;
@@ -257,8 +258,8 @@ Var SyncBatchNormal::apply(const Var& x, bool training) {
   if (backward_mode() == BackwardMode::Autodiff) {
     y = sync_batchnorm_composite_train(x, gamma, beta, L, eps, M, comm);
   } else {
-    Tensor out = batchnorm_forward_infer(x.value(), gamma.value(), beta.value(),
-                                         global.stats.mean, global.stats.var, L, eps);
+    Tensor out = batchnorm_forward_infer(x.value(), gamma.value(), beta.value(), global.stats.mean,
+                                         global.stats.var, L, eps);
     const bool checked = backward_mode() == BackwardMode::Checked;
     Graph* g = common_graph({&x, &gamma, &beta}, kSyncFusedTrain.name);
     if (g == nullptr) {

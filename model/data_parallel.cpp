@@ -24,9 +24,10 @@ void Model::broadcast_state_from_rank0(const Shape& sample_shape) {
   const std::vector<std::string> all = comm_->allgather(mine);
   for (std::size_t r = 1; r < all.size(); ++r) {
     if (all[r] != all[0]) {
-      throw ShapeError("Model (data-parallel): every rank must build the same model; rank 0 has "
-                       "parameters " +
-                       all[0] + "and rank " + std::to_string(r) + " has " + all[r]);
+      throw ShapeError(
+          "Model (data-parallel): every rank must build the same model; rank 0 has "
+          "parameters " +
+          all[0] + "and rank " + std::to_string(r) + " has " + all[r]);
     }
   }
   for (const ParameterPtr& p : params()) {

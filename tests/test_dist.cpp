@@ -30,7 +30,8 @@ TEST(AllReduceOp, OneRankIsTheIdentityAndItsVjpPassesTheGradient) {
   EXPECT_GRADCHECK(
       [](const std::vector<Var>& v) { return ops::square(dist::all_reduce_sum(v[0], kSingle)); },
       {Tensor::randn({3, 2}, 4, DType::Float64)});
-  EXPECT_STREQ(dist::kAllReduceSum.vjp, "gx = sum over ranks of g (the all-reduce of the gradient)");
+  EXPECT_STREQ(dist::kAllReduceSum.vjp,
+               "gx = sum over ranks of g (the all-reduce of the gradient)");
 }
 
 struct AxisCase {

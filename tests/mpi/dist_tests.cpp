@@ -174,9 +174,8 @@ TEST(SyncBatchNormal, AMismatchedShardStopsEveryRankAndNamesIt) {
     bn.forward(x);
     FAIL() << "expected ShapeError on every rank";
   } catch (const ShapeError& e) {
-    const std::string expected =
-        "rank " + std::to_string(comm()->size() - 1) + " of " + std::to_string(comm()->size()) +
-        " has an input of shape (3, 5)";
+    const std::string expected = "rank " + std::to_string(comm()->size() - 1) + " of " +
+                                 std::to_string(comm()->size()) + " has an input of shape (3, 5)";
     EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
   }
   EXPECT_EQ(relative_error(bn.running_mean(), mean), 0.0);
@@ -258,8 +257,9 @@ TEST_P(DataParallelFit, TwentyStepsEqualOneProcessOnTheGlobalBatch) {
               << ", 20 steps: weights " << weights_error << ", epoch loss "
               << std::abs(h_parallel[0].loss - h_single[0].loss) / std::abs(h_single[0].loss)
               << ", running mean "
-              << relative_error(dynamic_cast<layers::BatchNormal&>(*parallel->layers()[1]).running_mean(),
-                                dynamic_cast<layers::BatchNormal&>(*single->layers()[1]).running_mean())
+              << relative_error(
+                     dynamic_cast<layers::BatchNormal&>(*parallel->layers()[1]).running_mean(),
+                     dynamic_cast<layers::BatchNormal&>(*single->layers()[1]).running_mean())
               << " (relative)\n";
   }
   for (const ParameterPtr& p : parallel->params()) {
@@ -277,14 +277,15 @@ TEST_P(DataParallelFit, TwentyStepsEqualOneProcessOnTheGlobalBatch) {
 // before BatchNormal (gradient zero but for round-off) moves by lr times the
 // round-off's sign, and any two summation orders part ways. That is Adam's
 // nature, the same between 1 and 2 threads.
-INSTANTIATE_TEST_SUITE_P(
-    Optimisers, DataParallelFit,
-    ::testing::Values(std::make_pair(DType::Float64, std::string("sgd")),
-                      std::make_pair(DType::Float64, std::string("momentum")),
-                      std::make_pair(DType::Float32, std::string("momentum"))),
-    [](const auto& info) {
-      return std::string(info.param.first == DType::Float64 ? "f64_" : "f32_") + info.param.second;
-    });
+INSTANTIATE_TEST_SUITE_P(Optimisers, DataParallelFit,
+                         ::testing::Values(std::make_pair(DType::Float64, std::string("sgd")),
+                                           std::make_pair(DType::Float64, std::string("momentum")),
+                                           std::make_pair(DType::Float32, std::string("momentum"))),
+                         [](const auto& info) {
+                           return std::string(info.param.first == DType::Float64 ? "f64_"
+                                                                                 : "f32_") +
+                                  info.param.second;
+                         });
 
 TEST(DataParallel, SaveWritesOnceFromRankZeroAndEveryRankCanLoadIt) {
   auto m = small_network(true, DType::Float64, "sgd");
@@ -293,7 +294,7 @@ TEST(DataParallel, SaveWritesOnceFromRankZeroAndEveryRankCanLoadIt) {
   const std::string path = "dist_save_test_" + std::to_string(comm()->size()) + ".npdl";
   m->save(path);  // returns on every rank once rank 0 has written the file
   auto copy = small_network(true, DType::Float64, "sgd");  // other initial weights
-  copy->predict(Tensor::zeros({1, 5}, DType::Float64));  // sized, and float64 as m
+  copy->predict(Tensor::zeros({1, 5}, DType::Float64));    // sized, and float64 as m
   copy->load(path);
   const std::vector<ParameterPtr> p = m->params(), q = copy->params();
   for (std::size_t i = 0; i < p.size(); ++i) {
