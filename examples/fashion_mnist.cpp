@@ -8,7 +8,14 @@
 //
 //   ./build/examples/fashion_mnist [--data /usr/share/datasets/fashion-mnist]
 //       [--steps N] [--batch-size B] [--lr LR] [--decay D] [--optimizer NAME]
-//       [--eval-every K] [--out DIR] [--seed S]
+//       [--eval-every K] [--out DIR] [--seed S] [--distributed]
+//
+// With --distributed, under mpirun, each rank trains on its shard of every
+// global batch of --batch-size samples (SyncBatchNormal, gradients
+// all-reduced; Note [Data-parallel training] in model/model.hpp), and
+// rank 0 scores, prints and writes the files: the same curve as one
+// process, to round-off.
+//   mpirun -np 2 ./build/examples/fashion_mnist --distributed
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdlib>
@@ -36,6 +43,7 @@ struct Options {
   std::int64_t eval_every = 500;
   std::string out = "fashion_mnist_out";
   std::uint64_t seed = 1;
+  bool distributed = false;
 };
 
 /// The command line, through CLI11 (as the npdl program's). Exits for
@@ -70,6 +78,8 @@ Options parse(int argc, char** argv) {
   app.add_option("--out", o.out, "folder for the CSV and the PNG")->capture_default_str();
   app.add_option("--seed", o.seed, "seed of the initial weights and the batch order")
       ->capture_default_str();
+  app.add_flag("--distributed", o.distributed,
+               "data-parallel over the ranks of mpirun (needs npdl built with MPI)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -82,14 +92,19 @@ using fashion_mnist::load_split;
 
 /// The paper's network; with_batchnorm puts BatchNormal between each hidden
 /// layer's affine map and its sigmoid.
-std::unique_ptr<model::Model> make_network(bool with_batchnorm, const Options& o) {
+std::unique_ptr<model::Model> make_network(bool with_batchnorm, const Options& o,
+                                           const dist::CommunicatorPtr& comm) {
   set_seed(o.seed);  // both networks start from the same weights
   auto m = std::make_unique<model::Model>();
   for (int layer = 0; layer < 3; ++layer) {
     const std::int64_t n_in = layer == 0 ? 784 : 0;
     if (with_batchnorm) {
       m->add<layers::Linear>(100, n_in);
-      m->add<layers::BatchNormal>();
+      if (o.distributed) {
+        m->add<layers::SyncBatchNormal>(1e-6, 0.9, 0, "zero", "one", comm);
+      } else {
+        m->add<layers::BatchNormal>();
+      }
       m->add<layers::Activation>("sigmoid");
     } else {
       m->add<layers::Dense>(100, n_in, "glorot_uniform", "sigmoid");
@@ -101,6 +116,7 @@ std::unique_ptr<model::Model> make_network(bool with_batchnorm, const Options& o
   options.decay = o.decay;
   m->compile(model::get_objective("SoftmaxCategoricalCrossEntropy"),
              model::get_optimizer(o.optimizer, options));
+  if (o.distributed) m->set_communicator(comm);
   return m;
 }
 
@@ -152,26 +168,41 @@ void report_speed_up(const std::vector<Point>& curve) {
             << " checkpoints\n";
 }
 
-int run(const Options& o) {
+int run(const Options& o, const dist::CommunicatorPtr& comm) {
   const auto start = std::chrono::steady_clock::now();
   auto seconds = [&] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   };
-  auto plain = make_network(false, o);  // first: a bad option fails before the data loads
-  auto batchnorm = make_network(true, o);
+  const int rank = comm->rank(), ranks = comm->size();
+  if (o.batch_size < 2 * ranks) {
+    throw ValueError("--batch-size " + std::to_string(o.batch_size) + " over " +
+                     std::to_string(ranks) + " ranks: expected at least 2 samples per rank");
+  }
+  // This rank's rows of each global batch.
+  const dist::Shard shard = dist::shard_of(o.batch_size, rank, ranks);
+  auto plain = make_network(false, o, comm);  // first: a bad option fails before the data loads
+  auto batchnorm = make_network(true, o, comm);
   const fashion_mnist::Split train = load_split(o.data, "train");
   const fashion_mnist::Split test = load_split(o.data, "t10k");
-  std::cout << "Fashion-MNIST: " << train.x.dim(0) << " training and " << test.x.dim(0)
+  // Rank 0 speaks, scores and writes; the other ranks only train.
+  if (rank == 0 && o.distributed) {
+    std::cout << "data-parallel over " << ranks << " ranks (" << comm->backend()
+              << "): global batch " << o.batch_size << ", about " << o.batch_size / ranks
+              << " samples per rank\n";
+  }
+  if (rank == 0) std::cout << "Fashion-MNIST: " << train.x.dim(0) << " training and " << test.x.dim(0)
             << " test images (loaded in " << std::fixed << std::setprecision(1) << seconds()
             << " s)\n";
 
-  // Both networks see the same batches: a fresh permutation per epoch.
+  // Both networks see the same batches: a fresh permutation per epoch (the
+  // same on every rank: the same seed and the same program).
   std::mt19937_64 order_rng(o.seed);
   std::vector<std::int64_t> order(static_cast<std::size_t>(train.x.dim(0)));
   std::iota(order.begin(), order.end(), 0);
   std::size_t cursor = order.size();
   std::vector<Point> curve;
   auto score = [&](std::int64_t step) {
+    if (rank != 0) return;  // inference only: the other ranks need not wait
     const Point p{step, plain->evaluate(test.x, test.y).accuracy,
                   batchnorm->evaluate(test.x, test.y).accuracy};
     curve.push_back(p);
@@ -188,13 +219,14 @@ int run(const Options& o) {
     }
     const std::int64_t* rows = order.data() + cursor;
     cursor += static_cast<std::size_t>(o.batch_size);
-    const Tensor xb = model::take_rows(train.x, rows, o.batch_size);
-    const Tensor yb = model::take_rows(train.y, rows, o.batch_size);
+    const Tensor xb = model::take_rows(train.x, rows + shard.begin, shard.size());
+    const Tensor yb = model::take_rows(train.y, rows + shard.begin, shard.size());
     plain->train_on_batch(xb, yb);
     batchnorm->train_on_batch(xb, yb);
     if (step % o.eval_every == 0 || step == o.steps) score(step);
   }
 
+  if (rank != 0) return 0;
   std::error_code ignored;  // a folder that cannot be made shows as a CSV write error
   std::filesystem::create_directories(o.out, ignored);
   const std::string csv = o.out + "/fashion_mnist_accuracy.csv";
@@ -218,10 +250,23 @@ int run(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  const Options o = parse(argc, argv);
+  if (!o.distributed) {
+    try {
+      return run(o, dist::world());
+    } catch (const npdl::Error& e) {
+      std::cerr << "fashion_mnist: " << e.what() << '\n';
+      return 2;
+    }
+  }
+  std::unique_ptr<dist::MpiSession> session;
   try {
-    return run(parse(argc, argv));
-  } catch (const npdl::Error& e) {
-    std::cerr << "fashion_mnist: " << e.what() << '\n';
+    session = std::make_unique<dist::MpiSession>(&argc, &argv);
+  } catch (const npdl::Error& e) {  // built without MPI: say so, and what to do
+    std::cerr << "fashion_mnist: --distributed: " << e.what()
+              << "; without --distributed it trains in this process\n";
     return 2;
   }
+  // A rank that fails stops every rank (with its message), never a hang.
+  return dist::run_or_abort(session->world(), 2, [&] { return run(o, session->world()); });
 }

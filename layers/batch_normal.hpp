@@ -92,10 +92,12 @@ class BatchNormal : public Layer {
  protected:
   void build(const Shape& input_shape) override;
   std::vector<Tensor*> state_tensors() override { return {&running_mean_, &running_var_}; }
-
- private:
+  // Shared with SyncBatchNormal (layers/sync_batch_normal.hpp), which
+  // validates on every rank and reduces the statistics across ranks.
   void check_input(const Tensor& x, bool training, bool scan_values) const;
   void update_running_stats(const BatchNormStats& stats, std::int64_t M);
+
+ private:
   Tensor checked_param(const Tensor& t, const char* what) const;
 
   double epsilon_, momentum_;

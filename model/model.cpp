@@ -207,11 +207,24 @@ Tensor Model::outputs_of(const Forward& f) const {
 
 BatchResult Model::train_on_batch(const Tensor& x, const Tensor& y) {
   check_compiled("train_on_batch");
-  check_batch(x, y, "train_on_batch");
+  if (distributed()) {
+    // A bad shard on one rank stops every rank here, rather than leaving
+    // the others waiting in the step's collectives.
+    std::string error;
+    try {
+      check_batch(x, y, "train_on_batch");
+    } catch (const Error& e) {
+      error = e.what();
+    }
+    const std::string all = dist::disagreement(*comm_, error.empty(), error);
+    if (!all.empty()) throw ShapeError("Model.train_on_batch (data-parallel): " + all);
+  } else {
+    check_batch(x, y, "train_on_batch");
+  }
   // A step that fails part-way (a non-finite loss, a layer that rejects the
   // batch after an earlier one took its dtype) leaves every layer as it was.
   layers::StateGuard guard(raw(layers_));
-  const BatchResult r = train_step(x, y);
+  const BatchResult r = distributed() ? train_step_distributed(x, y) : train_step(x, y);
   guard.commit();
   return r;
 }
@@ -324,22 +337,35 @@ std::vector<EpochStats> Model::fit(const Tensor& X, const Tensor& Y, const FitOp
 
   const std::int64_t batch = std::min(o.batch_size, n);
   const std::int64_t batches = n / batch;
+  // Data-parallel (Note [Data-parallel training]): each rank trains on its
+  // shard of every global batch; progress and validation on rank 0.
+  const int ranks = distributed() ? comm_->size() : 1;
+  const int rank = distributed() ? comm_->rank() : 0;
+  if (batch < ranks) {
+    throw ValueError("Model.fit: a global batch of " + std::to_string(batch) +
+                     " samples cannot give each of " + std::to_string(ranks) +
+                     " ranks one; expected batch_size >= the number of ranks");
+  }
+  const dist::Shard shard = dist::shard_of(batch, rank, ranks);
+  std::ostream* log = rank == 0 ? o.log : nullptr;
   std::vector<std::int64_t> order(static_cast<std::size_t>(n));
   std::iota(order.begin(), order.end(), 0);
-  Progress progress(o.log, o.progress);
+  Progress progress(log, o.progress);
   std::vector<EpochStats> history;
   for (int epoch = 1; epoch <= o.epochs; ++epoch) {
     if (o.shuffle) std::shuffle(order.begin(), order.end(), generator());
+    if (o.shuffle && distributed()) comm_->broadcast(order.data(), order.size() * sizeof order[0], 0);
     progress.begin_epoch(epoch, o.epochs, batches);
     const auto start = std::chrono::steady_clock::now();
     double loss_sum = 0.0, acc_sum = 0.0;
     for (std::int64_t b = 0; b < batches; ++b) {
-      const std::int64_t* rows = order.data() + b * batch;
+      const std::int64_t* rows = order.data() + b * batch + shard.begin;
       BatchResult r;
       try {
-        r = train_on_batch(take_rows(train_x, rows, batch), take_rows(train_y, rows, batch));
+        r = train_on_batch(take_rows(train_x, rows, shard.size()),
+                           take_rows(train_y, rows, shard.size()));
       } catch (const ValueError& e) {
-        if (progress.style() == ProgressStyle::Redraw) *o.log << '\n';
+        if (log != nullptr && progress.style() == ProgressStyle::Redraw) *log << '\n';
         throw ValueError("Model.fit, epoch " + std::to_string(epoch) + ", batch " +
                          std::to_string(b + 1) + "/" + std::to_string(batches) + ": " + e.what());
       }
@@ -354,7 +380,7 @@ std::vector<EpochStats> Model::fit(const Tensor& X, const Tensor& Y, const FitOp
     s.accuracy = acc_sum / double(batches);
     s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     s.samples_per_second = s.seconds > 0 ? double(batches * batch) / s.seconds : 0.0;
-    if (valid) {
+    if (valid && rank == 0) {
       const Evaluation e = evaluate(valid->first, valid->second);
       s.val_loss = e.loss;
       s.val_accuracy = e.accuracy;

@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "dist/communicator.hpp"
 #include "layers/layer.hpp"
 #include "model/objectives.hpp"
 #include "model/optimizers.hpp"
@@ -95,6 +96,28 @@ class Model {
   /// for tensors that do not fit) the model is left as it was.
   void load(const std::string& path);
 
+  /// Note [Data-parallel training]
+  /// With a communicator of several ranks (dist::world() under mpirun), each
+  /// rank runs this same program on its shard of every global batch:
+  ///  - before the first step, rank 0's weights and running statistics are
+  ///    broadcast, so every rank starts from the same model;
+  ///  - train_on_batch(x, y) takes this rank's shard; the ranks' losses are
+  ///    weighted by their shard sizes (the backward starts from n_r / B, B
+  ///    the global batch), and the gradients are summed by all-reduce in
+  ///    buckets of up to kGradientBucketBytes (one call per bucket, not per
+  ///    tensor): the gradient of the global batch's mean loss, the same on
+  ///    every rank, so every optimiser takes the same step;
+  ///  - fit(X, Y) takes the whole data on every rank (the same X, Y), splits
+  ///    each global batch of options.batch_size into per-rank shards, uses
+  ///    rank 0's shuffle, and reports progress and validation on rank 0;
+  ///  - save writes the file once, on rank 0.
+  /// Use SyncBatchNormal instead of BatchNormal for statistics of the global
+  /// batch; with it, N ranks reproduce one process on the global batch.
+  /// A null communicator or one rank: training as in one process.
+  void set_communicator(dist::CommunicatorPtr comm);
+  const dist::CommunicatorPtr& communicator() const { return comm_; }
+  static constexpr std::size_t kGradientBucketBytes = std::size_t{4} << 20;
+
   /// Every layer's params(), in order.
   std::vector<ParameterPtr> params() const;
   const std::vector<std::shared_ptr<layers::Layer>>& layers() const { return layers_; }
@@ -110,6 +133,11 @@ class Model {
   };
   Forward run(const Var& x, bool training);
   BatchResult train_step(const Tensor& x, const Tensor& y);
+  bool distributed() const { return comm_ && comm_->size() > 1; }
+  // Data-parallel helpers (model/data_parallel.cpp).
+  BatchResult train_step_distributed(const Tensor& x, const Tensor& y);
+  void broadcast_state_from_rank0(const Shape& sample_shape);
+  void allreduce_gradients(const std::vector<ParameterPtr>& ps);
   Tensor outputs_of(const Forward& f) const;
   void check_compiled(const char* what) const;
   void check_batch(const Tensor& x, const Tensor& y, const char* what) const;
@@ -119,6 +147,8 @@ class Model {
   ObjectivePtr loss_;
   OptimizerPtr optimizer_;
   std::int64_t steps_ = 0;
+  dist::CommunicatorPtr comm_;
+  bool state_broadcast_ = false;  // rank 0's weights reached every rank
 };
 
 /// Fraction of rows whose argmax agrees (one column: outputs > 0.5 against

@@ -120,10 +120,10 @@ Tensor read_tensor(Reader& r, const std::string& path, std::string& name) {
   return t;
 }
 
-}  // namespace
-
-void Model::save(const std::string& path) const {
-  const std::vector<StateEntry> state = state_of(layers_);
+// The file format above, written to a temporary file and renamed over `path`.
+void write_state(const std::vector<std::shared_ptr<layers::Layer>>& stack,
+                 const std::string& path) {
+  const std::vector<StateEntry> state = state_of(stack);
   std::string buf(kMagic, sizeof kMagic);
   put(buf, kVersion);
   put(buf, static_cast<std::uint32_t>(state.size()));
@@ -151,6 +151,31 @@ void Model::save(const std::string& path) const {
     std::remove(tmp.c_str());
     throw IOError("cannot rename " + tmp + " to " + path + ": " + std::strerror(errno));
   }
+}
+
+}  // namespace
+
+void Model::save(const std::string& path) const {
+  // Data-parallel ranks hold the same weights: rank 0 writes the file and
+  // tells the others whether it could, so that all return or all throw.
+  if (comm_ && comm_->size() > 1) {
+    std::string error;
+    if (comm_->rank() == 0) {
+      try {
+        write_state(layers_, path);
+      } catch (const Error& e) {
+        error = e.what();
+      }
+    }
+    std::uint64_t length = error.size();
+    comm_->broadcast(&length, sizeof length, 0);
+    error.resize(length);
+    comm_->broadcast(error.data(), length, 0);
+    if (!error.empty()) throw IOError("Model.save on rank 0 of " + std::to_string(comm_->size()) +
+                                      ": " + error);
+    return;
+  }
+  write_state(layers_, path);
 }
 
 void Model::load(const std::string& path) {

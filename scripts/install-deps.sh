@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages npdl needs that are missing (Debian 12, root).
+# OpenMPI is optional for the library but needed by the tests under mpirun.
 # Usage: scripts/install-deps.sh [extra-package ...]
 set -euo pipefail
 packages=(build-essential cmake libboost-graph-dev libeigen3-dev libgtest-dev
-          libbenchmark-dev libcli11-dev zlib1g-dev ccache "$@")
+          libbenchmark-dev libcli11-dev zlib1g-dev ccache libopenmpi-dev openmpi-bin "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

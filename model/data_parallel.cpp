@@ -1,0 +1,124 @@
+// Model's data-parallel step (Note [Data-parallel training] in model.hpp).
+#include <cmath>
+#include <cstring>
+
+#include "autodiff/tensor_math.hpp"
+#include "layers/batch_normal.hpp"
+#include "model/model.hpp"
+
+namespace npdl::model {
+
+void Model::set_communicator(dist::CommunicatorPtr comm) {
+  comm_ = std::move(comm);
+  state_broadcast_ = false;
+}
+
+void Model::broadcast_state_from_rank0(const Shape& sample_shape) {
+  // Lazily sized layers are sized first, so that every rank has the
+  // tensors rank 0's values are copied into.
+  build(sample_shape);
+  std::string mine;
+  for (const ParameterPtr& p : params()) {
+    mine += p->name + to_string(p->value.shape()) + npdl::to_string(p->value.dtype()) + " ";
+  }
+  const std::vector<std::string> all = comm_->allgather(mine);
+  for (std::size_t r = 1; r < all.size(); ++r) {
+    if (all[r] != all[0]) {
+      throw ShapeError(
+          "Model (data-parallel): every rank must build the same model; rank 0 has "
+          "parameters " +
+          all[0] + "and rank " + std::to_string(r) + " has " + all[r]);
+    }
+  }
+  for (const ParameterPtr& p : params()) {
+    Tensor value = p->value.clone();  // not in place: the buffer may be shared
+    comm_->broadcast(value, 0);
+    p->value = value;
+  }
+  for (const auto& l : layers_) {
+    auto* bn = dynamic_cast<layers::BatchNormal*>(l.get());
+    if (bn == nullptr) continue;
+    Tensor mean = bn->running_mean().clone(), var = bn->running_var().clone();
+    comm_->broadcast(mean, 0);
+    comm_->broadcast(var, 0);
+    bn->set_running_stats(mean, var);
+  }
+  state_broadcast_ = true;
+}
+
+void Model::allreduce_gradients(const std::vector<ParameterPtr>& ps) {
+  // Consecutive gradients of one dtype share a bucket of up to
+  // kGradientBucketBytes: one all-reduce per bucket pays the latency once
+  // for many small tensors (biases, BatchNormal's gamma and beta) and keeps
+  // large messages in the bandwidth-bound regime.
+  std::size_t first = 0;
+  while (first < ps.size()) {
+    const DType dtype = ps[first]->grad.dtype();
+    const std::size_t bytes_per = element_size(dtype);
+    std::size_t end = first;
+    std::int64_t count = 0;
+    while (end < ps.size() && ps[end]->grad.dtype() == dtype &&
+           (end == first ||
+            std::size_t(count + ps[end]->grad.size()) * bytes_per <= kGradientBucketBytes)) {
+      count += ps[end]->grad.size();
+      ++end;
+    }
+    Tensor bucket({count}, dtype);
+    char* at = static_cast<char*>(bucket.raw_data());
+    for (std::size_t i = first; i < end; ++i) {
+      std::memcpy(at, ps[i]->grad.raw_data(), ps[i]->grad.nbytes());
+      at += ps[i]->grad.nbytes();
+    }
+    comm_->allreduce_sum(bucket);
+    at = static_cast<char*>(bucket.raw_data());
+    for (std::size_t i = first; i < end; ++i) {
+      Tensor g(ps[i]->grad.shape(), dtype);
+      std::memcpy(g.raw_data(), at, g.nbytes());
+      at += g.nbytes();
+      ps[i]->grad = std::move(g);
+    }
+    first = end;
+  }
+}
+
+BatchResult Model::train_step_distributed(const Tensor& x, const Tensor& y) {
+  if (!state_broadcast_) broadcast_state_from_rank0(Shape(x.shape().begin() + 1, x.shape().end()));
+  const std::string step = "step " + std::to_string(steps_ + 1);
+  Graph graph(GraphOptions{/*keep_intermediates=*/false});
+  const Forward f = run(graph.input(x, "x"), /*training=*/true);
+  const Var y_var = graph.input(y, "y");
+  const Var loss = f.pre_activation ? loss_->loss_from_pre_activation(f.for_loss, y_var)
+                                    : loss_->loss(f.for_loss, y_var);
+  // The global batch's mean loss is sum_r (n_r / B) L_r: one all-reduce of
+  // (n_r, n_r L_r, n_r accuracy_r) gives B, the loss and the accuracy, the
+  // same on every rank, so a non-finite loss stops every rank at once.
+  const double n = double(x.dim(0));
+  double totals[3] = {n, n * loss.value().item(), n * accuracy(outputs_of(f), y)};
+  comm_->allreduce_sum(totals, 3);
+  const double global_batch = totals[0], value = totals[1] / global_batch;
+  if (!std::isfinite(value)) {
+    throw ValueError("training stopped at " + step + ": the loss of the global batch is " +
+                     std::to_string(value) +
+                     ", expected a finite number; the parameters keep their values from "
+                     "before this step (try a smaller learning rate)");
+  }
+  // Reverse mode from n_r / B instead of 1: after the sum over ranks, the
+  // parameter gradients are those of the global mean loss. (Averaging
+  // per-rank gradients would be the same only for equal shards, and wrong
+  // through SyncBatchNormal, whose backward mixes the ranks' gradients.)
+  graph.backward(loss, Tensor::full(loss.shape(), n / global_batch, loss.dtype()));
+  const std::vector<ParameterPtr> ps = params();
+  allreduce_gradients(ps);
+  for (const ParameterPtr& p : ps) {
+    if (!math::all_finite(p->grad)) {
+      throw ValueError(
+          "training stopped at " + step + ": the gradient of parameter '" + p->name +
+          "' holds NaN or Inf; the parameters keep their values from before this step");
+    }
+  }
+  optimizer_->update(ps);
+  ++steps_;
+  return {value, totals[2] / global_batch};
+}
+
+}  // namespace npdl::model

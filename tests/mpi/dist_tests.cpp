@@ -1,0 +1,316 @@
+// Equivalence under MPI (run by CTest through mpirun with 2 and 3 ranks):
+// the all-reduce op and its VJP, SyncBatchNormal on shards against
+// BatchNormal on the whole batch for every axis case of SPEC section 2,
+// and data-parallel training against one process on the global batch.
+//
+// Every rank builds the whole batch from the same seeds, trains or runs its
+// shard, and compares with the single-process reference it computes itself,
+// so each rank's assertions are about its own numbers. Shards are uneven
+// (rank r has 2 + r samples) wherever the layer allows it.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+
+#include "npdl.hpp"
+
+namespace npdl {
+namespace {
+
+dist::CommunicatorPtr comm() { return dist::world(); }
+
+// Largest |a - b| relative to the largest |b| (1 when b is all zeros).
+double relative_error(const Tensor& a, const Tensor& b) {
+  EXPECT_EQ(a.shape(), b.shape());
+  const std::vector<double> x = a.to_vector(), y = b.to_vector();
+  double diff = 0.0, scale = 0.0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    diff = std::max(diff, std::abs(x[i] - y[i]));
+    scale = std::max(scale, std::abs(y[i]));
+  }
+  return diff / std::max(scale, 1e-300);
+}
+
+double tolerance(DType dtype) { return dtype == DType::Float64 ? 1e-10 : 1e-4; }
+
+// First row of each rank's shard when rank r holds rows_of(r) rows.
+std::int64_t first_row(int rank, std::int64_t (*rows_of)(int)) {
+  std::int64_t at = 0;
+  for (int r = 0; r < rank; ++r) at += rows_of(r);
+  return at;
+}
+std::int64_t uneven(int r) { return 2 + r; }
+
+// The same bits on every rank (the statistics and the weights must be).
+void expect_identical_on_every_rank(const Tensor& t, const std::string& what) {
+  const std::vector<double> mine = t.to_vector();
+  const std::vector<double> all = comm()->allgather(mine.data(), std::int64_t(mine.size()));
+  for (int r = 0; r < comm()->size(); ++r) {
+    for (std::size_t i = 0; i < mine.size(); ++i) {
+      ASSERT_EQ(all[r * mine.size() + i], all[i]) << what << " differs on rank " << r;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- all-reduce op
+
+TEST(AllReduceOp, ForwardSumsAndVjpSumsTheGradients) {
+  const int rank = comm()->rank(), n = comm()->size();
+  Graph g;
+  const Var x = g.variable(Tensor::full({2, 3}, rank + 1.0, DType::Float64), "x");
+  const Var y = dist::all_reduce_sum(x, comm());
+  // y = sum over ranks of (r + 1) = n (n + 1) / 2, on every rank.
+  EXPECT_EQ(y.value().at(0), n * (n + 1) / 2.0);
+  // L = sum_r sum(y_r * u_r) with u_r = r + 1: dL/dx_s = sum_r u_r.
+  y.backward(Tensor::full({2, 3}, rank + 1.0, DType::Float64));
+  EXPECT_EQ(x.grad().at(5), n * (n + 1) / 2.0);
+}
+
+TEST(AllReduceOp, ShapesThatDifferAreNamedByRank) {
+  const Tensor x = Tensor::zeros({2, comm()->rank() + 1});
+  try {
+    dist::all_reduce_sum(Var(x), comm());
+    FAIL() << "expected ShapeError";
+  } catch (const ShapeError& e) {
+    EXPECT_NE(std::string(e.what()).find("rank 1 has (2, 2)"), std::string::npos) << e.what();
+  }
+}
+
+// ---------------------------------------------------------------- SyncBatchNormal
+
+struct AxisCase {
+  Shape sample;  // without the samples axis
+  int axis;
+};
+const AxisCase kSpecTable[] = {
+    {{4}, 0}, {{4}, 1}, {{4}, -1}, {{4, 2, 3}, 1}, {{4, 2, 3}, 0}, {{5, 4}, -1},
+};
+
+struct SyncCase {
+  AxisCase axes;
+  DType dtype;
+  layers::BackwardMode mode;
+};
+
+std::string sync_case_name(const ::testing::TestParamInfo<SyncCase>& info) {
+  std::string n;
+  for (auto d : info.param.axes.sample) n += std::to_string(d) + "_";
+  n += "axis_" + (info.param.axes.axis < 0 ? "m" + std::to_string(-info.param.axes.axis)
+                                           : std::to_string(info.param.axes.axis));
+  n += info.param.dtype == DType::Float64 ? "_f64_" : "_f32_";
+  return n + layers::backward_mode_name(info.param.mode);
+}
+
+class SyncBatchNormalEquivalence : public ::testing::TestWithParam<SyncCase> {};
+
+TEST_P(SyncBatchNormalEquivalence, ShardsGiveTheWholeBatchsForwardAndBackward) {
+  const SyncCase& c = GetParam();
+  const int rank = comm()->rank(), n = comm()->size();
+  const std::int64_t total = first_row(n, uneven);
+  Shape whole{total};
+  whole.insert(whole.end(), c.axes.sample.begin(), c.axes.sample.end());
+  // Offset data (mean 5, spread 0.5): E[x^2] - E[x]^2 would lose digits here.
+  const Tensor x = Tensor::randn(whole, 11, c.dtype, 5.0, 0.5);
+  const Tensor dy = Tensor::randn(whole, 12, c.dtype);
+  const std::int64_t lo = first_row(rank, uneven), hi = lo + uneven(rank);
+
+  layers::BatchNormal reference(1e-5, 0.8, c.axes.axis);
+  reference.set_backward_mode(layers::BackwardMode::Fused);
+  const Tensor y_ref = reference.forward(x);
+  const Tensor dx_ref = reference.backward(dy);
+
+  layers::SyncBatchNormal sync(1e-5, 0.8, c.axes.axis, "zero", "one", comm());
+  sync.set_backward_mode(c.mode);
+  const Tensor y = sync.forward(model::slice_rows(x, lo, hi));
+  const Tensor dx = sync.backward(model::slice_rows(dy, lo, hi));
+
+  const double tol = tolerance(c.dtype);
+  EXPECT_LE(relative_error(y, model::slice_rows(y_ref, lo, hi)), tol);
+  EXPECT_LE(relative_error(dx, model::slice_rows(dx_ref, lo, hi)), tol);
+  // Parameter gradients are the rank's own sums; over the ranks they are
+  // the whole batch's.
+  const std::vector<Tensor> grads = sync.grads(), grads_ref = reference.grads();
+  for (std::size_t i = 0; i < grads.size(); ++i) {
+    Tensor summed = grads[i].clone();
+    comm()->allreduce_sum(summed);
+    EXPECT_LE(relative_error(summed, grads_ref[i]), tol) << (i == 0 ? "dbeta" : "dgamma");
+  }
+  EXPECT_LE(relative_error(sync.running_mean(), reference.running_mean()), tol);
+  EXPECT_LE(relative_error(sync.running_var(), reference.running_var()), tol);
+  expect_identical_on_every_rank(sync.running_mean(), "running_mean");
+  expect_identical_on_every_rank(sync.running_var(), "running_var");
+  // Inference uses those statistics: the same output as the reference's.
+  EXPECT_LE(relative_error(sync.forward(model::slice_rows(x, lo, hi), false),
+                           model::slice_rows(reference.forward(x, false), lo, hi)),
+            tol);
+}
+
+std::vector<SyncCase> all_sync_cases() {
+  std::vector<SyncCase> out;
+  for (const AxisCase& a : kSpecTable) {
+    for (DType d : {DType::Float64, DType::Float32}) {
+      for (auto m : {layers::BackwardMode::Fused, layers::BackwardMode::Autodiff,
+                     layers::BackwardMode::Checked}) {
+        out.push_back({a, d, m});
+      }
+    }
+  }
+  return out;
+}
+INSTANTIATE_TEST_SUITE_P(SpecAxes, SyncBatchNormalEquivalence,
+                         ::testing::ValuesIn(all_sync_cases()), sync_case_name);
+
+TEST(SyncBatchNormal, AMismatchedShardStopsEveryRankAndNamesIt) {
+  const int rank = comm()->rank();
+  layers::SyncBatchNormal bn(1e-5, 0.9, 1, "zero", "one", comm());
+  bn.forward(Tensor::randn({3, 4}, 1));
+  const Tensor mean = bn.running_mean().clone(), var = bn.running_var().clone();
+  // The last rank brings 5 features instead of 4.
+  const bool odd_one = rank == comm()->size() - 1;
+  const Tensor x = Tensor::randn({3, odd_one ? 5 : 4}, 2);
+  try {
+    bn.forward(x);
+    FAIL() << "expected ShapeError on every rank";
+  } catch (const ShapeError& e) {
+    const std::string expected = "rank " + std::to_string(comm()->size() - 1) + " of " +
+                                 std::to_string(comm()->size()) + " has an input of shape (3, 5)";
+    EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(relative_error(bn.running_mean(), mean), 0.0);
+  EXPECT_EQ(relative_error(bn.running_var(), var), 0.0);
+}
+
+TEST(SyncBatchNormal, OneSamplePerRankIsEnoughWhenTheGlobalBatchHasTwo) {
+  layers::SyncBatchNormal bn(1e-5, 0.9, 0, "zero", "one", comm());
+  const Tensor y = bn.forward(Tensor::randn({1, 3}, 7 + comm()->rank(), DType::Float64));
+  EXPECT_TRUE(math::all_finite(y));
+}
+
+// ---------------------------------------------------------------- data-parallel fit
+
+// 784-like MLP in miniature: Linear - (Sync)BatchNormal - sigmoid - Dense softmax.
+std::unique_ptr<model::Model> small_network(bool sync, DType dtype, const std::string& optimizer) {
+  // Different seeds per rank: rank 0's weights must reach every rank.
+  set_seed(sync ? 100 + comm()->rank() : 100);
+  auto m = std::make_unique<model::Model>();
+  m->add<layers::Linear>(6, 5);
+  if (sync) {
+    m->add<layers::SyncBatchNormal>(1e-5, 0.9, 0, "zero", "one", comm());
+  } else {
+    m->add<layers::BatchNormal>(1e-5, 0.9, 0);
+  }
+  m->add<layers::Activation>("sigmoid");
+  m->add<layers::Dense>(3, 0, "glorot_uniform", "softmax");
+  model::OptimizerOptions o;
+  o.lr = 0.1;
+  m->compile(model::get_objective("SoftmaxCategoricalCrossEntropy"),
+             model::get_optimizer(optimizer, o));
+  if (sync) m->set_communicator(comm());
+  (void)dtype;
+  return m;
+}
+
+Tensor all_weights(const model::Model& m) {
+  std::vector<double> all;
+  for (const ParameterPtr& p : m.params()) {
+    const std::vector<double> v = p->value.to_vector();
+    all.insert(all.end(), v.begin(), v.end());
+  }
+  return Tensor::from_vector({std::int64_t(all.size())}, all, DType::Float64);
+}
+
+class DataParallelFit : public ::testing::TestWithParam<std::pair<DType, std::string>> {};
+
+TEST_P(DataParallelFit, TwentyStepsEqualOneProcessOnTheGlobalBatch) {
+  const auto [dtype, optimizer] = GetParam();
+  const int n = comm()->size();
+  const std::int64_t per_rank = 4, global_batch = per_rank * n, steps = 20;
+  // 20 global batches (one epoch), data with offset features.
+  const Tensor X = Tensor::randn({global_batch * steps, 5}, 21, dtype, 1.0, 2.0);
+  std::vector<int> labels;
+  for (std::int64_t i = 0; i < global_batch * steps; ++i) labels.push_back(int((i * 7) % 3));
+  const Tensor Y = model::one_hot(labels, 3, dtype);
+  model::FitOptions o;
+  o.epochs = 1;
+  o.batch_size = global_batch;
+  o.log = nullptr;
+
+  // The reference first, silently and in one process, on every rank.
+  auto single = small_network(false, dtype, optimizer);
+  set_seed(7);
+  const std::vector<model::EpochStats> h_single = single->fit(X, Y, o);
+  auto parallel = small_network(true, dtype, optimizer);
+  set_seed(7);
+  const std::vector<model::EpochStats> h_parallel = parallel->fit(X, Y, o);
+
+  ASSERT_EQ(parallel->steps(), steps);
+  const double tol = tolerance(dtype);
+  EXPECT_LE(std::abs(h_parallel[0].loss - h_single[0].loss) / std::abs(h_single[0].loss), tol);
+  // Normwise over all weights: the Linear bias before BatchNormal has a
+  // zero gradient in exact arithmetic, so on its own it holds round-off only.
+  const double weights_error = relative_error(all_weights(*parallel), all_weights(*single));
+  EXPECT_LE(weights_error, tol);
+  if (comm()->rank() == 0) {  // the figures the README quotes
+    std::cout << "  " << n << " ranks x " << per_rank << " vs 1 x " << global_batch
+              << ", 20 steps: weights " << weights_error << ", epoch loss "
+              << std::abs(h_parallel[0].loss - h_single[0].loss) / std::abs(h_single[0].loss)
+              << ", running mean "
+              << relative_error(
+                     dynamic_cast<layers::BatchNormal&>(*parallel->layers()[1]).running_mean(),
+                     dynamic_cast<layers::BatchNormal&>(*single->layers()[1]).running_mean())
+              << " (relative)\n";
+  }
+  for (const ParameterPtr& p : parallel->params()) {
+    expect_identical_on_every_rank(p->value, "parameter " + p->name);
+  }
+  auto* bn = dynamic_cast<layers::BatchNormal*>(parallel->layers()[1].get());
+  auto* bn_ref = dynamic_cast<layers::BatchNormal*>(single->layers()[1].get());
+  EXPECT_LE(relative_error(bn->running_mean(), bn_ref->running_mean()), tol);
+  EXPECT_LE(relative_error(bn->running_var(), bn_ref->running_var()), tol);
+  // Test-time outputs agree as well (inference: running statistics).
+  EXPECT_LE(relative_error(parallel->predict(X), single->predict(X)), tol);
+}
+
+// Not Adam: it divides by the root of the squared gradients, so the bias
+// before BatchNormal (gradient zero but for round-off) moves by lr times the
+// round-off's sign, and any two summation orders part ways. That is Adam's
+// nature, the same between 1 and 2 threads.
+INSTANTIATE_TEST_SUITE_P(Optimisers, DataParallelFit,
+                         ::testing::Values(std::make_pair(DType::Float64, std::string("sgd")),
+                                           std::make_pair(DType::Float64, std::string("momentum")),
+                                           std::make_pair(DType::Float32, std::string("momentum"))),
+                         [](const auto& info) {
+                           return std::string(info.param.first == DType::Float64 ? "f64_"
+                                                                                 : "f32_") +
+                                  info.param.second;
+                         });
+
+TEST(DataParallel, SaveWritesOnceFromRankZeroAndEveryRankCanLoadIt) {
+  auto m = small_network(true, DType::Float64, "sgd");
+  m->train_on_batch(Tensor::randn({3, 5}, 1 + comm()->rank(), DType::Float64),
+                    model::one_hot({0, 1, 2}, 3, DType::Float64));
+  const std::string path = "dist_save_test_" + std::to_string(comm()->size()) + ".npdl";
+  m->save(path);  // returns on every rank once rank 0 has written the file
+  auto copy = small_network(true, DType::Float64, "sgd");  // other initial weights
+  copy->predict(Tensor::zeros({1, 5}, DType::Float64));    // sized, and float64 as m
+  copy->load(path);
+  const std::vector<ParameterPtr> p = m->params(), q = copy->params();
+  for (std::size_t i = 0; i < p.size(); ++i) {
+    EXPECT_EQ(relative_error(q[i]->value.astype(DType::Float64), p[i]->value), 0.0);
+  }
+  comm()->barrier();  // everyone has read it before rank 0 removes it
+  if (comm()->rank() == 0) std::remove(path.c_str());
+}
+
+}  // namespace
+}  // namespace npdl
+
+int main(int argc, char** argv) {
+  npdl::dist::MpiSession session(&argc, &argv);
+  ::testing::InitGoogleTest(&argc, argv);
+  double failed = ::testing::UnitTest::GetInstance()->Run() != 0 ? 1.0 : 0.0;
+  session.world()->allreduce_max(&failed, 1);
+  return failed != 0.0 ? 1 : 0;
+}
