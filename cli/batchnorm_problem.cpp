@@ -48,10 +48,11 @@ TensorComparison compare(const std::string& name, const Tensor& actual, const Te
 
 GradientAgreement agreement(const std::string& tensor, const std::string& pair,
                             const Tensor& actual, const Tensor& reference,
-                            const GradCheckOptions& tolerance) {
+                            const GradCheckOptions& tolerance, bool informational = false) {
   GradientAgreement a;
   a.tensor = tensor;
   a.pair = pair;
+  a.informational = informational;
   const Tensor actual64 = actual.astype(DType::Float64);
   const Tensor reference64 = reference.astype(DType::Float64);
   a.max_abs = math::max_abs_diff(actual64, reference64).abs;
@@ -60,7 +61,9 @@ GradientAgreement agreement(const std::string& tensor, const std::string& pair,
   for (double v : ref) scale = std::max(scale, std::fabs(v));
   a.max_rel = a.max_abs == 0.0 ? 0.0 : a.max_abs / scale;
   a.detail = compare(tensor, actual64, reference64, tolerance);
-  a.verdict = !a.detail.ok ? "MISMATCH" : a.max_abs == 0.0 ? "exact" : "close";
+  a.verdict = !a.detail.ok ? (informational ? "inexact" : "MISMATCH")
+              : a.max_abs == 0.0 ? "exact"
+                                 : "close";
   return a;
 }
 
@@ -119,6 +122,12 @@ std::vector<Tensor> autodiff_gradients(const BatchNormProblem& p) {
   return reverse_mode_gradients(composite_function(p), {p.x, p.gamma, p.beta}, p.dy);
 }
 
+std::vector<Tensor> autodiff_gradients_in_float64(const BatchNormProblem& p) {
+  const auto f64 = [](const Tensor& t) { return t.astype(DType::Float64); };
+  return reverse_mode_gradients(composite_function(p), {f64(p.x), f64(p.gamma), f64(p.beta)},
+                                f64(p.dy));
+}
+
 std::vector<Tensor> fused_gradients(const BatchNormProblem& p) {
   layers::BatchNormGrads g;
   if (p.training) {
@@ -148,13 +157,20 @@ std::vector<GradientAgreement> compare_gradients(const BatchNormProblem& p,
   const GradCheckOptions vs_numeric =
       p.x.dtype() == DType::Float64 ? GradCheckOptions{} : tolerances_for(DType::Float32);
   const GradCheckOptions vs_each_other = tolerances_for(p.x.dtype());
+  // Note [Checked mode's reference]: a float32 problem's fused gradients are
+  // held to the composite run in float64; the float32 composite's distance
+  // from float64 is its own rounding, shown but not a failure.
+  const bool float32 = p.x.dtype() == DType::Float32;
+  const std::vector<Tensor> reference =
+      float32 ? autodiff_gradients_in_float64(p) : autodiff;
   const char* names[] = {"dx", "dgamma", "dbeta"};
   std::vector<GradientAgreement> out;
   for (int i = 0; i < 3; ++i) {
-    out.push_back(
-        agreement(names[i], "autodiff vs finite diff", autodiff[i], numeric[i], vs_numeric));
+    out.push_back(agreement(names[i], "autodiff vs finite diff", autodiff[i], numeric[i],
+                            vs_numeric, /*informational=*/float32));
     out.push_back(agreement(names[i], "fused vs finite diff", fused[i], numeric[i], vs_numeric));
-    out.push_back(agreement(names[i], "autodiff vs fused", autodiff[i], fused[i], vs_each_other));
+    out.push_back(agreement(names[i], float32 ? "autodiff in float64 vs fused" : "autodiff vs fused",
+                            reference[i], fused[i], vs_each_other));
   }
   return out;
 }

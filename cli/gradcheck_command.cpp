@@ -58,6 +58,15 @@ void write_report(const BatchNormProblem& p, const std::vector<GradientAgreement
         "forward that actually ran, so it agrees with finite differences; the fused backward "
         "does not, and the check must say so.");
   }
+  if (p.x.dtype() == DType::Float32) {
+    report.paragraph(
+        "float32: the autodiff rows record the composite in float32, so it rounds the batch "
+        "mean and every intermediate to float32; where features sit far from zero next to "
+        "their spread, that rounding alone moves its dx (verdict 'inexact', shown, not a "
+        "failure). The fused kernel keeps its statistics in float64 and is held to float64 "
+        "references: finite differences, and the composite run in float64 on the same inputs "
+        "(what checked mode compares with).");
+  }
   const char* tensors[] = {"dx", "dgamma", "dbeta"};
   const char* inputs[] = {"x", "gamma", "beta"};
   for (int i = 0; i < 3; ++i) {

@@ -204,6 +204,21 @@ bool streams(const BatchNormLayout& L) {
   return L.outer * L.features * L.inner * std::int64_t(sizeof(T)) > kStreamBytes;
 }
 
+// Note [Rounded mean]
+// The kernels subtract the mean in T: with m = T(mean), x - m is exact for x
+// near m, but m differs from the float64 mean by delta = mean - m, up to
+// half an ulp of the mean. Where features sit far from zero next to their
+// spread (float32 x = 1e4 + N(0, 1): delta up to 5e-4, a two-thousandth of
+// the spread) that constant shift would move every xhat and dx by as much.
+// Each kernel folds delta into its per-feature constants, in float64:
+//   y = s (x - m) + (beta - s delta)
+//   sum(dy xmu) = sum(dy (x - m)) - delta sum(dy)
+//   dx = A dy + B (x - m) + (C - B delta)
+template <class T>
+ArrD rounding_of(const ArrD& mean) {
+  return mean - mean.template cast<T>().template cast<double>();
+}
+
 // The training forward for inner > 1 (Note [Feature groups]): per group,
 // the mean, then the squared deviations from it (two-pass, the rounding of
 // the mean corrected by the small sum of deviations), then y.
@@ -215,7 +230,7 @@ void forward_groups(const T* x, T* y, const BatchNormLayout& L, const ArrD& gamm
   mean = ArrD::Zero(C);
   var.resize(C);
   invstd.resize(C);
-  Arr<T> m(C), sc(C);
+  Arr<T> m(C), sc(C), bs(C);
   ArrD dsum = ArrD::Zero(C), ssq = ArrD::Zero(C);
   const double M = double(L.M);
   const bool stream = streams<T>(L);
@@ -239,9 +254,11 @@ void forward_groups(const T* x, T* y, const BatchNormLayout& L, const ArrD& gamm
       invstd[c] = 1.0 / std::sqrt(denom + epsilon);
       m[c] = T(mean[c]);
       sc[c] = T(gamma[c] * invstd[c]);
+      // Note [Rounded mean]
+      bs[c] = T(double(beta[c]) - gamma[c] * invstd[c] * (mean[c] - double(m[c])));
     }
     for_each_run(L, c0, c1, [&](std::int64_t c, std::int64_t off, std::int64_t n) {
-      const T mc = m[c], s = sc[c], b = beta[c];
+      const T mc = m[c], s = sc[c], b = bs[c];
       if (!stream) {
         MMap<T>(y + off, n) = (CMap<T>(x + off, n) - mc) * s + b;
         return;
@@ -276,9 +293,13 @@ void backward_groups(const T* dy, const T* x, T* dx, const BatchNormLayout& L, c
       sum_dy_d[c] += double((g * (CMap<T>(x + off, n) - m[c])).sum());
     });
     for (std::int64_t c = c0; c < c1; ++c) {
+      const double delta = mean[c] - double(m[c]);  // Note [Rounded mean]
+      sum_dy_d[c] -= delta * sum_dy[c];
+      const double B = training ? -A[c] * invstd[c] * invstd[c] * sum_dy_d[c] * inv_m : 0.0;
+      const double Cc = training ? -A[c] * sum_dy[c] * inv_m : 0.0;
       a[c] = T(A[c]);
-      b[c] = training ? T(-A[c] * invstd[c] * invstd[c] * sum_dy_d[c] * inv_m) : T(0);
-      cc[c] = training ? T(-A[c] * sum_dy[c] * inv_m) : T(0);
+      b[c] = T(B);
+      cc[c] = T(Cc - B * delta);
     }
     for_each_run(L, c0, c1, [&](std::int64_t c, std::int64_t off, std::int64_t n) {
       const T ac = a[c], bc = b[c], cx = cc[c], mc = m[c];
@@ -408,12 +429,14 @@ BatchNormGrads backward_impl(const Tensor& dy, const Tensor& x, const Tensor& ga
   } else {
     const Arr<T> m = narrowed<T>(mean);
     backward_sums_columns<T>(dy.data<T>(), x.data<T>(), m, L, sum_dy, sum_dy_d);
+    const ArrD delta = rounding_of<T>(mean);  // Note [Rounded mean]
+    sum_dy_d -= delta * sum_dy;
     const double inv_m = 1.0 / double(L.M);
     const ArrD zeros = ArrD::Zero(L.features);
     const ArrD B = training ? ArrD(-A * invstd.square() * sum_dy_d * inv_m) : zeros;
     const ArrD Cc = training ? ArrD(-A * sum_dy * inv_m) : zeros;
     dx_rows<T>(dy.data<T>(), x.data<T>(), g.dx.data<T>(), m, narrowed<T>(A), narrowed<T>(B),
-               narrowed<T>(Cc), L);
+               narrowed<T>(ArrD(Cc - B * delta)), L);
   }
   g.dgamma = param_tensor(sum_dy_d * invstd, L, gamma.dtype());
   g.dbeta = param_tensor(sum_dy, L, gamma.dtype());
@@ -471,8 +494,9 @@ Tensor batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tenso
       const ArrD denom = npdl_std_bug ? ArrD(var.sqrt()) : var;
       invstd = (denom + epsilon).rsqrt();
       const ArrD scale = as_double(gamma) * invstd;
+      const ArrD shifted_beta = as_double(beta) - scale * rounding_of<T>(mean);  // Note [Rounded mean]
       affine_rows<T>(x.data<T>(), y.data<T>(), narrowed<T>(mean), narrowed<T>(scale),
-                     features_of<T>(beta), L);
+                     narrowed<T>(shifted_beta), L);
     }
     stats.mean = param_tensor(mean, L, DType::Float64);
     stats.var = param_tensor(var, L, DType::Float64);
@@ -488,8 +512,10 @@ Tensor batchnorm_forward_infer(const Tensor& x, const Tensor& gamma, const Tenso
     using T = decltype(zero);
     const ArrD scale = as_double(gamma) * (as_double(var) + epsilon).rsqrt();
     Tensor y(x.shape(), x.dtype());
-    const Arr<T> m = narrowed<T>(as_double(mean)), sc = narrowed<T>(scale),
-                 b = features_of<T>(beta);
+    const ArrD mean64 = as_double(mean);
+    // Note [Rounded mean] (a float32 running mean is exact in T: delta = 0)
+    const Arr<T> m = narrowed<T>(mean64), sc = narrowed<T>(scale),
+                 b = narrowed<T>(ArrD(as_double(beta) - scale * rounding_of<T>(mean64)));
     if (L.inner > 1) {
       affine_segments<T>(x.data<T>(), y.data<T>(), m, sc, b, L);
     } else {

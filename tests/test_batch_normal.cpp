@@ -480,5 +480,86 @@ TEST_F(BadInput, SettersCheckShapes) {
   EXPECT_TRUE(Snapshot(bn) == before);
 }
 
+// Issue 12, item 1: checked mode without false alarms. Features far from
+// zero next to their spread make the float32 composite's own dx inaccurate;
+// checked mode's reference runs in float64 (Note [Checked mode's reference])
+// and the fused kernel folds the mean's rounding into its constants (Note
+// [Rounded mean]), so both conditioned and ill-conditioned batches pass in
+// both dtypes, and the buggy sqrt(std + eps) forward is still caught.
+struct Conditioning {
+  Shape shape;
+  int axis;
+  double offset;  // added to N(0, 1)
+};
+
+void PrintTo(const Conditioning& c, std::ostream* os) {
+  *os << to_string(c.shape) << " axis " << c.axis << " offset " << c.offset;
+}
+
+class CheckedModeConditioning : public ::testing::TestWithParam<Conditioning> {};
+
+Tensor offset_batch(const Conditioning& c, DType dtype) {
+  return Tensor::randn(c.shape, 11, dtype, c.offset, 1.0);
+}
+
+TEST_P(CheckedModeConditioning, PassesInBothDtypes) {
+  for (DType dtype : {DType::Float32, DType::Float64}) {
+    BatchNormal bn(1e-6, 0.9, GetParam().axis);
+    bn.set_backward_mode(BackwardMode::Checked);
+    const Tensor x = offset_batch(GetParam(), dtype);
+    bn.forward(x);
+    EXPECT_NO_THROW(bn.backward(Tensor::randn(x.shape(), 12, dtype))) << to_string(dtype);
+  }
+}
+
+TEST_P(CheckedModeConditioning, FusedIsCloseToTheFloat64CompositeInFloat32) {
+  const Conditioning& c = GetParam();
+  const Tensor x32 = offset_batch(c, DType::Float32);
+  const BatchNormLayout L = batchnorm_layout(x32.shape(), c.axis);
+  const Tensor gamma = Tensor::uniform(L.param_shape, 13, DType::Float32, 0.5, 1.5);
+  const Tensor beta = Tensor::uniform(L.param_shape, 14, DType::Float32, -0.5, 0.5);
+  const Tensor dy = Tensor::randn(x32.shape(), 15, DType::Float32);
+  BatchNormStats stats;
+  const Tensor y = batchnorm_forward_train(x32, gamma, beta, L, 1e-6, stats);
+  const BatchNormGrads g = batchnorm_backward_train(dy, x32, gamma, stats, L);
+  const auto f64 = [](const Tensor& t) { return t.astype(DType::Float64); };
+  const GraphFunction composite = [&](const std::vector<Var>& v) {
+    return batchnorm_composite_train(v[0], v[1], v[2], L, 1e-6);
+  };
+  const std::vector<Tensor> reference =
+      reverse_mode_gradients(composite, {f64(x32), f64(gamma), f64(beta)}, f64(dy));
+  const Tensor y64 = [&] {
+    NoGradGuard no_grad;
+    return composite({Var(f64(x32)), Var(f64(gamma)), Var(f64(beta))}).value();
+  }();
+  EXPECT_LT(math::max_abs_diff(f64(y), y64).abs, 1e-5);
+  EXPECT_LT(math::max_abs_diff(f64(g.dx), reference[0]).abs, 2e-5);
+  EXPECT_LT(math::max_abs_diff(f64(g.dgamma), reference[1]).abs, 1e-4);
+}
+
+TEST_P(CheckedModeConditioning, StillCatchesTheBuggyStd) {
+  for (DType dtype : {DType::Float32, DType::Float64}) {
+    BatchNormal bn(1e-6, 0.9, GetParam().axis);
+    bn.set_backward_mode(BackwardMode::Checked);
+    bn.set_variant(Variant::NpdlStd);
+    const Tensor x = offset_batch(GetParam(), dtype);
+    bn.forward(x);
+    EXPECT_THROW(bn.backward(Tensor::randn(x.shape(), 12, dtype)), GradientMismatch)
+        << to_string(dtype);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    WellAndIllConditioned, CheckedModeConditioning,
+    ::testing::Values(Conditioning{{64, 16}, 0, 0.0}, Conditioning{{64, 16}, 0, 1e4},
+                      Conditioning{{8, 3, 4, 4}, 1, 0.0}, Conditioning{{8, 3, 4, 4}, 1, 1e4},
+                      Conditioning{{6, 5, 4}, -1, 3e3}),
+    [](const ::testing::TestParamInfo<Conditioning>& info) {
+      std::string n = "shape";
+      for (auto d : info.param.shape) n += "_" + std::to_string(d);
+      return n + "_axis_" + (info.param.axis < 0 ? "m1" : std::to_string(info.param.axis)) +
+             "_offset_" + std::to_string(static_cast<long>(info.param.offset));
+    });
+
 }  // namespace
 }  // namespace npdl::layers

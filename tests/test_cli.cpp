@@ -503,6 +503,23 @@ TEST_F(CliTest, GradcheckBadInput) {
   expect_one_line_error(r, "npdl gradcheck batchnorm", "axis -3");
 }
 
+// Issue 12, item 1: on float32 features far from zero next to their spread,
+// the float32 composite's own error is shown beside the fused kernel's, both
+// against float64; only the fused kernel is held to them; checked mode
+// raises no false alarm.
+TEST_F(CliTest, GradcheckShowsTheFloat32CompositesRoundingWithoutFailing) {
+  const std::string x = save("x.npy", Tensor::randn({64, 16}, 21, DType::Float32, 1e4, 1.0));
+  const std::string dy = save("dy.npy", Tensor::randn({64, 16}, 22, DType::Float32));
+  CliResult r = run({"gradcheck", "batchnorm", "--x", x});
+  EXPECT_EQ(r.status, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("inexact"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("autodiff in float64 vs fused"), std::string::npos) << r.out;
+  r = run({"bn", "--x", x, "--dy", dy, "--backward", "checked", "--out", path("out")});
+  EXPECT_EQ(r.status, 0) << r.err;
+  r = run({"gradcheck", "batchnorm", "--x", x, "--buggy-std"});
+  EXPECT_EQ(r.status, cli::kGradientMismatch) << r.out;
+}
+
 // Issue 15, items 5 and 7: empty and overflowing shapes exit 1 with a
 // message instead of dying on a signal.
 TEST_F(CliTest, EmptyAndOverflowingShapesAreOneLineErrors) {
