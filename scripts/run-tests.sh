@@ -10,7 +10,9 @@ scripts/install-deps.sh
 build=build type=Release extra=()
 case "${1:-}" in
   --sanitize) build=build-asan type=Debug extra=(-DNPDL_SANITIZE=address,undefined) ;;
-  --tsan) build=build-tsan type=RelWithDebInfo extra=(-DNPDL_SANITIZE=thread) ;;
+  --tsan) build=build-tsan type=RelWithDebInfo extra=(-DNPDL_SANITIZE=thread)
+          # an impossible allocation returns null (the MemoryError tests)
+          export TSAN_OPTIONS=allocator_may_return_null=1 ;;
   "") ;;
   *) echo "usage: $0 [--sanitize | --tsan]" >&2; exit 2 ;;
 esac

@@ -69,28 +69,6 @@ void build_small_mlp(Model& m) {
   m.add<layers::Dense>(3, 0, "glorot_uniform", "softmax");
 }
 
-TEST(Threads, OneModelPredictsOnTwoThreadsAtOnce) {
-  set_seed(4);
-  Model m;
-  build_small_mlp(m);
-  m.compile("scce", "sgd");
-  const Tensor x = Tensor::randn({40, 12}, 5);
-  const Tensor y = model::one_hot(std::vector<int>(40, 1), 3);
-  FitOptions quiet;
-  quiet.epochs = 2;
-  quiet.batch_size = 8;
-  quiet.log = nullptr;
-  m.fit(x, y, quiet);
-  const Tensor expected = m.predict(x, 7);
-  Tensor got0, got1;
-  std::thread t0([&] { got0 = m.predict(x, 7); });
-  std::thread t1([&] { got1 = m.predict(x, 7); });
-  t0.join();
-  t1.join();
-  EXPECT_TRUE(bit_identical(got0, expected));
-  EXPECT_TRUE(bit_identical(got1, expected));
-}
-
 /// Trains a fresh model from `seed` (the generator is per thread: seeding
 /// one thread does not disturb another) and returns its predictions.
 Tensor train_from_seed(std::uint64_t seed) {
