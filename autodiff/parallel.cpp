@@ -82,44 +82,34 @@ bool spin_until(Done done) {
 
 class Pool {
  public:
-  ~Pool() { resize(0); }
+  ~Pool() { resize(1); }
 
-  int size() const { return static_cast<int>(workers_.size()) + 1; }
+  int size() const { return size_.load(std::memory_order_acquire); }
 
+  // Note [Resizing while work runs]
+  // set_num_threads may be called on one thread while another runs kernels.
+  // resize therefore takes run_mutex_: it waits for the job in flight to
+  // finish and no job starts until the new workers are up. A job whose
+  // chunk count was decided before a shrink still runs every chunk: run()
+  // gives the chunks that have no worker to the caller.
   void resize(int threads) {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
-      generation_.fetch_add(1, std::memory_order_release);
-    }
-    wake_.notify_all();
-    for (auto& w : workers_) w.join();
-    workers_.clear();
-    stop_ = false;
-    // Workers start having seen the current generation, so they wait for the next job.
-    const std::uint64_t g = generation_.load(std::memory_order_relaxed);
-    try {
-      for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i, g] { work(i, g); });
-    } catch (const std::system_error& e) {
-      const int started = size();
-      resize(1);  // joins the workers that did start
-      throw ValueError("cannot start " + std::to_string(threads) + " threads (the system " +
-                       "refused after " + std::to_string(started) + "): " + e.what() +
-                       "; running on 1 thread");
-    }
+    std::lock_guard<std::mutex> serial(run_mutex_);
+    resize_locked(threads);
   }
 
   void run(int chunks, const std::function<void(int)>& job) {
     std::lock_guard<std::mutex> serial(run_mutex_);
+    const int participants = std::min(chunks, size());
     {
       std::lock_guard<std::mutex> g(mutex_);
       job_ = &job;
-      chunks_ = chunks;
-      pending_.store(chunks - 1, std::memory_order_relaxed);
+      chunks_ = participants;
+      pending_.store(participants - 1, std::memory_order_relaxed);
       generation_.fetch_add(1, std::memory_order_release);
     }
     wake_.notify_all();
     job(0);
+    for (int c = participants; c < chunks; ++c) job(c);
     if (!spin_until([&] { return pending_.load(std::memory_order_acquire) == 0; })) {
       std::unique_lock<std::mutex> g(mutex_);
       done_.wait(g, [&] { return pending_.load(std::memory_order_acquire) == 0; });
@@ -129,6 +119,31 @@ class Pool {
   }
 
  private:
+  void resize_locked(int threads) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+      generation_.fetch_add(1, std::memory_order_release);
+    }
+    wake_.notify_all();
+    for (auto& w : workers_) w.join();
+    workers_.clear();
+    size_.store(1, std::memory_order_release);
+    stop_ = false;
+    // Workers start having seen the current generation, so they wait for the next job.
+    const std::uint64_t g = generation_.load(std::memory_order_relaxed);
+    try {
+      for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i, g] { work(i, g); });
+      size_.store(threads, std::memory_order_release);
+    } catch (const std::system_error& e) {
+      const int started = static_cast<int>(workers_.size()) + 1;
+      resize_locked(1);  // joins the workers that did start
+      throw ValueError("cannot start " + std::to_string(threads) + " threads (the system " +
+                       "refused after " + std::to_string(started) + "): " + e.what() +
+                       "; running on 1 thread");
+    }
+  }
+
   void work(int index, std::uint64_t seen) {
     for (;;) {
       const std::function<void(int)>* job = nullptr;
@@ -160,6 +175,7 @@ class Pool {
   std::atomic<int> pending_{0};
   std::atomic<std::uint64_t> generation_{0};
   bool stop_ = false;
+  std::atomic<int> size_{1};  // workers + the caller; read without run_mutex_
 };
 
 Pool& pool() {
@@ -192,11 +208,32 @@ std::int64_t parallel_chunks(std::int64_t n, std::int64_t grain) {
   return std::min<std::int64_t>(by_size, get_num_threads());
 }
 
+// Note [Chunk boundaries]
+// Eigen runs an elementwise expression in SIMD packets and finishes a range
+// whose length is not a multiple of the packet with scalar code, and it
+// peels scalars off a start that is not aligned; packet and scalar exp,
+// tanh, ... differ in the last bit. A boundary between chunks at an
+// arbitrary element would therefore send that element down another path at
+// 2 threads than at 1 (the graph fuzzer found it). Boundaries are rounded
+// down to a multiple of kChunkAlignment elements: 64 bytes of float, the
+// widest packet, and the storage's alignment, so every element takes the
+// same path whatever the thread count. Ranges of rows or features (fewer
+// than kAlignedChunk items per chunk) are split exactly: their kernels run
+// Eigen per row, and rounding would leave chunks empty.
+constexpr std::int64_t kChunkAlignment = 16;
+constexpr std::int64_t kAlignedChunk = 1024;
+
+std::int64_t chunk_boundary(std::int64_t n, std::int64_t c, std::int64_t chunks) {
+  if (c >= chunks) return n;
+  const std::int64_t exact = n * c / chunks;
+  return n / chunks >= kAlignedChunk ? exact / kChunkAlignment * kChunkAlignment : exact;
+}
+
 void run_chunks(std::int64_t n, std::int64_t chunks,
                 const std::function<void(std::int64_t, std::int64_t)>& fn) {
   pool().run(static_cast<int>(chunks), [&](int c) {
     in_parallel_region = true;
-    const std::int64_t lo = n * c / chunks, hi = n * (c + 1) / chunks;
+    const std::int64_t lo = chunk_boundary(n, c, chunks), hi = chunk_boundary(n, c + 1, chunks);
     fn(lo, hi);
     in_parallel_region = false;
   });

@@ -3,7 +3,11 @@
 // the first kernel runs, by the environment variable NPDL_NUM_THREADS
 // (default 1). Work is split into contiguous, fixed chunks that depend only
 // on the size and the thread count, so results are identical bit for bit
-// from run to run at a fixed thread count.
+// from run to run at a fixed thread count. Elementwise chunks start at
+// multiples of 16 elements (Note [Chunk boundaries] in parallel.cpp) and
+// reductions split by size alone, so the primitives in ops/ also give the
+// same bits at any thread count (fuzz/graph_diff.cpp checks 1 against 2).
+// set_num_threads may be called while other threads run kernels.
 #include <cstdint>
 #include <functional>
 

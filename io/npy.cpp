@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cctype>
@@ -70,6 +71,17 @@ struct Descriptor {
   std::string size;       // bytes per element, as written
 };
 
+/// "32" for a size of "4" bytes. The size is the file's claim: a number
+/// too long for an int (the fuzzer wrote '<f6666666666') or not a number is
+/// named as written instead of overflowing (the bug std::atoi(...) * 8 had).
+std::string size_in_bits(const std::string& size) {
+  const bool digits = !size.empty() && size.size() <= 4 &&
+                      std::all_of(size.begin(), size.end(), [](unsigned char c) {
+                        return std::isdigit(c) != 0;
+                      });
+  return digits ? std::to_string(std::stoi(size) * 8) : " of " + size + " bytes";
+}
+
 std::optional<Descriptor> split_descriptor(const std::string& descr) {
   if (descr.empty()) return std::nullopt;
   Descriptor d;
@@ -104,7 +116,7 @@ std::string describe_dtype(const std::string& descr) {
     for (const Kind& k : kKinds) {
       if (k.code != d->kind) continue;
       name = k.name;
-      if (k.sized) name += std::to_string(std::atoi(d->size.c_str()) * 8);
+      if (k.sized) name += size_in_bits(d->size);
     }
     if (d->byte_order == '>') name = "big-endian " + name;
   }

@@ -88,8 +88,10 @@ class Model {
   /// Loss and accuracy in inference mode.
   Evaluation evaluate(const Tensor& X, const Tensor& Y, std::int64_t batch_size = 512);
 
-  /// Parameters and BatchNormal running statistics, to a binary file
-  /// (written to a temporary file, then renamed over `path`).
+  /// Parameters and BatchNormal running statistics, to a binary file:
+  /// written to `path`.tmp, flushed to the disk, renamed over `path`, so a
+  /// crash at any moment leaves the old file or the new one. A failure (a
+  /// full disk, a read-only folder) is an IOError and the old file stays.
   void save(const std::string& path) const;
   /// Reads what save wrote. The model must have the same layers and be
   /// built; on any error (IOError for a bad or truncated file, ShapeError

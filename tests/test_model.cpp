@@ -219,6 +219,33 @@ TEST_F(FailedLoad, TruncatedAnywhere) {
   }
 }
 
+// Regression (model_load fuzzer): a tensor whose header claims terabytes in
+// a file of a few hundred bytes was allocated before its data was looked
+// for. Now it is an IOError naming the truncation, and nothing is allocated.
+TEST_F(FailedLoad, AHugeShapeWithoutItsDataIsTruncatedNotAllocated) {
+  std::string bytes = good_bytes_.substr(0, 16);  // magic, version, the right tensor count
+  auto put = [&](auto v) { bytes.append(reinterpret_cast<const char*>(&v), sizeof v); };
+  const std::string name = "0.Linear.W";
+  put(std::uint32_t(name.size()));
+  bytes += name;
+  put(std::uint8_t(0));  // float32
+  put(std::uint32_t(2));
+  put(std::int64_t(1) << 20);
+  put(std::int64_t(1) << 20);
+  put(std::uint64_t(1) << 42);  // 2^40 floats: 4 TiB, and none of it in the file
+  write_bad(bytes);
+  reset_storage_peak();
+  const std::size_t peak_before = storage_stats().peak_bytes_in_use;
+  try {
+    model_.load(bad_path());
+    FAIL() << "no IOError";
+  } catch (const IOError& e) {
+    EXPECT_NE(std::string(e.what()).find("truncated"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(storage_stats().peak_bytes_in_use, peak_before);
+  expect_unchanged();
+}
+
 TEST_F(FailedLoad, TrailingBytes) {
   write_bad(good_bytes_ + "extra");
   EXPECT_THROW(model_.load(bad_path()), IOError);

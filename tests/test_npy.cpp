@@ -220,6 +220,18 @@ TEST_F(NpyTest, OtherDtypesAreNamed) {
                   {"structured dtype"});
 }
 
+// Regression (npy_reader fuzzer): a dtype size too long for an int made
+// the message's "size in bits" overflow (undefined behaviour). Named as
+// written instead.
+TEST_F(NpyTest, AnAbsurdDtypeSizeIsNamedAsWritten) {
+  for (const std::string& size : {"6666666666668", "99999", "4x"}) {
+    SCOPED_TRACE(size);
+    const std::string dict = "{'descr': '<f" + size + "', 'fortran_order': False, 'shape': (), }";
+    expect_io_error(write_bytes("d.npy", npy_file(1, dict, 1, std::string(8, '\0'))),
+                    {"holds float of " + size + " bytes", "expected float32 ('<f4')"});
+  }
+}
+
 TEST_F(NpyTest, FortranOrder) {
   const std::string dict = "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }";
   expect_io_error(write_bytes("f.npy", npy_file(1, dict, 1, std::string(16, '\0'))),

@@ -1,0 +1,611 @@
+// Differential fuzz target: random graphs of the primitives in ops/ops.hpp.
+//
+// The input decides a program: leaves of random (broadcast-compatible,
+// possibly empty) shapes and dtype, then up to kMaxSteps ops, each reading
+// earlier values (so values fan out). The program is run several ways that
+// must agree:
+//   - a full graph (GraphOptions{}) at 1 thread: the reference;
+//   - a lean graph (keep_intermediates = false): bit-identical output and
+//     leaf gradients;
+//   - a full graph at 2 threads: bit-identical (in "large" mode the tensors
+//     exceed kElementGrain, so kernels really split);
+//   - no-gradient mode (NoGradGuard): bit-identical output;
+//   - float64 central differences of L = sum(output * w), w random: the
+//     reverse-mode leaf gradients must match, where the function is smooth
+//     and well-conditioned at the point (see Note [When differences are
+//     trusted]).
+// A second mode ("huge") builds shapes with sizes up to 2^63 - 1 and a zero
+// among them: ops on those empty tensors must work, and any shape whose
+// element count overflows must be refused with a ShapeError.
+// Every op that fails must fail with an npdl::Error (incompatible shapes,
+// an axis out of range); anything else is a finding.
+#include <fuzzer/FuzzedDataProvider.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <optional>
+#include <vector>
+
+#include <boost/range/iterator_range.hpp>
+
+#include "autodiff/graph.hpp"
+#include "autodiff/parallel.hpp"
+#include "ops/ops.hpp"
+
+namespace {
+
+using npdl::Axes;
+using npdl::DType;
+using npdl::Shape;
+using npdl::Tensor;
+using npdl::Var;
+namespace ops = npdl::ops;
+
+constexpr int kMaxSteps = 12;
+constexpr std::int64_t kMaxElementsForDifferences = 48;
+
+[[noreturn]] void finding(const char* what) {
+  std::fprintf(stderr, "graph_diff: %s\n", what);
+  std::abort();
+}
+
+enum class Op {
+  Add, Sub, Mul, Div, AddScalar, MulScalar, Neg, Square, Sqrt, Rsqrt, Exp, Log,
+  Sum, Mean, Reshape, BroadcastTo, Transpose, Matmul, Relu, Sigmoid, Tanh,
+  Softplus, LeakyRelu, Elu, Softmax, LogSoftmax, kCount
+};
+
+/// One op of the program, with every choice already made.
+struct Step {
+  Op op;
+  int a = 0, b = 0;      // operands: indices of earlier values
+  bool flag = false;     // keepdims / guarded domain / reshape variant
+  double scalar = 0.0;   // for add_scalar, mul_scalar, leaky_relu, elu
+  std::uint32_t bits = 0;  // axes subset, permutation seed, axis, sizes
+};
+
+struct Program {
+  DType dtype = DType::Float64;
+  std::vector<Shape> leaf_shapes;
+  std::vector<std::uint64_t> leaf_seeds;
+  bool large = false;        // a long axis: kernels split across threads
+  bool exact_zeros = false;  // leaves hold rounded values: ties and exact zeros
+  std::vector<Step> steps;   // as decoded; steps that failed are dropped
+  std::uint64_t weight_seed = 0;
+};
+
+const char* const kOpNames[] = {
+    "add", "sub", "mul", "div", "add_scalar", "mul_scalar", "neg", "square", "sqrt", "rsqrt",
+    "exp", "log", "sum", "mean", "reshape", "broadcast_to", "transpose", "matmul", "relu",
+    "sigmoid", "tanh", "softplus", "leaky_relu", "elu", "softmax", "log_softmax"};
+static_assert(sizeof kOpNames / sizeof *kOpNames == static_cast<int>(Op::kCount));
+
+/// The program, for the report of a finding.
+void describe(const Program& p) {
+  std::fprintf(stderr, "program: %s, %zu leaves:", npdl::to_string(p.dtype).c_str(),
+               p.leaf_shapes.size());
+  for (const Shape& s : p.leaf_shapes) std::fprintf(stderr, " %s", npdl::to_string(s).c_str());
+  std::fprintf(stderr, "\n");
+  for (std::size_t i = 0; i < p.steps.size(); ++i) {
+    const Step& st = p.steps[i];
+    std::fprintf(stderr, "  v%zu = %s(v%d, v%d) flag %d scalar %g bits %u\n",
+                 i + p.leaf_shapes.size(), kOpNames[static_cast<int>(st.op)], st.a, st.b,
+                 int(st.flag), st.scalar, st.bits);
+  }
+}
+
+// Note [When differences are trusted]
+// Central differences only estimate the derivative of a function that is
+// smooth around the point; reverse mode gives the one-sided derivative the
+// op defines at a kink. So the comparison runs only when every input of a
+// kink (relu, leaky_relu, elu at 0) and of a singular op (sqrt, rsqrt, log
+// at 0, the denominator of div) stays at least kMargin away from it, and
+// every value is finite and at most kMaxMagnitude: beyond that the float64
+// differences themselves lose the digits the comparison needs.
+constexpr double kMargin = 1e-2;
+constexpr double kMaxMagnitude = 1e4;
+
+double min_abs(const Tensor& t) {
+  double m = std::numeric_limits<double>::infinity();
+  for (std::int64_t i = 0; i < t.size(); ++i) m = std::min(m, std::fabs(t.at(i)));
+  return m;
+}
+
+bool all_finite_and_bounded(const Tensor& t) {
+  for (std::int64_t i = 0; i < t.size(); ++i) {
+    const double v = t.at(i);
+    if (!std::isfinite(v) || std::fabs(v) > kMaxMagnitude) return false;
+  }
+  return true;
+}
+
+/// How a run evaluates the program.
+struct RunResult {
+  Tensor output;
+  std::vector<Tensor> leaf_grads;  // undefined when no gradient reached a leaf
+  bool smooth = true;              // Note [When differences are trusted]
+  std::vector<Tensor> values;      // every value of the program, leaves first
+  double max_vertex_grad = 0;      // largest |gradient| on any vertex (full graph)
+};
+
+Shape reshape_target(const Shape& s, bool flag, std::uint32_t bits) {
+  if (flag) return Shape{-1};
+  Shape t(s.rbegin(), s.rend());  // same count, other layout
+  t.insert(t.begin() + (s.empty() ? 0 : bits % (s.size() + 1)), 1);
+  return t;
+}
+
+Axes permutation(int rank, std::uint32_t bits) {
+  Axes p;
+  for (int i = 0; i < rank; ++i) p.push_back(i);
+  for (int i = rank - 1; i > 0; --i) {
+    std::swap(p[i], p[bits % (i + 1)]);
+    bits /= (i + 1);
+  }
+  return p;
+}
+
+Axes axes_subset(int rank, std::uint32_t bits) {
+  Axes a;
+  for (int i = 0; i < rank; ++i) {
+    if (bits & (1u << i)) a.push_back((bits >> 8) & 1 ? i - rank : i);  // negative too
+  }
+  return a;
+}
+
+Var rank2_view(const Var& a) {
+  const Shape& s = a.shape();
+  const std::int64_t rows = s.empty() ? 1 : s[0];
+  return ops::reshape(a, {rows, rows == 0 ? 1 : -1});
+}
+
+/// Thrown (and the step dropped) when a step's result would be larger than
+/// the harness allows: {L, 1} + {1, L} of a long axis is valid, but is
+/// gigabytes, which libFuzzer's malloc limit would report as a finding.
+struct TooLarge {};
+
+Shape broadcast_target(const Shape& s, std::uint32_t bits, bool prepend) {
+  Shape target = s;
+  for (std::size_t i = 0; i < target.size(); ++i) {
+    if (target[i] == 1) target[i] = (bits >> (2 * i)) % 4;  // 0..3, 0 too
+  }
+  if (prepend) target.insert(target.begin(), (bits >> 20) % 3 + 1);
+  return target;
+}
+
+void check_result_size(const Step& st, const Var& a, const Var& b, std::int64_t limit) {
+  std::int64_t n = a.value().size();
+  switch (st.op) {
+    case Op::Add: case Op::Sub: case Op::Mul: case Op::Div:
+      n = npdl::numel(npdl::broadcast_shapes(a.shape(), b.shape()));  // may throw ShapeError
+      break;
+    case Op::BroadcastTo: n = npdl::numel(broadcast_target(a.shape(), st.bits, st.flag)); break;
+    case Op::Matmul: {
+      const std::int64_t rows = a.rank() == 0 ? 1 : a.shape()[0];
+      n = rows * std::max<std::int64_t>(rows, b.rank() == 2 ? b.shape()[1] : 1);
+      break;
+    }
+    default: break;
+  }
+  if (n > limit) throw TooLarge{};
+}
+
+/// Applies one step; throws what the op throws.
+Var apply(const Step& st, const std::vector<Var>& v, bool& smooth) {
+  const Var& a = v[st.a];
+  const Var& b = v[st.b];
+  auto away_from = [&](const Var& x) {  // the point is far from a kink or pole
+    if (min_abs(x.value()) < kMargin) smooth = false;
+  };
+  // Domain-guarded operand: square(x) + 0.25 > 0 (flag), or x as it is.
+  auto positive = [&](const Var& x) { return st.flag ? ops::add_scalar(ops::square(x), 0.25) : x; };
+  switch (st.op) {
+    case Op::Add: return ops::add(a, b);
+    case Op::Sub: return ops::sub(a, b);
+    case Op::Mul: return ops::mul(a, b);
+    case Op::Div: {
+      const Var d = positive(b);
+      away_from(d);
+      return ops::div(a, d);
+    }
+    case Op::AddScalar: return ops::add_scalar(a, st.scalar);
+    case Op::MulScalar: return ops::mul_scalar(a, st.scalar);
+    case Op::Neg: return ops::neg(a);
+    case Op::Square: return ops::square(a);
+    case Op::Sqrt: {
+      const Var x = positive(a);
+      away_from(x);
+      return ops::sqrt(x);
+    }
+    case Op::Rsqrt: {
+      const Var x = positive(a);
+      away_from(x);
+      return ops::rsqrt(x);
+    }
+    case Op::Exp: return ops::exp(a);
+    case Op::Log: {
+      const Var x = positive(a);
+      away_from(x);
+      return ops::log(x);
+    }
+    case Op::Sum: return ops::sum(a, axes_subset(a.rank(), st.bits), st.flag);
+    case Op::Mean: return ops::mean(a, axes_subset(a.rank(), st.bits), st.flag);
+    case Op::Reshape: return ops::reshape(a, reshape_target(a.shape(), st.flag, st.bits));
+    case Op::BroadcastTo: return ops::broadcast_to(a, broadcast_target(a.shape(), st.bits, st.flag));
+    case Op::Transpose: return ops::transpose(a, permutation(a.rank(), st.bits));
+    case Op::Matmul: {
+      if (a.rank() == 2 && b.rank() == 2 && a.shape()[1] == b.shape()[0]) return ops::matmul(a, b);
+      const Var m = rank2_view(a);
+      return ops::matmul(m, ops::transpose(m));
+    }
+    case Op::Relu: away_from(a); return ops::relu(a);
+    case Op::Sigmoid: return ops::sigmoid(a);
+    case Op::Tanh: return ops::tanh(a);
+    case Op::Softplus: return ops::softplus(a);
+    case Op::LeakyRelu: away_from(a); return ops::leaky_relu(a, st.scalar);
+    case Op::Elu: away_from(a); return ops::elu(a, std::fabs(st.scalar) + 0.1);
+    case Op::Softmax: return ops::softmax(a, static_cast<int>(st.bits % 9) - 4);
+    case Op::LogSoftmax: return ops::log_softmax(a, static_cast<int>(st.bits % 9) - 4);
+    case Op::kCount: break;
+  }
+  finding("unknown op");
+}
+
+Tensor leaf_value(const Program& p, std::size_t i, DType dtype) {
+  Tensor t = Tensor::uniform(p.leaf_shapes[i], p.leaf_seeds[i], DType::Float64, -2.0, 2.0);
+  if (p.exact_zeros) {
+    double* d = t.data<double>();
+    for (std::int64_t k = 0; k < t.size(); ++k) d[k] = std::round(d[k]);
+  }
+  return t.astype(dtype);
+}
+
+enum class Mode { Full, Lean, NoGrad };
+
+/// Runs the program. While `decoding`, steps that throw an npdl::Error are
+/// dropped from p.steps; afterwards every step must succeed.
+RunResult run(Program& p, Mode mode, DType dtype, bool decoding = false) {
+  const std::int64_t limit = p.large ? 8 * npdl::kElementGrain : 4096;
+  RunResult r;
+  npdl::Graph graph(npdl::GraphOptions{mode != Mode::Lean});
+  std::optional<npdl::NoGradGuard> no_grad;
+  if (mode == Mode::NoGrad) no_grad.emplace();
+  std::vector<Var> values, leaves;
+  for (std::size_t i = 0; i < p.leaf_shapes.size(); ++i) {
+    // Rounded to the program's dtype first: a float64 run of a float32
+    // program starts from the same point.
+    Tensor t = leaf_value(p, i, p.dtype).astype(dtype);
+    leaves.push_back(mode == Mode::NoGrad ? Var(t) : graph.variable(t));
+    values.push_back(leaves.back());
+  }
+  std::vector<Step> kept;
+  for (const Step& st : p.steps) {
+    Step s = st;
+    s.a %= values.size();
+    s.b %= values.size();
+    try {
+      check_result_size(s, values[s.a], values[s.b], limit);
+      values.push_back(apply(s, values, r.smooth));
+      kept.push_back(s);
+    } catch (const npdl::Error&) {
+      if (!decoding) finding("a step that succeeded once failed on a replay");
+    } catch (const TooLarge&) {
+      if (!decoding) finding("a step that fitted once was too large on a replay");
+    }
+  }
+  if (decoding) p.steps = kept;
+  for (const Var& v : values) {
+    if (!all_finite_and_bounded(v.value())) r.smooth = false;
+  }
+  r.output = values.back().value();
+  for (const Var& v : values) r.values.push_back(v.value());
+  if (mode != Mode::NoGrad) {
+    const Tensor w = Tensor::uniform(r.output.shape(), p.weight_seed, dtype, -1.0, 1.0);
+    graph.backward(values.back(), w);
+    for (const Var& leaf : leaves) r.leaf_grads.push_back(leaf.grad());
+    if (mode == Mode::Full) {
+      for (const auto& vertex : boost::make_iterator_range(boost::vertices(graph.impl()))) {
+        const Tensor& g = graph.impl()[vertex].grad;
+        if (!g.defined()) continue;
+        for (std::int64_t k = 0; k < g.size(); ++k) {
+          r.max_vertex_grad = std::max(r.max_vertex_grad, std::fabs(g.at(k)));
+        }
+      }
+    }
+  }
+  return r;
+}
+
+bool bit_identical(const Tensor& a, const Tensor& b) {
+  if (a.defined() != b.defined()) return false;
+  if (!a.defined()) return true;
+  return a.shape() == b.shape() && a.dtype() == b.dtype() &&
+         (a.nbytes() == 0 || std::memcmp(a.raw_data(), b.raw_data(), a.nbytes()) == 0);
+}
+
+void expect_identical(const Program& p, const RunResult& ref, const RunResult& other,
+                      const char* what) {
+  bool same = bit_identical(ref.output, other.output);
+  for (std::size_t i = 0; i < other.leaf_grads.size(); ++i) {
+    same = same && bit_identical(ref.leaf_grads[i], other.leaf_grads[i]);
+  }
+  if (!same) {
+    describe(p);
+    finding(what);
+  }
+}
+
+/// L = sum(output * w) in float64, without a graph.
+double loss64(Program& p, const std::vector<Tensor>& leaves) {
+  npdl::NoGradGuard no_grad;
+  std::vector<Var> values;
+  for (const Tensor& t : leaves) values.push_back(Var(t));
+  bool smooth = true;
+  for (const Step& st : p.steps) values.push_back(apply(st, values, smooth));
+  const Tensor& out = values.back().value();
+  const Tensor w = Tensor::uniform(out.shape(), p.weight_seed, DType::Float64, -1.0, 1.0);
+  double l = 0;
+  for (std::int64_t i = 0; i < out.size(); ++i) l += out.at(i) * w.at(i);
+  return l;
+}
+
+/// Float64 reverse mode (`got`) against float64 central differences. The
+/// tolerance of each element adds: the differences' own error, estimated
+/// from two step sizes; their rounding error; and float64 rounding relative
+/// to the largest gradient. A wrong VJP is off by far more than any of those.
+void check_against_differences(Program& p, const std::vector<Tensor>& got) {
+  std::vector<Tensor> leaves;
+  for (std::size_t i = 0; i < p.leaf_shapes.size(); ++i) {
+    leaves.push_back(leaf_value(p, i, p.dtype).astype(DType::Float64));
+  }
+  const double l0 = std::fabs(loss64(p, leaves));
+  const double h = 1e-4;
+  std::vector<std::vector<double>> fd(leaves.size()), err(leaves.size());
+  double scale = 0;
+  for (std::size_t i = 0; i < leaves.size(); ++i) {
+    double* x = leaves[i].data<double>();
+    for (std::int64_t k = 0; k < leaves[i].size(); ++k) {
+      const double x0 = x[k];
+      auto diff = [&](double step) {
+        x[k] = x0 + step;
+        const double up = loss64(p, leaves);
+        x[k] = x0 - step;
+        const double down = loss64(p, leaves);
+        x[k] = x0;
+        return (up - down) / (2 * step);
+      };
+      const double d1 = diff(h), d2 = diff(2 * h);
+      fd[i].push_back(d1);
+      err[i].push_back(std::fabs(d1 - d2));  // truncation error of d1 is about a quarter of this
+      scale = std::max(scale, std::fabs(d1));
+    }
+  }
+  const double rounding = 1e3 * std::numeric_limits<double>::epsilon() * (l0 + 1) / h;
+  for (std::size_t i = 0; i < leaves.size(); ++i) {
+    for (std::size_t k = 0; k < fd[i].size(); ++k) {
+      const double g = got[i].defined() ? got[i].at(static_cast<std::int64_t>(k)) : 0.0;
+      const double tol = 2 * err[i][k] + rounding + 1e-7 * scale + 1e-9;
+      if (!(std::fabs(g - fd[i][k]) <= tol)) {
+        describe(p);
+        std::fprintf(stderr, "leaf %zu element %zu: reverse mode %.17g, differences %.17g, tol %g\n",
+                     i, k, g, fd[i][k], tol);
+        finding("reverse mode disagrees with float64 central differences");
+      }
+    }
+  }
+}
+
+/// True when every value of the float32 run is within 1e-4 (relative) of
+/// the float64 run of the same program: the point is well-conditioned in
+/// float32, so its gradients may be held to the float64 ones.
+bool agrees_with_float64(const RunResult& r32, const RunResult& r64) {
+  for (std::size_t v = 0; v < r32.values.size(); ++v) {
+    for (std::int64_t k = 0; k < r32.values[v].size(); ++k) {
+      const double a = r32.values[v].at(k), b = r64.values[v].at(k);
+      if (!(std::fabs(a - b) <= 1e-4 * std::fabs(b))) return false;
+    }
+  }
+  return true;
+}
+
+/// Float32 reverse mode against float64 reverse mode (itself checked
+/// against differences). A float32 local derivative such as tanh's
+/// 1 - y * y is exact only to float32's epsilon relative to 1, not to its
+/// result, so the tolerance is relative to the largest gradient anywhere in
+/// the graph: 1e-3 of it, some thousand float32 roundings.
+void check_float32_gradients(const Program& p, const RunResult& r32, const RunResult& r64) {
+  const double tol = 1e-3 * r64.max_vertex_grad + 1e-12;
+  for (std::size_t i = 0; i < r32.leaf_grads.size(); ++i) {
+    const Tensor& g32 = r32.leaf_grads[i];
+    const Tensor& g64 = r64.leaf_grads[i];
+    if (g32.defined() != g64.defined()) finding("float32 and float64 differ in which leaves get a gradient");
+    if (!g32.defined()) continue;
+    for (std::int64_t k = 0; k < g32.size(); ++k) {
+      if (!(std::fabs(g32.at(k) - g64.at(k)) <= tol)) {
+        describe(p);
+        std::fprintf(stderr, "leaf %zu element %lld: float32 %.9g, float64 %.17g, tol %g\n", i,
+                     static_cast<long long>(k), g32.at(k), g64.at(k), tol);
+        finding("float32 reverse mode disagrees with float64 reverse mode");
+      }
+    }
+  }
+}
+
+// ---- "huge" mode: sizes up to 2^63 - 1 around a zero ----
+
+bool overflows(const Shape& s) {
+  std::int64_t n = 1;
+  for (std::int64_t d : s) {
+    if (d != 0 && __builtin_mul_overflow(n, d, &n)) return true;
+  }
+  return false;
+}
+
+Shape huge_shape(FuzzedDataProvider& in) {
+  static const std::int64_t kSizes[] = {0, 1, 2, 3, std::int64_t{1} << 31, (std::int64_t{1} << 32) + 1,
+                                        std::int64_t{1} << 62, std::numeric_limits<std::int64_t>::max()};
+  Shape s;
+  const int rank = in.ConsumeIntegralInRange(0, 4);
+  for (int i = 0; i < rank; ++i) s.push_back(kSizes[in.ConsumeIntegralInRange(0, 7)]);
+  return s;
+}
+
+// An empty (or small) tensor of shape s, or undefined when s is valid but
+// too large to allocate here; a ShapeError exactly when its count overflows.
+Tensor make_or_refuse(const Shape& s) {
+  try {
+    const std::int64_t n = npdl::numel(s);
+    if (overflows(s)) finding("numel accepted an overflowing shape");
+    if (n > 64) return Tensor();
+    return Tensor::zeros(s);
+  } catch (const npdl::ShapeError&) {
+    if (!overflows(s)) finding("a valid shape was refused");
+    return Tensor();
+  }
+}
+
+template <class Fn>
+void expect_fine_or_error(Fn fn) {
+  try {
+    fn();
+  } catch (const npdl::Error&) {
+  }
+}
+
+void run_huge(FuzzedDataProvider& in) {
+  const Shape sa = huge_shape(in), sb = huge_shape(in);
+  const Tensor a = make_or_refuse(sa), b = make_or_refuse(sb);
+  if (!a.defined() || !b.defined()) return;
+  // Broadcasting two valid shapes may give one whose count overflows.
+  bool broadcastable = true;
+  Shape joint;
+  try {
+    joint = npdl::broadcast_shapes(sa, sb);
+  } catch (const npdl::ShapeError&) {
+    broadcastable = false;
+  }
+  npdl::Graph graph;
+  const Var va = graph.variable(a), vb = graph.variable(b);
+  try {
+    const Var s = ops::add(va, vb);
+    if (!broadcastable || overflows(joint)) finding("add accepted shapes it cannot combine");
+    if (s.shape() != joint) finding("add gave the wrong shape");
+    const Var loss = ops::sum(ops::exp(ops::mul(s, s)));
+    graph.backward(loss);
+    if (va.grad().defined() && va.grad().shape() != sa) finding("gradient of the wrong shape");
+    if (vb.grad().defined() && vb.grad().shape() != sb) finding("gradient of the wrong shape");
+  } catch (const npdl::ShapeError&) {
+    if (broadcastable && !overflows(joint)) finding("add refused shapes it can combine");
+  }
+  // Every other op on the empty tensor: a value or an npdl::Error. Sums
+  // over the empty axis and matmul can make a huge non-empty result (zeros):
+  // valid, a MemoryError where the memory is missing (a unit test's
+  // business), gigabytes of zeros otherwise; the harness leaves those out.
+  auto affordable = [](const Shape& result) {
+    try {
+      return npdl::numel(result) <= (std::int64_t{1} << 16);
+    } catch (const npdl::ShapeError&) {
+      return true;  // overflows: the op must refuse it, which is worth running
+    }
+  };
+  const Axes axes = axes_subset(va.rank(), in.ConsumeIntegral<std::uint32_t>());
+  if (affordable(npdl::reduced_shape(sa, npdl::normalize_axes(axes, va.rank()), true))) {
+    expect_fine_or_error([&] { ops::sum(va, axes, true); });
+  }
+  expect_fine_or_error([&] { ops::mean(va, {}, false); });
+  expect_fine_or_error([&] { ops::transpose(va, {}); });
+  expect_fine_or_error([&] { ops::reshape(va, {-1}); });
+  expect_fine_or_error([&] { ops::reshape(va, sb); });
+  expect_fine_or_error([&] { ops::broadcast_to(va, sb); });
+  expect_fine_or_error([&] { ops::softmax(va, -1); });
+  const std::int64_t rows = sa.empty() ? 1 : sa[0];
+  if (affordable({rows, rows})) {
+    expect_fine_or_error([&] { ops::matmul(rank2_view(va), ops::transpose(rank2_view(va))); });
+  }
+}
+
+// ---- decoding ----
+
+Program decode(FuzzedDataProvider& in, bool large) {
+  Program p;
+  p.large = large;
+  p.dtype = in.ConsumeBool() ? DType::Float32 : DType::Float64;
+  p.exact_zeros = in.ConsumeIntegralInRange(0, 7) == 0;
+  p.weight_seed = in.ConsumeIntegral<std::uint8_t>();
+  // A base shape; each leaf drops leading axes and sets some sizes to 1, so
+  // leaves broadcast against each other more often than not.
+  Shape base;
+  const int rank = in.ConsumeIntegralInRange(0, 4);
+  for (int i = 0; i < rank; ++i) base.push_back(in.ConsumeIntegralInRange(0, 4));
+  if (large) {
+    if (base.empty()) base.push_back(1);
+    base[in.ConsumeIntegralInRange<std::size_t>(0, base.size() - 1)] =
+        in.ConsumeIntegralInRange(npdl::kElementGrain, 3 * npdl::kElementGrain);
+  }
+  const int n_leaves = in.ConsumeIntegralInRange(1, 3);
+  for (int i = 0; i < n_leaves; ++i) {
+    Shape s(base.begin() + in.ConsumeIntegralInRange<std::size_t>(0, base.size()), base.end());
+    for (auto& d : s) {
+      if (in.ConsumeIntegralInRange(0, 3) == 0) d = 1;
+    }
+    if (large && npdl::numel(s) > 4 * npdl::kElementGrain) s = base;
+    p.leaf_shapes.push_back(s);
+    p.leaf_seeds.push_back(in.ConsumeIntegral<std::uint16_t>());
+  }
+  const int n_steps = in.ConsumeIntegralInRange(1, kMaxSteps);
+  for (int i = 0; i < n_steps && in.remaining_bytes() > 0; ++i) {
+    Step st;
+    st.op = static_cast<Op>(in.ConsumeIntegralInRange(0, static_cast<int>(Op::kCount) - 1));
+    st.a = in.ConsumeIntegralInRange(0, 31);
+    st.b = in.ConsumeIntegralInRange(0, 31);
+    st.flag = in.ConsumeBool();
+    st.scalar = in.ConsumeIntegralInRange(-8, 8) / 4.0;
+    st.bits = in.ConsumeIntegral<std::uint32_t>();
+    // Large mode stays linear in the size: no n x n matmul of a long axis.
+    if (large && st.op == Op::Matmul) st.op = Op::Tanh;
+    p.steps.push_back(st);
+  }
+  return p;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  FuzzedDataProvider in(data, size);
+  const int mode = in.ConsumeIntegralInRange(0, 7);
+  if (mode == 0) {
+    run_huge(in);
+    return 0;
+  }
+  const bool large = mode == 1;
+  Program p = decode(in, large);
+  npdl::set_num_threads(1);
+  const RunResult ref = run(p, Mode::Full, p.dtype, /*decoding=*/true);
+  expect_identical(p, ref, run(p, Mode::Lean, p.dtype), "lean graph differs from the full graph");
+  expect_identical(p, ref, run(p, Mode::NoGrad, p.dtype), "no-gradient mode differs");
+  npdl::set_num_threads(2);
+  const RunResult two = run(p, Mode::Full, p.dtype);
+  npdl::set_num_threads(1);
+  expect_identical(p, ref, two, "2 threads differ from 1 thread");
+
+  std::int64_t leaf_elements = 0;
+  for (const Shape& s : p.leaf_shapes) leaf_elements += npdl::numel(s);
+  if (large || leaf_elements > kMaxElementsForDifferences || !ref.smooth) return 0;
+  if (p.dtype == DType::Float64) {
+    check_against_differences(p, ref.leaf_grads);
+    return 0;
+  }
+  // Float32: the same program in float64 is checked against differences,
+  // and the float32 gradients against it where float32 is well-conditioned.
+  // Smoothness is judged on both runs: a float32 value may sit on the other
+  // side of a kink than its float64 counterpart.
+  const RunResult r64 = run(p, Mode::Full, DType::Float64);
+  if (!r64.smooth) return 0;
+  check_against_differences(p, r64.leaf_grads);
+  if (agrees_with_float64(ref, r64)) check_float32_gradients(p, ref, r64);
+  return 0;
+}
