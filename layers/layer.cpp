@@ -52,7 +52,7 @@ void Layer::match_dtype(DType dtype) {
 }
 
 Layer::Snapshot Layer::snapshot() {
-  Snapshot s{connected_, input_shape_, dtype_fixed_, {}, {}};
+  Snapshot s{connected_, input_shape_, dtype_fixed_.load(), {}, {}};
   if (connected_) {
     for (const ParameterPtr& p : params()) s.params.emplace_back(p, *p);
     for (Tensor* t : state_tensors()) s.state.emplace_back(t, *t);

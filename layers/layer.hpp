@@ -6,6 +6,7 @@
 // from it: forward records the layer on a private graph and keeps it;
 // backward(pre_grad) runs reverse mode on that graph, returns the input
 // gradient and stores the parameter gradients (grads()).
+#include <atomic>
 #include <memory>
 #include <string>
 #include <utility>
@@ -76,11 +77,16 @@ class Layer {
   /// float64 throughout); after it, another dtype is a DTypeError.
   void match_dtype(DType dtype);
   /// Called by a forward that succeeded: the parameters' dtype is now fixed.
-  void fix_dtype() { dtype_fixed_ = true; }
+  /// Written only once: inference on one model from several threads reads it.
+  void fix_dtype() {
+    if (!dtype_fixed_.load(std::memory_order_relaxed)) {
+      dtype_fixed_.store(true, std::memory_order_relaxed);
+    }
+  }
 
  private:
   bool connected_ = false;
-  bool dtype_fixed_ = false;
+  std::atomic<bool> dtype_fixed_{false};
   Shape input_shape_;
   std::unique_ptr<Graph> graph_;  // of the last eager forward
   Var input_, output_;
