@@ -25,7 +25,8 @@ for t in "${targets[@]}"; do
   echo "== fuzz_$t for ${seconds} s"
   # -rss_limit_mb: a harness that needs more is itself a finding.
   status=0
-  build-fuzz/fuzz/fuzz_"$t" -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1 \
+  # A fixed seed: CI repeats the same search; NPDL_FUZZ_SEED=0 lets libFuzzer pick.
+  build-fuzz/fuzz/fuzz_"$t" -seed="${NPDL_FUZZ_SEED:-1}" -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="build-fuzz/artifacts/$t-" "build-fuzz/corpus/$t" "fuzz/corpus/$t" \
     > "build-fuzz/artifacts/$t.log" 2>&1 || status=$?
   # The whole log is in build-fuzz/artifacts/<target>.log; here the summary.
