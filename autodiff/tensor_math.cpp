@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <numeric>
 #include <vector>
 
@@ -122,49 +123,47 @@ Tensor binary_dispatch(const Tensor& a, const Tensor& b, const char* name, Binar
   return dispatch(a.dtype(), [&](auto zero) { return binary<decltype(zero)>(a, b, name, op); });
 }
 
-Tensor unary(const Tensor& a, UnaryOp op) {
+// A new tensor of a's shape whose elements block(x, o, n) writes, chunk by
+// chunk (x and o point at the chunk's first element of a and of the result).
+template <class Block>
+Tensor map_blocks(const Tensor& a, Block block) {
   Tensor out(a.shape(), a.dtype());
   dispatch(a.dtype(), [&](auto zero) {
     using T = decltype(zero);
-    const kernels::TypedKernels<T>& k = kernels_for<T>();
     const T* x = a.data<T>();
     T* o = out.data<T>();
     parallel_for(a.size(), kElementGrain, [&](std::int64_t lo, std::int64_t hi) {
-      k.unary(op, x + lo, o + lo, hi - lo);
+      block(x + lo, o + lo, hi - lo);
     });
   });
   return out;
+}
+
+template <class T>
+using Element = std::remove_const_t<std::remove_pointer_t<T>>;
+
+Tensor unary(const Tensor& a, UnaryOp op) {
+  return map_blocks(a, [op](const auto* x, auto* o, std::int64_t n) {
+    kernels_for<Element<decltype(x)>>().unary(op, x, o, n);
+  });
 }
 
 // f(a) for activations outside the kernel table (leaky_relu, elu: not on the
 // hot paths of the networks benchmarked), compiled for the baseline only.
 template <class F>
 Tensor unary_baseline(const Tensor& a, F f) {
-  Tensor out(a.shape(), a.dtype());
-  dispatch(a.dtype(), [&](auto zero) {
-    using T = decltype(zero);
-    const T* x = a.data<T>();
-    T* o = out.data<T>();
-    parallel_for(a.size(), kElementGrain, [&](std::int64_t lo, std::int64_t hi) {
-      ArrayMap<T>(o + lo, hi - lo) = f(ConstArrayMap<T>(x + lo, hi - lo));
-    });
+  return map_blocks(a, [&f](const auto* x, auto* o, std::int64_t n) {
+    using T = Element<decltype(x)>;
+    ArrayMap<T>(o, n) = f(ConstArrayMap<T>(x, n));
   });
-  return out;
 }
 
 // a op s for a scalar s, without broadcasting machinery.
 Tensor with_scalar(const Tensor& a, BinaryOp op, double s) {
-  Tensor out(a.shape(), a.dtype());
-  dispatch(a.dtype(), [&](auto zero) {
-    using T = decltype(zero);
-    const kernels::TypedKernels<T>& k = kernels_for<T>();
-    const T* x = a.data<T>();
-    T* o = out.data<T>();
-    parallel_for(a.size(), kElementGrain, [&](std::int64_t lo, std::int64_t hi) {
-      k.binary_scalar_rhs(op, x + lo, static_cast<T>(s), o + lo, hi - lo);
-    });
+  return map_blocks(a, [op, s](const auto* x, auto* o, std::int64_t n) {
+    using T = Element<decltype(x)>;
+    kernels_for<T>().binary_scalar_rhs(op, x, static_cast<T>(s), o, n);
   });
-  return out;
 }
 
 }  // namespace

@@ -109,15 +109,7 @@ BatchResult Model::train_step_distributed(const Tensor& x, const Tensor& y) {
   graph.backward(loss, Tensor::full(loss.shape(), n / global_batch, loss.dtype()));
   const std::vector<ParameterPtr> ps = params();
   allreduce_gradients(ps);
-  for (const ParameterPtr& p : ps) {
-    if (!math::all_finite(p->grad)) {
-      throw ValueError(
-          "training stopped at " + step + ": the gradient of parameter '" + p->name +
-          "' holds NaN or Inf; the parameters keep their values from before this step");
-    }
-  }
-  optimizer_->update(ps);
-  ++steps_;
+  update_if_finite(ps, step);
   return {value, totals[2] / global_batch};
 }
 

@@ -243,8 +243,11 @@ BatchResult Model::train_step(const Tensor& x, const Tensor& y) {
                      "before this step (try a smaller learning rate)");
   }
   graph.backward(loss);
-  // The optimiser only runs once every gradient is known to be finite.
-  const std::vector<ParameterPtr> ps = params();
+  update_if_finite(params(), step);
+  return {value, accuracy(outputs_of(f), y)};
+}
+
+void Model::update_if_finite(const std::vector<ParameterPtr>& ps, const std::string& step) {
   for (const ParameterPtr& p : ps) {
     if (!math::all_finite(p->grad)) {
       throw ValueError(
@@ -254,7 +257,6 @@ BatchResult Model::train_step(const Tensor& x, const Tensor& y) {
   }
   optimizer_->update(ps);
   ++steps_;
-  return {value, accuracy(outputs_of(f), y)};
 }
 
 Tensor Model::predict(const Tensor& X, std::int64_t batch_size) {

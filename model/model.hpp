@@ -138,6 +138,9 @@ class Model {
   bool distributed() const { return comm_ && comm_->size() > 1; }
   // Data-parallel helpers (model/data_parallel.cpp).
   BatchResult train_step_distributed(const Tensor& x, const Tensor& y);
+  /// The optimiser's step, once every gradient is known to be finite
+  /// (ValueError naming `step` and the parameter otherwise).
+  void update_if_finite(const std::vector<ParameterPtr>& ps, const std::string& step);
   void broadcast_state_from_rank0(const Shape& sample_shape);
   void allreduce_gradients(const std::vector<ParameterPtr>& ps);
   Tensor outputs_of(const Forward& f) const;
