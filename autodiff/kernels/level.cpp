@@ -52,8 +52,10 @@ void assign_binary(BinaryOp op, Dst&& out, const X& x, const Y& y) {
 inline float scalar_exp(float x) { return __builtin_expf(x); }
 inline double scalar_exp(double x) { return __builtin_exp(x); }
 // log of the smallest normal number: below it exp's result is subnormal or 0.
+// (Not constexpr: clang does not evaluate the builtins in constant
+// expressions; both compilers fold them when optimising.)
 template <class T>
-constexpr T lowest_normal_exp_arg() {
+inline T lowest_normal_exp_arg() {
   if constexpr (sizeof(T) == sizeof(float)) {
     return __builtin_logf(__FLT_MIN__);
   } else {
@@ -71,7 +73,7 @@ constexpr T lowest_normal_exp_arg() {
 // out may be the same buffer: the rare path keeps a block's arguments.
 template <class T>
 void exp_block(const T* x, T* out, std::int64_t n) {
-  constexpr T kLowest = lowest_normal_exp_arg<T>();
+  const T kLowest = lowest_normal_exp_arg<T>();
   if (n == 0 || !(In<T>(x, n).minCoeff() < kLowest)) {
     Out<T>(out, n) = In<T>(x, n).exp();
     return;
