@@ -110,14 +110,17 @@ IdxArray read_idx(const std::string& path, int expected_rank) {
                   (expected_rank > 0 ? std::to_string(expected_rank) : std::string("at least 1")));
   }
   IdxArray out;
-  std::uint64_t count = 1;
+  std::uint64_t count = 1, nonzero = 1;
   for (int d = 0; d < rank; ++d) {
     unsigned char b[4];
     in.read_exactly(b, 4, "dimension " + std::to_string(d));
     const std::uint32_t dim = big_endian_u32(b);
     out.dims.push_back(dim);
     count *= dim;
-    if (count > kMaxElements) {
+    // A zero size makes the count 0, but the other sizes are still
+    // multiplied later (rows x columns): their product must stay bounded.
+    nonzero *= std::max<std::uint64_t>(dim, 1);
+    if (nonzero > kMaxElements) {
       throw IOError(path + ": IDX dimensions " + to_string(out.dims) + "... exceed " +
                     std::to_string(kMaxElements) + " elements; the header is corrupt");
     }

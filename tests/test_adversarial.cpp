@@ -281,6 +281,16 @@ TEST_F(BoundedReaders, AnIdxHeaderClaimingGigabytesOnATinyFileIsTruncatedNotAllo
   }
 }
 
+TEST_F(BoundedReaders, AZeroSizeDoesNotHideOverflowingOtherSizes) {
+  // Found by the idx_reader fuzzer: 0 x 3004297121 x 4236181504 images.
+  const std::string file = path("zero.gz");
+  const unsigned char header[] = {0, 0, 0x08, 3, 0, 0, 0, 0, 0xb3, 0x11, 0xef, 0xa1, 0xfc, 0x7f, 0, 0};
+  gzFile gz = gzopen(file.c_str(), "wb");
+  gzwrite(gz, header, sizeof header);
+  gzclose(gz);
+  EXPECT_THROW(io::read_idx_images(file), IOError);
+}
+
 // ---------------------------------------------------------------- item 9
 
 TEST(ThreadCounts, AreBoundedAndParsedStrictly) {
