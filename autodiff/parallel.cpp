@@ -2,13 +2,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
-#include <cerrno>
 #include <cstdlib>
-#include <system_error>
 #include <mutex>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -23,9 +23,7 @@ namespace {
 
 // More threads than this are a mistake, not a tuning choice: each spins
 // (Note [Spinning hand-off]) and the kernels split work at most that many ways.
-int max_threads() {
-  return 4 * std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-}
+int max_threads() { return 4 * std::max(1, static_cast<int>(std::thread::hardware_concurrency())); }
 
 void check_thread_count(long long n, const std::string& source) {
   if (n < 1 || n > max_threads()) {

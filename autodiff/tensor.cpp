@@ -16,8 +16,8 @@ std::size_t element_size(DType dtype) { return dtype == DType::Float32 ? 4 : 8; 
 Tensor::Tensor(Shape shape, DType dtype) : shape_(std::move(shape)), dtype_(dtype) {
   size_ = numel(shape_);  // checks sizes and overflow
   if (size_ > std::numeric_limits<std::int64_t>::max() / std::int64_t(element_size(dtype))) {
-    throw ShapeError("shape " + to_string(shape_) + " of " + to_string(dtype) + " needs more than " +
-                     "2^63 bytes");
+    throw ShapeError("shape " + to_string(shape_) + " of " + to_string(dtype) +
+                     " needs more than " + "2^63 bytes");
   }
   storage_ = std::make_shared<Storage>(nbytes());
 }

@@ -4,8 +4,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <type_traits>
 #include <numeric>
+#include <type_traits>
 #include <vector>
 
 #include "autodiff/kernels/kernels.hpp"
@@ -132,9 +132,8 @@ Tensor map_blocks(const Tensor& a, Block block) {
     using T = decltype(zero);
     const T* x = a.data<T>();
     T* o = out.data<T>();
-    parallel_for(a.size(), kElementGrain, [&](std::int64_t lo, std::int64_t hi) {
-      block(x + lo, o + lo, hi - lo);
-    });
+    parallel_for(a.size(), kElementGrain,
+                 [&](std::int64_t lo, std::int64_t hi) { block(x + lo, o + lo, hi - lo); });
   });
   return out;
 }
@@ -231,20 +230,20 @@ Tensor sum(const Tensor& a, const Axes& axes_in, bool keepdims) {
     const auto loop = detail::make_broadcast_loop<2>(a.shape(), {&kept, &a.shape()});
     const bool reduce_inner = loop.inner_stride(0) == 0;
     // Note [Parallel reductions]
-    reduce_rows(
-        s, acc.size(), loop.rows(), loop.inner(), [&](double* s, std::int64_t lo, std::int64_t hi) {
-          detail::for_each_row(
-              loop, lo, hi, [&](const std::array<std::int64_t, 2>& off, std::int64_t n) {
-                if (reduce_inner) {
-                  // Blocks summed in T (vectorised), their sums accumulated in double.
-                  for (std::int64_t b = 0; b < n; b += kSumBlock) {
-                    s[off[0]] += double(k.sum(x + off[1] + b, std::min(kSumBlock, n - b)));
-                  }
-                } else {
-                  k.accumulate(s + off[0], x + off[1], n);
-                }
-              });
-        });
+    reduce_rows(s, acc.size(), loop.rows(), loop.inner(),
+                [&](double* s, std::int64_t lo, std::int64_t hi) {
+                  detail::for_each_row(
+                      loop, lo, hi, [&](const std::array<std::int64_t, 2>& off, std::int64_t n) {
+                        if (reduce_inner) {
+                          // Blocks summed in T (vectorised), their sums accumulated in double.
+                          for (std::int64_t b = 0; b < n; b += kSumBlock) {
+                            s[off[0]] += double(k.sum(x + off[1] + b, std::min(kSumBlock, n - b)));
+                          }
+                        } else {
+                          k.accumulate(s + off[0], x + off[1], n);
+                        }
+                      });
+                });
   });
   Tensor out = a.dtype() == DType::Float64 ? acc : acc.astype(a.dtype());
   return keepdims ? out : out.reshape(reduced_shape(a.shape(), axes, false));
@@ -461,37 +460,37 @@ Tensor mul_unbroadcast(const Tensor& a, const Tensor& b, const Shape& shape) {
     const bool reduce_inner = loop.inner_stride(0) == 0;
     const std::int64_t sa = loop.inner_stride(1), sb = loop.inner_stride(2);
     // Note [Parallel reductions]
-    reduce_rows(
-        s, acc.size(), loop.rows(), loop.inner(), [&](double* s, std::int64_t lo, std::int64_t hi) {
-          detail::for_each_row(
-              loop, lo, hi, [&](const std::array<std::int64_t, 3>& off, std::int64_t n) {
-                // Rows where one operand is a broadcast scalar: scale the other's sum.
-                if (reduce_inner) {
-                  for (std::int64_t b0 = 0; b0 < n; b0 += kSumBlock) {
-                    const std::int64_t m = std::min(kSumBlock, n - b0);
-                    T part;
-                    if (sa != 0 && sb != 0) {
-                      part = k.dot(x + off[1] + b0, y + off[2] + b0, m);
-                    } else if (sa != 0) {
-                      part = k.sum(x + off[1] + b0, m) * y[off[2]];
-                    } else if (sb != 0) {
-                      part = x[off[1]] * k.sum(y + off[2] + b0, m);
-                    } else {
-                      part = x[off[1]] * y[off[2]] * T(m);
-                    }
-                    s[off[0]] += double(part);
-                  }
-                } else {
-                  if (sa != 0 && sb != 0) {
-                    k.accumulate_product(s + off[0], x + off[1], y + off[2], n);
-                  } else if (sa != 0) {
-                    k.accumulate_scaled(s + off[0], x + off[1], y[off[2]], n);
-                  } else {
-                    k.accumulate_scaled(s + off[0], y + off[2], x[off[1]], n);
-                  }
-                }
-              });
-        });
+    reduce_rows(s, acc.size(), loop.rows(), loop.inner(),
+                [&](double* s, std::int64_t lo, std::int64_t hi) {
+                  detail::for_each_row(
+                      loop, lo, hi, [&](const std::array<std::int64_t, 3>& off, std::int64_t n) {
+                        // Rows where one operand is a broadcast scalar: scale the other's sum.
+                        if (reduce_inner) {
+                          for (std::int64_t b0 = 0; b0 < n; b0 += kSumBlock) {
+                            const std::int64_t m = std::min(kSumBlock, n - b0);
+                            T part;
+                            if (sa != 0 && sb != 0) {
+                              part = k.dot(x + off[1] + b0, y + off[2] + b0, m);
+                            } else if (sa != 0) {
+                              part = k.sum(x + off[1] + b0, m) * y[off[2]];
+                            } else if (sb != 0) {
+                              part = x[off[1]] * k.sum(y + off[2] + b0, m);
+                            } else {
+                              part = x[off[1]] * y[off[2]] * T(m);
+                            }
+                            s[off[0]] += double(part);
+                          }
+                        } else {
+                          if (sa != 0 && sb != 0) {
+                            k.accumulate_product(s + off[0], x + off[1], y + off[2], n);
+                          } else if (sa != 0) {
+                            k.accumulate_scaled(s + off[0], x + off[1], y[off[2]], n);
+                          } else {
+                            k.accumulate_scaled(s + off[0], y + off[2], x[off[1]], n);
+                          }
+                        }
+                      });
+                });
   });
   Tensor out = a.dtype() == DType::Float64 ? acc : acc.astype(a.dtype());
   return out.reshape(shape);

@@ -79,8 +79,7 @@ void BM_GemmBlas(benchmark::State& state, GemmShape s, Sgemm sgemm) {
   const float one = 1.0f, zero = 0.0f;
   const char trans_a = s.trans_a ? 'T' : 'N';
   for (auto _ : state) {
-    sgemm("N", &trans_a, &n, &m, &k, &one, o.b.data(), &n, o.a.data(), &lda, &zero, o.c.data(),
-          &n);
+    sgemm("N", &trans_a, &n, &m, &k, &one, o.b.data(), &n, o.a.data(), &lda, &zero, o.c.data(), &n);
     benchmark::DoNotOptimize(o.c.data());
   }
   set_items(state, s);

@@ -154,16 +154,16 @@ void BM_TrainTorch(benchmark::State& state, TrainWorkload w, int threads) {
 
 void describe_torch_peer() {
   benchmark::AddCustomContext("peer_blas", loaded_blas());
-  benchmark::AddCustomContext(
-      "peer_blas_threads",
-      peer_at_best() && openblas_thread_setter() ? "limited to the benchmark's threads"
-                                                 : "BLAS default");
+  benchmark::AddCustomContext("peer_blas_threads", peer_at_best() && openblas_thread_setter()
+                                                       ? "limited to the benchmark's threads"
+                                                       : "BLAS default");
   const char* tunables = std::getenv("GLIBC_TUNABLES");
   benchmark::AddCustomContext("peer_allocator",
                               tunables ? std::string("glibc malloc, GLIBC_TUNABLES=") + tunables
                                        : "glibc malloc, defaults");
   const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
-  benchmark::AddCustomContext("peer_omp_wait_policy", wait_policy ? wait_policy : "libgomp default");
+  benchmark::AddCustomContext("peer_omp_wait_policy",
+                              wait_policy ? wait_policy : "libgomp default");
   benchmark::AddCustomContext("peer_mode", peer_at_best() ? "best" : "defaults");
 }
 

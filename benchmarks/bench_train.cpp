@@ -16,8 +16,7 @@
 namespace npdl::bench {
 
 const std::vector<TrainWorkload>& train_workloads() {
-  static const std::vector<TrainWorkload> w{
-      {true, 60}, {true, 256}, {false, 60}, {false, 256}};
+  static const std::vector<TrainWorkload> w{{true, 60}, {true, 256}, {false, 60}, {false, 256}};
   return w;
 }
 

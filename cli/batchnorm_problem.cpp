@@ -61,7 +61,7 @@ GradientAgreement agreement(const std::string& tensor, const std::string& pair,
   for (double v : ref) scale = std::max(scale, std::fabs(v));
   a.max_rel = a.max_abs == 0.0 ? 0.0 : a.max_abs / scale;
   a.detail = compare(tensor, actual64, reference64, tolerance);
-  a.verdict = !a.detail.ok ? (informational ? "inexact" : "MISMATCH")
+  a.verdict = !a.detail.ok       ? (informational ? "inexact" : "MISMATCH")
               : a.max_abs == 0.0 ? "exact"
                                  : "close";
   return a;
@@ -161,15 +161,15 @@ std::vector<GradientAgreement> compare_gradients(const BatchNormProblem& p,
   // held to the composite run in float64; the float32 composite's distance
   // from float64 is its own rounding, shown but not a failure.
   const bool float32 = p.x.dtype() == DType::Float32;
-  const std::vector<Tensor> reference =
-      float32 ? autodiff_gradients_in_float64(p) : autodiff;
+  const std::vector<Tensor> reference = float32 ? autodiff_gradients_in_float64(p) : autodiff;
   const char* names[] = {"dx", "dgamma", "dbeta"};
   std::vector<GradientAgreement> out;
   for (int i = 0; i < 3; ++i) {
     out.push_back(agreement(names[i], "autodiff vs finite diff", autodiff[i], numeric[i],
                             vs_numeric, /*informational=*/float32));
     out.push_back(agreement(names[i], "fused vs finite diff", fused[i], numeric[i], vs_numeric));
-    out.push_back(agreement(names[i], float32 ? "autodiff in float64 vs fused" : "autodiff vs fused",
+    out.push_back(agreement(names[i],
+                            float32 ? "autodiff in float64 vs fused" : "autodiff vs fused",
                             reference[i], fused[i], vs_each_other));
   }
   return out;

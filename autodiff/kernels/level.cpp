@@ -205,9 +205,9 @@ void softmax(const T* xp, T* outp, std::int64_t outer, std::int64_t n, std::int6
 
 template <class T>
 TypedKernels<T> typed() {
-  return {unary<T>,      binary<T>,     binary_scalar_rhs<T>,  binary_scalar_lhs<T>,
-          sum<T>,        dot<T>,        accumulate<T>,         accumulate_product<T>,
-          accumulate_scaled<T>, gemm<T>, softmax<T>};
+  return {unary<T>,  binary<T>,     binary_scalar_rhs<T>,  binary_scalar_lhs<T>, sum<T>,
+          dot<T>,    accumulate<T>, accumulate_product<T>, accumulate_scaled<T>, gemm<T>,
+          softmax<T>};
 }
 
 }  // namespace
