@@ -5,6 +5,7 @@
 #include "autodiff/export.hpp"
 #include "autodiff/gradcheck.hpp"
 #include "autodiff/graph.hpp"
+#include "autodiff/hessian.hpp"
 #include "autodiff/parallel.hpp"
 #include "autodiff/random.hpp"
 #include "autodiff/storage.hpp"

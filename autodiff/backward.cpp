@@ -17,17 +17,15 @@
 namespace npdl {
 namespace {
 
-// Adds a gradient contribution, in place when the accumulator is not shared
-// (a VJP may return the upstream gradient itself, as add's does).
-void accumulate(Tensor& acc, const Tensor& g) {
-  if (!acc.defined()) {
-    acc = g;
-  } else if (acc.unique()) {
-    math::add_inplace(acc, g);
-  } else {
-    acc = math::add(acc, g);
-  }
-}
+// Two gradient contributions summed under create_graph: the sum is itself a
+// value on the graph. Its VJP hands the gradient to both, as add's does.
+const OpInfo kAccumulate{"accumulate_grad", "a + b (two contributions to one gradient)",
+                         "ga = g, gb = g"};
+// A gradient made under create_graph by a VJP written with tensors (Note
+// [Differentiable VJPs]): a value whose own derivative is refused.
+const OpInfo kNotTwiceDifferentiable{"not_twice_differentiable",
+                                     "the gradient of an op whose VJP is not differentiable",
+                                     "none: a GraphError naming the op"};
 
 // Vertex filter of the swept subgraph (Boost wants a default-constructible,
 // assignable predicate, which a capturing lambda is not).
@@ -38,12 +36,30 @@ struct InMask {
 
 }  // namespace
 
-std::vector<char> Graph::relevant_vertices(Vertex output) const {
+void Graph::accumulate(Var& acc, Var g) {
+  if (!acc.value().defined()) {
+    acc = std::move(g);
+  } else if (acc.tracked() || g.tracked()) {
+    Tensor sum = math::add(acc.value(), g.value());
+    const Var* inputs[] = {&acc, &g};
+    acc = record_inputs(kAccumulate, inputs, 2, std::move(sum), {}, [](const VjpArgs& c) -> Vars {
+      return {c.grad, c.grad};
+    });
+  } else if (acc.value_.unique()) {
+    // In place when nobody else holds the accumulator (a VJP may return the
+    // upstream gradient itself, as add's does).
+    math::add_inplace(acc.value_, g.value());
+  } else {
+    acc.value_ = math::add(acc.value_, g.value());
+  }
+}
+
+std::vector<char> Graph::relevant_vertices(const std::vector<Vertex>& outputs) const {
   // Vertices whose value depends on a leaf that wants a gradient
-  // (requires_grad) and that the output depends on.
+  // (requires_grad) and that an output depends on.
   std::vector<char> relevant(boost::num_vertices(g_), 0);
-  std::vector<Vertex> stack{output};
-  relevant[output] = 1;
+  std::vector<Vertex> stack = outputs;
+  for (Vertex out : outputs) relevant[out] = 1;
   while (!stack.empty()) {
     const Vertex v = stack.back();
     stack.pop_back();
@@ -65,36 +81,93 @@ void Graph::check_not_released(const std::vector<Vertex>& order) const {
       throw GraphError(
           "Trying to backward through the graph a second time: the saved tensors of '" +
           std::string(node->info->name) +
-          "' were freed by the first backward; pass retain_graph = true to the first call");
+          "' were freed by the first backward; pass retain_graph = true (or create_graph = "
+          "true) to the first call");
     }
   }
 }
 
-void Graph::backward(const Var& output, const Tensor& upstream, bool retain_graph) {
-  if (output.graph() != this) {
+namespace {
+
+// The gradient that starts a sweep at `output`: `upstream`, or 1 for a
+// one-element output.
+Var seed_for(const Var& output, const Var& upstream, const Graph& graph) {
+  const Tensor& value = output.value();
+  if (output.graph() != &graph) {
     throw GraphError("backward: the output is not a value of this graph");
   }
-  const Vertex out = output.vertex();
-  if (!g_[out].requires_grad) {
+  if (!graph.impl()[output.vertex()].requires_grad) {
     throw GraphError(
         "backward: the output depends on no variable or parameter, so there is no "
         "gradient to compute; expected a value computed from a Graph::variable or "
         "Graph::param");
   }
-  Tensor seed;
-  const Tensor& value = output.value();
-  if (upstream.defined()) {
+  if (upstream.value().defined()) {
+    if (upstream.tracked() && upstream.graph() != &graph) {
+      throw GraphError("backward: the upstream gradient lives on another graph");
+    }
     check_same_shape(value.shape(), upstream.shape(), "backward: upstream gradient");
-    check_same_dtype(value, upstream, "backward: upstream gradient");
-    seed = upstream;
-  } else if (value.size() == 1) {
-    seed = Tensor::ones(value.shape(), value.dtype());
-  } else {
-    throw GraphError("backward from a non-scalar output of shape " + to_string(value.shape()) +
-                     " needs an upstream gradient of that shape");
+    check_same_dtype(value, upstream.value(), "backward: upstream gradient");
+    return upstream;
   }
+  if (value.size() == 1) return Var(Tensor::ones(value.shape(), value.dtype()));
+  throw GraphError("backward from a non-scalar output of shape " + to_string(value.shape()) +
+                   " needs an upstream gradient of that shape");
+}
 
-  const std::vector<char> relevant = relevant_vertices(out);
+}  // namespace
+
+Vars Graph::run_vjp(Vertex v, const Var& grad, bool create_graph) {
+  // Copies: ops recorded by the VJP may move the vertex storage.
+  const std::shared_ptr<Node> node = g_[v].node;
+  const Tensor value = g_[v].value;
+  boost::container::small_vector<Vertex, 3> sources(node->input_shapes.size());
+  for (auto [e, end] = boost::in_edges(v, g_); e != end; ++e) {
+    sources[g_[*e].arg] = boost::source(*e, g_);
+  }
+  VjpArgs args{grad, node->saved, node->input_shapes, create_graph};
+  args.graph = this;
+  args.vertex = v;
+  args.sources = sources.data();
+  args.inputs = &node->inputs;
+  args.value = &value;
+  if (!create_graph || node->info->twice_differentiable) return node->vjp(args);
+
+  // A VJP written with tensors: its gradients are values, then recorded as
+  // depending on everything they were made from, so that a derivative
+  // through them is refused by name rather than silently zero.
+  Vars grads;
+  {
+    GradModeGuard values_only(false);
+    args.create_graph = false;
+    grads = node->vjp(args);
+  }
+  boost::container::small_vector<Var, 4> made_from{grad};
+  for (std::size_t i = 0; i < node->inputs.size(); ++i) {
+    if (node->inputs[i].defined()) made_from.push_back(Var(this, sources[i], node->inputs[i]));
+  }
+  boost::container::small_vector<const Var*, 4> from;
+  for (const Var& m : made_from) from.push_back(&m);
+  const char* op = node->info->name;
+  for (Var& g : grads) {
+    if (!g.value().defined()) continue;
+    g = record_inputs(
+        kNotTwiceDifferentiable, from.data(), from.size(), g.value(), {},
+        [op](const VjpArgs&) -> Vars {
+          throw GraphError(std::string("cannot differentiate the gradient of '") + op +
+                           "' again: its VJP is not twice differentiable (it is computed "
+                           "from tensors, not recorded from ops); expected a graph whose "
+                           "ops are all twice differentiable");
+        });
+  }
+  return grads;
+}
+
+std::vector<Vertex> Graph::sweep(const std::vector<Var>& outputs, std::vector<Var> seeds,
+                                 const BackwardOptions& options) {
+  std::vector<Vertex> roots;
+  for (const Var& out : outputs) roots.push_back(out.vertex());
+  const std::vector<char> relevant = relevant_vertices(roots);
   boost::filtered_graph<GraphImpl, boost::keep_all, InMask> sub(g_, boost::keep_all(),
                                                                 InMask{&relevant});
   std::vector<Vertex> order;
@@ -102,42 +175,125 @@ void Graph::backward(const Var& output, const Tensor& upstream, bool retain_grap
   boost::topological_sort(sub, std::back_inserter(order));
   check_not_released(order);
 
-  for (Vertex v : boost::make_iterator_range(boost::vertices(g_))) g_[v].grad = Tensor();
-  g_[out].grad = seed;
+  const bool create_graph = options.create_graph;
+  const bool retain = options.retain_graph || create_graph;
+  // Under create_graph the VJPs' ops record; otherwise nothing does.
+  GradModeGuard mode(create_graph);
+  for (Vertex v : boost::make_iterator_range(boost::vertices(g_))) g_[v].grad = Var();
+  for (std::size_t i = 0; i < roots.size(); ++i) accumulate(g_[roots[i]].grad, std::move(seeds[i]));
 
-  const bool free_as_we_go = !retain_graph && !options_.keep_intermediates;
+  const bool free_as_we_go = !retain && !options_.keep_intermediates;
+  boost::container::small_vector<std::pair<Vertex, int>, 3> targets;
   for (Vertex v : order) {
-    VertexData& d = g_[v];
-    if (!d.node || !d.grad.defined()) continue;
-    Node& node = *d.node;
-    const VjpArgs args{d.grad, d.value, node.saved, node.input_shapes};
-    const Tensors grads = node.vjp(args);
+    if (!g_[v].node || !g_[v].grad.value().defined()) continue;
+    const Var grad = g_[v].grad;
+    Vars grads = run_vjp(v, grad, create_graph);
+    const Node& node = *g_[v].node;
+    targets.clear();
     for (auto [e, end] = boost::in_edges(v, g_); e != end; ++e) {
-      const Vertex u = boost::source(*e, g_);
-      const int arg = g_[*e].arg;
-      if (!relevant[u] || arg >= static_cast<int>(grads.size()) || !grads[arg].defined()) continue;
+      targets.emplace_back(boost::source(*e, g_), g_[*e].arg);
+    }
+    for (const auto& [u, arg] : targets) {
+      if (!relevant[u] || arg >= static_cast<int>(grads.size()) || !grads[arg].value().defined()) {
+        continue;
+      }
       if (grads[arg].shape() != node.input_shapes[arg]) {
         throw GraphError(std::string("internal: the VJP of '") + node.info->name +
                          "' returned a gradient of shape " + to_string(grads[arg].shape()) +
                          " for an input of shape " + to_string(node.input_shapes[arg]));
       }
-      accumulate(g_[u].grad, grads[arg]);
+      accumulate(g_[u].grad, std::move(grads[arg]));
     }
-    if (!retain_graph) {
-      node.saved.clear();
-      node.released = true;
+    if (!retain) {
+      Node& swept = *g_[v].node;
+      swept.saved.clear();
+      swept.inputs.clear();
+      swept.released = true;
     }
     if (free_as_we_go) {  // Note [Lean graphs]: this vertex's last use was its VJP
-      d.grad = Tensor();
-      d.value = Tensor();
+      g_[v].grad = Var();
+      g_[v].value = Tensor();
     }
   }
+  return order;
+}
 
+void Graph::backward(const Var& output, const Tensor& upstream, bool retain_graph) {
+  BackwardOptions options;
+  options.retain_graph = retain_graph;
+  backward(output, Var(upstream), options);
+}
+
+void Graph::backward(const Var& output, const Var& upstream, const BackwardOptions& options) {
+  Var seed = seed_for(output, upstream, *this);
+  std::vector<Vertex> order = sweep({output}, {std::move(seed)}, options);
   for (Vertex v : order) {
     VertexData& d = g_[v];
-    if (d.param) d.param->grad = d.grad;
+    if (d.param) d.param->grad = d.grad.value();
   }
   last_sweep_ = std::move(order);
+}
+
+std::vector<Var> Graph::gradients(const std::vector<Var>& outputs, const std::vector<Var>& inputs,
+                                  const std::vector<Var>& upstreams,
+                                  const BackwardOptions& options) {
+  if (outputs.empty()) throw GraphError("gradients: expected at least one output, got none");
+  if (!upstreams.empty() && upstreams.size() != outputs.size()) {
+    throw GraphError("gradients: expected one upstream gradient per output (" +
+                     std::to_string(outputs.size()) + "), got " + std::to_string(upstreams.size()));
+  }
+  for (const Var& in : inputs) {
+    if (in.graph() != this || !in.requires_grad()) {
+      throw GraphError(
+          "gradients: every input must be a value of this graph that wants a gradient (a "
+          "variable, a parameter, or computed from one); got " +
+          std::string(in.graph() != this ? "a value of no graph or another one"
+                                         : "a value that depends on no variable"));
+    }
+  }
+  std::vector<Var> seeds;
+  for (std::size_t i = 0; i < outputs.size(); ++i) {
+    seeds.push_back(seed_for(outputs[i], upstreams.empty() ? Var() : upstreams[i], *this));
+  }
+  last_sweep_ = sweep(outputs, std::move(seeds), options);
+  std::vector<Var> result;
+  for (const Var& in : inputs) {
+    const Var& g = g_[in.vertex()].grad;
+    result.push_back(g.value().defined() ? g : Var(Tensor::zeros(in.shape(), in.dtype())));
+  }
+  return result;
+}
+
+std::vector<Var> grad(const std::vector<Var>& outputs, const std::vector<Var>& inputs,
+                      const std::vector<Var>& upstreams, bool create_graph) {
+  Graph* graph = outputs.empty() ? nullptr : outputs.front().graph();
+  if (graph == nullptr) {
+    throw GraphError("grad: expected outputs recorded on a Graph, got " +
+                     std::string(outputs.empty() ? "none"
+                                                 : "a value on no graph (made in no-gradient mode "
+                                                   "or outside a graph)"));
+  }
+  BackwardOptions options;
+  options.retain_graph = create_graph;
+  options.create_graph = create_graph;
+  return graph->gradients(outputs, inputs, upstreams, options);
+}
+
+Tensors Graph::replay_vjp(Vertex v, const Tensor& upstream) const {
+  const Node& node = *g_[v].node;
+  if (node.released) check_not_released({v});
+  const Var grad(upstream);
+  boost::container::small_vector<Vertex, 3> sources(node.input_shapes.size());
+  VjpArgs args{grad, node.saved, node.input_shapes, false};
+  args.graph = const_cast<Graph*>(this);
+  args.vertex = v;
+  args.sources = sources.data();
+  args.inputs = &node.inputs;
+  args.value = &g_[v].value;
+  GradModeGuard values_only(false);
+  Tensors out;
+  for (const Var& g : node.vjp(args)) out.push_back(g.value());
+  return out;
 }
 
 }  // namespace npdl

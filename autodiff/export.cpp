@@ -33,7 +33,9 @@ class VertexWriter {
     if (!d.label.empty()) label += " '" + escape(d.label) + "'";
     label += "\\n" + to_string(d.shape) + " " + to_string(d.dtype);
     if (o_.values) label += "\\nvalue " + escape(summarize(d.value));
-    if (o_.gradients && d.grad.defined()) label += "\\ngrad " + escape(summarize(d.grad));
+    if (o_.gradients && d.grad.value().defined()) {
+      label += "\\ngrad " + escape(summarize(d.grad.value()));
+    }
     const bool leaf = boost::in_degree(v, g_) == 0;
     os << "[label=\"" << label << "\", shape=" << (leaf ? "ellipse" : "box");
     if (d.param) os << ", style=filled, fillcolor=\"#fde9b6\"";

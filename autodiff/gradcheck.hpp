@@ -77,6 +77,19 @@ std::vector<Tensor> finite_difference_gradients(const GraphFunction& f,
                                                 const std::vector<Tensor>& inputs,
                                                 const Tensor& upstream, double step);
 
+/// Second order: reverse over reverse against float64 central differences of
+/// the first derivative. With u a seeded random upstream gradient and v_i
+/// one seeded random tensor per input, it differentiates
+///   H(x, u) = sum_i <v_i, d<f(x), u>/dx_i>
+/// with respect to every input and to u (a VJP must be differentiable in
+/// its upstream gradient too), by reverse mode through the gradients
+/// recorded with create_graph, and compares with central differences of H
+/// computed from first-order reverse mode. It also checks that the
+/// gradients recorded with create_graph equal the first-order ones.
+GradCheckReport gradgradcheck(const GraphFunction& f, const std::vector<Tensor>& inputs,
+                              const GradCheckOptions& options = {},
+                              const std::vector<std::string>& names = {});
+
 /// Tolerances that suit a dtype for comparing two gradient computations.
 GradCheckOptions tolerances_for(DType dtype);
 

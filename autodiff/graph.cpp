@@ -43,8 +43,21 @@ ParameterPtr make_parameter(Tensor value, std::string name) {
   return p;
 }
 
-Tensor VjpArgs::unbroadcast(const Tensor& g, int i) const {
-  return math::unbroadcast(g, input_shapes[i]);
+Var VjpArgs::input(int i) const {
+  const Tensor& v = (*inputs)[i];
+  if (!v.defined()) {
+    throw GraphError(std::string("internal: the VJP of '") + graph->impl()[vertex].op->name +
+                     "' reads input " + std::to_string(i) + ", which its OpInfo does not save");
+  }
+  return create_graph ? Var(graph, sources[i], v) : Var(v);
+}
+
+Var VjpArgs::output() const {
+  if (value == nullptr || !value->defined()) {
+    throw GraphError(std::string("internal: the VJP of '") + graph->impl()[vertex].op->name +
+                     "' reads its output, which its OpInfo does not keep");
+  }
+  return create_graph ? Var(graph, vertex, *value) : Var(*value);
 }
 
 bool grad_enabled() { return grad_mode; }
@@ -60,13 +73,26 @@ const Tensor& Var::grad() const {
   return graph_ != nullptr ? graph_->grad(*this) : none;
 }
 
-void Var::backward(const Tensor& upstream, bool retain_graph) const {
-  if (graph_ == nullptr) {
+Var Var::grad_var() const { return graph_ != nullptr ? graph_->grad_var(*this) : Var(); }
+
+namespace {
+void check_on_graph(const Var& v) {
+  if (!v.tracked()) {
     throw GraphError(
         "backward from a value that is on no graph (recorded in no-gradient mode "
         "or made outside a graph): expected a value recorded on a Graph");
   }
+}
+}  // namespace
+
+void Var::backward(const Tensor& upstream, bool retain_graph) const {
+  check_on_graph(*this);
   graph_->backward(*this, upstream, retain_graph);
+}
+
+void Var::backward(const Var& upstream, const BackwardOptions& options) const {
+  check_on_graph(*this);
+  graph_->backward(*this, upstream, options);
 }
 
 Graph* common_graph(std::initializer_list<const Var*> inputs, const char* op) {
@@ -141,7 +167,14 @@ Vertex Graph::vertex_of(const Var& v, const OpInfo& consumer) {
 
 Var Graph::record(const OpInfo& info, std::initializer_list<const Var*> inputs, Tensor value,
                   Tensors saved, VjpFn vjp) {
+  return record_inputs(info, inputs.begin(), inputs.size(), std::move(value), std::move(saved),
+                       std::move(vjp));
+}
+
+Var Graph::record_inputs(const OpInfo& info, const Var* const* first, std::size_t count,
+                         Tensor value, Tensors saved, VjpFn vjp) {
   if (!grad_mode) return Var(std::move(value));
+  const auto inputs = boost::make_iterator_range(first, first + count);
   bool requires_grad = false;
   for (const Var* in : inputs) requires_grad = requires_grad || in->requires_grad();
   boost::container::small_vector<Vertex, 3> sources;
@@ -162,6 +195,12 @@ Var Graph::record(const OpInfo& info, std::initializer_list<const Var*> inputs, 
     auto node = std::allocate_shared<Node>(DefaultInitAllocator<Node>());
     node->info = &info;
     node->saved = std::move(saved);
+    if (info.saves_inputs != 0) {
+      node->inputs.resize(count);
+      for (std::size_t i = 0; i < count; ++i) {
+        if (info.saves_inputs & (1u << i)) node->inputs[i] = first[i]->value();
+      }
+    }
     for (const Var* in : inputs) node->input_shapes.push_back(in->shape());
     node->vjp = std::move(vjp);
     d.node = std::move(node);
@@ -172,6 +211,13 @@ Var Graph::record(const OpInfo& info, std::initializer_list<const Var*> inputs, 
 const Tensor& Graph::grad(const Var& v) const {
   if (v.graph() != this) {
     throw GraphError("grad(): the value is not on this graph");
+  }
+  return g_[v.vertex()].grad.value();
+}
+
+Var Graph::grad_var(const Var& v) const {
+  if (v.graph() != this) {
+    throw GraphError("grad_var(): the value is not on this graph");
   }
   return g_[v.vertex()].grad;
 }

@@ -21,6 +21,8 @@
 namespace npdl {
 
 class Graph;
+struct BackwardOptions;
+using Vertex = std::size_t;  // boost::adjacency_list<vecS, vecS, ...>'s vertex_descriptor
 
 /// A trainable tensor that outlives graphs; backward writes its gradient.
 struct Parameter {
@@ -30,68 +32,6 @@ struct Parameter {
 };
 using ParameterPtr = std::shared_ptr<Parameter>;
 ParameterPtr make_parameter(Tensor value, std::string name = "");
-
-/// What an op is, in the words the teaching tools print: its forward and its
-/// vector-Jacobian product (g is the gradient arriving at the output).
-struct OpInfo {
-  const char* name;
-  const char* forward;
-  const char* vjp;
-  /// The VJP reads the op's output (VjpArgs::output): a lean graph keeps it.
-  bool vjp_reads_output = false;
-};
-
-using Tensors = boost::container::small_vector<Tensor, 3>;
-using Shapes = boost::container::small_vector<Shape, 3>;
-
-/// Everything a VJP may read.
-struct VjpArgs {
-  const Tensor& grad;    // upstream gradient, output's shape
-  const Tensor& output;  // the op's value
-  const Tensors& saved;  // tensors the op chose to save
-  const Shapes& input_shapes;
-  /// Sums `g` down to input i's shape (undoes broadcasting).
-  Tensor unbroadcast(const Tensor& g, int i) const;
-};
-
-/// Returns one gradient per input (an undefined Tensor for none).
-using VjpFn = std::function<Tensors(const VjpArgs&)>;
-
-/// Backward state of one recorded op.
-struct Node {
-  const OpInfo* info;
-  Tensors saved;
-  Shapes input_shapes;
-  VjpFn vjp;
-  bool released = false;
-};
-
-struct VertexData {
-  const OpInfo* op = nullptr;
-  std::string label;  // user name of a leaf, or empty
-  Shape shape;        // of the value, kept when a lean graph drops the value
-  DType dtype = DType::Float32;
-  Tensor value;                // undefined in a lean graph unless the VJP reads it
-  Tensor grad;                 // filled by backward
-  std::shared_ptr<Node> node;  // null for leaves
-  ParameterPtr param;          // set for parameter leaves
-  int composite = -1;          // innermost composite group, or -1
-  bool requires_grad = false;
-};
-
-struct EdgeData {
-  int arg = 0;  // which argument of the consumer this edge feeds
-};
-
-using GraphImpl = boost::adjacency_list<boost::vecS, boost::vecS, boost::bidirectionalS, VertexData,
-                                        EdgeData, boost::no_property, boost::vecS>;
-using Vertex = GraphImpl::vertex_descriptor;
-
-/// A group of primitives recorded under one name (BatchNormal, a layer...).
-struct Composite {
-  std::string name;
-  int parent = -1;
-};
 
 /// A value: on a graph (tracked) or, in no-gradient mode, just a tensor.
 class Var {
@@ -110,16 +50,112 @@ class Var {
   bool requires_grad() const;
   /// Gradient from the last backward of its graph (undefined if none reached it).
   const Tensor& grad() const;
+  /// The same gradient as a value: after a backward with create_graph it is
+  /// on the graph and can be differentiated again.
+  Var grad_var() const;
   /// Reverse mode from this value; see Graph::backward.
   void backward(const Tensor& upstream = {}, bool retain_graph = false) const;
+  void backward(const Var& upstream, const BackwardOptions& options) const;
 
  private:
   friend class Graph;
+  friend struct VjpArgs;
   Var(Graph* graph, Vertex vertex, Tensor value)
       : graph_(graph), vertex_(vertex), value_(std::move(value)) {}
   Graph* graph_ = nullptr;
   Vertex vertex_ = 0;
   Tensor value_;
+};
+
+/// What an op is, in the words the teaching tools print: its forward and its
+/// vector-Jacobian product (g is the gradient arriving at the output).
+struct OpInfo {
+  const char* name;
+  const char* forward;
+  const char* vjp;
+  /// The VJP reads the op's output (VjpArgs::output): a lean graph keeps it.
+  bool vjp_reads_output = false;
+  /// Bit i set: the VJP reads input i (VjpArgs::input), so the node keeps it.
+  unsigned saves_inputs = 0;
+  /// The VJP is written with differentiable ops (Note [Differentiable VJPs]).
+  /// When false, a gradient it makes under create_graph is recorded as a
+  /// value that refuses a further derivative with a GraphError naming the op.
+  bool twice_differentiable = true;
+};
+
+using Tensors = boost::container::small_vector<Tensor, 3>;
+using Vars = boost::container::small_vector<Var, 3>;
+using Shapes = boost::container::small_vector<Shape, 3>;
+
+/// Note [Differentiable VJPs]
+/// A VJP is written once, with the same ops a user writes forwards with,
+/// and serves two sweeps:
+///   first order      its arguments are untracked Vars, so its ops compute
+///                    values and record nothing: the cost of a tensor VJP;
+///   create_graph     its arguments are the graph's own vertices (the
+///                    upstream gradient, the op's inputs and output), so its
+///                    ops record, and the gradient it returns is a value on
+///                    the graph that can be differentiated again.
+/// A VJP must therefore read the op's inputs through input(i) and its output
+/// through output(), never through tensors captured at record time; what it
+/// keeps in `saved` (masks, indices) is a constant to the next derivative.
+struct VjpArgs {
+  const Var& grad;       // upstream gradient, output's shape
+  const Tensors& saved;  // constants the op kept (masks, statistics)
+  const Shapes& input_shapes;
+  bool create_graph = false;
+
+  /// Input i (its bit set in OpInfo::saves_inputs).
+  Var input(int i) const;
+  /// The op's value (OpInfo::vjp_reads_output).
+  Var output() const;
+
+  // Set by the sweep.
+  Graph* graph = nullptr;
+  Vertex vertex = 0;
+  const Vertex* sources = nullptr;  // input i's vertex
+  const Tensors* inputs = nullptr;  // input i's value when saved
+  const Tensor* value = nullptr;    // the op's value when kept
+};
+
+/// Returns one gradient per input (an undefined Var for none).
+using VjpFn = std::function<Vars(const VjpArgs&)>;
+
+/// Backward state of one recorded op.
+struct Node {
+  const OpInfo* info;
+  Tensors inputs;  // input i's value when OpInfo::saves_inputs has bit i
+  Tensors saved;
+  Shapes input_shapes;
+  VjpFn vjp;
+  bool released = false;
+};
+
+struct VertexData {
+  const OpInfo* op = nullptr;
+  std::string label;  // user name of a leaf, or empty
+  Shape shape;        // of the value, kept when a lean graph drops the value
+  DType dtype = DType::Float32;
+  Tensor value;                // undefined in a lean graph unless the VJP reads it
+  Var grad;                    // filled by backward; on the graph after create_graph
+  std::shared_ptr<Node> node;  // null for leaves
+  ParameterPtr param;          // set for parameter leaves
+  int composite = -1;          // innermost composite group, or -1
+  bool requires_grad = false;
+};
+
+struct EdgeData {
+  int arg = 0;  // which argument of the consumer this edge feeds
+};
+
+using GraphImpl = boost::adjacency_list<boost::vecS, boost::vecS, boost::bidirectionalS, VertexData,
+                                        EdgeData, boost::no_property, boost::vecS>;
+static_assert(std::is_same_v<Vertex, GraphImpl::vertex_descriptor>);
+
+/// A group of primitives recorded under one name (BatchNormal, a layer...).
+struct Composite {
+  std::string name;
+  int parent = -1;
 };
 
 /// Sets whether ops record (gradient mode) for its scope, per thread.
@@ -153,6 +189,15 @@ struct GraphOptions {
   bool keep_intermediates = true;
 };
 
+/// How a backward sweep runs.
+struct BackwardOptions {
+  /// Keep the saved tensors, so that the graph can be swept again.
+  bool retain_graph = false;
+  /// Record the sweep itself on the graph (Note [Differentiable VJPs]), so
+  /// that the gradients can be differentiated again; implies retain_graph.
+  bool create_graph = false;
+};
+
 class Graph {
  public:
   explicit Graph(GraphOptions options = {});
@@ -167,6 +212,7 @@ class Graph {
   Var param(const ParameterPtr& parameter);
 
   /// Records an op: its value is already computed; `vjp` runs in backward.
+  /// The inputs named by info.saves_inputs are kept for it, with `saved`.
   /// Inputs that are untracked become constant leaves. Throws GraphError when
   /// inputs live on another graph.
   Var record(const OpInfo& info, std::initializer_list<const Var*> inputs, Tensor value,
@@ -180,8 +226,22 @@ class Graph {
   /// gives the same gradients. Without retain_graph, the saved tensors of
   /// the swept ops are freed and a second backward throws GraphError.
   void backward(const Var& output, const Tensor& upstream = {}, bool retain_graph = false);
+  /// The same, with options; with create_graph the stored gradients are
+  /// values on this graph (grad_var()), and `upstream` may be one too.
+  void backward(const Var& output, const Var& upstream, const BackwardOptions& options);
+
+  /// Gradients of `outputs` (weighted by `upstreams`, one per output; none
+  /// for scalar outputs) with respect to `inputs`, returned rather than
+  /// stored in Parameter::grad. An input the outputs do not depend on gets
+  /// zeros. With create_graph the results are values on this graph.
+  std::vector<Var> gradients(const std::vector<Var>& outputs, const std::vector<Var>& inputs,
+                             const std::vector<Var>& upstreams, const BackwardOptions& options);
 
   const Tensor& grad(const Var& v) const;
+  Var grad_var(const Var& v) const;
+  /// Runs the first-order VJP of op vertex `v` again on `upstream` (the graph
+  /// must have been retained): what it sends to each input. For teaching tools.
+  Tensors replay_vjp(Vertex v, const Tensor& upstream) const;
   std::size_t size() const { return boost::num_vertices(g_); }
   const GraphImpl& impl() const { return g_; }
   const std::vector<Composite>& composites() const { return composites_; }
@@ -205,8 +265,14 @@ class Graph {
  private:
   Vertex add_leaf(const OpInfo& info, Tensor value, std::string name, bool requires_grad);
   Vertex vertex_of(const Var& v, const OpInfo& consumer);
-  std::vector<char> relevant_vertices(Vertex output) const;
+  Var record_inputs(const OpInfo& info, const Var* const* inputs, std::size_t count, Tensor value,
+                    Tensors saved, VjpFn vjp);
+  std::vector<char> relevant_vertices(const std::vector<Vertex>& outputs) const;
   void check_not_released(const std::vector<Vertex>& order) const;
+  std::vector<Vertex> sweep(const std::vector<Var>& outputs, std::vector<Var> seeds,
+                            const BackwardOptions& options);
+  Vars run_vjp(Vertex v, const Var& grad, bool create_graph);
+  void accumulate(Var& acc, Var g);
 
   GraphOptions options_;
   GraphImpl g_;
@@ -215,6 +281,11 @@ class Graph {
   std::unordered_map<const Parameter*, Vertex> param_vertices_;
   std::vector<Vertex> last_sweep_;
 };
+
+/// Gradients of `outputs` with respect to `inputs` (see Graph::gradients);
+/// with create_graph they can be differentiated again, to any order.
+std::vector<Var> grad(const std::vector<Var>& outputs, const std::vector<Var>& inputs,
+                      const std::vector<Var>& upstreams = {}, bool create_graph = false);
 
 /// The graph that `inputs` live on (nullptr if none is tracked); throws
 /// GraphError when they live on different graphs.

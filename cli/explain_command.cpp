@@ -284,16 +284,15 @@ class Explanation {
     } else if (it != contributions_.end()) {
       lines.push_back("g arriving, from " + names_(it->second.front().consumer) + ":");
     }
-    for (const std::string& l : format_tensor(g_[v].grad))
+    for (const std::string& l : format_tensor(g_[v].grad.value()))
       lines.push_back((summed ? "  " : "") + l);
   }
 
   void leaving(Vertex v, const std::set<Vertex>& swept, std::vector<std::string>& lines) {
     const VertexData& d = g_[v];
-    const Node& node = *d.node;
     // The VJP again, as backward ran it (the graph was retained), to show
     // what it sends to each input.
-    const Tensors out = node.vjp(VjpArgs{d.grad, d.value, node.saved, node.input_shapes});
+    const Tensors out = recorded_.graph->replay_vjp(v, d.grad.value());
     const std::vector<Vertex> in = inputs_of(g_, v);
     for (std::size_t arg = 0; arg < in.size(); ++arg) {
       const std::string to = "g" + arg_letter(arg) + " -> " + names_(in[arg]);
@@ -324,7 +323,7 @@ class Explanation {
                         " ops, so its gradient is the sum " + ops +
                         ". Largest difference "
                         "between that sum and the gradient backward stored: " +
-                        format_number(math::max_abs_diff(sum, g_[v].grad).abs) + ".");
+                        format_number(math::max_abs_diff(sum, g_[v].grad.value()).abs) + ".");
     }
     report_.paragraph(
         "xmu = x - mean feeds both the variance (through xmu^2) and xhat; x feeds both mean and "
@@ -343,7 +342,7 @@ class Explanation {
     }
     const Node& sub = *g_[*xmu].node;
     auto to_mean = [&](const Tensor& part) {
-      const Tensors out = sub.vjp(VjpArgs{part, g_[*xmu].value, sub.saved, sub.input_shapes});
+      const Tensors out = recorded_.graph->replay_vjp(*xmu, part);
       return out.size() > 1 ? out[1] : Tensor();
     };
     Tensor through_var, through_xhat;
@@ -392,8 +391,8 @@ class Explanation {
       where = "the fused backward's dx (the kernel in layers/batch_norm_kernels.cpp)";
     } else if (symbol.size() > 1 && symbol[0] == 'd') {
       const auto v = names_.find(symbol.substr(1));
-      if (!v || !g_[*v].grad.defined()) return;
-      value = g_[*v].grad;
+      if (!v || !g_[*v].grad.value().defined()) return;
+      value = g_[*v].grad.value();
       where = "the gradient at " + symbol.substr(1) + " in part 2";
     } else {
       return;

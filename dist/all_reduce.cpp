@@ -37,8 +37,12 @@ Var all_reduce_sum(const Var& x, const CommunicatorPtr& comm) {
   Tensor y = reduced(x.value(), *comm);
   Graph* graph = common_graph({&x}, kAllReduceSum.name);
   if (graph == nullptr) return Var(std::move(y));
-  return graph->record(kAllReduceSum, {&x}, std::move(y), {},
-                       [comm](const VjpArgs& c) -> Tensors { return {reduced(c.grad, *comm)}; });
+  return graph->record(kAllReduceSum, {&x}, std::move(y), {}, [comm](const VjpArgs& c) -> Vars {
+    // Its VJP is itself (Note [Differentiable VJPs]); the shape
+    // agreement was checked by the forward.
+    if (c.grad.tracked() && grad_enabled()) return {all_reduce_sum(c.grad, comm)};
+    return {Var(reduced(c.grad.value(), *comm))};
+  });
 }
 
 }  // namespace npdl::dist

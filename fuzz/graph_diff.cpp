@@ -22,6 +22,7 @@
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <algorithm>
+#include <boost/range/iterator_range.hpp>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -29,8 +30,6 @@
 #include <limits>
 #include <optional>
 #include <vector>
-
-#include <boost/range/iterator_range.hpp>
 
 #include "autodiff/graph.hpp"
 #include "autodiff/parallel.hpp"
@@ -54,17 +53,41 @@ constexpr std::int64_t kMaxElementsForDifferences = 48;
 }
 
 enum class Op {
-  Add, Sub, Mul, Div, AddScalar, MulScalar, Neg, Square, Sqrt, Rsqrt, Exp, Log,
-  Sum, Mean, Reshape, BroadcastTo, Transpose, Matmul, Relu, Sigmoid, Tanh,
-  Softplus, LeakyRelu, Elu, Softmax, LogSoftmax, kCount
+  Add,
+  Sub,
+  Mul,
+  Div,
+  AddScalar,
+  MulScalar,
+  Neg,
+  Square,
+  Sqrt,
+  Rsqrt,
+  Exp,
+  Log,
+  Sum,
+  Mean,
+  Reshape,
+  BroadcastTo,
+  Transpose,
+  Matmul,
+  Relu,
+  Sigmoid,
+  Tanh,
+  Softplus,
+  LeakyRelu,
+  Elu,
+  Softmax,
+  LogSoftmax,
+  kCount
 };
 
 /// One op of the program, with every choice already made.
 struct Step {
   Op op;
-  int a = 0, b = 0;      // operands: indices of earlier values
-  bool flag = false;     // keepdims / guarded domain / reshape variant
-  double scalar = 0.0;   // for add_scalar, mul_scalar, leaky_relu, elu
+  int a = 0, b = 0;        // operands: indices of earlier values
+  bool flag = false;       // keepdims / guarded domain / reshape variant
+  double scalar = 0.0;     // for add_scalar, mul_scalar, leaky_relu, elu
   std::uint32_t bits = 0;  // axes subset, permutation seed, axis, sizes
 };
 
@@ -79,9 +102,10 @@ struct Program {
 };
 
 const char* const kOpNames[] = {
-    "add", "sub", "mul", "div", "add_scalar", "mul_scalar", "neg", "square", "sqrt", "rsqrt",
-    "exp", "log", "sum", "mean", "reshape", "broadcast_to", "transpose", "matmul", "relu",
-    "sigmoid", "tanh", "softplus", "leaky_relu", "elu", "softmax", "log_softmax"};
+    "add",      "sub",          "mul",       "div",     "add_scalar", "mul_scalar", "neg",
+    "square",   "sqrt",         "rsqrt",     "exp",     "log",        "sum",        "mean",
+    "reshape",  "broadcast_to", "transpose", "matmul",  "relu",       "sigmoid",    "tanh",
+    "softplus", "leaky_relu",   "elu",       "softmax", "log_softmax"};
 static_assert(sizeof kOpNames / sizeof *kOpNames == static_cast<int>(Op::kCount));
 
 /// The program, for the report of a finding.
@@ -180,16 +204,22 @@ Shape broadcast_target(const Shape& s, std::uint32_t bits, bool prepend) {
 void check_result_size(const Step& st, const Var& a, const Var& b, std::int64_t limit) {
   std::int64_t n = a.value().size();
   switch (st.op) {
-    case Op::Add: case Op::Sub: case Op::Mul: case Op::Div:
+    case Op::Add:
+    case Op::Sub:
+    case Op::Mul:
+    case Op::Div:
       n = npdl::numel(npdl::broadcast_shapes(a.shape(), b.shape()));  // may throw ShapeError
       break;
-    case Op::BroadcastTo: n = npdl::numel(broadcast_target(a.shape(), st.bits, st.flag)); break;
+    case Op::BroadcastTo:
+      n = npdl::numel(broadcast_target(a.shape(), st.bits, st.flag));
+      break;
     case Op::Matmul: {
       const std::int64_t rows = a.rank() == 0 ? 1 : a.shape()[0];
       n = rows * std::max<std::int64_t>(rows, b.rank() == 2 ? b.shape()[1] : 1);
       break;
     }
-    default: break;
+    default:
+      break;
   }
   if (n > limit) throw TooLarge{};
 }
@@ -204,18 +234,25 @@ Var apply(const Step& st, const std::vector<Var>& v, bool& smooth) {
   // Domain-guarded operand: square(x) + 0.25 > 0 (flag), or x as it is.
   auto positive = [&](const Var& x) { return st.flag ? ops::add_scalar(ops::square(x), 0.25) : x; };
   switch (st.op) {
-    case Op::Add: return ops::add(a, b);
-    case Op::Sub: return ops::sub(a, b);
-    case Op::Mul: return ops::mul(a, b);
+    case Op::Add:
+      return ops::add(a, b);
+    case Op::Sub:
+      return ops::sub(a, b);
+    case Op::Mul:
+      return ops::mul(a, b);
     case Op::Div: {
       const Var d = positive(b);
       away_from(d);
       return ops::div(a, d);
     }
-    case Op::AddScalar: return ops::add_scalar(a, st.scalar);
-    case Op::MulScalar: return ops::mul_scalar(a, st.scalar);
-    case Op::Neg: return ops::neg(a);
-    case Op::Square: return ops::square(a);
+    case Op::AddScalar:
+      return ops::add_scalar(a, st.scalar);
+    case Op::MulScalar:
+      return ops::mul_scalar(a, st.scalar);
+    case Op::Neg:
+      return ops::neg(a);
+    case Op::Square:
+      return ops::square(a);
     case Op::Sqrt: {
       const Var x = positive(a);
       away_from(x);
@@ -226,31 +263,49 @@ Var apply(const Step& st, const std::vector<Var>& v, bool& smooth) {
       away_from(x);
       return ops::rsqrt(x);
     }
-    case Op::Exp: return ops::exp(a);
+    case Op::Exp:
+      return ops::exp(a);
     case Op::Log: {
       const Var x = positive(a);
       away_from(x);
       return ops::log(x);
     }
-    case Op::Sum: return ops::sum(a, axes_subset(a.rank(), st.bits), st.flag);
-    case Op::Mean: return ops::mean(a, axes_subset(a.rank(), st.bits), st.flag);
-    case Op::Reshape: return ops::reshape(a, reshape_target(a.shape(), st.flag, st.bits));
-    case Op::BroadcastTo: return ops::broadcast_to(a, broadcast_target(a.shape(), st.bits, st.flag));
-    case Op::Transpose: return ops::transpose(a, permutation(a.rank(), st.bits));
+    case Op::Sum:
+      return ops::sum(a, axes_subset(a.rank(), st.bits), st.flag);
+    case Op::Mean:
+      return ops::mean(a, axes_subset(a.rank(), st.bits), st.flag);
+    case Op::Reshape:
+      return ops::reshape(a, reshape_target(a.shape(), st.flag, st.bits));
+    case Op::BroadcastTo:
+      return ops::broadcast_to(a, broadcast_target(a.shape(), st.bits, st.flag));
+    case Op::Transpose:
+      return ops::transpose(a, permutation(a.rank(), st.bits));
     case Op::Matmul: {
       if (a.rank() == 2 && b.rank() == 2 && a.shape()[1] == b.shape()[0]) return ops::matmul(a, b);
       const Var m = rank2_view(a);
       return ops::matmul(m, ops::transpose(m));
     }
-    case Op::Relu: away_from(a); return ops::relu(a);
-    case Op::Sigmoid: return ops::sigmoid(a);
-    case Op::Tanh: return ops::tanh(a);
-    case Op::Softplus: return ops::softplus(a);
-    case Op::LeakyRelu: away_from(a); return ops::leaky_relu(a, st.scalar);
-    case Op::Elu: away_from(a); return ops::elu(a, std::fabs(st.scalar) + 0.1);
-    case Op::Softmax: return ops::softmax(a, static_cast<int>(st.bits % 9) - 4);
-    case Op::LogSoftmax: return ops::log_softmax(a, static_cast<int>(st.bits % 9) - 4);
-    case Op::kCount: break;
+    case Op::Relu:
+      away_from(a);
+      return ops::relu(a);
+    case Op::Sigmoid:
+      return ops::sigmoid(a);
+    case Op::Tanh:
+      return ops::tanh(a);
+    case Op::Softplus:
+      return ops::softplus(a);
+    case Op::LeakyRelu:
+      away_from(a);
+      return ops::leaky_relu(a, st.scalar);
+    case Op::Elu:
+      away_from(a);
+      return ops::elu(a, std::fabs(st.scalar) + 0.1);
+    case Op::Softmax:
+      return ops::softmax(a, static_cast<int>(st.bits % 9) - 4);
+    case Op::LogSoftmax:
+      return ops::log_softmax(a, static_cast<int>(st.bits % 9) - 4);
+    case Op::kCount:
+      break;
   }
   finding("unknown op");
 }
@@ -309,7 +364,7 @@ RunResult run(Program& p, Mode mode, DType dtype, bool decoding = false) {
     for (const Var& leaf : leaves) r.leaf_grads.push_back(leaf.grad());
     if (mode == Mode::Full) {
       for (const auto& vertex : boost::make_iterator_range(boost::vertices(graph.impl()))) {
-        const Tensor& g = graph.impl()[vertex].grad;
+        const Tensor& g = graph.impl()[vertex].grad.value();
         if (!g.defined()) continue;
         for (std::int64_t k = 0; k < g.size(); ++k) {
           r.max_vertex_grad = std::max(r.max_vertex_grad, std::fabs(g.at(k)));
@@ -391,8 +446,9 @@ void check_against_differences(Program& p, const std::vector<Tensor>& got) {
       const double tol = 2 * err[i][k] + rounding + 1e-7 * scale + 1e-9;
       if (!(std::fabs(g - fd[i][k]) <= tol)) {
         describe(p);
-        std::fprintf(stderr, "leaf %zu element %zu: reverse mode %.17g, differences %.17g, tol %g\n",
-                     i, k, g, fd[i][k], tol);
+        std::fprintf(stderr,
+                     "leaf %zu element %zu: reverse mode %.17g, differences %.17g, tol %g\n", i, k,
+                     g, fd[i][k], tol);
         finding("reverse mode disagrees with float64 central differences");
       }
     }
@@ -422,7 +478,8 @@ void check_float32_gradients(const Program& p, const RunResult& r32, const RunRe
   for (std::size_t i = 0; i < r32.leaf_grads.size(); ++i) {
     const Tensor& g32 = r32.leaf_grads[i];
     const Tensor& g64 = r64.leaf_grads[i];
-    if (g32.defined() != g64.defined()) finding("float32 and float64 differ in which leaves get a gradient");
+    if (g32.defined() != g64.defined())
+      finding("float32 and float64 differ in which leaves get a gradient");
     if (!g32.defined()) continue;
     for (std::int64_t k = 0; k < g32.size(); ++k) {
       if (!(std::fabs(g32.at(k) - g64.at(k)) <= tol)) {
@@ -446,8 +503,14 @@ bool overflows(const Shape& s) {
 }
 
 Shape huge_shape(FuzzedDataProvider& in) {
-  static const std::int64_t kSizes[] = {0, 1, 2, 3, std::int64_t{1} << 31, (std::int64_t{1} << 32) + 1,
-                                        std::int64_t{1} << 62, std::numeric_limits<std::int64_t>::max()};
+  static const std::int64_t kSizes[] = {0,
+                                        1,
+                                        2,
+                                        3,
+                                        std::int64_t{1} << 31,
+                                        (std::int64_t{1} << 32) + 1,
+                                        std::int64_t{1} << 62,
+                                        std::numeric_limits<std::int64_t>::max()};
   Shape s;
   const int rank = in.ConsumeIntegralInRange(0, 4);
   for (int i = 0; i < rank; ++i) s.push_back(kSizes[in.ConsumeIntegralInRange(0, 7)]);

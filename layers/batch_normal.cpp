@@ -17,11 +17,17 @@ const OpInfo kFusedTrain{
     "batch_normal_fused",
     "y = gamma * (x - mean) * rsqrt(var + epsilon) + beta, statistics in one pass",
     "dx = (gamma * invstd / M) * (M * dy - sum(dy) - xhat * sum(dy * xhat)), "
-    "dgamma = sum(dy * xhat), dbeta = sum(dy)"};
+    "dgamma = sum(dy * xhat), dbeta = sum(dy)",
+    false,
+    0,
+    /*twice_differentiable=*/false};
 const OpInfo kFusedInfer{
     "batch_normal_fused_inference",
     "y = gamma * (x - running_mean) * rsqrt(running_var + epsilon) + beta",
-    "dx = dy * gamma * rsqrt(running_var + epsilon), dgamma = sum(dy * xhat), dbeta = sum(dy)"};
+    "dx = dy * gamma * rsqrt(running_var + epsilon), dgamma = sum(dy * xhat), dbeta = sum(dy)",
+    false,
+    0,
+    /*twice_differentiable=*/false};
 
 std::string number(double v) {
   std::ostringstream os;
@@ -55,7 +61,7 @@ void expect_agreement(const GraphFunction& composite, const VjpArgs& c, const Ba
   GradModeGuard recording(true);  // backward may run under a NoGradGuard
   const auto f64 = [](const Tensor& t) { return t.astype(DType::Float64); };
   const std::vector<Tensor> autodiff = reverse_mode_gradients(
-      composite, {f64(c.saved[0]), f64(c.saved[1]), f64(c.saved[2])}, f64(c.grad));
+      composite, {f64(c.saved[0]), f64(c.saved[1]), f64(c.saved[2])}, f64(c.grad.value()));
   const std::pair<const char*, const Tensor*> fused[] = {
       {"dx", &g.dx}, {"dgamma", &g.dgamma}, {"dbeta", &g.dbeta}};
   for (int i = 0; i < 3; ++i) {
@@ -109,8 +115,9 @@ double max_magnitude(const Tensor& x) {
   if (x.size() == 0) return 0.0;
   return dispatch(x.dtype(), [&](auto zero) {
     using T = decltype(zero);
-    return double(
-        Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(x.data<T>(), x.size()).abs().maxCoeff());
+    return double(Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(x.data<T>(), x.size())
+                      .abs()
+                      .maxCoeff());
   });
 }
 
@@ -172,21 +179,22 @@ Var batchnorm_fused_train(const Var& x, const Var& gamma, const Var& beta, const
   if (stats_out != nullptr) *stats_out = stats;
   Graph* graph = common_graph({&x, &gamma, &beta}, kFusedTrain.name);
   if (graph == nullptr) return Var(std::move(y));
-  return graph->record(
-      kFusedTrain, {&x, &gamma, &beta}, std::move(y),
-      {x.value(), gamma.value(), beta.value(), stats.mean, stats.invstd},
-      [L, eps, variant, checked](const VjpArgs& c) -> Tensors {
-        const BatchNormStats s{c.saved[3], Tensor(), c.saved[4]};
-        const BatchNormGrads g = batchnorm_backward_train(c.grad, c.saved[0], c.saved[1], s, L);
-        if (checked) {
-          expect_agreement(
-              [&](const std::vector<Var>& v) {
-                return batchnorm_composite_train(v[0], v[1], v[2], L, eps, variant);
-              },
-              c, g);
-        }
-        return {g.dx, g.dgamma, g.dbeta};
-      });
+  return graph->record(kFusedTrain, {&x, &gamma, &beta}, std::move(y),
+                       {x.value(), gamma.value(), beta.value(), stats.mean, stats.invstd},
+                       [L, eps, variant, checked](const VjpArgs& c) -> Vars {
+                         const BatchNormStats s{c.saved[3], Tensor(), c.saved[4]};
+                         const BatchNormGrads g =
+                             batchnorm_backward_train(c.grad.value(), c.saved[0], c.saved[1], s, L);
+                         if (checked) {
+                           expect_agreement(
+                               [&](const std::vector<Var>& v) {
+                                 return batchnorm_composite_train(v[0], v[1], v[2], L, eps,
+                                                                  variant);
+                               },
+                               c, g);
+                         }
+                         return {Var(g.dx), Var(g.dgamma), Var(g.dbeta)};
+                       });
 }
 
 Var batchnorm_fused_infer(const Var& x, const Var& gamma, const Var& beta, const BatchNormLayout& L,
@@ -196,18 +204,18 @@ Var batchnorm_fused_infer(const Var& x, const Var& gamma, const Var& beta, const
   if (graph == nullptr) return Var(std::move(y));
   return graph->record(
       kFusedInfer, {&x, &gamma, &beta}, std::move(y), {x.value(), gamma.value(), beta.value()},
-      [L, eps, rm, rv, checked](const VjpArgs& c) -> Tensors {
+      [L, eps, rm, rv, checked](const VjpArgs& c) -> Vars {
         const BatchNormGrads g =
-            batchnorm_backward_infer(c.grad, c.saved[0], c.saved[1], rm, rv, L, eps);
+            batchnorm_backward_infer(c.grad.value(), c.saved[0], c.saved[1], rm, rv, L, eps);
         if (checked) {
           expect_agreement(
               [&](const std::vector<Var>& v) {
-                return batchnorm_composite_infer(v[0], v[1], v[2], L, eps,
-                                                 rm.astype(v[0].dtype()), rv.astype(v[0].dtype()));
+                return batchnorm_composite_infer(v[0], v[1], v[2], L, eps, rm.astype(v[0].dtype()),
+                                                 rv.astype(v[0].dtype()));
               },
               c, g);
         }
-        return {g.dx, g.dgamma, g.dbeta};
+        return {Var(g.dx), Var(g.dgamma), Var(g.dbeta)};
       });
 }
 
@@ -255,9 +263,11 @@ const BatchNormLayout& BatchNormal::layout() const {
 void BatchNormal::check_input(const Tensor& x, bool training, bool scan_values) const {
   const BatchNormLayout L = batchnorm_layout(x.shape(), axis_);
   if (x.size() == 0) {
-    throw ShapeError("BatchNormal expects a non-empty input (at least one feature and one "
-                     "sample), got shape " + to_string(x.shape()) + " with " +
-                     std::to_string(L.features) + " features and M = " + std::to_string(L.M));
+    throw ShapeError(
+        "BatchNormal expects a non-empty input (at least one feature and one "
+        "sample), got shape " +
+        to_string(x.shape()) + " with " + std::to_string(L.features) +
+        " features and M = " + std::to_string(L.M));
   }
   const bool rank_fits = x.rank() == static_cast<int>(input_shape().size()) + 1;
   if (connected() && (!rank_fits || L.param_shape != layout_.param_shape)) {
@@ -292,8 +302,7 @@ Var BatchNormal::apply(const Var& x, bool training) {
   // Note [Statistics overflow]: the composite's own statistics are in the
   // input's dtype; a batch large enough to overflow is checked first on
   // float64 statistics, so that nothing is recorded for it.
-  if (!fused && training &&
-      max_magnitude(x.value()) > 0.5 * std::sqrt(largest_finite(x.dtype()))) {
+  if (!fused && training && max_magnitude(x.value()) > 0.5 * std::sqrt(largest_finite(x.dtype()))) {
     BatchNormStats exact;
     batchnorm_forward_train(x.value(), gamma_->value, beta_->value, L, epsilon_, exact);
     check_statistics(exact, x.value());

@@ -19,7 +19,10 @@ const OpInfo kSyncFusedTrain{
     "y = gamma * (x - mean) * rsqrt(var + epsilon) + beta, mean and var of the global batch "
     "(Chan's merge of every rank's count, mean, M2)",
     "dx = (gamma * invstd / M) * (M * dy - SUM(dy) - xhat * SUM(dy * xhat)), SUM = all-reduce of "
-    "the local sums; dgamma = sum(dy * xhat), dbeta = sum(dy) (local)"};
+    "the local sums; dgamma = sum(dy * xhat), dbeta = sum(dy) (local)",
+    false,
+    0,
+    /*twice_differentiable=*/false};
 
 Var broadcastable(const Var& p, const BatchNormLayout& L) {
   return L.inner > 1 ? ops::reshape(p, L.broadcast_shape) : p;
@@ -72,7 +75,7 @@ void expect_agreement(const GraphFunction& composite, const VjpArgs& c, const Fu
                       dist::Communicator& comm) {
   GradModeGuard recording(true);
   const std::vector<Tensor> autodiff =
-      reverse_mode_gradients(composite, {c.saved[0], c.saved[1], c.saved[2]}, c.grad);
+      reverse_mode_gradients(composite, {c.saved[0], c.saved[1], c.saved[2]}, c.grad.value());
   const std::pair<const char*, const Tensor*> fused[] = {
       {"dx", &g.dx}, {"dgamma", &g.dgamma}, {"dbeta", &g.dbeta}};
   std::string failures;
@@ -268,9 +271,10 @@ Var SyncBatchNormal::apply(const Var& x, bool training) {
       y = g->record(
           kSyncFusedTrain, {&x, &gamma, &beta}, std::move(out),
           {x.value(), gamma.value(), beta.value(), global.stats.mean, global.stats.invstd},
-          [L, eps, M, comm, checked](const VjpArgs& c) -> Tensors {
+          [L, eps, M, comm, checked](const VjpArgs& c) -> Vars {
             const BatchNormStats s{c.saved[3], Tensor(), c.saved[4]};
-            const FusedGrads grads = sync_backward(c.grad, c.saved[0], c.saved[1], s, M, L, *comm);
+            const FusedGrads grads =
+                sync_backward(c.grad.value(), c.saved[0], c.saved[1], s, M, L, *comm);
             if (checked) {
               expect_agreement(
                   [&](const std::vector<Var>& v) {
@@ -278,7 +282,7 @@ Var SyncBatchNormal::apply(const Var& x, bool training) {
                   },
                   c, grads, *comm);
             }
-            return {grads.dx, grads.dgamma, grads.dbeta};
+            return {Var(grads.dx), Var(grads.dgamma), Var(grads.dbeta)};
           });
     }
   }

@@ -11,99 +11,114 @@ namespace m = npdl::math;
 using detail::record;
 
 namespace info {
-const OpInfo kAdd{"add", "a + b", "ga = unbroadcast(g), gb = unbroadcast(g)"};
-const OpInfo kSub{"sub", "a - b", "ga = unbroadcast(g), gb = -unbroadcast(g)"};
-const OpInfo kMul{"mul", "a * b", "ga = unbroadcast(g * b), gb = unbroadcast(g * a)"};
-const OpInfo kDiv{"div", "a / b", "ga = unbroadcast(g / b), gb = -unbroadcast(g * a / b^2)",
-                  /*vjp_reads_output=*/true};
+const OpInfo kAdd{"add", "a + b", "ga = sum_to(g), gb = sum_to(g)"};
+const OpInfo kSub{"sub", "a - b", "ga = sum_to(g), gb = -sum_to(g)"};
+const OpInfo kMul{"mul", "a * b", "ga = sum_to(g * b), gb = sum_to(g * a)", false, 0b11};
+const OpInfo kDiv{"div", "y = a / b", "ga = sum_to(g / b), gb = -sum_to(g / b * y)",
+                  /*vjp_reads_output=*/true, /*saves_inputs=*/0b10};
 const OpInfo kAddScalar{"add_scalar", "a + s", "ga = g"};
 const OpInfo kMulScalar{"mul_scalar", "a * s", "ga = s * g"};
 const OpInfo kNeg{"neg", "-a", "ga = -g"};
-const OpInfo kSquare{"square", "a^2", "ga = 2 * a * g"};
-const OpInfo kSqrt{"sqrt", "sqrt(a)", "ga = g / (2 * sqrt(a))   (saves the output)",
-                   /*vjp_reads_output=*/true};
-const OpInfo kRsqrt{"rsqrt", "1 / sqrt(a)", "ga = -0.5 * g * rsqrt(a)^3   (saves the output)",
-                    /*vjp_reads_output=*/true};
-const OpInfo kExp{"exp", "exp(a)", "ga = g * exp(a)   (saves the output)",
-                  /*vjp_reads_output=*/true};
-const OpInfo kLog{"log", "log(a)", "ga = g / a"};
+const OpInfo kSquare{"square", "a^2", "ga = 2 * g * a", false, 0b1};
+const OpInfo kSqrt{"sqrt", "y = sqrt(a)", "ga = 0.5 * g / y", /*vjp_reads_output=*/true};
+const OpInfo kRsqrt{"rsqrt", "y = 1 / sqrt(a)", "ga = -0.5 * g * y^3", /*vjp_reads_output=*/true};
+const OpInfo kExp{"exp", "y = exp(a)", "ga = g * y", /*vjp_reads_output=*/true};
+const OpInfo kLog{"log", "log(a)", "ga = g / a", false, 0b1};
 }  // namespace info
+
+// Each VJP below is written with the ops of this file (Note [Differentiable
+// VJPs]): first order computes with them, create_graph records them.
 
 Var add(const Var& a, const Var& b) {
   return record(info::kAdd, {&a, &b}, m::add(a.value(), b.value()), {},
-                [](const VjpArgs& c) -> Tensors {
-                  return {c.unbroadcast(c.grad, 0), c.unbroadcast(c.grad, 1)};
+                [](const VjpArgs& c) -> Vars {
+                  return {sum_to(c.grad, c.input_shapes[0]), sum_to(c.grad, c.input_shapes[1])};
                 });
 }
 
 Var sub(const Var& a, const Var& b) {
-  return record(info::kSub, {&a, &b}, m::sub(a.value(), b.value()), {},
-                [](const VjpArgs& c) -> Tensors {
-                  return {c.unbroadcast(c.grad, 0), m::neg(c.unbroadcast(c.grad, 1))};
-                });
+  return record(
+      info::kSub, {&a, &b}, m::sub(a.value(), b.value()), {}, [](const VjpArgs& c) -> Vars {
+        return {sum_to(c.grad, c.input_shapes[0]), neg(sum_to(c.grad, c.input_shapes[1]))};
+      });
 }
 
+namespace {
+// sum_to(g * b, shape), in one pass when nothing records.
+Var mul_sum_to(const Var& g, const Var& b, const Shape& shape) {
+  return detail::fused_or(
+      {&g, &b}, [&] { return m::mul_unbroadcast(g.value(), b.value(), shape); },
+      [&] { return sum_to(mul(g, b), shape); });
+}
+}  // namespace
+
 Var mul(const Var& a, const Var& b) {
-  return record(info::kMul, {&a, &b}, m::mul(a.value(), b.value()), {a.value(), b.value()},
-                [](const VjpArgs& c) -> Tensors {
-                  return {m::mul_unbroadcast(c.grad, c.saved[1], c.input_shapes[0]),
-                          m::mul_unbroadcast(c.grad, c.saved[0], c.input_shapes[1])};
+  return record(info::kMul, {&a, &b}, m::mul(a.value(), b.value()), {},
+                [](const VjpArgs& c) -> Vars {
+                  return {mul_sum_to(c.grad, c.input(1), c.input_shapes[0]),
+                          mul_sum_to(c.grad, c.input(0), c.input_shapes[1])};
                 });
 }
 
 Var div(const Var& a, const Var& b) {
-  return record(info::kDiv, {&a, &b}, m::div(a.value(), b.value()), {b.value()},
-                [](const VjpArgs& c) -> Tensors {
-                  const Tensor ga = m::div(c.grad, c.saved[0]);
-                  // g * a / b^2 = (g / b) * (a / b) = ga * output
-                  return {c.unbroadcast(ga, 0), m::neg(c.unbroadcast(m::mul(ga, c.output), 1))};
-                });
+  return record(
+      info::kDiv, {&a, &b}, m::div(a.value(), b.value()), {}, [](const VjpArgs& c) -> Vars {
+        const Var ga = div(c.grad, c.input(1));
+        // g * a / b^2 = (g / b) * (a / b) = ga * y
+        return {sum_to(ga, c.input_shapes[0]), neg(mul_sum_to(ga, c.output(), c.input_shapes[1]))};
+      });
 }
 
 Var add_scalar(const Var& a, double s) {
   return record(info::kAddScalar, {&a}, m::add_scalar(a.value(), s), {},
-                [](const VjpArgs& c) -> Tensors { return {c.grad}; });
+                [](const VjpArgs& c) -> Vars { return {c.grad}; });
 }
 
 Var mul_scalar(const Var& a, double s) {
   return record(info::kMulScalar, {&a}, m::scale(a.value(), s), {},
-                [s](const VjpArgs& c) -> Tensors { return {m::scale(c.grad, s)}; });
+                [s](const VjpArgs& c) -> Vars { return {mul_scalar(c.grad, s)}; });
 }
 
 Var neg(const Var& a) {
   return record(info::kNeg, {&a}, m::neg(a.value()), {},
-                [](const VjpArgs& c) -> Tensors { return {m::neg(c.grad)}; });
+                [](const VjpArgs& c) -> Vars { return {neg(c.grad)}; });
 }
 
 Var square(const Var& a) {
-  return record(
-      info::kSquare, {&a}, m::square(a.value()), {a.value()}, [](const VjpArgs& c) -> Tensors {
-        return {m::binary_map(c.grad, c.saved[0], "square VJP",
-                              [](const auto& g, const auto& x) { return (g * x) + (g * x); })};
-      });
+  return record(info::kSquare, {&a}, m::square(a.value()), {}, [](const VjpArgs& c) -> Vars {
+    const Var x = c.input(0);
+    // (g * x) + (g * x) is 2 * g * x exactly, in one pass.
+    return {detail::fused_or(
+        {&c.grad, &x},
+        [&] {
+          return m::binary_map(c.grad.value(), x.value(), "square VJP",
+                               [](const auto& g, const auto& v) { return (g * v) + (g * v); });
+        },
+        [&] { return mul_scalar(mul(c.grad, x), 2.0); })};
+  });
 }
 
 Var sqrt(const Var& a) {
-  return record(info::kSqrt, {&a}, m::sqrt(a.value()), {}, [](const VjpArgs& c) -> Tensors {
-    return {m::scale(m::div(c.grad, c.output), 0.5)};
+  return record(info::kSqrt, {&a}, m::sqrt(a.value()), {}, [](const VjpArgs& c) -> Vars {
+    return {mul_scalar(div(c.grad, c.output()), 0.5)};
   });
 }
 
 Var rsqrt(const Var& a) {
-  return record(info::kRsqrt, {&a}, m::rsqrt(a.value()), {}, [](const VjpArgs& c) -> Tensors {
-    const Tensor r3 = m::mul(m::square(c.output), c.output);
-    return {m::scale(m::mul(c.grad, r3), -0.5)};
+  return record(info::kRsqrt, {&a}, m::rsqrt(a.value()), {}, [](const VjpArgs& c) -> Vars {
+    const Var y = c.output();
+    return {mul_scalar(mul(c.grad, mul(square(y), y)), -0.5)};
   });
 }
 
 Var exp(const Var& a) {
   return record(info::kExp, {&a}, m::exp(a.value()), {},
-                [](const VjpArgs& c) -> Tensors { return {m::mul(c.grad, c.output)}; });
+                [](const VjpArgs& c) -> Vars { return {mul(c.grad, c.output())}; });
 }
 
 Var log(const Var& a) {
-  return record(info::kLog, {&a}, m::log(a.value()), {a.value()},
-                [](const VjpArgs& c) -> Tensors { return {m::div(c.grad, c.saved[0])}; });
+  return record(info::kLog, {&a}, m::log(a.value()), {},
+                [](const VjpArgs& c) -> Vars { return {div(c.grad, c.input(0))}; });
 }
 
 }  // namespace npdl::ops

@@ -35,11 +35,17 @@ Var mean(const Var& a, const Axes& axes = {}, bool keepdims = false);
 // Shapes (ops/shape.cpp).
 Var reshape(const Var& a, const Shape& shape);
 Var broadcast_to(const Var& a, const Shape& shape);
+/// Sums `a` down to `shape`, which `a` is a broadcast of (undoes
+/// broadcasting: the adjoint of broadcast_to).
+Var sum_to(const Var& a, const Shape& shape);
 /// Result axis i is input axis perm[i]; empty perm reverses the axes.
 Var transpose(const Var& a, const Axes& perm = {});
 
 // Linear algebra (ops/linalg.cpp): rank-2 @ rank-2.
 Var matmul(const Var& a, const Var& b);
+/// op(a) @ op(b), op transposing when asked: one kernel when nothing
+/// records, matmul of transposes otherwise.
+Var matmul(const Var& a, const Var& b, bool transpose_a, bool transpose_b);
 
 // Activations (ops/activation.cpp).
 Var relu(const Var& a);

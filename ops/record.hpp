@@ -1,5 +1,6 @@
 #pragma once
-// Shared by the ops' .cpp files: recording on the inputs' graph.
+// Shared by the ops' .cpp files: recording on the inputs' graph, and the
+// differentiable pieces VJPs are written with (Note [Differentiable VJPs]).
 #include "autodiff/graph.hpp"
 
 namespace npdl::ops::detail {
@@ -11,6 +12,19 @@ inline Var record(const OpInfo& info, std::initializer_list<const Var*> inputs, 
   Graph* graph = common_graph(inputs, info.name);
   if (graph == nullptr) return Var(std::move(value));
   return graph->record(info, inputs, std::move(value), std::move(saved), std::move(vjp));
+}
+
+/// One formula, two ways of computing it: `compose` from ops (it records
+/// when an operand is on a graph: a VJP under create_graph), or `fused`, a
+/// single kernel giving the same values, when nothing would record (a
+/// first-order VJP). The fused kernel is an optimisation of the composition,
+/// never a different formula; gradgradcheck compares the two.
+template <class Fused, class Compose>
+Var fused_or(std::initializer_list<const Var*> operands, Fused&& fused, Compose&& compose) {
+  for (const Var* v : operands) {
+    if (v->tracked() && grad_enabled()) return compose();
+  }
+  return Var(fused());
 }
 
 }  // namespace npdl::ops::detail

@@ -17,8 +17,8 @@ const OpInfo kMean{"mean", "sum of a over axes / M (M = elements reduced)",
 
 namespace {
 // g has the reduced shape; put the reduced axes back as size 1 and expand.
-Tensor expand_back(const Tensor& g, const Shape& input, const Axes& axes) {
-  return m::broadcast_to(g.reshape(reduced_shape(input, axes, /*keepdims=*/true)), input);
+Var expand_back(const Var& g, const Shape& input, const Axes& axes) {
+  return broadcast_to(reshape(g, reduced_shape(input, axes, /*keepdims=*/true)), input);
 }
 
 std::int64_t count_of(const Shape& shape, const Axes& axes) {
@@ -30,18 +30,17 @@ std::int64_t count_of(const Shape& shape, const Axes& axes) {
 
 Var sum(const Var& a, const Axes& axes_in, bool keepdims) {
   const Axes axes = normalize_axes(axes_in, a.rank());
-  return record(info::kSum, {&a}, m::sum(a.value(), axes, keepdims), {},
-                [axes](const VjpArgs& c) -> Tensors {
-                  return {expand_back(c.grad, c.input_shapes[0], axes)};
-                });
+  return record(
+      info::kSum, {&a}, m::sum(a.value(), axes, keepdims), {},
+      [axes](const VjpArgs& c) -> Vars { return {expand_back(c.grad, c.input_shapes[0], axes)}; });
 }
 
 Var mean(const Var& a, const Axes& axes_in, bool keepdims) {
   const Axes axes = normalize_axes(axes_in, a.rank());
   return record(info::kMean, {&a}, m::mean(a.value(), axes, keepdims), {},
-                [axes](const VjpArgs& c) -> Tensors {
+                [axes](const VjpArgs& c) -> Vars {
                   const double count = static_cast<double>(count_of(c.input_shapes[0], axes));
-                  return {expand_back(m::scale(c.grad, 1.0 / count), c.input_shapes[0], axes)};
+                  return {expand_back(mul_scalar(c.grad, 1.0 / count), c.input_shapes[0], axes)};
                 });
 }
 

@@ -11,19 +11,36 @@ using detail::record;
 namespace info {
 const OpInfo kReshape{"reshape", "a viewed with another shape", "ga = reshape(g, shape of a)"};
 const OpInfo kBroadcastTo{"broadcast_to", "a repeated along broadcast axes",
-                          "ga = unbroadcast(g): sum over the axes that were broadcast"};
+                          "ga = sum_to(g): sum over the axes that were broadcast"};
 const OpInfo kTranspose{"transpose", "axes of a permuted by perm",
                         "ga = transpose(g, inverse of perm)"};
 }  // namespace info
 
 Var reshape(const Var& a, const Shape& shape) {
   return record(info::kReshape, {&a}, a.value().reshape(shape), {},
-                [](const VjpArgs& c) -> Tensors { return {c.grad.reshape(c.input_shapes[0])}; });
+                [](const VjpArgs& c) -> Vars { return {reshape(c.grad, c.input_shapes[0])}; });
 }
 
 Var broadcast_to(const Var& a, const Shape& shape) {
   return record(info::kBroadcastTo, {&a}, m::broadcast_to(a.value(), shape), {},
-                [](const VjpArgs& c) -> Tensors { return {c.unbroadcast(c.grad, 0)}; });
+                [](const VjpArgs& c) -> Vars { return {sum_to(c.grad, c.input_shapes[0])}; });
+}
+
+Var sum_to(const Var& a, const Shape& shape) {
+  if (a.shape() == shape) return a;
+  // Leading axes that broadcasting added, and axes it stretched from 1.
+  const int extra = a.rank() - static_cast<int>(shape.size());
+  if (extra < 0) {
+    throw ShapeError("sum_to: cannot sum a tensor of shape " + to_string(a.shape()) +
+                     " down to the larger rank of " + to_string(shape));
+  }
+  Axes axes;
+  for (int i = 0; i < a.rank(); ++i) {
+    if (i < extra || (shape[i - extra] == 1 && a.shape()[i] != 1)) axes.push_back(i);
+  }
+  return detail::fused_or(
+      {&a}, [&] { return m::unbroadcast(a.value(), shape); },
+      [&] { return reshape(sum(a, axes, /*keepdims=*/true), shape); });
 }
 
 Var transpose(const Var& a, const Axes& perm_in) {
@@ -36,7 +53,7 @@ Var transpose(const Var& a, const Axes& perm_in) {
   for (std::size_t i = 0; i < perm.size(); ++i)
     inverse[normalize_axis(perm[i], a.rank())] = static_cast<int>(i);
   return record(info::kTranspose, {&a}, std::move(value), {},
-                [inverse](const VjpArgs& c) -> Tensors { return {m::transpose(c.grad, inverse)}; });
+                [inverse](const VjpArgs& c) -> Vars { return {transpose(c.grad, inverse)}; });
 }
 
 }  // namespace npdl::ops

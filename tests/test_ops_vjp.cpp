@@ -113,11 +113,11 @@ TEST(ActivationOps, SoftmaxAndLogSoftmaxAlongEveryAxis) {
 
 TEST(GradCheck, FlagsAWrongVjp) {
   // A deliberately wrong op: forward x^2, VJP claims 3 x g.
-  static const OpInfo wrong{"wrong_square", "a^2", "ga = 3 a g (wrong)"};
+  static const OpInfo wrong{"wrong_square", "a^2", "ga = 3 a g (wrong)", false, 0b1};
   auto f = [](const std::vector<Var>& v) {
-    return v[0].graph()->record(wrong, {&v[0]}, math::square(v[0].value()), {v[0].value()},
-                                [](const VjpArgs& c) -> Tensors {
-                                  return {math::scale(math::mul(c.grad, c.saved[0]), 3.0)};
+    return v[0].graph()->record(wrong, {&v[0]}, math::square(v[0].value()), {},
+                                [](const VjpArgs& c) -> Vars {
+                                  return {ops::mul_scalar(ops::mul(c.grad, c.input(0)), 3.0)};
                                 });
   };
   const GradCheckReport report = gradcheck(f, {rnd({4}, 14)});
