@@ -38,7 +38,8 @@ constexpr std::int64_t kRowBlock = 32;
 // whose sums join float64 accumulators. Each feature's sums run in one
 // order (segment by segment, block by block) that depends on neither the
 // grouping nor the thread count: results are the same bit for bit with any
-// number of threads.
+// number of threads. The double backward walks the same way (dy, x and
+// ggx from memory for its five sums, then from cache for dx and ddy).
 constexpr std::int64_t kGroupBytes = std::int64_t{2} << 20;
 // Elements of a segment reduced in the input's own dtype before the result
 // joins the float64 accumulators: short enough that float32 sums keep their
