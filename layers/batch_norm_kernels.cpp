@@ -42,17 +42,12 @@
 
 #include "autodiff/parallel.hpp"
 #include "autodiff/stream_store.hpp"
+#include "layers/batch_norm_internal.hpp"
 
 namespace npdl::layers {
 namespace {
 
-template <class T>
-using Arr = Eigen::Array<T, Eigen::Dynamic, 1>;
-template <class T>
-using CMap = Eigen::Map<const Arr<T>>;
-template <class T>
-using MMap = Eigen::Map<Arr<T>>;
-using ArrD = Arr<double>;
+using namespace bn_internal;
 
 // Statistics: per block, a mean and a sum of squared deviations from it
 // (two reads of a block that stays in cache), merged across blocks with
@@ -80,10 +75,6 @@ struct Moments {
     n = total;
   }
 };
-
-// Rows of the (outer, features) view processed per block when inner == 1:
-// a block of rows stays in cache between the two reads.
-constexpr std::int64_t kRowBlock = 32;
 
 // Statistics for inner == 1, per block of kRowBlock rows: sums of x and of
 // the squared deviations from the block's mean in the input's dtype (the
@@ -123,27 +114,6 @@ void moments_columns(const T* x, const BatchNormLayout& L, ArrD& mean, ArrD& var
                });
 }
 
-// Note [Feature groups]
-// With inner > 1, feature c's elements lie in `outer` segments of `inner`
-// contiguous elements, features * inner apart. The kernels walk groups of
-// adjacent features, [c0, c1), whose data (about kGroupBytes per tensor)
-// stays in L2 or L3 between the passes over it, visiting the group's
-// segments in memory order: the forward reads x from memory once (the
-// mean), then from cache (squared deviations, then y); the backward reads dy
-// and x from memory once (its two sums), then from cache (dx). Measured on
-// workload (b), 64x64x56x56, this is a quarter faster than a pass over the
-// whole tensor per step. Segments are reduced in blocks of at most
-// kSegmentBlock elements in the input's dtype (vectorised, in registers),
-// whose sums join float64 accumulators. Each feature's sums run in one
-// order (segment by segment, block by block) that depends on neither the
-// grouping nor the thread count: results are the same bit for bit with any
-// number of threads.
-constexpr std::int64_t kGroupBytes = std::int64_t{2} << 20;
-// Elements of a segment reduced in the input's own dtype before the result
-// joins the float64 accumulators: short enough that float32 sums keep their
-// digits, long enough that the vectorised sum dominates.
-constexpr std::int64_t kSegmentBlock = 4096;
-
 // Outputs from this size on are written with streaming stores (Note
 // [Streaming stores] in autodiff/stream_store.hpp). Lower than the generic
 // threshold: a batch norm's y and dx are written in a pass that also reads
@@ -152,71 +122,9 @@ constexpr std::int64_t kStreamBytes = std::int64_t{16} << 20;
 using detail::store;
 using detail::stream_fence;
 
-struct Grouping {
-  std::int64_t size = 1;   // features per group
-  std::int64_t count = 0;  // groups
-};
-
-// Note [Feature groups]: about kGroupBytes of each tensor per group, and a
-// multiple of the thread count of groups (equal shares; the grouping
-// changes no result).
-Grouping grouping(const BatchNormLayout& L, std::size_t elem) {
-  Grouping g;
-  const std::int64_t C = std::max<std::int64_t>(L.features, 1);
-  const std::int64_t per_feature = std::max<std::int64_t>(L.M, 1) * std::int64_t(elem);
-  const std::int64_t want = std::clamp<std::int64_t>(kGroupBytes / per_feature, 1, C);
-  std::int64_t count = (C + want - 1) / want;
-  const std::int64_t threads = get_num_threads();
-  if (L.features * L.M >= kElementGrain) count = (count + threads - 1) / threads * threads;
-  count = std::min(count, C);
-  g.size = (C + count - 1) / count;
-  g.count = (C + g.size - 1) / g.size;
-  return g;
-}
-
-// Runs fn(c0, c1) for each group, split between threads.
-template <class Fn>
-void for_each_group(const BatchNormLayout& L, const Grouping& g, Fn&& fn) {
-  parallel_for(g.count,
-               std::max<std::int64_t>(1, kElementGrain / (g.size * std::max<std::int64_t>(L.M, 1))),
-               [&](std::int64_t lo, std::int64_t hi) {
-                 for (std::int64_t k = lo; k < hi; ++k) {
-                   fn(k * g.size, std::min(L.features, (k + 1) * g.size));
-                 }
-               });
-}
-
-// Calls fn(c, offset, n) for the blocks of features [c0, c1), in memory order.
-template <class Fn>
-void for_each_run(const BatchNormLayout& L, std::int64_t c0, std::int64_t c1, Fn&& fn) {
-  for (std::int64_t o = 0; o < L.outer; ++o) {
-    for (std::int64_t c = c0; c < c1; ++c) {
-      const std::int64_t base = (o * L.features + c) * L.inner;
-      for (std::int64_t b = 0; b < L.inner; b += kSegmentBlock) {
-        fn(c, base + b, std::min(kSegmentBlock, L.inner - b));
-      }
-    }
-  }
-}
-
 template <class T>
 bool streams(const BatchNormLayout& L) {
   return L.outer * L.features * L.inner * std::int64_t(sizeof(T)) > kStreamBytes;
-}
-
-// Note [Rounded mean]
-// The kernels subtract the mean in T: with m = T(mean), x - m is exact for x
-// near m, but m differs from the float64 mean by delta = mean - m, up to
-// half an ulp of the mean. Where features sit far from zero next to their
-// spread (float32 x = 1e4 + N(0, 1): delta up to 5e-4, a two-thousandth of
-// the spread) that constant shift would move every xhat and dx by as much.
-// Each kernel folds delta into its per-feature constants, in float64:
-//   y = s (x - m) + (beta - s delta)
-//   sum(dy xmu) = sum(dy (x - m)) - delta sum(dy)
-//   dx = A dy + B (x - m) + (C - B delta)
-template <class T>
-ArrD rounding_of(const ArrD& mean) {
-  return mean - mean.template cast<T>().template cast<double>();
 }
 
 // The training forward for inner > 1 (Note [Feature groups]): per group,
@@ -315,17 +223,6 @@ void backward_groups(const T* dy, const T* x, T* dx, const BatchNormLayout& L, c
   });
 }
 
-// The inner == 1 case (each row of the (outer, features) view holds every
-// feature once): elementwise passes run over rows, reductions over columns.
-template <class RowFn>
-void for_each_row_of_features(const BatchNormLayout& L, RowFn row) {
-  const std::int64_t C = L.features;
-  parallel_for(L.outer, std::max<std::int64_t>(1, kElementGrain / std::max<std::int64_t>(C, 1)),
-               [&](std::int64_t lo, std::int64_t hi) {
-                 for (std::int64_t r = lo; r < hi; ++r) row(r * C);
-               });
-}
-
 // y = (x - m) * s + b per feature (inner == 1).
 template <class T>
 void affine_rows(const T* x, T* y, const Arr<T>& m, const Arr<T>& s, const Arr<T>& b,
@@ -377,29 +274,6 @@ void backward_sums_columns(const T* dy, const T* x, const Arr<T>& m, const Batch
                    sum_dy_d.segment(lo, w) += sd.template cast<double>();
                  }
                });
-}
-
-template <class T>
-Arr<T> features_of(const Tensor& t) {
-  return CMap<T>(t.data<T>(), t.size());
-}
-
-template <class T>
-Arr<T> narrowed(const ArrD& a) {
-  return a.template cast<T>();
-}
-
-Tensor param_tensor(const ArrD& a, const BatchNormLayout& L, DType dtype) {
-  Tensor t(L.param_shape, DType::Float64);
-  MMap<double>(t.data<double>(), a.size()) = a;
-  return dtype == DType::Float64 ? t : t.astype(dtype);
-}
-
-ArrD as_double(const Tensor& t) {
-  return dispatch(t.dtype(), [&](auto zero) -> ArrD {
-    using T = decltype(zero);
-    return CMap<T>(t.data<T>(), t.size()).template cast<double>();
-  });
 }
 
 // dx = A * dy + B * (x - m) + C per feature, the fused formula's one pass
@@ -494,7 +368,8 @@ Tensor batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tenso
       const ArrD denom = npdl_std_bug ? ArrD(var.sqrt()) : var;
       invstd = (denom + epsilon).rsqrt();
       const ArrD scale = as_double(gamma) * invstd;
-      const ArrD shifted_beta = as_double(beta) - scale * rounding_of<T>(mean);  // Note [Rounded mean]
+      const ArrD shifted_beta =
+          as_double(beta) - scale * rounding_of<T>(mean);  // Note [Rounded mean]
       affine_rows<T>(x.data<T>(), y.data<T>(), narrowed<T>(mean), narrowed<T>(scale),
                      narrowed<T>(shifted_beta), L);
     }
