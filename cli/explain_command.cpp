@@ -340,7 +340,6 @@ class Explanation {
       report_.paragraph("(The graph does not have the expected shape; this part is skipped.)");
       return;
     }
-    const Node& sub = *g_[*xmu].node;
     auto to_mean = [&](const Tensor& part) {
       const Tensors out = recorded_.graph->replay_vjp(*xmu, part);
       return out.size() > 1 ? out[1] : Tensor();

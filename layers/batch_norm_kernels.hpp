@@ -12,6 +12,11 @@
 
 namespace npdl::layers {
 
+/// The forward a BatchNormal computes. NpdlStd reproduces the Python
+/// original's bug (it normalises by sqrt(std + epsilon) while its backward
+/// assumes the variance); it exists to show that the checks catch it.
+enum class Variant { Correct, NpdlStd };
+
 struct BatchNormLayout {
   int feature_axis = 0;   // normalised; 0: all positions of a sample are features
   Shape param_shape;      // shape of gamma, beta and the running statistics

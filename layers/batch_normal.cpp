@@ -19,27 +19,19 @@ const OpInfo kFusedTrain{
     "dx = (gamma * invstd / M) * (M * dy - sum(dy) - xhat * sum(dy * xhat)), "
     "dgamma = sum(dy * xhat), dbeta = sum(dy)",
     false,
-    0,
-    /*twice_differentiable=*/false};
+    /*saves_inputs=*/0b111};
 const OpInfo kFusedInfer{
     "batch_normal_fused_inference",
     "y = gamma * (x - running_mean) * rsqrt(running_var + epsilon) + beta",
     "dx = dy * gamma * rsqrt(running_var + epsilon), dgamma = sum(dy * xhat), dbeta = sum(dy)",
     false,
-    0,
-    /*twice_differentiable=*/false};
+    /*saves_inputs=*/0b111};
 
 std::string number(double v) {
   std::ostringstream os;
   os.precision(6);
   os << v;
   return os.str();
-}
-
-// Parameters (shape param_shape) viewed so that they broadcast against the
-// input: only needed when the feature axis is neither first nor last.
-Var broadcastable(const Var& p, const BatchNormLayout& L) {
-  return L.inner > 1 ? ops::reshape(p, L.broadcast_shape) : p;
 }
 
 Tensor as_stat(const Var& v, const BatchNormLayout& L) {
@@ -61,20 +53,13 @@ void expect_agreement(const GraphFunction& composite, const VjpArgs& c, const Ba
   GradModeGuard recording(true);  // backward may run under a NoGradGuard
   const auto f64 = [](const Tensor& t) { return t.astype(DType::Float64); };
   const std::vector<Tensor> autodiff = reverse_mode_gradients(
-      composite, {f64(c.saved[0]), f64(c.saved[1]), f64(c.saved[2])}, f64(c.grad.value()));
+      composite, {f64(c.input(0).value()), f64(c.input(1).value()), f64(c.input(2).value())},
+      f64(c.grad.value()));
   const std::pair<const char*, const Tensor*> fused[] = {
       {"dx", &g.dx}, {"dgamma", &g.dgamma}, {"dbeta", &g.dbeta}};
   for (int i = 0; i < 3; ++i) {
-    const Tensor& f = *fused[i].second;
-    const GradCheckOptions tol = tolerances_for(f.dtype());
-    const double rms =
-        std::sqrt(math::sum(math::square(f)).item() / double(std::max<std::int64_t>(f.size(), 1)));
-    const TensorComparison cmp =
-        compare_tensors(fused[i].first, autodiff[i], f, tol.atol * std::max(1.0, rms), tol.rtol);
-    if (!cmp.ok) {
-      throw GradientMismatch("BatchNormal checked backward: autodiff and fused disagree on " +
-                             cmp.describe() + " (got = autodiff in float64, expected = fused)");
-    }
+    expect_close(std::string("BatchNormal checked backward (") + fused[i].first + ")", autodiff[i],
+                 *fused[i].second);
   }
 }
 
@@ -142,6 +127,11 @@ std::string backward_mode_name(BackwardMode mode) {
   return "?";
 }
 
+Var broadcastable(const Var& p, const BatchNormLayout& L) {
+  // Only needed when the feature axis is neither first nor last.
+  return L.inner > 1 ? ops::reshape(p, L.broadcast_shape) : p;
+}
+
 Var batchnorm_composite_train(const Var& x, const Var& gamma, const Var& beta,
                               const BatchNormLayout& L, double epsilon, Variant variant,
                               BatchNormStats* stats) {
@@ -171,7 +161,7 @@ Var batchnorm_composite_infer(const Var& x, const Var& gamma, const Var& beta,
 
 Var batchnorm_fused_train(const Var& x, const Var& gamma, const Var& beta, const BatchNormLayout& L,
                           double eps, bool checked, Variant variant, BatchNormStats* stats_out,
-                          bool require_finite) {
+                          bool require_finite, DoubleBackward double_backward) {
   BatchNormStats stats;
   Tensor y = batchnorm_forward_train(x.value(), gamma.value(), beta.value(), L, eps, stats,
                                      variant == Variant::NpdlStd);
@@ -179,22 +169,27 @@ Var batchnorm_fused_train(const Var& x, const Var& gamma, const Var& beta, const
   if (stats_out != nullptr) *stats_out = stats;
   Graph* graph = common_graph({&x, &gamma, &beta}, kFusedTrain.name);
   if (graph == nullptr) return Var(std::move(y));
-  return graph->record(kFusedTrain, {&x, &gamma, &beta}, std::move(y),
-                       {x.value(), gamma.value(), beta.value(), stats.mean, stats.invstd},
-                       [L, eps, variant, checked](const VjpArgs& c) -> Vars {
-                         const BatchNormStats s{c.saved[3], Tensor(), c.saved[4]};
-                         const BatchNormGrads g =
-                             batchnorm_backward_train(c.grad.value(), c.saved[0], c.saved[1], s, L);
-                         if (checked) {
-                           expect_agreement(
-                               [&](const std::vector<Var>& v) {
-                                 return batchnorm_composite_train(v[0], v[1], v[2], L, eps,
-                                                                  variant);
-                               },
-                               c, g);
-                         }
-                         return {Var(g.dx), Var(g.dgamma), Var(g.dbeta)};
-                       });
+  return graph->record(
+      kFusedTrain, {&x, &gamma, &beta}, std::move(y), {stats.mean, stats.invstd},
+      [L, eps, variant, checked, double_backward](const VjpArgs& c) -> Vars {
+        const BatchNormStats s{c.saved[0], Tensor(), c.saved[1]};
+        if (c.create_graph && !checked) {
+          return batchnorm_train_grads_on_graph(c, L, eps, variant, s, double_backward, checked);
+        }
+        const BatchNormGrads g =
+            batchnorm_backward_train(c.grad.value(), c.input(0).value(), c.input(1).value(), s, L);
+        if (checked) {
+          expect_agreement(
+              [&](const std::vector<Var>& v) {
+                return batchnorm_composite_train(v[0], v[1], v[2], L, eps, variant);
+              },
+              c, g);
+          if (c.create_graph) {  // and the second order, when its VJPs run
+            return batchnorm_train_grads_on_graph(c, L, eps, variant, s, double_backward, checked);
+          }
+        }
+        return {Var(g.dx), Var(g.dgamma), Var(g.dbeta)};
+      });
 }
 
 Var batchnorm_fused_infer(const Var& x, const Var& gamma, const Var& beta, const BatchNormLayout& L,
@@ -203,10 +198,11 @@ Var batchnorm_fused_infer(const Var& x, const Var& gamma, const Var& beta, const
   Graph* graph = common_graph({&x, &gamma, &beta}, kFusedInfer.name);
   if (graph == nullptr) return Var(std::move(y));
   return graph->record(
-      kFusedInfer, {&x, &gamma, &beta}, std::move(y), {x.value(), gamma.value(), beta.value()},
+      kFusedInfer, {&x, &gamma, &beta}, std::move(y), {},
       [L, eps, rm, rv, checked](const VjpArgs& c) -> Vars {
-        const BatchNormGrads g =
-            batchnorm_backward_infer(c.grad.value(), c.saved[0], c.saved[1], rm, rv, L, eps);
+        if (c.create_graph) return batchnorm_infer_grads_on_graph(c, L, eps, rm, rv);
+        const BatchNormGrads g = batchnorm_backward_infer(c.grad.value(), c.input(0).value(),
+                                                          c.input(1).value(), rm, rv, L, eps);
         if (checked) {
           expect_agreement(
               [&](const std::vector<Var>& v) {
@@ -322,7 +318,7 @@ Var BatchNormal::apply(const Var& x, bool training) {
     if (training) check_statistics(stats, x.value());
   } else {
     y = training ? batchnorm_fused_train(x, gamma, beta, L, epsilon_, checked, variant_, &stats,
-                                         /*require_finite=*/true)
+                                         /*require_finite=*/true, double_backward_)
                  : batchnorm_fused_infer(x, gamma, beta, L, epsilon_, running_mean_, running_var_,
                                          checked);
   }

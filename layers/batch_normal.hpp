@@ -14,6 +14,7 @@
 #include <string>
 
 #include "layers/batch_norm_kernels.hpp"
+#include "layers/batch_norm_second_order.hpp"
 #include "layers/initializers.hpp"
 #include "layers/layer.hpp"
 
@@ -24,10 +25,9 @@ enum class BackwardMode { Autodiff, Fused, Checked };
 BackwardMode parse_backward_mode(const std::string& name);
 std::string backward_mode_name(BackwardMode mode);
 
-/// The forward a BatchNormal computes. NpdlStd reproduces the Python
-/// original's bug (it normalises by sqrt(std + epsilon) while its backward
-/// assumes the variance); it exists to show that the checks catch it.
-enum class Variant { Correct, NpdlStd };
+/// A parameter (shape param_shape) viewed so that it broadcasts against the
+/// input.
+Var broadcastable(const Var& p, const BatchNormLayout& layout);
 
 /// SPEC section 2's training forward recorded from primitives on x's graph:
 /// mean, sub, square, mean, add epsilon, rsqrt, mul, mul by gamma, add beta.
@@ -49,7 +49,8 @@ Var batchnorm_composite_infer(const Var& x, const Var& gamma, const Var& beta,
 Var batchnorm_fused_train(const Var& x, const Var& gamma, const Var& beta,
                           const BatchNormLayout& layout, double epsilon, bool checked = false,
                           Variant variant = Variant::Correct, BatchNormStats* stats = nullptr,
-                          bool require_finite = false);
+                          bool require_finite = false,
+                          DoubleBackward double_backward = DoubleBackward::Hand);
 /// The fused inference forward (an affine map per feature) as one node.
 Var batchnorm_fused_infer(const Var& x, const Var& gamma, const Var& beta,
                           const BatchNormLayout& layout, double epsilon, const Tensor& running_mean,
@@ -71,6 +72,10 @@ class BatchNormal : public Layer {
   void set_backward_mode(BackwardMode mode) { mode_ = mode; }
   BackwardMode backward_mode() const { return mode_; }
   void set_variant(Variant variant) { variant_ = variant; }
+  /// How the fused backward is differentiated again under create_graph
+  /// (layers/batch_norm_second_order.hpp); checked mode checks Hand.
+  void set_double_backward(DoubleBackward how) { double_backward_ = how; }
+  DoubleBackward double_backward() const { return double_backward_; }
   Variant variant() const { return variant_; }
 
   double epsilon() const { return epsilon_; }
@@ -105,6 +110,7 @@ class BatchNormal : public Layer {
   initializers::InitSpec beta_init_, gamma_init_;
   BackwardMode mode_ = BackwardMode::Fused;
   Variant variant_ = Variant::Correct;
+  DoubleBackward double_backward_ = DoubleBackward::Hand;
   BatchNormLayout layout_;
   ParameterPtr beta_, gamma_;
   Tensor running_mean_, running_var_;

@@ -24,10 +24,6 @@ const OpInfo kSyncFusedTrain{
     0,
     /*twice_differentiable=*/false};
 
-Var broadcastable(const Var& p, const BatchNormLayout& L) {
-  return L.inner > 1 ? ops::reshape(p, L.broadcast_shape) : p;
-}
-
 // A per-feature float64 tensor (parameter shape) viewed against the input.
 Tensor against_input(const Tensor& per_feature, const BatchNormLayout& L, DType dtype) {
   return per_feature.reshape(L.broadcast_shape).astype(dtype);
