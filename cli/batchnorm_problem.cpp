@@ -98,6 +98,9 @@ BatchNormProblem make_problem(const ProblemSpec& spec) {
   p.dy = Tensor::randn(p.x.shape(), spec.seed + 3, dtype);
   p.running_mean = Tensor::randn(param, spec.seed + 4, dtype, 0.0, 0.5);
   p.running_var = Tensor::uniform(param, spec.seed + 5, dtype, 0.5, 2.0);
+  p.ggx = Tensor::randn(p.x.shape(), spec.seed + 6, dtype);
+  p.gggamma = Tensor::randn(param, spec.seed + 7, dtype);
+  p.ggbeta = Tensor::randn(param, spec.seed + 8, dtype);
   return p;
 }
 
@@ -171,6 +174,99 @@ std::vector<GradientAgreement> compare_gradients(const BatchNormProblem& p,
     out.push_back(agreement(names[i],
                             float32 ? "autodiff in float64 vs fused" : "autodiff vs fused",
                             reference[i], fused[i], vs_each_other));
+  }
+  return out;
+}
+
+namespace {
+
+GraphFunction forward_for(const BatchNormProblem& p, SecondOrderWay way) {
+  if (way == SecondOrderWay::Autodiff) return composite_function(p);
+  const layers::BatchNormLayout layout = p.layout;
+  const double epsilon = p.epsilon;
+  const layers::Variant variant = p.variant;
+  const layers::DoubleBackward how =
+      way == SecondOrderWay::Hand ? layers::DoubleBackward::Hand : layers::DoubleBackward::Recorded;
+  return [layout, epsilon, variant, how](const std::vector<Var>& v) {
+    return layers::batchnorm_fused_train(v[0], v[1], v[2], layout, epsilon, false, variant, nullptr,
+                                         false, how);
+  };
+}
+
+// H's weights as tensors of `dtype`.
+std::vector<Var> second_upstreams(const BatchNormProblem& p, DType dtype) {
+  return {Var(p.ggx.astype(dtype)), Var(p.gggamma.astype(dtype)), Var(p.ggbeta.astype(dtype))};
+}
+
+}  // namespace
+
+std::vector<Tensor> second_order_gradients(const BatchNormProblem& p, SecondOrderWay way) {
+  GradModeGuard recording(true);
+  Graph graph;
+  const Var x = graph.variable(p.x, "x"), gamma = graph.variable(p.gamma, "gamma");
+  const Var beta = graph.variable(p.beta, "beta"), dy = graph.variable(p.dy, "dy");
+  const Var y = forward_for(p, way)({x, gamma, beta});
+  const std::vector<Var> first = grad({y}, {x, gamma, beta}, {dy}, /*create_graph=*/true);
+  std::vector<Var> outputs, weights;
+  const std::vector<Var> w = second_upstreams(p, p.x.dtype());
+  for (int i = 0; i < 3; ++i) {
+    if (!first[i].requires_grad()) continue;
+    outputs.push_back(first[i]);
+    weights.push_back(w[i]);
+  }
+  std::vector<Tensor> result;
+  for (const Var& g : grad(outputs, {x, gamma, dy}, weights)) result.push_back(g.value());
+  return result;
+}
+
+std::vector<Tensor> numeric_second_order_gradients(const BatchNormProblem& p) {
+  const auto f64 = [](const Tensor& t) { return t.astype(DType::Float64); };
+  std::vector<Tensor> at{f64(p.x), f64(p.gamma), f64(p.dy)};
+  const Tensor beta = f64(p.beta);
+  const GraphFunction f = composite_function(p);
+  const std::vector<Var> w = second_upstreams(p, DType::Float64);
+  auto h = [&] {
+    const std::vector<Tensor> g = reverse_mode_gradients(f, {at[0], at[1], beta}, at[2]);
+    double sum = 0.0;
+    for (int i = 0; i < 3; ++i) sum += math::sum(math::mul(g[i], w[i].value())).item();
+    return sum;
+  };
+  const double step = GradCheckOptions{}.step;
+  std::vector<Tensor> result;
+  for (Tensor& t : at) {
+    Tensor d = Tensor::zeros(t.shape(), DType::Float64);
+    double* v = t.data<double>();
+    for (std::int64_t i = 0; i < t.size(); ++i) {
+      const double saved = v[i];
+      v[i] = saved + step;
+      const double plus = h();
+      v[i] = saved - step;
+      const double minus = h();
+      v[i] = saved;
+      d.data<double>()[i] = (plus - minus) / (2.0 * step);
+    }
+    result.push_back(d);
+  }
+  return result;
+}
+
+std::vector<GradientAgreement> compare_second_order(const BatchNormProblem& p,
+                                                    const std::vector<Tensor>& autodiff,
+                                                    const std::vector<Tensor>& recorded,
+                                                    const std::vector<Tensor>& hand,
+                                                    const std::vector<Tensor>& numeric) {
+  const bool float32 = p.x.dtype() == DType::Float32;
+  const GradCheckOptions vs_numeric = float32 ? tolerances_for(DType::Float32) : GradCheckOptions{};
+  const char* names[] = {"d/dx", "d/dgamma", "d/ddy"};
+  std::vector<GradientAgreement> out;
+  for (int i = 0; i < 3; ++i) {
+    out.push_back(agreement(names[i], "autodiff vs finite diff", autodiff[i], numeric[i],
+                            vs_numeric, float32));
+    out.push_back(agreement(names[i], "recorded vs finite diff", recorded[i], numeric[i],
+                            vs_numeric, float32));
+    out.push_back(agreement(names[i], "hand vs finite diff", hand[i], numeric[i], vs_numeric));
+    out.push_back(agreement(names[i], "hand vs autodiff", hand[i], autodiff[i],
+                            tolerances_for(p.x.dtype()), float32));
   }
   return out;
 }

@@ -29,6 +29,7 @@ struct ProblemSpec {
 struct BatchNormProblem {
   Tensor x, gamma, beta;
   Tensor dy;                         // seeded random upstream gradient
+  Tensor ggx, gggamma, ggbeta;       // seeded, weigh dx, dgamma, dbeta at second order
   Tensor running_mean, running_var;  // used in inference
   int axis = 0;
   double epsilon = 1e-6;
@@ -89,6 +90,27 @@ std::vector<GradientAgreement> compare_gradients(const BatchNormProblem& p,
 Table agreement_table(const std::vector<GradientAgreement>& agreements);
 /// Throws GradientMismatch naming the first comparison that failed, if any.
 void throw_first_mismatch(const std::vector<GradientAgreement>& agreements);
+
+/// Second order (training): the gradients of
+///   H = <ggx, dx> + <gggamma, dgamma> + <ggbeta, dbeta>
+/// with respect to (x, gamma, dy), (dx, dgamma, dbeta) being the first
+/// derivative of sum(y * dy), three ways: the composite differentiated twice
+/// by reverse mode, the fused backward recorded from primitives, and the
+/// hand-derived double backward.
+enum class SecondOrderWay { Autodiff, Recorded, Hand };
+std::vector<Tensor> second_order_gradients(const BatchNormProblem& p, SecondOrderWay way);
+/// Float64 central differences of H, its first derivative computed by
+/// reverse mode through the composite of the forward that runs (so
+/// --buggy-std's real derivative).
+std::vector<Tensor> numeric_second_order_gradients(const BatchNormProblem& p);
+/// Each way against finite differences, and the hand-derived one against
+/// autodiff, for d/dx, d/dgamma and d/ddy. In float32 the two ways that
+/// record in float32 (autodiff, recorded) are informational, as at first order.
+std::vector<GradientAgreement> compare_second_order(const BatchNormProblem& p,
+                                                    const std::vector<Tensor>& autodiff,
+                                                    const std::vector<Tensor>& recorded,
+                                                    const std::vector<Tensor>& hand,
+                                                    const std::vector<Tensor>& numeric);
 
 /// The layer recorded on a graph in autodiff mode, after a backward from dy
 /// (graph retained, so that VJPs can be run again to show them).

@@ -485,10 +485,43 @@ TEST_F(CliTest, GradcheckTakesAFileAndConvertsItsDtype) {
   EXPECT_NE(flat(r.out).find("M = 12"), std::string::npos);
 }
 
+TEST_F(CliTest, GradcheckOrderTwoComparesThreeWaysPerAxisCase) {
+  for (const std::vector<std::string>& shape_axis :
+       {std::vector<std::string>{"--shape", "4,3", "--axis", "0"},
+        std::vector<std::string>{"--shape", "4,3,2,2", "--axis", "1"},
+        std::vector<std::string>{"--shape", "3,2,3", "--axis", "-1"}}) {
+    for (const char* dtype : {"float64", "float32"}) {
+      std::vector<std::string> args{"gradcheck", "batchnorm", "--order", "2", "--dtype", dtype};
+      args.insert(args.end(), shape_axis.begin(), shape_axis.end());
+      const CliResult r = run(args);
+      EXPECT_EQ(r.status, 0) << r.out << r.err;
+      for (const char* row : {"autodiff vs finite diff", "recorded vs finite diff",
+                              "hand vs finite diff", "hand vs autodiff", "d/ddy"}) {
+        EXPECT_NE(r.out.find(row), std::string::npos) << row;
+      }
+    }
+  }
+}
+
+TEST_F(CliTest, GradcheckOrderTwoCatchesTheBuggyStd) {
+  const CliResult r = run({"gradcheck", "batchnorm", "--order", "2", "--buggy-std"});
+  EXPECT_EQ(r.status, cli::kGradientMismatch) << r.out;
+  expect_one_line_error(r, "npdl gradcheck batchnorm", "vs finite diff: d/d");
+  // The composite differentiates the forward that ran.
+  EXPECT_NE(r.out.find("autodiff vs finite diff  "), std::string::npos);
+  EXPECT_NE(r.out.find("hand vs finite diff"), std::string::npos);
+}
+
 TEST_F(CliTest, GradcheckBadInput) {
   CliResult r = run({"gradcheck", "batchnorm", "--buggy-std", "--inference"});
   EXPECT_EQ(r.status, cli::kUsage);
   expect_one_line_error(r, "npdl gradcheck batchnorm", "excludes");
+  r = run({"gradcheck", "batchnorm", "--order", "2", "--inference"});
+  EXPECT_EQ(r.status, cli::kUsage);
+  expect_one_line_error(r, "npdl gradcheck batchnorm", "excludes");
+  r = run({"gradcheck", "batchnorm", "--order", "3"});
+  EXPECT_EQ(r.status, cli::kUsage);
+  expect_one_line_error(r, "npdl gradcheck batchnorm", "--order");
   r = run({"gradcheck", "batchnorm", "--shape", "5"});
   EXPECT_EQ(r.status, cli::kUsage);
   expect_one_line_error(r, "npdl gradcheck batchnorm", "--shape");
