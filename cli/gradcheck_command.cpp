@@ -6,6 +6,7 @@
 #include "cli/batchnorm_problem.hpp"
 #include "cli/commands.hpp"
 #include "cli/report.hpp"
+#include "layers/batch_norm_double_backward.hpp"
 
 namespace npdl::cli {
 namespace {
@@ -96,6 +97,13 @@ void write_second_order_report(const BatchNormProblem& p,
         "--buggy-std: the forward divides by sqrt(std + epsilon); the fused backward and its "
         "double backward assume sqrt(var + epsilon). Finite differences and autodiff follow the "
         "forward that ran; the hand-derived rows must disagree.");
+  }
+  report.section("The hand-derived double backward, step by step");
+  int step = 1;
+  for (const layers::DerivationStep& s : layers::batchnorm_double_derivation()) {
+    std::vector<std::string> lines = wrap(s.formula, kTextWidth - 4);
+    for (const std::string& l : wrap(s.why, kTextWidth - 6)) lines.push_back("  " + l);
+    report.entry("Step " + std::to_string(step++) + ": " + s.title, lines);
   }
   write_tables(p, agreements, {"d/dx", "d/dgamma", "d/ddy"}, {"x", "gamma", "dy"}, report);
 }

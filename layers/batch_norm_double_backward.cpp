@@ -2,44 +2,14 @@
 // backward (batchnorm_backward_train), derived by hand.
 //
 // Note [Batch-norm double backward]
-// Per feature, sums run over its M reduced elements; s = invstd, g = gamma.
-// The first backward (Note [Batch-norm backward derivation]) is
-//   dx = (g s / M) (M dy - sum(dy) - xhat sum(dy xhat)),
-//   dgamma = sum(dy xhat),  dbeta = sum(dy).
-// With upstream gradients ggx (x's shape), gg = gggamma and gb = ggbeta (one
-// per feature), and since the sums are constant within a feature,
-//   L2 = sum(ggx dx) + gg dgamma + gb dbeta
-//      = (g s / M) P + gg sum(dy xhat) + gb sum(dy),
-//   P  = M sum(ggx dy) - sum(ggx) sum(dy) - sum(ggx xhat) sum(dy xhat).
-//  1. dy enters L2 linearly, through sum(ggx dy), sum(dy) and sum(dy xhat):
-//       dL2/ddy = (g s / M) (M ggx - sum(ggx) - xhat sum(ggx xhat)) + gg xhat + gb
-//     (the first backward's dx with ggx for dy, plus dgamma's and dbeta's).
-//  2. g only scales the first term: dL2/dgamma = (s / M) P.
-//  3. x enters through xhat and s. Taking those as the variables:
-//       dL2/ds = g P / M,
-//       h := dL2/dxhat = gg dy - (g s / M) (sum(dy xhat) ggx + sum(ggx xhat) dy).
-//  4. Back to x. xhat's VJP is the first backward with g = 1 and h for dy
-//     (its steps 4 to 8, which include xhat's path through s), and
-//     s = rsqrt(var + eps) gives ds/dx = -s^3 xmu / M = -s^2 xhat / M:
-//       dL2/dx = s (h - sum(h) / M - xhat sum(h xhat) / M) - (g s^2 / M^2) P xhat.
-//  5. The sums of h, from its definition:
-//       sum(h)      = gg sum(dy) - (g s / M) (sum(ggx) sum(dy xhat) + sum(ggx xhat) sum(dy)),
-//       sum(h xhat) = gg sum(dy xhat) - 2 (g s / M) sum(ggx xhat) sum(dy xhat).
-//     No step uses sum(xhat^2) = M: with eps > 0 it is M var / (var + eps).
-//  6. Collecting the terms of dy, ggx, xhat and the per-feature constant:
-//       dL2/dx = a_dy dy + a_gg ggx + a_x xhat + c,
-//         a_dy = s (gg - g s sum(ggx xhat) / M),
-//         a_gg = -g s^2 sum(dy xhat) / M,
-//         a_x  = -(s / M) (gg sum(dy xhat) + g s (sum(ggx dy)
-//                  - (sum(dy) sum(ggx) + 3 sum(dy xhat) sum(ggx xhat)) / M)),
-//         c    = -(s / M) (gg sum(dy) - g s (sum(ggx) sum(dy xhat) + sum(ggx xhat) sum(dy)) / M)
-//       (the 3: 2 from sum(h xhat) and 1 from the path through s);
-//       dL2/ddy = g s ggx + (gg - g s sum(ggx xhat) / M) xhat + (gb - g s sum(ggx) / M);
-//       dL2/dgamma = (s / M) (M sum(ggx dy) - sum(ggx) sum(dy) - sum(ggx xhat) sum(dy xhat)).
-// Five reductions per feature: sum(dy) and sum(dy xhat) (wanted when dL2/dx
-// is), sum(ggx), sum(ggx xhat) and sum(ggx dy) (when ggx is defined); then
-// one elementwise pass writing dL2/dx and dL2/ddy. An undefined upstream
-// drops its terms (ggx: every term with g; gg: gg's; gb: gb's).
+// The derivation is written once, as the steps batchnorm_double_derivation()
+// returns at the end of this file (the teaching tools print them): L2 =
+// <ggx, dx> + <gggamma, dgamma> + <ggbeta, dbeta> in per-feature sums, then
+// dL2/ddy, dL2/dgamma, and dL2/dx through xhat and invstd. The kernel runs
+// its last two steps: five reductions per feature, sum(dy) and sum(dy xhat)
+// (wanted when dL2/dx is), sum(ggx), sum(ggx xhat) and sum(ggx dy) (when ggx
+// is defined); then one elementwise pass writing dL2/dx and dL2/ddy. An
+// undefined upstream drops its terms.
 // The kernel writes xhat = s ((x - m) - delta), m = T(mean) (Note [Rounded
 // mean]): a sum of v * xhat is s (sum(v (x - m)) - delta sum(v)), and a
 // coefficient k of xhat becomes k s on (x - m), with -k s delta folded into
