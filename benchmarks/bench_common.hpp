@@ -99,6 +99,7 @@ std::string train_name(const TrainWorkload& w, const char* impl, int threads);
 /// npdl's matrix product at every kernel level against the process's BLAS,
 /// one thread, at the MLP's shapes (bench_gemm.cpp).
 void register_gemm();
+void register_hessian();
 
 /// One Model::train_on_batch step (bench_train.cpp).
 void register_train_npdl(const TrainWorkload& w, int threads);

@@ -258,6 +258,7 @@ void register_all() {
   configure(
       benchmark::RegisterBenchmark("record_op/mul_4/no_grad", BM_RecordOp, RecordOn::NoGraph));
   register_gemm();
+  register_hessian();
   for (int threads : {1, 2}) {
     for (const TrainWorkload& w : train_workloads()) {
       register_train_npdl(w, threads);

@@ -10,6 +10,10 @@
 //   - a full graph at 2 threads: bit-identical (in "large" mode the tensors
 //     exceed kElementGrain, so kernels really split);
 //   - no-gradient mode (NoGradGuard): bit-identical output;
+//   - create_graph (the VJPs' ops recorded): the same leaf gradients within
+//     rounding (a fused first-order kernel and its composition may sum in
+//     another order), and a second derivative through them that succeeds or
+//     throws an npdl::Error;
 //   - float64 central differences of L = sum(output * w), w random: the
 //     reverse-mode leaf gradients must match, where the function is smooth
 //     and well-conditioned at the point (see Note [When differences are
@@ -319,7 +323,29 @@ Tensor leaf_value(const Program& p, std::size_t i, DType dtype) {
   return t.astype(dtype);
 }
 
-enum class Mode { Full, Lean, NoGrad };
+enum class Mode { Full, Lean, NoGrad, CreateGraph };
+
+/// The second derivative of sum_i <leaf_grad_i, v_i>: any op may refuse it
+/// with an npdl::Error (one not twice differentiable), nothing else.
+void differentiate_again(npdl::Graph& graph, const std::vector<Var>& leaves, DType dtype,
+                         std::uint64_t seed) {
+  std::vector<Var> grads, weights;
+  for (const Var& leaf : leaves) {
+    const Var g = leaf.grad_var();
+    if (!g.requires_grad()) continue;
+    grads.push_back(g);
+    weights.push_back(Var(Tensor::uniform(g.shape(), seed + 1 + grads.size(), dtype, -1.0, 1.0)));
+  }
+  if (grads.empty()) return;
+  try {
+    const std::vector<Var> second = graph.gradients(grads, leaves, weights, {});
+    for (std::size_t i = 0; i < leaves.size(); ++i) {
+      if (second[i].shape() != leaves[i].shape())
+        finding("a second derivative has the wrong shape");
+    }
+  } catch (const npdl::Error&) {
+  }
+}
 
 /// Runs the program. While `decoding`, steps that throw an npdl::Error are
 /// dropped from p.steps; afterwards every step must succeed.
@@ -360,8 +386,11 @@ RunResult run(Program& p, Mode mode, DType dtype, bool decoding = false) {
   for (const Var& v : values) r.values.push_back(v.value());
   if (mode != Mode::NoGrad) {
     const Tensor w = Tensor::uniform(r.output.shape(), p.weight_seed, dtype, -1.0, 1.0);
-    graph.backward(values.back(), w);
+    npdl::BackwardOptions options;
+    options.create_graph = mode == Mode::CreateGraph;
+    graph.backward(values.back(), Var(w), options);
     for (const Var& leaf : leaves) r.leaf_grads.push_back(leaf.grad());
+    if (mode == Mode::CreateGraph) differentiate_again(graph, leaves, dtype, p.weight_seed);
     if (mode == Mode::Full) {
       for (const auto& vertex : boost::make_iterator_range(boost::vertices(graph.impl()))) {
         const Tensor& g = graph.impl()[vertex].grad.value();
@@ -391,6 +420,31 @@ void expect_identical(const Program& p, const RunResult& ref, const RunResult& o
   if (!same) {
     describe(p);
     finding(what);
+  }
+}
+
+/// create_graph's leaf gradients against the first-order ones: where the
+/// program is smooth, within rounding relative to the largest gradient.
+void expect_close_gradients(const Program& p, const RunResult& ref, const RunResult& other) {
+  if (!bit_identical(ref.output, other.output)) {
+    describe(p);
+    finding("the forward differs under create_graph");
+  }
+  if (!ref.smooth) return;
+  const double tol = (p.dtype == DType::Float64 ? 1e-12 : 1e-5) * (ref.max_vertex_grad + 1.0);
+  for (std::size_t i = 0; i < ref.leaf_grads.size(); ++i) {
+    const Tensor& a = ref.leaf_grads[i];
+    const Tensor& b = other.leaf_grads[i];
+    if (a.defined() != b.defined()) finding("create_graph reaches other leaves than first order");
+    if (!a.defined()) continue;
+    for (std::int64_t k = 0; k < a.size(); ++k) {
+      if (!(std::fabs(a.at(k) - b.at(k)) <= tol)) {
+        describe(p);
+        std::fprintf(stderr, "leaf %zu element %lld: first order %.17g, create_graph %.17g\n", i,
+                     static_cast<long long>(k), a.at(k), b.at(k));
+        finding("create_graph's gradients differ from first order's");
+      }
+    }
   }
 }
 
@@ -650,6 +704,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const RunResult ref = run(p, Mode::Full, p.dtype, /*decoding=*/true);
   expect_identical(p, ref, run(p, Mode::Lean, p.dtype), "lean graph differs from the full graph");
   expect_identical(p, ref, run(p, Mode::NoGrad, p.dtype), "no-gradient mode differs");
+  expect_close_gradients(p, ref, run(p, Mode::CreateGraph, p.dtype));
   npdl::set_num_threads(2);
   const RunResult two = run(p, Mode::Full, p.dtype);
   npdl::set_num_threads(1);
