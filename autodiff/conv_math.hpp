@@ -50,6 +50,14 @@ struct Conv2dGrads {
 };
 Conv2dGrads conv2d_backward(const Tensor& gy, const Tensor& x, const Tensor& w, Size2 stride,
                             const Padding2d& padding);
+/// gx alone: the adjoint of conv2d in x (a transposed convolution of gy with
+/// w), for an input of shape x_shape. The input's size is a parameter: with
+/// a stride > 1 several input sizes give the same output size.
+Tensor conv2d_input_grad(const Tensor& gy, const Tensor& w, const Shape& x_shape, Size2 stride,
+                         const Padding2d& padding);
+/// gw alone: the adjoint of conv2d in w, for filters of shape w_shape.
+Tensor conv2d_weight_grad(const Tensor& x, const Tensor& gy, const Shape& w_shape, Size2 stride,
+                          const Padding2d& padding);
 
 /// Maximum of each window; `argmax` (when given) receives, per output
 /// element, the flat offset within its (height, width) plane of the input

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 #include "autodiff/gradcheck_gtest.hpp"
@@ -86,6 +87,29 @@ TEST_P(Conv2dCases, VjpMatchesFiniteDifferences) {
       {rnd(c.x, 3), rnd(c.w, 4)});
 }
 
+// <conv2d(x, w), g> = <x, conv2d_input_grad(g, w)> = <w, conv2d_weight_grad(x, g)>.
+double dot(const Tensor& a, const Tensor& b) { return math::sum(math::mul(a, b)).item(); }
+
+TEST_P(Conv2dCases, InputAndWeightGradsAreConv2dsAdjointsAndTheFusedKernelsHalves) {
+  const ConvCase& c = GetParam();
+  for (DType dtype : {DType::Float64, DType::Float32}) {
+    const Tensor x = rnd(c.x, 9, dtype), w = rnd(c.w, 10, dtype);
+    const Tensor y = math::conv2d(x, w, c.stride, c.padding);
+    const Tensor g = rnd(y.shape(), 11, dtype);
+    const Tensor gx = math::conv2d_input_grad(g, w, c.x, c.stride, c.padding);
+    const Tensor gw = math::conv2d_weight_grad(x, g, c.w, c.stride, c.padding);
+    const double tol = dtype == DType::Float64 ? 1e-12 : 1e-4;
+    const double yg = dot(y, g);
+    EXPECT_NEAR(dot(x, gx), yg, tol * (1 + std::abs(yg)));
+    EXPECT_NEAR(dot(w, gw), yg, tol * (1 + std::abs(yg)));
+    // Each alone is the same bit for bit as computed together at first order.
+    const math::Conv2dGrads both = math::conv2d_backward(g, x, w, c.stride, c.padding);
+    EXPECT_EQ(gx.dtype(), dtype);
+    EXPECT_EQ(gx.to_vector(), both.gx.to_vector());
+    EXPECT_EQ(gw.to_vector(), both.gw.to_vector());
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, Conv2dCases, ::testing::ValuesIn(kConvCases),
                          [](const auto& info) { return std::string(info.param.name); });
 
@@ -99,8 +123,10 @@ TEST(Conv2d, SameBitsAtAnyThreadCount) {
     set_num_threads(threads);
     const Tensor y = math::conv2d(x, w, 1, {1, 1, 1, 1});
     const auto g = math::conv2d_backward(gy, x, w, 1, {1, 1, 1, 1});
+    const Tensor gx = math::conv2d_input_grad(gy, w, x.shape(), 1, {1, 1, 1, 1});
+    const Tensor gw = math::conv2d_weight_grad(x, gy, w.shape(), 1, {1, 1, 1, 1});
     std::vector<double> all = y.to_vector();
-    for (const Tensor* t : {&g.gx, &g.gw}) {
+    for (const Tensor* t : {&g.gx, &g.gw, &gx, &gw}) {
       const auto v = t->to_vector();
       all.insert(all.end(), v.begin(), v.end());
     }
@@ -124,6 +150,20 @@ TEST(Conv2d, RecordsOneVertexWithItsCatalogueEntry) {
     EXPECT_TRUE(std::any_of(all.begin(), all.end(), [&](const OpInfo* op) {
       return std::string(op->name) == name;
     })) << name;
+  }
+}
+
+TEST(Conv2d, InputGradTakesTheInputShape) {
+  // A 3x3 filter with stride 2 gives 3x3 outputs from 7x7 and 8x8 inputs:
+  // the 8x8 gradient is the 7x7 one with a zero last row and column.
+  const Tensor w = rnd({2, 1, 3, 3}, 15), g = rnd({1, 2, 3, 3}, 16);
+  const Tensor g7 = math::conv2d_input_grad(g, w, {1, 1, 7, 7}, 2, {});
+  const Tensor g8 = math::conv2d_input_grad(g, w, {1, 1, 8, 8}, 2, {});
+  ASSERT_EQ(g8.shape(), (Shape{1, 1, 8, 8}));
+  for (std::int64_t i = 0; i < 8; ++i) {
+    for (std::int64_t j = 0; j < 8; ++j) {
+      EXPECT_EQ(g8.at({0, 0, i, j}), i < 7 && j < 7 ? g7.at({0, 0, i, j}) : 0.0) << i << ", " << j;
+    }
   }
 }
 
