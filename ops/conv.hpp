@@ -16,6 +16,21 @@ using math::Size2;
 /// than the padded input; ValueError for stride < 1 or padding < 0.
 Var conv2d(const Var& x, const Var& w, Size2 stride = 1, Padding2d padding = {});
 
+// The two halves of conv2d's VJP as primitives, so that a gradient recorded
+// under create_graph can be differentiated again, to any order. Both are
+// bilinear and adjoint to conv2d, so their own VJPs are conv2d and each other.
+
+/// gx = d<conv2d(x, w), g>/dx for an input of shape x_shape (a transposed
+/// convolution). The input's shape is a parameter: with a stride > 1 it is
+/// not determined by g's. Throws ShapeError when g is not conv2d's output
+/// shape for x_shape and w (and as conv2d for the rest).
+Var conv2d_input_grad(const Var& g, const Var& w, const Shape& x_shape, Size2 stride = 1,
+                      Padding2d padding = {});
+/// gw = d<conv2d(x, w), g>/dw for filters of shape w_shape. Throws as
+/// conv2d_input_grad.
+Var conv2d_weight_grad(const Var& x, const Var& g, const Shape& w_shape, Size2 stride = 1,
+                       Padding2d padding = {});
+
 /// Maximum over each window of `window` moved by `stride` (no padding;
 /// trailing rows and columns that do not fill a window are dropped). Its VJP
 /// routes each gradient to the window's maximum; on ties, to the first one

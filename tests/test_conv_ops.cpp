@@ -87,6 +87,24 @@ TEST_P(Conv2dCases, VjpMatchesFiniteDifferences) {
       {rnd(c.x, 3), rnd(c.w, 4)});
 }
 
+TEST_P(Conv2dCases, InputAndWeightGradsMatchFiniteDifferences) {
+  const ConvCase& c = GetParam();
+  const Size2 stride = c.stride;
+  const Padding2d padding = c.padding;
+  const Shape x_shape = c.x, w_shape = c.w;
+  const Shape y_shape = math::conv2d(rnd(c.x, 3), rnd(c.w, 4), stride, padding).shape();
+  EXPECT_GRADCHECK(
+      [&](const std::vector<Var>& v) {
+        return ops::conv2d_input_grad(v[0], v[1], x_shape, stride, padding);
+      },
+      {rnd(y_shape, 5), rnd(c.w, 6)});
+  EXPECT_GRADCHECK(
+      [&](const std::vector<Var>& v) {
+        return ops::conv2d_weight_grad(v[0], v[1], w_shape, stride, padding);
+      },
+      {rnd(c.x, 7), rnd(y_shape, 8)});
+}
+
 // <conv2d(x, w), g> = <x, conv2d_input_grad(g, w)> = <w, conv2d_weight_grad(x, g)>.
 double dot(const Tensor& a, const Tensor& b) { return math::sum(math::mul(a, b)).item(); }
 
@@ -153,6 +171,20 @@ TEST(Conv2d, RecordsOneVertexWithItsCatalogueEntry) {
   }
 }
 
+TEST(Conv2d, FirstOrderVjpRunsTheFusedKernelAndRecordsNothing) {
+  Graph graph;
+  const Tensor x0 = rnd({2, 2, 5, 5}, 12), w0 = rnd({3, 2, 3, 3}, 13);
+  const Var x = graph.variable(x0), w = graph.variable(w0);
+  const Var y = ops::conv2d(x, w, 2, {1, 1, 1, 1});
+  const Tensor g = rnd(y.shape(), 14);
+  const std::size_t before = graph.size();
+  y.backward(g);
+  EXPECT_EQ(graph.size(), before);
+  const math::Conv2dGrads fused = math::conv2d_backward(g, x0, w0, 2, {1, 1, 1, 1});
+  EXPECT_EQ(x.grad().to_vector(), fused.gx.to_vector());
+  EXPECT_EQ(w.grad().to_vector(), fused.gw.to_vector());
+}
+
 TEST(Conv2d, InputGradTakesTheInputShape) {
   // A 3x3 filter with stride 2 gives 3x3 outputs from 7x7 and 8x8 inputs:
   // the 8x8 gradient is the 7x7 one with a zero last row and column.
@@ -164,6 +196,17 @@ TEST(Conv2d, InputGradTakesTheInputShape) {
     for (std::int64_t j = 0; j < 8; ++j) {
       EXPECT_EQ(g8.at({0, 0, i, j}), i < 7 && j < 7 ? g7.at({0, 0, i, j}) : 0.0) << i << ", " << j;
     }
+  }
+}
+
+TEST(Conv2d, TheGradientPrimitivesAreInTheCatalogue) {
+  const auto& all = ops::catalog();
+  for (const char* name : {"conv2d_input_grad", "conv2d_weight_grad"}) {
+    const auto it = std::find_if(all.begin(), all.end(),
+                                 [&](const OpInfo* op) { return std::string(op->name) == name; });
+    ASSERT_NE(it, all.end()) << name;
+    EXPECT_TRUE((*it)->twice_differentiable) << name;
+    EXPECT_GT(std::string((*it)->vjp).size(), 0u) << name;
   }
 }
 
@@ -202,6 +245,55 @@ TEST(Conv2d, BadInputIsATypedErrorAndRecordsNothing) {
                         {1, 0, 1, 0})
                 .shape(),
             (Shape{1, 1, 1, 1}));
+}
+
+TEST(Conv2d, BadInputToTheGradientPrimitivesIsATypedError) {
+  // conv2d_input_grad(g, w, x_shape) and conv2d_weight_grad(x, g, w_shape)
+  // on shapes whose conv2d gives y_shape.
+  auto input_grad = [](Shape gs, Shape ws, Shape x_shape, Size2 stride = 1, Padding2d pad = {},
+                       DType w_dtype = DType::Float64) {
+    return [=](Graph& g) {
+      ops::conv2d_input_grad(g.variable(rnd(gs, 1)), g.variable(rnd(ws, 2, w_dtype)), x_shape,
+                             stride, pad);
+    };
+  };
+  expect_rejected<ShapeError>(input_grad({1, 4, 3, 3}, {4, 3, 3, 3}, {1, 3, 5}), "(1, 3, 5)");
+  expect_rejected<ShapeError>(input_grad({1, 4, 3, 3}, {4, 3, 3}, {1, 3, 5, 5}), "(4, 3, 3)");
+  expect_rejected<ShapeError>(input_grad({1, 4, 3, 3}, {4, 3, 3, 3}, {1, 2, 5, 5}),
+                              "expect 3 input channels");
+  expect_rejected<ShapeError>(input_grad({1, 4, 4, 3}, {4, 3, 3, 3}, {1, 3, 5, 5}),
+                              "conv2d_input_grad: the upstream gradient");
+  expect_rejected<ShapeError>(input_grad({2, 4, 3, 3}, {4, 3, 3, 3}, {1, 3, 5, 5}),
+                              "expected shape (1, 4, 3, 3), got (2, 4, 3, 3)");
+  expect_rejected<ShapeError>(input_grad({1, 4, 3, 3}, {4, 3, 6, 3}, {1, 3, 5, 5}),
+                              "padded to (5, 5)");
+  expect_rejected<ValueError>(input_grad({1, 4, 3, 3}, {4, 3, 3, 3}, {1, 3, 5, 5}, {1, 0}),
+                              "strides must be >= 1");
+  expect_rejected<ValueError>(
+      input_grad({1, 4, 3, 3}, {4, 3, 3, 3}, {1, 3, 5, 5}, 1, {0, 0, -1, 0}),
+      "padding must be >= 0");
+  expect_rejected<DTypeError>(
+      input_grad({1, 4, 3, 3}, {4, 3, 3, 3}, {1, 3, 5, 5}, 1, {}, DType::Float32), "one dtype");
+
+  auto weight_grad = [](Shape xs, Shape gs, Shape w_shape, Size2 stride = 1, Padding2d pad = {},
+                        DType g_dtype = DType::Float64) {
+    return [=](Graph& g) {
+      ops::conv2d_weight_grad(g.variable(rnd(xs, 1)), g.variable(rnd(gs, 2, g_dtype)), w_shape,
+                              stride, pad);
+    };
+  };
+  expect_rejected<ShapeError>(weight_grad({3, 5, 5}, {1, 4, 3, 3}, {4, 3, 3, 3}), "(3, 5, 5)");
+  expect_rejected<ShapeError>(weight_grad({1, 3, 5, 5}, {1, 4, 3, 3}, {4, 3, 3}), "(4, 3, 3)");
+  expect_rejected<ShapeError>(weight_grad({1, 3, 5, 5}, {1, 4, 3, 3}, {4, 2, 3, 3}),
+                              "expect 2 input channels");
+  expect_rejected<ShapeError>(weight_grad({1, 3, 5, 5}, {1, 5, 3, 3}, {4, 3, 3, 3}),
+                              "conv2d_weight_grad: the upstream gradient");
+  expect_rejected<ValueError>(weight_grad({1, 3, 5, 5}, {1, 4, 3, 3}, {4, 3, 0, 3}),
+                              "sizes must be >= 1");
+  expect_rejected<ValueError>(weight_grad({1, 3, 5, 5}, {1, 4, 3, 3}, {4, 3, 3, 3}, {1, -1}),
+                              "strides must be >= 1");
+  expect_rejected<DTypeError>(
+      weight_grad({1, 3, 5, 5}, {1, 4, 3, 3}, {4, 3, 3, 3}, 1, {}, DType::Float32), "one dtype");
 }
 
 // The definition of pooling, loop by loop (no padding, trailing rows dropped).

@@ -24,6 +24,62 @@ struct SecondOrderCase {
   std::vector<Tensor> inputs;
 };
 
+// Convolution and the primitives its VJP is made of (Note [Convolution's
+// VJPs are convolutions]).
+// The ops are linear in each input, so most cases square the result: then
+// the second derivative in the inputs is not zero, and the case checks the
+// VJP of the VJP (w.r.t. the upstream gradient) as well.
+void add_conv_cases(std::multimap<std::string, SecondOrderCase>& c) {
+  using V = const std::vector<Var>&;
+  using ops::Padding2d;
+  using ops::Size2;
+  auto conv = [](Size2 stride, Padding2d padding, bool squared) {
+    return [=](V v) {
+      const Var y = ops::conv2d(v[0], v[1], stride, padding);
+      return squared ? ops::square(y) : y;
+    };
+  };
+  c.insert({"conv2d", {conv(1, {}, false), {rnd({2, 2, 5, 5}, 101), rnd({3, 2, 3, 3}, 102)}}});
+  c.insert({"conv2d", {conv(1, {}, true), {rnd({1, 2, 4, 5}, 103), rnd({2, 2, 2, 3}, 104)}}});
+  c.insert({"conv2d",  // stride 2, padded; the last row and column are in no window
+            {conv(2, {1, 1, 1, 1}, true), {rnd({2, 2, 6, 6}, 105), rnd({2, 2, 3, 3}, 106)}}});
+  c.insert({"conv2d",  // a stride per axis, asymmetric padding
+            {conv({2, 1}, {0, 1, 2, 0}, false), {rnd({1, 2, 5, 4}, 107), rnd({3, 2, 2, 3}, 108)}}});
+  c.insert({"conv2d",  // 1x1 filter
+            {conv(1, {}, true), {rnd({2, 3, 4, 4}, 109), rnd({2, 3, 1, 1}, 110)}}});
+  c.insert({"conv2d",  // 1x1 filter, stride 2
+            {conv(2, {}, true), {rnd({1, 2, 5, 5}, 111), rnd({3, 2, 1, 1}, 112)}}});
+  c.insert({"conv2d",  // one channel
+            {conv(1, {1, 1, 1, 1}, true), {rnd({2, 1, 4, 4}, 113), rnd({2, 1, 3, 3}, 114)}}});
+
+  // The input's size is a parameter: 8 x 7 and 7 x 7 both give 3 x 3 with a
+  // 3 x 3 filter and stride 2, and the last row of 8 gets no gradient.
+  auto input_grad = [](Shape x_shape, Size2 stride, Padding2d padding, bool squared) {
+    return [=](V v) {
+      const Var gx = ops::conv2d_input_grad(v[0], v[1], x_shape, stride, padding);
+      return squared ? ops::square(gx) : gx;
+    };
+  };
+  c.insert(
+      {"conv2d_input_grad",
+       {input_grad({1, 2, 8, 7}, 2, {}, false), {rnd({1, 3, 3, 3}, 115), rnd({3, 2, 3, 3}, 116)}}});
+  c.insert({"conv2d_input_grad",
+            {input_grad({2, 2, 5, 4}, 1, {1, 0, 0, 1}, true),
+             {rnd({2, 3, 4, 4}, 117), rnd({3, 2, 3, 2}, 118)}}});
+  auto weight_grad = [](Shape w_shape, Size2 stride, Padding2d padding, bool squared) {
+    return [=](V v) {
+      const Var gw = ops::conv2d_weight_grad(v[0], v[1], w_shape, stride, padding);
+      return squared ? ops::square(gw) : gw;
+    };
+  };
+  c.insert({"conv2d_weight_grad",
+            {weight_grad({3, 2, 3, 3}, 2, {}, false),
+             {rnd({1, 2, 8, 7}, 119), rnd({1, 3, 3, 3}, 120)}}});
+  c.insert({"conv2d_weight_grad",
+            {weight_grad({3, 2, 3, 2}, 1, {1, 0, 0, 1}, true),
+             {rnd({2, 2, 5, 4}, 121), rnd({2, 3, 4, 4}, 122)}}});
+}
+
 // One case (or more) per primitive of ops::catalog(), by name: the catalogue
 // test below fails when an op is added without one.
 std::multimap<std::string, SecondOrderCase> second_order_cases() {
@@ -69,6 +125,7 @@ std::multimap<std::string, SecondOrderCase> second_order_cases() {
   c.insert({"softmax", {[](V v) { return ops::softmax(v[0], 1); }, {a}}});
   c.insert({"softmax", {[](V v) { return ops::softmax(v[0], 0); }, {a}}});
   c.insert({"log_softmax", {[](V v) { return ops::log_softmax(v[0], -1); }, {a}}});
+  add_conv_cases(c);
   return c;
 }
 
@@ -93,6 +150,52 @@ TEST(SecondOrder, CompositionsOfPrimitivesMatchFiniteDifferences) {
   };
   EXPECT_GRADGRADCHECK(
       loss, {rnd({4, 3}, 11), rnd({3, 5}, 12), rnd({5}, 13), rnd({5, 2}, 14), rnd({4, 2}, 15)});
+}
+
+TEST(SecondOrder, ConvolutionGradientsRecordTheirTwoPrimitives) {
+  // Under create_graph conv2d's VJP records conv2d_input_grad and
+  // conv2d_weight_grad, with the values the one-pass first-order kernel
+  // gives, bit for bit (the same products in the same order).
+  Graph graph;
+  const Tensor x0 = rnd({3, 2, 6, 5}, 144), w0 = rnd({4, 2, 3, 3}, 145);
+  const Var x = graph.variable(x0), w = graph.variable(w0);
+  const Var y = ops::conv2d(x, w, 2, {1, 1, 1, 1});
+  const Tensor u = rnd(y.shape(), 146);
+  const std::vector<Var> g = grad({y}, {x, w}, {Var(u)}, true);
+  EXPECT_STREQ(graph.impl()[g[0].vertex()].op->name, "conv2d_input_grad");
+  EXPECT_STREQ(graph.impl()[g[1].vertex()].op->name, "conv2d_weight_grad");
+  const math::Conv2dGrads fused = math::conv2d_backward(u, x0, w0, 2, {1, 1, 1, 1});
+  EXPECT_EQ(g[0].value().to_vector(), fused.gx.to_vector());
+  EXPECT_EQ(g[1].value().to_vector(), fused.gw.to_vector());
+}
+
+TEST(SecondOrder, ConvolutionHasDerivativesOfEveryOrder) {
+  // f = sum(conv2d(x, w)^2) is quadratic in x: along x + t d its second
+  // derivative is the constant 2 sum(conv2d(d, w)^2) and its third is zero,
+  // while the third in w (through the recorded second) is not.
+  Graph graph;
+  const Tensor x0 = rnd({1, 2, 5, 5}, 147), w0 = rnd({2, 2, 3, 3}, 148);
+  const Tensor d0 = rnd({1, 2, 5, 5}, 149);
+  const Var x = graph.variable(x0), w = graph.variable(w0);
+  const Var d(d0);
+  const Var f = ops::sum(ops::square(ops::conv2d(x, w)));
+  const Var first = ops::sum(grad({f}, {x}, {}, true)[0] * d);
+  const Var second = ops::sum(grad({first}, {x}, {}, true)[0] * d);
+  const std::vector<Var> third = grad({second}, {x, w}, {}, true);
+  const double expected = 2 * math::sum(math::square(math::conv2d(d0, w0, 1, {}))).item();
+  EXPECT_NEAR(second.value().item(), expected, 1e-10 * std::abs(expected));
+  EXPECT_EQ(math::max_abs_diff(third[0].value(), Tensor::zeros(x.shape(), DType::Float64)).abs,
+            0.0);
+  // d/dw of 2 sum(conv2d(d, w)^2) is 4 conv2d_weight_grad(d, conv2d(d, w)).
+  const Tensor expected_w = math::scale(
+      math::conv2d_weight_grad(d0, math::conv2d(d0, w0, 1, {}), w0.shape(), 1, {}), 4.0);
+  const auto cmp = compare_tensors("third in w", third[1].value(), expected_w, 1e-10, 1e-10);
+  EXPECT_TRUE(cmp.ok) << cmp.describe();
+  // And the fourth, in w along e: 4 sum(conv2d(d, e)^2).
+  const Tensor e0 = rnd(w0.shape(), 150);
+  const Var fourth = ops::sum(grad({ops::sum(third[1] * Var(e0))}, {w})[0] * Var(e0));
+  const double expected4 = 4 * math::sum(math::square(math::conv2d(d0, e0, 1, {}))).item();
+  EXPECT_NEAR(fourth.value().item(), expected4, 1e-10 * std::abs(expected4));
 }
 
 TEST(SecondOrder, TheAllReduceIsTwiceDifferentiable) {
