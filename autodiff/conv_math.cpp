@@ -393,6 +393,30 @@ Tensor max_pool2d_backward(const Tensor& gy, const std::vector<std::int32_t>& ar
   return gx;
 }
 
+Tensor max_pool2d_gather(const Tensor& a, const std::vector<std::int32_t>& argmax,
+                         const Shape& y_shape) {
+  if (y_shape.size() != 4 || a.rank() != 4 || a.shape()[0] != y_shape[0] ||
+      a.shape()[1] != y_shape[1] || static_cast<std::int64_t>(argmax.size()) != numel(y_shape)) {
+    throw ShapeError("max_pool2d_gather: a tensor of shape " + to_string(a.shape()) +
+                     " does not fit a pooled shape " + to_string(y_shape) + " and " +
+                     std::to_string(argmax.size()) + " recorded maxima");
+  }
+  Tensor y(y_shape, a.dtype());
+  const std::int64_t in_plane = a.shape()[2] * a.shape()[3];
+  const std::int64_t out_plane = y_shape[2] * y_shape[3];
+  const PoolGeometry p{y_shape[0] * y_shape[1], a.shape()[2], a.shape()[3], 0, 0, 0, 0, 0, 0};
+  dispatch(a.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* from = a.data<T>();
+    T* to = y.data<T>();
+    for_each_plane(p, [&](std::int64_t q) {
+      for (std::int64_t o = q * out_plane; o < (q + 1) * out_plane; ++o)
+        to[o] = from[q * in_plane + argmax[static_cast<std::size_t>(o)]];
+    });
+  });
+  return y;
+}
+
 Tensor mean_pool2d(const Tensor& x, Size2 window, Size2 stride) {
   check_nchw(x.shape(), "mean_pool2d");
   const PoolGeometry p = pool_geometry(x.shape(), window, stride, "mean_pool2d");

@@ -64,13 +64,20 @@ Tensor conv2d_weight_grad(const Tensor& x, const Tensor& gy, const Shape& w_shap
 /// element chosen: the first maximum in row-major window order.
 Tensor max_pool2d(const Tensor& x, Size2 window, Size2 stride,
                   std::vector<std::int32_t>* argmax = nullptr);
-/// Routes each upstream gradient to the input element `argmax` recorded.
+/// Routes each upstream gradient to the input element `argmax` recorded
+/// (summed where windows overlap). The offsets must lie within a plane of
+/// x_shape, as max_pool2d makes them: they are not checked here.
 Tensor max_pool2d_backward(const Tensor& gy, const std::vector<std::int32_t>& argmax,
                            const Shape& x_shape);
+/// The adjoint of max_pool2d_backward: y[n, c, o] = a[n, c, argmax[o]], of
+/// shape y_shape (a has the input's shape; offsets as above, unchecked).
+Tensor max_pool2d_gather(const Tensor& a, const std::vector<std::int32_t>& argmax,
+                         const Shape& y_shape);
 
 /// Mean of each window.
 Tensor mean_pool2d(const Tensor& x, Size2 window, Size2 stride);
-/// Spreads each upstream gradient evenly over its window.
+/// Spreads each upstream gradient evenly over its window: the adjoint of
+/// mean_pool2d (rows and columns no window covers get zero).
 Tensor mean_pool2d_backward(const Tensor& gy, const Shape& x_shape, Size2 window, Size2 stride);
 
 }  // namespace npdl::math

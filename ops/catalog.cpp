@@ -13,8 +13,9 @@ const std::vector<const OpInfo*>& catalog() {
       &kSum, &kMean, &kReshape, &kBroadcastTo, &kTranspose, &kMatmul,
       // activations
       &kRelu, &kSigmoid, &kTanh, &kSoftplus, &kLeakyRelu, &kElu, &kSoftmax, &kLogSoftmax,
-      // convolution, with the primitives its VJP is made of, and pooling
-      &kConv2d, &kConv2dInputGrad, &kConv2dWeightGrad, &kMaxPool2d, &kMeanPool2d};
+      // convolution and pooling, with the primitives their VJPs are made of
+      &kConv2d, &kConv2dInputGrad, &kConv2dWeightGrad, &kMaxPool2d, &kMaxPool2dBackward,
+      &kMaxPool2dGather, &kMeanPool2d, &kMeanPool2dBackward};
   return all;
 }
 

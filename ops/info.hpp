@@ -10,5 +10,6 @@ extern const OpInfo kReshape, kBroadcastTo, kTranspose;
 extern const OpInfo kMatmul;
 extern const OpInfo kRelu, kSigmoid, kTanh, kSoftplus, kLeakyRelu, kElu, kSoftmax, kLogSoftmax;
 extern const OpInfo kConv2d, kConv2dInputGrad, kConv2dWeightGrad;
-extern const OpInfo kMaxPool2d, kMeanPool2d;
+extern const OpInfo kMaxPool2d, kMaxPool2dBackward, kMaxPool2dGather, kMeanPool2d,
+    kMeanPool2dBackward;
 }  // namespace npdl::ops::info

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 
 #include "autodiff/gradcheck_gtest.hpp"
 #include "npdl.hpp"
@@ -201,7 +202,8 @@ TEST(Conv2d, InputGradTakesTheInputShape) {
 
 TEST(Conv2d, TheGradientPrimitivesAreInTheCatalogue) {
   const auto& all = ops::catalog();
-  for (const char* name : {"conv2d_input_grad", "conv2d_weight_grad"}) {
+  for (const char* name : {"conv2d_input_grad", "conv2d_weight_grad", "max_pool2d_backward",
+                           "max_pool2d_gather", "mean_pool2d_backward"}) {
     const auto it = std::find_if(all.begin(), all.end(),
                                  [&](const OpInfo* op) { return std::string(op->name) == name; });
     ASSERT_NE(it, all.end()) << name;
@@ -356,6 +358,53 @@ TEST_P(PoolCases, VjpsMatchFiniteDifferences) {
       [&](const std::vector<Var>& v) { return ops::mean_pool2d(v[0], window, stride); }, {x});
 }
 
+TEST_P(PoolCases, BackwardPrimitivesMatchFiniteDifferences) {
+  const PoolCase& c = GetParam();
+  const Size2 window = c.window, stride = c.stride;
+  const Shape x_shape = c.x;
+  const ops::MaxPoolSelectionPtr selection =
+      ops::max_pool2d_selection(rnd(c.x, 13), window, stride);
+  const Shape y_shape = selection->output;
+  EXPECT_GRADCHECK(
+      [&](const std::vector<Var>& v) { return ops::max_pool2d_backward(v[0], selection); },
+      {rnd(y_shape, 14)});
+  EXPECT_GRADCHECK(
+      [&](const std::vector<Var>& v) { return ops::max_pool2d_gather(v[0], selection); },
+      {rnd(x_shape, 15)});
+  EXPECT_GRADCHECK(
+      [&](const std::vector<Var>& v) {
+        return ops::mean_pool2d_backward(v[0], x_shape, window, stride);
+      },
+      {rnd(y_shape, 16)});
+}
+
+TEST_P(PoolCases, BackwardPrimitivesAreAdjointsAndTheFirstOrderVjps) {
+  const PoolCase& c = GetParam();
+  const Tensor x = rnd(c.x, 17);
+  const ops::MaxPoolSelectionPtr selection = ops::max_pool2d_selection(x, c.window, c.stride);
+  const Tensor g = rnd(selection->output, 18), a = rnd(c.x, 19);
+  const Tensor scattered = ops::max_pool2d_backward(Var(g), selection).value();
+  const Tensor gathered = ops::max_pool2d_gather(Var(a), selection).value();
+  EXPECT_NEAR(dot(scattered, a), dot(g, gathered), 1e-12);
+  // Mean pooling and its backward are adjoint, rows no window reaches included.
+  const Tensor spread = ops::mean_pool2d_backward(Var(g), c.x, c.window, c.stride).value();
+  EXPECT_NEAR(dot(spread, a), dot(g, math::mean_pool2d(a, c.window, c.stride)), 1e-12);
+  // The gather at max_pool2d's own selection is max_pool2d.
+  EXPECT_EQ(ops::max_pool2d_gather(Var(x), selection).value().to_vector(),
+            math::max_pool2d(x, c.window, c.stride).to_vector());
+  // What the first-order VJPs send, with nothing recorded.
+  for (bool max : {true, false}) {
+    Graph graph;
+    const Var v = graph.variable(x);
+    const Var y =
+        max ? ops::max_pool2d(v, c.window, c.stride) : ops::mean_pool2d(v, c.window, c.stride);
+    const std::size_t before = graph.size();
+    y.backward(g);
+    EXPECT_EQ(graph.size(), before);
+    EXPECT_EQ(v.grad().to_vector(), (max ? scattered : spread).to_vector());
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, PoolCases, ::testing::ValuesIn(kPoolCases),
                          [](const auto& info) { return std::string(info.param.name); });
 
@@ -392,6 +441,51 @@ TEST(Pooling, BadInputIsATypedErrorAndRecordsNothing) {
     expect_rejected<ValueError>(call({1, 1, 4, 4}, 0, 1), "sizes must be >= 1");
     expect_rejected<ValueError>(call({1, 1, 4, 4}, 2, {1, -2}), "strides must be >= 1");
   }
+}
+
+TEST(MaxPool2d, TheSelectionIsWhereTheMaximaAre) {
+  const Tensor x = Tensor::from_vector({1, 1, 2, 4}, {5, 5, 1, 7, 5, 5, 7, 2}, DType::Float64);
+  const ops::MaxPoolSelectionPtr selection = ops::max_pool2d_selection(x, 2, 2);
+  EXPECT_EQ(selection->input, (Shape{1, 1, 2, 4}));
+  EXPECT_EQ(selection->output, (Shape{1, 1, 1, 2}));
+  EXPECT_EQ(selection->argmax, (std::vector<std::int32_t>{0, 3}));  // ties: the first
+}
+
+TEST(Pooling, BadInputToTheBackwardPrimitivesIsATypedError) {
+  const Shape x_shape{1, 2, 4, 4};
+  const ops::MaxPoolSelectionPtr good = ops::max_pool2d_selection(rnd(x_shape, 20), 2, 2);
+  auto with = [](Shape in, Shape out, std::vector<std::int32_t> argmax) {
+    return std::make_shared<const ops::MaxPoolSelection>(
+        ops::MaxPoolSelection{std::move(in), std::move(out), std::move(argmax)});
+  };
+  auto scatter = [](Shape gs, ops::MaxPoolSelectionPtr selection) {
+    return [=](Graph& g) { ops::max_pool2d_backward(g.variable(rnd(gs, 1)), selection); };
+  };
+  auto gather = [](Shape as, ops::MaxPoolSelectionPtr selection) {
+    return [=](Graph& g) { ops::max_pool2d_gather(g.variable(rnd(as, 1)), selection); };
+  };
+  expect_rejected<ValueError>(scatter({1, 2, 2, 2}, nullptr), "expects a max-pooling selection");
+  expect_rejected<ValueError>(gather(x_shape, nullptr), "expects a max-pooling selection");
+  expect_rejected<ShapeError>(scatter({1, 2, 2, 3}, good), "expected shape (1, 2, 2, 2)");
+  expect_rejected<ShapeError>(gather({1, 2, 4, 5}, good), "expected shape (1, 2, 4, 4)");
+  expect_rejected<ShapeError>(scatter({1, 1, 2}, with({1, 1, 4}, {1, 1, 2}, {0, 1})), "4-D");
+  expect_rejected<ShapeError>(scatter({1, 1, 1, 2}, with({1, 1, 2, 2}, {1, 1, 1, 2}, {0})),
+                              "got 1 offsets");
+  expect_rejected<ShapeError>(gather({2, 1, 2, 2}, with({2, 1, 2, 2}, {1, 1, 1, 1}, {0})),
+                              "the same (N, C)");
+  expect_rejected<ValueError>(scatter({1, 1, 1, 2}, with({1, 1, 2, 2}, {1, 1, 1, 2}, {0, 4})),
+                              "must lie in [0, 4)");
+  expect_rejected<ValueError>(gather({1, 1, 2, 2}, with({1, 1, 2, 2}, {1, 1, 1, 2}, {-1, 0})),
+                              "got -1");
+
+  auto spread = [](Shape gs, Shape xs, Size2 k, Size2 s) {
+    return [=](Graph& g) { ops::mean_pool2d_backward(g.variable(rnd(gs, 1)), xs, k, s); };
+  };
+  expect_rejected<ShapeError>(spread({1, 2, 2, 2}, {2, 4, 4}, 2, 2), "(2, 4, 4)");
+  expect_rejected<ShapeError>(spread({1, 2, 2, 3}, x_shape, 2, 2), "expected shape (1, 2, 2, 2)");
+  expect_rejected<ShapeError>(spread({1, 2, 2, 2}, x_shape, 5, 2), "at least that large");
+  expect_rejected<ValueError>(spread({1, 2, 2, 2}, x_shape, 0, 2), "sizes must be >= 1");
+  expect_rejected<ValueError>(spread({1, 2, 2, 2}, x_shape, 2, {2, 0}), "strides must be >= 1");
 }
 
 }  // namespace

@@ -24,12 +24,12 @@ struct SecondOrderCase {
   std::vector<Tensor> inputs;
 };
 
-// Convolution and the primitives its VJP is made of (Note [Convolution's
-// VJPs are convolutions]).
+// Convolution, pooling and the primitives their VJPs are made of (Note
+// [Convolution's VJPs are convolutions], Note [Pooling's VJPs are linear]).
 // The ops are linear in each input, so most cases square the result: then
 // the second derivative in the inputs is not zero, and the case checks the
 // VJP of the VJP (w.r.t. the upstream gradient) as well.
-void add_conv_cases(std::multimap<std::string, SecondOrderCase>& c) {
+void add_conv_and_pool_cases(std::multimap<std::string, SecondOrderCase>& c) {
   using V = const std::vector<Var>&;
   using ops::Padding2d;
   using ops::Size2;
@@ -78,6 +78,52 @@ void add_conv_cases(std::multimap<std::string, SecondOrderCase>& c) {
   c.insert({"conv2d_weight_grad",
             {weight_grad({3, 2, 3, 2}, 1, {1, 0, 0, 1}, true),
              {rnd({2, 2, 5, 4}, 121), rnd({2, 3, 4, 4}, 122)}}});
+
+  // Random normal inputs: no two equal in a window, so max pooling is
+  // differentiable there (and its second derivative in x is zero).
+  auto max_pool = [](Size2 window, Size2 stride, bool squared) {
+    return [=](V v) {
+      const Var y = ops::max_pool2d(v[0], window, stride);
+      return squared ? ops::square(y) : y;
+    };
+  };
+  c.insert({"max_pool2d", {max_pool(2, 2, false), {rnd({2, 2, 4, 5}, 123)}}});
+  c.insert({"max_pool2d", {max_pool(2, 2, true), {rnd({2, 2, 5, 4}, 124)}}});
+  c.insert({"max_pool2d", {max_pool(3, 1, true), {rnd({1, 2, 5, 5}, 125)}}});  // overlapping
+  const Tensor pooled = rnd({2, 2, 5, 5}, 126);
+  const ops::MaxPoolSelectionPtr overlapping = ops::max_pool2d_selection(pooled, 3, 1);
+  const ops::MaxPoolSelectionPtr strided = ops::max_pool2d_selection(pooled, {2, 3}, {3, 2});
+  for (const ops::MaxPoolSelectionPtr& selection : {overlapping, strided}) {
+    c.insert({"max_pool2d_backward",
+              {[selection](V v) { return ops::square(ops::max_pool2d_backward(v[0], selection)); },
+               {rnd(selection->output, 127)}}});
+    c.insert({"max_pool2d_gather",
+              {[selection](V v) { return ops::square(ops::max_pool2d_gather(v[0], selection)); },
+               {rnd(selection->input, 128)}}});
+  }
+  c.insert({"max_pool2d_backward",
+            {[overlapping](V v) { return ops::max_pool2d_backward(v[0], overlapping); },
+             {rnd(overlapping->output, 129)}}});
+
+  auto mean_pool = [](Size2 window, Size2 stride, bool squared) {
+    return [=](V v) {
+      const Var y = ops::mean_pool2d(v[0], window, stride);
+      return squared ? ops::square(y) : y;
+    };
+  };
+  c.insert({"mean_pool2d", {mean_pool(2, 2, false), {rnd({2, 2, 4, 4}, 130)}}});
+  // Windows larger than the stride (overlapping) and smaller (gaps between
+  // windows), with trailing rows and columns dropped.
+  c.insert({"mean_pool2d", {mean_pool(3, 2, true), {rnd({1, 2, 6, 6}, 131)}}});
+  c.insert({"mean_pool2d", {mean_pool({2, 1}, {3, 2}, true), {rnd({2, 1, 7, 6}, 132)}}});
+  auto mean_pool_backward = [](Shape x_shape, Size2 window, Size2 stride) {
+    return
+        [=](V v) { return ops::square(ops::mean_pool2d_backward(v[0], x_shape, window, stride)); };
+  };
+  c.insert(
+      {"mean_pool2d_backward", {mean_pool_backward({1, 2, 6, 6}, 3, 2), {rnd({1, 2, 2, 2}, 133)}}});
+  c.insert({"mean_pool2d_backward",
+            {mean_pool_backward({2, 1, 7, 6}, {2, 1}, {3, 2}), {rnd({2, 1, 2, 3}, 134)}}});
 }
 
 // One case (or more) per primitive of ops::catalog(), by name: the catalogue
@@ -125,7 +171,7 @@ std::multimap<std::string, SecondOrderCase> second_order_cases() {
   c.insert({"softmax", {[](V v) { return ops::softmax(v[0], 1); }, {a}}});
   c.insert({"softmax", {[](V v) { return ops::softmax(v[0], 0); }, {a}}});
   c.insert({"log_softmax", {[](V v) { return ops::log_softmax(v[0], -1); }, {a}}});
-  add_conv_cases(c);
+  add_conv_and_pool_cases(c);
   return c;
 }
 
@@ -150,6 +196,40 @@ TEST(SecondOrder, CompositionsOfPrimitivesMatchFiniteDifferences) {
   };
   EXPECT_GRADGRADCHECK(
       loss, {rnd({4, 3}, 11), rnd({3, 5}, 12), rnd({5}, 13), rnd({5, 2}, 14), rnd({4, 2}, 15)});
+}
+
+TEST(SecondOrder, ACnnLikeCompositionMatchesFiniteDifferences) {
+  // conv2d -> relu -> max_pool2d -> sum of squares, differentiated twice in
+  // the input and the filters. Random normal values: the maxima are
+  // distinct, and in a window whose values relu zeroes the gradient reaches
+  // no input whichever of them is chosen.
+  auto loss = [](const std::vector<Var>& v) {
+    const Var h = ops::relu(ops::conv2d(v[0], v[1], 1, {1, 1, 1, 1}));
+    return ops::sum(ops::square(ops::max_pool2d(h, 2, 2)));
+  };
+  EXPECT_GRADGRADCHECK(loss, {rnd({2, 2, 6, 6}, 140), rnd({3, 2, 3, 3}, 141)});
+}
+
+TEST(SecondOrder, MaxPoolingHasAZeroSecondDerivativeInItsInput) {
+  // Piecewise linear: the gradient of sum(max_pool2d(x) * c) in x is c routed
+  // to the maxima, the same for every x near this one. Differentiated again
+  // it gives zero in x, and in c the gather at the maxima: for windows that
+  // do not overlap, d sum(scatter(c)^2) / dc = 2 gather(scatter(c)) = 2 c.
+  Graph graph;
+  const Tensor c0 = rnd({1, 2, 2, 2}, 143);
+  const Var x = graph.variable(rnd({1, 2, 4, 4}, 142));
+  const Var c = graph.variable(c0);
+  const Var g = grad({ops::sum(ops::max_pool2d(x, 2, 2) * c)}, {x}, {}, true)[0];
+  EXPECT_STREQ(graph.impl()[g.vertex()].op->name, "max_pool2d_backward");
+  const std::vector<Var> h = grad({ops::sum(ops::square(g))}, {x, c});
+  EXPECT_EQ(math::max_abs_diff(h[0].value(), Tensor::zeros(x.shape(), DType::Float64)).abs, 0.0);
+  EXPECT_EQ(h[1].value().to_vector(), math::scale(c0, 2.0).to_vector());
+  // And the Hessian of the loss in x alone is zero along any direction.
+  auto loss = [c0](const std::vector<Var>& v) {
+    return ops::sum(ops::max_pool2d(v[0], 2, 2) * Var(c0));
+  };
+  const Tensor hv = hvp(loss, {rnd({1, 2, 4, 4}, 142)}, {rnd({1, 2, 4, 4}, 151)})[0];
+  EXPECT_EQ(math::max_abs_diff(hv, Tensor::zeros(hv.shape(), DType::Float64)).abs, 0.0);
 }
 
 TEST(SecondOrder, ConvolutionGradientsRecordTheirTwoPrimitives) {
