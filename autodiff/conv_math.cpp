@@ -21,10 +21,10 @@ std::string padding_text(const Padding2d& p) {
          std::to_string(p.left) + ", right " + std::to_string(p.right) + ")";
 }
 
-void check_nchw(const Tensor& x, const char* what) {
-  if (x.rank() != 4) {
+void check_nchw(const Shape& x, const char* what) {
+  if (x.size() != 4) {
     throw ShapeError(std::string(what) + " expects a 4-D input (N, C, H, W), got shape " +
-                     to_string(x.shape()));
+                     to_string(x));
   }
 }
 
@@ -154,25 +154,26 @@ void gather_from_nchw(const ConvGeometry& g, std::int64_t n0, std::int64_t n1, c
   }
 }
 
-ConvGeometry conv_geometry(const Tensor& x, const Tensor& w, Size2 stride,
-                           const Padding2d& padding) {
-  check_nchw(x, "conv2d");
-  if (w.rank() != 4) {
-    throw ShapeError("conv2d expects 4-D filters (F, C, KH, KW), got shape " +
-                     to_string(w.shape()));
+// The geometry of conv2d on an input of shape xs with filters of shape ws;
+// `what` names the op in errors.
+ConvGeometry conv_geometry(const Shape& xs, const Shape& ws, Size2 stride, const Padding2d& padding,
+                           const char* what) {
+  check_nchw(xs, what);
+  if (ws.size() != 4) {
+    throw ShapeError(std::string(what) + " expects 4-D filters (F, C, KH, KW), got shape " +
+                     to_string(ws));
   }
-  check_same_dtype(x, w, "conv2d");
-  const Shape& xs = x.shape();
-  const Shape& ws = w.shape();
   if (ws[1] != xs[1]) {
-    throw ShapeError("conv2d: filters of shape " + to_string(ws) + " expect " +
+    throw ShapeError(std::string(what) + ": filters of shape " + to_string(ws) + " expect " +
                      std::to_string(ws[1]) + " input channels, got an input of shape " +
                      to_string(xs) + " with " + std::to_string(xs[1]));
   }
-  const Size2 out = window_output_size({xs[2], xs[3]}, {ws[2], ws[3]}, stride, padding, "conv2d");
+  const Size2 out = window_output_size({xs[2], xs[3]}, {ws[2], ws[3]}, stride, padding, what);
   return {xs[0], xs[1], xs[2],    xs[3],    ws[0],       ws[2],       ws[3],
           out.h, out.w, stride.h, stride.w, padding.top, padding.left};
 }
+
+Shape output_shape(const ConvGeometry& g) { return {g.N, g.F, g.OH, g.OW}; }
 
 template <class T>
 void conv2d_forward(const ConvGeometry& g, const Tensor& x, const Tensor& w, Tensor& y) {
@@ -189,29 +190,44 @@ void conv2d_forward(const ConvGeometry& g, const Tensor& x, const Tensor& w, Ten
   });
 }
 
+// The gradients of conv2d that are wanted (gx needs w, gw needs x; the
+// other may be undefined): both in one pass over the groups of samples for a
+// first-order VJP, which shares gy's gathering between them, or one alone
+// for the primitives conv2d_input_grad and conv2d_weight_grad. Either way
+// each result comes from the same products in the same order: gx and gw are
+// the same bit for bit as when computed together.
 template <class T>
-Conv2dGrads conv2d_grads(const ConvGeometry& g, const Tensor& gy, const Tensor& x,
-                         const Tensor& w) {
+Conv2dGrads conv2d_grads(const ConvGeometry& g, const Tensor& gy, const Tensor& x, const Tensor& w,
+                         bool want_gx, bool want_gw) {
   const Groups groups = plan_groups(g);
-  const Tensor wm = w.reshape({g.F, g.rows()});
-  Tensor gx = Tensor::zeros(x.shape(), x.dtype());
-  std::vector<Tensor> gw_parts(static_cast<std::size_t>(groups.count));
+  const DType dtype = gy.dtype();
+  const Tensor wm = want_gx ? w.reshape({g.F, g.rows()}) : Tensor();
+  Tensor gx = want_gx ? Tensor::zeros({g.N, g.C, g.H, g.W}, dtype) : Tensor();
+  std::vector<Tensor> gw_parts(want_gw ? static_cast<std::size_t>(groups.count) : 0);
   parallel_for(groups.count, 1, [&](std::int64_t first, std::int64_t last) {
     for (std::int64_t k = first; k < last; ++k) {
       const std::int64_t n0 = k * groups.size, n1 = std::min(g.N, n0 + groups.size);
       const std::int64_t cols = (n1 - n0) * g.plane();
-      Tensor gy_group({g.F, cols}, x.dtype());
+      Tensor gy_group({g.F, cols}, dtype);
       gather_from_nchw(g, n0, n1, gy.data<T>(), gy_group.data<T>());
-      Tensor col({g.rows(), cols}, x.dtype());
-      im2col(g, x.data<T>(), n0, n1, col.data<T>());
-      gw_parts[k] = matmul(gy_group, col, false, true);
-      const Tensor gcol = matmul(wm, gy_group, true, false);
-      col2im_add(g, gcol.data<T>(), n0, n1, gx.data<T>());
+      if (want_gw) {
+        Tensor col({g.rows(), cols}, dtype);
+        im2col(g, x.data<T>(), n0, n1, col.data<T>());
+        gw_parts[k] = matmul(gy_group, col, false, true);
+      }
+      if (want_gx) {
+        const Tensor gcol = matmul(wm, gy_group, true, false);
+        col2im_add(g, gcol.data<T>(), n0, n1, gx.data<T>());
+      }
     }
   });
-  Tensor gw = gw_parts[0];
-  for (std::size_t k = 1; k < gw_parts.size(); ++k) add_inplace(gw, gw_parts[k]);
-  return {std::move(gx), gw.reshape(w.shape())};
+  Tensor gw;
+  if (want_gw) {
+    gw = gw_parts[0];
+    for (std::size_t k = 1; k < gw_parts.size(); ++k) add_inplace(gw, gw_parts[k]);
+    gw = gw.reshape({g.F, g.C, g.KH, g.KW});
+  }
+  return {std::move(gx), std::move(gw)};
 }
 
 // Pooling: windows never padded; each (n, c) plane is independent.
@@ -261,8 +277,9 @@ Size2 window_output_size(Size2 input, Size2 window, Size2 stride, const Padding2
 }
 
 Tensor conv2d(const Tensor& x, const Tensor& w, Size2 stride, const Padding2d& padding) {
-  const ConvGeometry g = conv_geometry(x, w, stride, padding);
-  Tensor y({g.N, g.F, g.OH, g.OW}, x.dtype());
+  const ConvGeometry g = conv_geometry(x.shape(), w.shape(), stride, padding, "conv2d");
+  check_same_dtype(x, w, "conv2d");
+  Tensor y(output_shape(g), x.dtype());
   if (y.size() == 0) return y;
   dispatch(x.dtype(), [&](auto zero) { conv2d_forward<decltype(zero)>(g, x, w, y); });
   return y;
@@ -270,15 +287,46 @@ Tensor conv2d(const Tensor& x, const Tensor& w, Size2 stride, const Padding2d& p
 
 Conv2dGrads conv2d_backward(const Tensor& gy, const Tensor& x, const Tensor& w, Size2 stride,
                             const Padding2d& padding) {
-  const ConvGeometry g = conv_geometry(x, w, stride, padding);
-  check_same_shape({g.N, g.F, g.OH, g.OW}, gy.shape(), "conv2d_backward: gy");
+  const ConvGeometry g = conv_geometry(x.shape(), w.shape(), stride, padding, "conv2d");
+  check_same_dtype(x, w, "conv2d");
+  check_same_shape(output_shape(g), gy.shape(), "conv2d_backward: gy");
   check_same_dtype(x, gy, "conv2d_backward");
   if (g.N == 0) return {Tensor::zeros(x.shape(), x.dtype()), Tensor::zeros(w.shape(), w.dtype())};
-  return dispatch(x.dtype(), [&](auto zero) { return conv2d_grads<decltype(zero)>(g, gy, x, w); });
+  return dispatch(x.dtype(), [&](auto zero) {
+    return conv2d_grads<decltype(zero)>(g, gy, x, w, /*want_gx=*/true, /*want_gw=*/true);
+  });
+}
+
+Tensor conv2d_input_grad(const Tensor& gy, const Tensor& w, const Shape& x_shape, Size2 stride,
+                         const Padding2d& padding) {
+  const ConvGeometry g = conv_geometry(x_shape, w.shape(), stride, padding, "conv2d_input_grad");
+  check_same_shape(output_shape(g), gy.shape(),
+                   "conv2d_input_grad: the upstream gradient (conv2d's output shape for an input "
+                   "of shape " +
+                       to_string(x_shape) + ")");
+  check_same_dtype(gy, w, "conv2d_input_grad");
+  if (g.N == 0) return Tensor::zeros(x_shape, gy.dtype());
+  return dispatch(gy.dtype(), [&](auto zero) {
+    return conv2d_grads<decltype(zero)>(g, gy, Tensor(), w, /*want_gx=*/true, /*want_gw=*/false).gx;
+  });
+}
+
+Tensor conv2d_weight_grad(const Tensor& x, const Tensor& gy, const Shape& w_shape, Size2 stride,
+                          const Padding2d& padding) {
+  const ConvGeometry g = conv_geometry(x.shape(), w_shape, stride, padding, "conv2d_weight_grad");
+  check_same_shape(output_shape(g), gy.shape(),
+                   "conv2d_weight_grad: the upstream gradient (conv2d's output shape for filters "
+                   "of shape " +
+                       to_string(w_shape) + ")");
+  check_same_dtype(x, gy, "conv2d_weight_grad");
+  if (g.N == 0) return Tensor::zeros(w_shape, gy.dtype());
+  return dispatch(gy.dtype(), [&](auto zero) {
+    return conv2d_grads<decltype(zero)>(g, gy, x, Tensor(), /*want_gx=*/false, /*want_gw=*/true).gw;
+  });
 }
 
 Tensor max_pool2d(const Tensor& x, Size2 window, Size2 stride, std::vector<std::int32_t>* argmax) {
-  check_nchw(x, "max_pool2d");
+  check_nchw(x.shape(), "max_pool2d");
   const PoolGeometry p = pool_geometry(x.shape(), window, stride, "max_pool2d");
   if (p.H * p.W > std::numeric_limits<std::int32_t>::max()) {
     throw ShapeError("max_pool2d expects planes of at most 2^31 - 1 elements, got " +
@@ -345,8 +393,32 @@ Tensor max_pool2d_backward(const Tensor& gy, const std::vector<std::int32_t>& ar
   return gx;
 }
 
+Tensor max_pool2d_gather(const Tensor& a, const std::vector<std::int32_t>& argmax,
+                         const Shape& y_shape) {
+  if (y_shape.size() != 4 || a.rank() != 4 || a.shape()[0] != y_shape[0] ||
+      a.shape()[1] != y_shape[1] || static_cast<std::int64_t>(argmax.size()) != numel(y_shape)) {
+    throw ShapeError("max_pool2d_gather: a tensor of shape " + to_string(a.shape()) +
+                     " does not fit a pooled shape " + to_string(y_shape) + " and " +
+                     std::to_string(argmax.size()) + " recorded maxima");
+  }
+  Tensor y(y_shape, a.dtype());
+  const std::int64_t in_plane = a.shape()[2] * a.shape()[3];
+  const std::int64_t out_plane = y_shape[2] * y_shape[3];
+  const PoolGeometry p{y_shape[0] * y_shape[1], a.shape()[2], a.shape()[3], 0, 0, 0, 0, 0, 0};
+  dispatch(a.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* from = a.data<T>();
+    T* to = y.data<T>();
+    for_each_plane(p, [&](std::int64_t q) {
+      for (std::int64_t o = q * out_plane; o < (q + 1) * out_plane; ++o)
+        to[o] = from[q * in_plane + argmax[static_cast<std::size_t>(o)]];
+    });
+  });
+  return y;
+}
+
 Tensor mean_pool2d(const Tensor& x, Size2 window, Size2 stride) {
-  check_nchw(x, "mean_pool2d");
+  check_nchw(x.shape(), "mean_pool2d");
   const PoolGeometry p = pool_geometry(x.shape(), window, stride, "mean_pool2d");
   Tensor y(pooled_shape(x.shape(), p), x.dtype());
   dispatch(x.dtype(), [&](auto zero) {

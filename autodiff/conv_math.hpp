@@ -50,19 +50,34 @@ struct Conv2dGrads {
 };
 Conv2dGrads conv2d_backward(const Tensor& gy, const Tensor& x, const Tensor& w, Size2 stride,
                             const Padding2d& padding);
+/// gx alone: the adjoint of conv2d in x (a transposed convolution of gy with
+/// w), for an input of shape x_shape. The input's size is a parameter: with
+/// a stride > 1 several input sizes give the same output size.
+Tensor conv2d_input_grad(const Tensor& gy, const Tensor& w, const Shape& x_shape, Size2 stride,
+                         const Padding2d& padding);
+/// gw alone: the adjoint of conv2d in w, for filters of shape w_shape.
+Tensor conv2d_weight_grad(const Tensor& x, const Tensor& gy, const Shape& w_shape, Size2 stride,
+                          const Padding2d& padding);
 
 /// Maximum of each window; `argmax` (when given) receives, per output
 /// element, the flat offset within its (height, width) plane of the input
 /// element chosen: the first maximum in row-major window order.
 Tensor max_pool2d(const Tensor& x, Size2 window, Size2 stride,
                   std::vector<std::int32_t>* argmax = nullptr);
-/// Routes each upstream gradient to the input element `argmax` recorded.
+/// Routes each upstream gradient to the input element `argmax` recorded
+/// (summed where windows overlap). The offsets must lie within a plane of
+/// x_shape, as max_pool2d makes them: they are not checked here.
 Tensor max_pool2d_backward(const Tensor& gy, const std::vector<std::int32_t>& argmax,
                            const Shape& x_shape);
+/// The adjoint of max_pool2d_backward: y[n, c, o] = a[n, c, argmax[o]], of
+/// shape y_shape (a has the input's shape; offsets as above, unchecked).
+Tensor max_pool2d_gather(const Tensor& a, const std::vector<std::int32_t>& argmax,
+                         const Shape& y_shape);
 
 /// Mean of each window.
 Tensor mean_pool2d(const Tensor& x, Size2 window, Size2 stride);
-/// Spreads each upstream gradient evenly over its window.
+/// Spreads each upstream gradient evenly over its window: the adjoint of
+/// mean_pool2d (rows and columns no window covers get zero).
 Tensor mean_pool2d_backward(const Tensor& gy, const Shape& x_shape, Size2 window, Size2 stride);
 
 }  // namespace npdl::math

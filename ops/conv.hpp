@@ -1,6 +1,10 @@
 #pragma once
 // Convolution and pooling ops on NCHW graph values (ops/conv.cpp,
 // ops/pool.cpp). Their kernels are in autodiff/conv_math.hpp.
+#include <cstdint>
+#include <memory>
+#include <vector>
+
 #include "autodiff/conv_math.hpp"
 #include "autodiff/graph.hpp"
 
@@ -16,6 +20,21 @@ using math::Size2;
 /// than the padded input; ValueError for stride < 1 or padding < 0.
 Var conv2d(const Var& x, const Var& w, Size2 stride = 1, Padding2d padding = {});
 
+// The two halves of conv2d's VJP as primitives, so that a gradient recorded
+// under create_graph can be differentiated again, to any order. Both are
+// bilinear and adjoint to conv2d, so their own VJPs are conv2d and each other.
+
+/// gx = d<conv2d(x, w), g>/dx for an input of shape x_shape (a transposed
+/// convolution). The input's shape is a parameter: with a stride > 1 it is
+/// not determined by g's. Throws ShapeError when g is not conv2d's output
+/// shape for x_shape and w (and as conv2d for the rest).
+Var conv2d_input_grad(const Var& g, const Var& w, const Shape& x_shape, Size2 stride = 1,
+                      Padding2d padding = {});
+/// gw = d<conv2d(x, w), g>/dw for filters of shape w_shape. Throws as
+/// conv2d_input_grad.
+Var conv2d_weight_grad(const Var& x, const Var& g, const Shape& w_shape, Size2 stride = 1,
+                       Padding2d padding = {});
+
 /// Maximum over each window of `window` moved by `stride` (no padding;
 /// trailing rows and columns that do not fill a window are dropped). Its VJP
 /// routes each gradient to the window's maximum; on ties, to the first one
@@ -23,5 +42,34 @@ Var conv2d(const Var& x, const Var& w, Size2 stride = 1, Padding2d padding = {})
 Var max_pool2d(const Var& x, Size2 window, Size2 stride);
 /// Mean over each window (as max_pool2d, without padding).
 Var mean_pool2d(const Var& x, Size2 window, Size2 stride);
+
+/// Where max_pool2d found each window's maximum: per output element, the
+/// flat offset within its (height, width) plane of the input element chosen.
+/// To max_pool2d's VJP it is a constant: max pooling is piecewise linear.
+struct MaxPoolSelection {
+  Shape input, output;  // x's and y's shapes
+  std::vector<std::int32_t> argmax;
+};
+using MaxPoolSelectionPtr = std::shared_ptr<const MaxPoolSelection>;
+
+/// The selection max_pool2d(x, window, stride) makes (and its VJP uses).
+MaxPoolSelectionPtr max_pool2d_selection(const Tensor& x, Size2 window, Size2 stride);
+
+/// max_pool2d's VJP as a primitive: g (the pooled shape) routed to the
+/// selected input elements, summed where windows overlap; zero elsewhere.
+/// Its VJP is max_pool2d_gather, and the gather's is this scatter again.
+/// Throws ShapeError when g or the selection do not fit, ValueError for an
+/// offset outside the plane or no selection.
+Var max_pool2d_backward(const Var& g, const MaxPoolSelectionPtr& selection);
+/// The adjoint of max_pool2d_backward: a (the input's shape) read at the
+/// selected elements, giving the pooled shape. Throws as max_pool2d_backward.
+Var max_pool2d_gather(const Var& a, const MaxPoolSelectionPtr& selection);
+
+/// mean_pool2d's VJP as a primitive: g / (kh * kw) spread over each window
+/// of an input of shape x_shape, summed where windows overlap (trailing rows
+/// and columns no window covers get zero). Its VJP is mean_pool2d: the two
+/// are adjoint. Throws as mean_pool2d, and ShapeError when g is not the
+/// pooled shape.
+Var mean_pool2d_backward(const Var& g, const Shape& x_shape, Size2 window, Size2 stride);
 
 }  // namespace npdl::ops

@@ -9,5 +9,7 @@ extern const OpInfo kSum, kMean;
 extern const OpInfo kReshape, kBroadcastTo, kTranspose;
 extern const OpInfo kMatmul;
 extern const OpInfo kRelu, kSigmoid, kTanh, kSoftplus, kLeakyRelu, kElu, kSoftmax, kLogSoftmax;
-extern const OpInfo kConv2d, kMaxPool2d, kMeanPool2d;
+extern const OpInfo kConv2d, kConv2dInputGrad, kConv2dWeightGrad;
+extern const OpInfo kMaxPool2d, kMaxPool2dBackward, kMaxPool2dGather, kMeanPool2d,
+    kMeanPool2dBackward;
 }  // namespace npdl::ops::info

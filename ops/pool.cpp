@@ -1,5 +1,7 @@
-// Pooling ops: forward, VJP and formula text.
+// Pooling ops and the primitives their VJPs are made of: forward, VJP and
+// formula text.
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "autodiff/conv_math.hpp"
@@ -11,36 +13,132 @@ namespace npdl::ops {
 using detail::record;
 
 namespace info {
-const OpInfo kMaxPool2d{"max_pool2d",
-                        "y[n,c,oh,ow] = max of x over the window at (oh*sh, ow*sw)",
-                        "ga = g routed to each window's maximum (ties: the first in row-major "
-                        "window order), summed where windows overlap",
-                        false,
-                        0,
-                        /*twice_differentiable=*/false};
+const OpInfo kMaxPool2d{"max_pool2d", "y[n,c,oh,ow] = max of x over the window at (oh*sh, ow*sw)",
+                        "ga = max_pool2d_backward(g): g routed to each window's maximum (ties: "
+                        "the first in row-major window order), summed where windows overlap"};
+const OpInfo kMaxPool2dBackward{
+    "max_pool2d_backward",
+    "gx = g scattered to the maxima max_pool2d selected (a constant), summed where windows overlap",
+    "gg = max_pool2d_gather(u): the upstream read at the same maxima"};
+const OpInfo kMaxPool2dGather{"max_pool2d_gather",
+                              "y[n,c,o] = a[n,c,argmax[o]] at the maxima max_pool2d selected",
+                              "ga = max_pool2d_backward(g): g scattered to the same maxima"};
 const OpInfo kMeanPool2d{"mean_pool2d",
                          "y[n,c,oh,ow] = mean of x over the window at (oh*sh, ow*sw)",
-                         "ga = g / (kh*kw) spread over each window, summed where windows overlap",
-                         false,
-                         0,
-                         /*twice_differentiable=*/false};
+                         "ga = mean_pool2d_backward(g): g / (kh*kw) spread over each window, "
+                         "summed where windows overlap"};
+const OpInfo kMeanPool2dBackward{
+    "mean_pool2d_backward",
+    "gx = g / (kh*kw) spread over each window, summed where windows overlap (zero where no window "
+    "reaches)",
+    "gg = mean_pool2d(u): the two are adjoint"};
 }  // namespace info
+
+// Note [Pooling's VJPs are linear]
+// Both poolings are linear in x once max pooling's selection (which element
+// of each window is the maximum) is fixed, and it is fixed almost
+// everywhere: a constant of the VJP. Each VJP is then a linear map of g
+// whose own VJP is its adjoint: the scatter to the selected elements and the
+// gather from them for max pooling, the spread over windows and mean pooling
+// itself for mean pooling. Recorded under create_graph they differentiate
+// again to any order; the second derivative of max pooling in x is zero, as
+// it is for any piecewise linear function.
+
+namespace {
+
+// The ops without the checks of a selection a user made: max_pool2d's VJP
+// and these two's pass the selection max_pool2d made.
+Var scatter_to_maxima(const Var& g, const MaxPoolSelectionPtr& selection);
+
+Var gather_from_maxima(const Var& a, const MaxPoolSelectionPtr& selection) {
+  Tensor y = math::max_pool2d_gather(a.value(), selection->argmax, selection->output);
+  return record(
+      info::kMaxPool2dGather, {&a}, std::move(y), {},
+      [selection](const VjpArgs& c) -> Vars { return {scatter_to_maxima(c.grad, selection)}; });
+}
+
+Var scatter_to_maxima(const Var& g, const MaxPoolSelectionPtr& selection) {
+  Tensor gx = math::max_pool2d_backward(g.value(), selection->argmax, selection->input);
+  return record(
+      info::kMaxPool2dBackward, {&g}, std::move(gx), {},
+      [selection](const VjpArgs& c) -> Vars { return {gather_from_maxima(c.grad, selection)}; });
+}
+
+// A selection made outside max_pool2d: shapes that fit each other and
+// offsets inside the plane, before a kernel indexes with them.
+void check_selection(const MaxPoolSelectionPtr& selection, const char* what) {
+  if (!selection) {
+    throw ValueError(std::string(what) + " expects a max-pooling selection, got none");
+  }
+  const Shape& in = selection->input;
+  const Shape& out = selection->output;
+  if (in.size() != 4 || out.size() != 4 || in[0] != out[0] || in[1] != out[1] ||
+      static_cast<std::int64_t>(selection->argmax.size()) != numel(out)) {
+    throw ShapeError(std::string(what) + ": a selection from an input of shape " + to_string(in) +
+                     " to an output of shape " + to_string(out) +
+                     " expects 4-D shapes with the same (N, C) and one offset per output "
+                     "element, got " +
+                     std::to_string(selection->argmax.size()) + " offsets");
+  }
+  numel(in);  // sizes >= 0 whose product fits: the plane size below is safe
+  const std::int64_t plane = in[2] * in[3];
+  for (std::int32_t offset : selection->argmax) {
+    if (offset < 0 || offset >= plane) {
+      throw ValueError(std::string(what) + ": selection offsets must lie in [0, " +
+                       std::to_string(plane) + ") (a plane of " + to_string(in) + "), got " +
+                       std::to_string(offset));
+    }
+  }
+}
+
+}  // namespace
 
 Var max_pool2d(const Var& x, Size2 window, Size2 stride) {
   // The VJP needs only where each maximum was, not x itself.
-  auto argmax = std::make_shared<std::vector<std::int32_t>>();
-  Tensor y = math::max_pool2d(x.value(), window, stride, argmax.get());
-  return record(info::kMaxPool2d, {&x}, std::move(y), {}, [argmax](const VjpArgs& c) -> Vars {
-    return {Var(math::max_pool2d_backward(c.grad.value(), *argmax, c.input_shapes[0]))};
-  });
+  auto selection = std::make_shared<MaxPoolSelection>();
+  Tensor y = math::max_pool2d(x.value(), window, stride, &selection->argmax);
+  selection->input = x.shape();
+  selection->output = y.shape();
+  return record(info::kMaxPool2d, {&x}, std::move(y), {},
+                [selection = MaxPoolSelectionPtr(std::move(selection))](const VjpArgs& c) -> Vars {
+                  return {scatter_to_maxima(c.grad, selection)};
+                });
+}
+
+MaxPoolSelectionPtr max_pool2d_selection(const Tensor& x, Size2 window, Size2 stride) {
+  auto selection = std::make_shared<MaxPoolSelection>();
+  selection->output = math::max_pool2d(x, window, stride, &selection->argmax).shape();
+  selection->input = x.shape();
+  return selection;
+}
+
+Var max_pool2d_backward(const Var& g, const MaxPoolSelectionPtr& selection) {
+  check_selection(selection, "max_pool2d_backward");
+  check_same_shape(selection->output, g.shape(),
+                   "max_pool2d_backward: the upstream gradient (the selection's output shape)");
+  return scatter_to_maxima(g, selection);
+}
+
+Var max_pool2d_gather(const Var& a, const MaxPoolSelectionPtr& selection) {
+  check_selection(selection, "max_pool2d_gather");
+  check_same_shape(selection->input, a.shape(),
+                   "max_pool2d_gather: the tensor read (the selection's input shape)");
+  return gather_from_maxima(a, selection);
 }
 
 Var mean_pool2d(const Var& x, Size2 window, Size2 stride) {
   Tensor y = math::mean_pool2d(x.value(), window, stride);
+  return record(info::kMeanPool2d, {&x}, std::move(y), {},
+                [window, stride](const VjpArgs& c) -> Vars {
+                  return {mean_pool2d_backward(c.grad, c.input_shapes[0], window, stride)};
+                });
+}
+
+Var mean_pool2d_backward(const Var& g, const Shape& x_shape, Size2 window, Size2 stride) {
+  Tensor gx = math::mean_pool2d_backward(g.value(), x_shape, window, stride);
   return record(
-      info::kMeanPool2d, {&x}, std::move(y), {}, [window, stride](const VjpArgs& c) -> Vars {
-        return {Var(math::mean_pool2d_backward(c.grad.value(), c.input_shapes[0], window, stride))};
-      });
+      info::kMeanPool2dBackward, {&g}, std::move(gx), {},
+      [window, stride](const VjpArgs& c) -> Vars { return {mean_pool2d(c.grad, window, stride)}; });
 }
 
 }  // namespace npdl::ops

@@ -14,6 +14,16 @@ inline Var record(const OpInfo& info, std::initializer_list<const Var*> inputs, 
   return graph->record(info, inputs, std::move(value), std::move(saved), std::move(vjp));
 }
 
+/// Whether an op applied to `operands` would record: one of them is on a
+/// graph and gradients are enabled (in a VJP: under create_graph).
+inline bool records(std::initializer_list<const Var*> operands) {
+  if (!grad_enabled()) return false;
+  for (const Var* v : operands) {
+    if (v->tracked()) return true;
+  }
+  return false;
+}
+
 /// One formula, two ways of computing it: `compose` from ops (it records
 /// when an operand is on a graph: a VJP under create_graph), or `fused`, a
 /// single kernel giving the same values, when nothing would record (a
@@ -21,10 +31,7 @@ inline Var record(const OpInfo& info, std::initializer_list<const Var*> inputs, 
 /// never a different formula; gradgradcheck compares the two.
 template <class Fused, class Compose>
 Var fused_or(std::initializer_list<const Var*> operands, Fused&& fused, Compose&& compose) {
-  for (const Var* v : operands) {
-    if (v->tracked() && grad_enabled()) return compose();
-  }
-  return Var(fused());
+  return records(operands) ? compose() : Var(fused());
 }
 
 }  // namespace npdl::ops::detail

@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
+#include <memory>
 
 #include "autodiff/gradcheck_gtest.hpp"
 #include "npdl.hpp"
@@ -86,6 +88,47 @@ TEST_P(Conv2dCases, VjpMatchesFiniteDifferences) {
       {rnd(c.x, 3), rnd(c.w, 4)});
 }
 
+TEST_P(Conv2dCases, InputAndWeightGradsMatchFiniteDifferences) {
+  const ConvCase& c = GetParam();
+  const Size2 stride = c.stride;
+  const Padding2d padding = c.padding;
+  const Shape x_shape = c.x, w_shape = c.w;
+  const Shape y_shape = math::conv2d(rnd(c.x, 3), rnd(c.w, 4), stride, padding).shape();
+  EXPECT_GRADCHECK(
+      [&](const std::vector<Var>& v) {
+        return ops::conv2d_input_grad(v[0], v[1], x_shape, stride, padding);
+      },
+      {rnd(y_shape, 5), rnd(c.w, 6)});
+  EXPECT_GRADCHECK(
+      [&](const std::vector<Var>& v) {
+        return ops::conv2d_weight_grad(v[0], v[1], w_shape, stride, padding);
+      },
+      {rnd(c.x, 7), rnd(y_shape, 8)});
+}
+
+// <conv2d(x, w), g> = <x, conv2d_input_grad(g, w)> = <w, conv2d_weight_grad(x, g)>.
+double dot(const Tensor& a, const Tensor& b) { return math::sum(math::mul(a, b)).item(); }
+
+TEST_P(Conv2dCases, InputAndWeightGradsAreConv2dsAdjointsAndTheFusedKernelsHalves) {
+  const ConvCase& c = GetParam();
+  for (DType dtype : {DType::Float64, DType::Float32}) {
+    const Tensor x = rnd(c.x, 9, dtype), w = rnd(c.w, 10, dtype);
+    const Tensor y = math::conv2d(x, w, c.stride, c.padding);
+    const Tensor g = rnd(y.shape(), 11, dtype);
+    const Tensor gx = math::conv2d_input_grad(g, w, c.x, c.stride, c.padding);
+    const Tensor gw = math::conv2d_weight_grad(x, g, c.w, c.stride, c.padding);
+    const double tol = dtype == DType::Float64 ? 1e-12 : 1e-4;
+    const double yg = dot(y, g);
+    EXPECT_NEAR(dot(x, gx), yg, tol * (1 + std::abs(yg)));
+    EXPECT_NEAR(dot(w, gw), yg, tol * (1 + std::abs(yg)));
+    // Each alone is the same bit for bit as computed together at first order.
+    const math::Conv2dGrads both = math::conv2d_backward(g, x, w, c.stride, c.padding);
+    EXPECT_EQ(gx.dtype(), dtype);
+    EXPECT_EQ(gx.to_vector(), both.gx.to_vector());
+    EXPECT_EQ(gw.to_vector(), both.gw.to_vector());
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, Conv2dCases, ::testing::ValuesIn(kConvCases),
                          [](const auto& info) { return std::string(info.param.name); });
 
@@ -99,8 +142,10 @@ TEST(Conv2d, SameBitsAtAnyThreadCount) {
     set_num_threads(threads);
     const Tensor y = math::conv2d(x, w, 1, {1, 1, 1, 1});
     const auto g = math::conv2d_backward(gy, x, w, 1, {1, 1, 1, 1});
+    const Tensor gx = math::conv2d_input_grad(gy, w, x.shape(), 1, {1, 1, 1, 1});
+    const Tensor gw = math::conv2d_weight_grad(x, gy, w.shape(), 1, {1, 1, 1, 1});
     std::vector<double> all = y.to_vector();
-    for (const Tensor* t : {&g.gx, &g.gw}) {
+    for (const Tensor* t : {&g.gx, &g.gw, &gx, &gw}) {
       const auto v = t->to_vector();
       all.insert(all.end(), v.begin(), v.end());
     }
@@ -124,6 +169,46 @@ TEST(Conv2d, RecordsOneVertexWithItsCatalogueEntry) {
     EXPECT_TRUE(std::any_of(all.begin(), all.end(), [&](const OpInfo* op) {
       return std::string(op->name) == name;
     })) << name;
+  }
+}
+
+TEST(Conv2d, FirstOrderVjpRunsTheFusedKernelAndRecordsNothing) {
+  Graph graph;
+  const Tensor x0 = rnd({2, 2, 5, 5}, 12), w0 = rnd({3, 2, 3, 3}, 13);
+  const Var x = graph.variable(x0), w = graph.variable(w0);
+  const Var y = ops::conv2d(x, w, 2, {1, 1, 1, 1});
+  const Tensor g = rnd(y.shape(), 14);
+  const std::size_t before = graph.size();
+  y.backward(g);
+  EXPECT_EQ(graph.size(), before);
+  const math::Conv2dGrads fused = math::conv2d_backward(g, x0, w0, 2, {1, 1, 1, 1});
+  EXPECT_EQ(x.grad().to_vector(), fused.gx.to_vector());
+  EXPECT_EQ(w.grad().to_vector(), fused.gw.to_vector());
+}
+
+TEST(Conv2d, InputGradTakesTheInputShape) {
+  // A 3x3 filter with stride 2 gives 3x3 outputs from 7x7 and 8x8 inputs:
+  // the 8x8 gradient is the 7x7 one with a zero last row and column.
+  const Tensor w = rnd({2, 1, 3, 3}, 15), g = rnd({1, 2, 3, 3}, 16);
+  const Tensor g7 = math::conv2d_input_grad(g, w, {1, 1, 7, 7}, 2, {});
+  const Tensor g8 = math::conv2d_input_grad(g, w, {1, 1, 8, 8}, 2, {});
+  ASSERT_EQ(g8.shape(), (Shape{1, 1, 8, 8}));
+  for (std::int64_t i = 0; i < 8; ++i) {
+    for (std::int64_t j = 0; j < 8; ++j) {
+      EXPECT_EQ(g8.at({0, 0, i, j}), i < 7 && j < 7 ? g7.at({0, 0, i, j}) : 0.0) << i << ", " << j;
+    }
+  }
+}
+
+TEST(Conv2d, TheGradientPrimitivesAreInTheCatalogue) {
+  const auto& all = ops::catalog();
+  for (const char* name : {"conv2d_input_grad", "conv2d_weight_grad", "max_pool2d_backward",
+                           "max_pool2d_gather", "mean_pool2d_backward"}) {
+    const auto it = std::find_if(all.begin(), all.end(),
+                                 [&](const OpInfo* op) { return std::string(op->name) == name; });
+    ASSERT_NE(it, all.end()) << name;
+    EXPECT_TRUE((*it)->twice_differentiable) << name;
+    EXPECT_GT(std::string((*it)->vjp).size(), 0u) << name;
   }
 }
 
@@ -162,6 +247,55 @@ TEST(Conv2d, BadInputIsATypedErrorAndRecordsNothing) {
                         {1, 0, 1, 0})
                 .shape(),
             (Shape{1, 1, 1, 1}));
+}
+
+TEST(Conv2d, BadInputToTheGradientPrimitivesIsATypedError) {
+  // conv2d_input_grad(g, w, x_shape) and conv2d_weight_grad(x, g, w_shape)
+  // on shapes whose conv2d gives y_shape.
+  auto input_grad = [](Shape gs, Shape ws, Shape x_shape, Size2 stride = 1, Padding2d pad = {},
+                       DType w_dtype = DType::Float64) {
+    return [=](Graph& g) {
+      ops::conv2d_input_grad(g.variable(rnd(gs, 1)), g.variable(rnd(ws, 2, w_dtype)), x_shape,
+                             stride, pad);
+    };
+  };
+  expect_rejected<ShapeError>(input_grad({1, 4, 3, 3}, {4, 3, 3, 3}, {1, 3, 5}), "(1, 3, 5)");
+  expect_rejected<ShapeError>(input_grad({1, 4, 3, 3}, {4, 3, 3}, {1, 3, 5, 5}), "(4, 3, 3)");
+  expect_rejected<ShapeError>(input_grad({1, 4, 3, 3}, {4, 3, 3, 3}, {1, 2, 5, 5}),
+                              "expect 3 input channels");
+  expect_rejected<ShapeError>(input_grad({1, 4, 4, 3}, {4, 3, 3, 3}, {1, 3, 5, 5}),
+                              "conv2d_input_grad: the upstream gradient");
+  expect_rejected<ShapeError>(input_grad({2, 4, 3, 3}, {4, 3, 3, 3}, {1, 3, 5, 5}),
+                              "expected shape (1, 4, 3, 3), got (2, 4, 3, 3)");
+  expect_rejected<ShapeError>(input_grad({1, 4, 3, 3}, {4, 3, 6, 3}, {1, 3, 5, 5}),
+                              "padded to (5, 5)");
+  expect_rejected<ValueError>(input_grad({1, 4, 3, 3}, {4, 3, 3, 3}, {1, 3, 5, 5}, {1, 0}),
+                              "strides must be >= 1");
+  expect_rejected<ValueError>(
+      input_grad({1, 4, 3, 3}, {4, 3, 3, 3}, {1, 3, 5, 5}, 1, {0, 0, -1, 0}),
+      "padding must be >= 0");
+  expect_rejected<DTypeError>(
+      input_grad({1, 4, 3, 3}, {4, 3, 3, 3}, {1, 3, 5, 5}, 1, {}, DType::Float32), "one dtype");
+
+  auto weight_grad = [](Shape xs, Shape gs, Shape w_shape, Size2 stride = 1, Padding2d pad = {},
+                        DType g_dtype = DType::Float64) {
+    return [=](Graph& g) {
+      ops::conv2d_weight_grad(g.variable(rnd(xs, 1)), g.variable(rnd(gs, 2, g_dtype)), w_shape,
+                              stride, pad);
+    };
+  };
+  expect_rejected<ShapeError>(weight_grad({3, 5, 5}, {1, 4, 3, 3}, {4, 3, 3, 3}), "(3, 5, 5)");
+  expect_rejected<ShapeError>(weight_grad({1, 3, 5, 5}, {1, 4, 3, 3}, {4, 3, 3}), "(4, 3, 3)");
+  expect_rejected<ShapeError>(weight_grad({1, 3, 5, 5}, {1, 4, 3, 3}, {4, 2, 3, 3}),
+                              "expect 2 input channels");
+  expect_rejected<ShapeError>(weight_grad({1, 3, 5, 5}, {1, 5, 3, 3}, {4, 3, 3, 3}),
+                              "conv2d_weight_grad: the upstream gradient");
+  expect_rejected<ValueError>(weight_grad({1, 3, 5, 5}, {1, 4, 3, 3}, {4, 3, 0, 3}),
+                              "sizes must be >= 1");
+  expect_rejected<ValueError>(weight_grad({1, 3, 5, 5}, {1, 4, 3, 3}, {4, 3, 3, 3}, {1, -1}),
+                              "strides must be >= 1");
+  expect_rejected<DTypeError>(
+      weight_grad({1, 3, 5, 5}, {1, 4, 3, 3}, {4, 3, 3, 3}, 1, {}, DType::Float32), "one dtype");
 }
 
 // The definition of pooling, loop by loop (no padding, trailing rows dropped).
@@ -224,6 +358,53 @@ TEST_P(PoolCases, VjpsMatchFiniteDifferences) {
       [&](const std::vector<Var>& v) { return ops::mean_pool2d(v[0], window, stride); }, {x});
 }
 
+TEST_P(PoolCases, BackwardPrimitivesMatchFiniteDifferences) {
+  const PoolCase& c = GetParam();
+  const Size2 window = c.window, stride = c.stride;
+  const Shape x_shape = c.x;
+  const ops::MaxPoolSelectionPtr selection =
+      ops::max_pool2d_selection(rnd(c.x, 13), window, stride);
+  const Shape y_shape = selection->output;
+  EXPECT_GRADCHECK(
+      [&](const std::vector<Var>& v) { return ops::max_pool2d_backward(v[0], selection); },
+      {rnd(y_shape, 14)});
+  EXPECT_GRADCHECK(
+      [&](const std::vector<Var>& v) { return ops::max_pool2d_gather(v[0], selection); },
+      {rnd(x_shape, 15)});
+  EXPECT_GRADCHECK(
+      [&](const std::vector<Var>& v) {
+        return ops::mean_pool2d_backward(v[0], x_shape, window, stride);
+      },
+      {rnd(y_shape, 16)});
+}
+
+TEST_P(PoolCases, BackwardPrimitivesAreAdjointsAndTheFirstOrderVjps) {
+  const PoolCase& c = GetParam();
+  const Tensor x = rnd(c.x, 17);
+  const ops::MaxPoolSelectionPtr selection = ops::max_pool2d_selection(x, c.window, c.stride);
+  const Tensor g = rnd(selection->output, 18), a = rnd(c.x, 19);
+  const Tensor scattered = ops::max_pool2d_backward(Var(g), selection).value();
+  const Tensor gathered = ops::max_pool2d_gather(Var(a), selection).value();
+  EXPECT_NEAR(dot(scattered, a), dot(g, gathered), 1e-12);
+  // Mean pooling and its backward are adjoint, rows no window reaches included.
+  const Tensor spread = ops::mean_pool2d_backward(Var(g), c.x, c.window, c.stride).value();
+  EXPECT_NEAR(dot(spread, a), dot(g, math::mean_pool2d(a, c.window, c.stride)), 1e-12);
+  // The gather at max_pool2d's own selection is max_pool2d.
+  EXPECT_EQ(ops::max_pool2d_gather(Var(x), selection).value().to_vector(),
+            math::max_pool2d(x, c.window, c.stride).to_vector());
+  // What the first-order VJPs send, with nothing recorded.
+  for (bool max : {true, false}) {
+    Graph graph;
+    const Var v = graph.variable(x);
+    const Var y =
+        max ? ops::max_pool2d(v, c.window, c.stride) : ops::mean_pool2d(v, c.window, c.stride);
+    const std::size_t before = graph.size();
+    y.backward(g);
+    EXPECT_EQ(graph.size(), before);
+    EXPECT_EQ(v.grad().to_vector(), (max ? scattered : spread).to_vector());
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, PoolCases, ::testing::ValuesIn(kPoolCases),
                          [](const auto& info) { return std::string(info.param.name); });
 
@@ -260,6 +441,51 @@ TEST(Pooling, BadInputIsATypedErrorAndRecordsNothing) {
     expect_rejected<ValueError>(call({1, 1, 4, 4}, 0, 1), "sizes must be >= 1");
     expect_rejected<ValueError>(call({1, 1, 4, 4}, 2, {1, -2}), "strides must be >= 1");
   }
+}
+
+TEST(MaxPool2d, TheSelectionIsWhereTheMaximaAre) {
+  const Tensor x = Tensor::from_vector({1, 1, 2, 4}, {5, 5, 1, 7, 5, 5, 7, 2}, DType::Float64);
+  const ops::MaxPoolSelectionPtr selection = ops::max_pool2d_selection(x, 2, 2);
+  EXPECT_EQ(selection->input, (Shape{1, 1, 2, 4}));
+  EXPECT_EQ(selection->output, (Shape{1, 1, 1, 2}));
+  EXPECT_EQ(selection->argmax, (std::vector<std::int32_t>{0, 3}));  // ties: the first
+}
+
+TEST(Pooling, BadInputToTheBackwardPrimitivesIsATypedError) {
+  const Shape x_shape{1, 2, 4, 4};
+  const ops::MaxPoolSelectionPtr good = ops::max_pool2d_selection(rnd(x_shape, 20), 2, 2);
+  auto with = [](Shape in, Shape out, std::vector<std::int32_t> argmax) {
+    return std::make_shared<const ops::MaxPoolSelection>(
+        ops::MaxPoolSelection{std::move(in), std::move(out), std::move(argmax)});
+  };
+  auto scatter = [](Shape gs, ops::MaxPoolSelectionPtr selection) {
+    return [=](Graph& g) { ops::max_pool2d_backward(g.variable(rnd(gs, 1)), selection); };
+  };
+  auto gather = [](Shape as, ops::MaxPoolSelectionPtr selection) {
+    return [=](Graph& g) { ops::max_pool2d_gather(g.variable(rnd(as, 1)), selection); };
+  };
+  expect_rejected<ValueError>(scatter({1, 2, 2, 2}, nullptr), "expects a max-pooling selection");
+  expect_rejected<ValueError>(gather(x_shape, nullptr), "expects a max-pooling selection");
+  expect_rejected<ShapeError>(scatter({1, 2, 2, 3}, good), "expected shape (1, 2, 2, 2)");
+  expect_rejected<ShapeError>(gather({1, 2, 4, 5}, good), "expected shape (1, 2, 4, 4)");
+  expect_rejected<ShapeError>(scatter({1, 1, 2}, with({1, 1, 4}, {1, 1, 2}, {0, 1})), "4-D");
+  expect_rejected<ShapeError>(scatter({1, 1, 1, 2}, with({1, 1, 2, 2}, {1, 1, 1, 2}, {0})),
+                              "got 1 offsets");
+  expect_rejected<ShapeError>(gather({2, 1, 2, 2}, with({2, 1, 2, 2}, {1, 1, 1, 1}, {0})),
+                              "the same (N, C)");
+  expect_rejected<ValueError>(scatter({1, 1, 1, 2}, with({1, 1, 2, 2}, {1, 1, 1, 2}, {0, 4})),
+                              "must lie in [0, 4)");
+  expect_rejected<ValueError>(gather({1, 1, 2, 2}, with({1, 1, 2, 2}, {1, 1, 1, 2}, {-1, 0})),
+                              "got -1");
+
+  auto spread = [](Shape gs, Shape xs, Size2 k, Size2 s) {
+    return [=](Graph& g) { ops::mean_pool2d_backward(g.variable(rnd(gs, 1)), xs, k, s); };
+  };
+  expect_rejected<ShapeError>(spread({1, 2, 2, 2}, {2, 4, 4}, 2, 2), "(2, 4, 4)");
+  expect_rejected<ShapeError>(spread({1, 2, 2, 3}, x_shape, 2, 2), "expected shape (1, 2, 2, 2)");
+  expect_rejected<ShapeError>(spread({1, 2, 2, 2}, x_shape, 5, 2), "at least that large");
+  expect_rejected<ValueError>(spread({1, 2, 2, 2}, x_shape, 0, 2), "sizes must be >= 1");
+  expect_rejected<ValueError>(spread({1, 2, 2, 2}, x_shape, 2, {2, 0}), "strides must be >= 1");
 }
 
 }  // namespace

@@ -24,6 +24,108 @@ struct SecondOrderCase {
   std::vector<Tensor> inputs;
 };
 
+// Convolution, pooling and the primitives their VJPs are made of (Note
+// [Convolution's VJPs are convolutions], Note [Pooling's VJPs are linear]).
+// The ops are linear in each input, so most cases square the result: then
+// the second derivative in the inputs is not zero, and the case checks the
+// VJP of the VJP (w.r.t. the upstream gradient) as well.
+void add_conv_and_pool_cases(std::multimap<std::string, SecondOrderCase>& c) {
+  using V = const std::vector<Var>&;
+  using ops::Padding2d;
+  using ops::Size2;
+  auto conv = [](Size2 stride, Padding2d padding, bool squared) {
+    return [=](V v) {
+      const Var y = ops::conv2d(v[0], v[1], stride, padding);
+      return squared ? ops::square(y) : y;
+    };
+  };
+  c.insert({"conv2d", {conv(1, {}, false), {rnd({2, 2, 5, 5}, 101), rnd({3, 2, 3, 3}, 102)}}});
+  c.insert({"conv2d", {conv(1, {}, true), {rnd({1, 2, 4, 5}, 103), rnd({2, 2, 2, 3}, 104)}}});
+  c.insert({"conv2d",  // stride 2, padded; the last row and column are in no window
+            {conv(2, {1, 1, 1, 1}, true), {rnd({2, 2, 6, 6}, 105), rnd({2, 2, 3, 3}, 106)}}});
+  c.insert({"conv2d",  // a stride per axis, asymmetric padding
+            {conv({2, 1}, {0, 1, 2, 0}, false), {rnd({1, 2, 5, 4}, 107), rnd({3, 2, 2, 3}, 108)}}});
+  c.insert({"conv2d",  // 1x1 filter
+            {conv(1, {}, true), {rnd({2, 3, 4, 4}, 109), rnd({2, 3, 1, 1}, 110)}}});
+  c.insert({"conv2d",  // 1x1 filter, stride 2
+            {conv(2, {}, true), {rnd({1, 2, 5, 5}, 111), rnd({3, 2, 1, 1}, 112)}}});
+  c.insert({"conv2d",  // one channel
+            {conv(1, {1, 1, 1, 1}, true), {rnd({2, 1, 4, 4}, 113), rnd({2, 1, 3, 3}, 114)}}});
+
+  // The input's size is a parameter: 8 x 7 and 7 x 7 both give 3 x 3 with a
+  // 3 x 3 filter and stride 2, and the last row of 8 gets no gradient.
+  auto input_grad = [](Shape x_shape, Size2 stride, Padding2d padding, bool squared) {
+    return [=](V v) {
+      const Var gx = ops::conv2d_input_grad(v[0], v[1], x_shape, stride, padding);
+      return squared ? ops::square(gx) : gx;
+    };
+  };
+  c.insert(
+      {"conv2d_input_grad",
+       {input_grad({1, 2, 8, 7}, 2, {}, false), {rnd({1, 3, 3, 3}, 115), rnd({3, 2, 3, 3}, 116)}}});
+  c.insert({"conv2d_input_grad",
+            {input_grad({2, 2, 5, 4}, 1, {1, 0, 0, 1}, true),
+             {rnd({2, 3, 4, 4}, 117), rnd({3, 2, 3, 2}, 118)}}});
+  auto weight_grad = [](Shape w_shape, Size2 stride, Padding2d padding, bool squared) {
+    return [=](V v) {
+      const Var gw = ops::conv2d_weight_grad(v[0], v[1], w_shape, stride, padding);
+      return squared ? ops::square(gw) : gw;
+    };
+  };
+  c.insert({"conv2d_weight_grad",
+            {weight_grad({3, 2, 3, 3}, 2, {}, false),
+             {rnd({1, 2, 8, 7}, 119), rnd({1, 3, 3, 3}, 120)}}});
+  c.insert({"conv2d_weight_grad",
+            {weight_grad({3, 2, 3, 2}, 1, {1, 0, 0, 1}, true),
+             {rnd({2, 2, 5, 4}, 121), rnd({2, 3, 4, 4}, 122)}}});
+
+  // Random normal inputs: no two equal in a window, so max pooling is
+  // differentiable there (and its second derivative in x is zero).
+  auto max_pool = [](Size2 window, Size2 stride, bool squared) {
+    return [=](V v) {
+      const Var y = ops::max_pool2d(v[0], window, stride);
+      return squared ? ops::square(y) : y;
+    };
+  };
+  c.insert({"max_pool2d", {max_pool(2, 2, false), {rnd({2, 2, 4, 5}, 123)}}});
+  c.insert({"max_pool2d", {max_pool(2, 2, true), {rnd({2, 2, 5, 4}, 124)}}});
+  c.insert({"max_pool2d", {max_pool(3, 1, true), {rnd({1, 2, 5, 5}, 125)}}});  // overlapping
+  const Tensor pooled = rnd({2, 2, 5, 5}, 126);
+  const ops::MaxPoolSelectionPtr overlapping = ops::max_pool2d_selection(pooled, 3, 1);
+  const ops::MaxPoolSelectionPtr strided = ops::max_pool2d_selection(pooled, {2, 3}, {3, 2});
+  for (const ops::MaxPoolSelectionPtr& selection : {overlapping, strided}) {
+    c.insert({"max_pool2d_backward",
+              {[selection](V v) { return ops::square(ops::max_pool2d_backward(v[0], selection)); },
+               {rnd(selection->output, 127)}}});
+    c.insert({"max_pool2d_gather",
+              {[selection](V v) { return ops::square(ops::max_pool2d_gather(v[0], selection)); },
+               {rnd(selection->input, 128)}}});
+  }
+  c.insert({"max_pool2d_backward",
+            {[overlapping](V v) { return ops::max_pool2d_backward(v[0], overlapping); },
+             {rnd(overlapping->output, 129)}}});
+
+  auto mean_pool = [](Size2 window, Size2 stride, bool squared) {
+    return [=](V v) {
+      const Var y = ops::mean_pool2d(v[0], window, stride);
+      return squared ? ops::square(y) : y;
+    };
+  };
+  c.insert({"mean_pool2d", {mean_pool(2, 2, false), {rnd({2, 2, 4, 4}, 130)}}});
+  // Windows larger than the stride (overlapping) and smaller (gaps between
+  // windows), with trailing rows and columns dropped.
+  c.insert({"mean_pool2d", {mean_pool(3, 2, true), {rnd({1, 2, 6, 6}, 131)}}});
+  c.insert({"mean_pool2d", {mean_pool({2, 1}, {3, 2}, true), {rnd({2, 1, 7, 6}, 132)}}});
+  auto mean_pool_backward = [](Shape x_shape, Size2 window, Size2 stride) {
+    return
+        [=](V v) { return ops::square(ops::mean_pool2d_backward(v[0], x_shape, window, stride)); };
+  };
+  c.insert(
+      {"mean_pool2d_backward", {mean_pool_backward({1, 2, 6, 6}, 3, 2), {rnd({1, 2, 2, 2}, 133)}}});
+  c.insert({"mean_pool2d_backward",
+            {mean_pool_backward({2, 1, 7, 6}, {2, 1}, {3, 2}), {rnd({2, 1, 2, 3}, 134)}}});
+}
+
 // One case (or more) per primitive of ops::catalog(), by name: the catalogue
 // test below fails when an op is added without one.
 std::multimap<std::string, SecondOrderCase> second_order_cases() {
@@ -69,6 +171,7 @@ std::multimap<std::string, SecondOrderCase> second_order_cases() {
   c.insert({"softmax", {[](V v) { return ops::softmax(v[0], 1); }, {a}}});
   c.insert({"softmax", {[](V v) { return ops::softmax(v[0], 0); }, {a}}});
   c.insert({"log_softmax", {[](V v) { return ops::log_softmax(v[0], -1); }, {a}}});
+  add_conv_and_pool_cases(c);
   return c;
 }
 
@@ -93,6 +196,86 @@ TEST(SecondOrder, CompositionsOfPrimitivesMatchFiniteDifferences) {
   };
   EXPECT_GRADGRADCHECK(
       loss, {rnd({4, 3}, 11), rnd({3, 5}, 12), rnd({5}, 13), rnd({5, 2}, 14), rnd({4, 2}, 15)});
+}
+
+TEST(SecondOrder, ACnnLikeCompositionMatchesFiniteDifferences) {
+  // conv2d -> relu -> max_pool2d -> sum of squares, differentiated twice in
+  // the input and the filters. Random normal values: the maxima are
+  // distinct, and in a window whose values relu zeroes the gradient reaches
+  // no input whichever of them is chosen.
+  auto loss = [](const std::vector<Var>& v) {
+    const Var h = ops::relu(ops::conv2d(v[0], v[1], 1, {1, 1, 1, 1}));
+    return ops::sum(ops::square(ops::max_pool2d(h, 2, 2)));
+  };
+  EXPECT_GRADGRADCHECK(loss, {rnd({2, 2, 6, 6}, 140), rnd({3, 2, 3, 3}, 141)});
+}
+
+TEST(SecondOrder, MaxPoolingHasAZeroSecondDerivativeInItsInput) {
+  // Piecewise linear: the gradient of sum(max_pool2d(x) * c) in x is c routed
+  // to the maxima, the same for every x near this one. Differentiated again
+  // it gives zero in x, and in c the gather at the maxima: for windows that
+  // do not overlap, d sum(scatter(c)^2) / dc = 2 gather(scatter(c)) = 2 c.
+  Graph graph;
+  const Tensor c0 = rnd({1, 2, 2, 2}, 143);
+  const Var x = graph.variable(rnd({1, 2, 4, 4}, 142));
+  const Var c = graph.variable(c0);
+  const Var g = grad({ops::sum(ops::max_pool2d(x, 2, 2) * c)}, {x}, {}, true)[0];
+  EXPECT_STREQ(graph.impl()[g.vertex()].op->name, "max_pool2d_backward");
+  const std::vector<Var> h = grad({ops::sum(ops::square(g))}, {x, c});
+  EXPECT_EQ(math::max_abs_diff(h[0].value(), Tensor::zeros(x.shape(), DType::Float64)).abs, 0.0);
+  EXPECT_EQ(h[1].value().to_vector(), math::scale(c0, 2.0).to_vector());
+  // And the Hessian of the loss in x alone is zero along any direction.
+  auto loss = [c0](const std::vector<Var>& v) {
+    return ops::sum(ops::max_pool2d(v[0], 2, 2) * Var(c0));
+  };
+  const Tensor hv = hvp(loss, {rnd({1, 2, 4, 4}, 142)}, {rnd({1, 2, 4, 4}, 151)})[0];
+  EXPECT_EQ(math::max_abs_diff(hv, Tensor::zeros(hv.shape(), DType::Float64)).abs, 0.0);
+}
+
+TEST(SecondOrder, ConvolutionGradientsRecordTheirTwoPrimitives) {
+  // Under create_graph conv2d's VJP records conv2d_input_grad and
+  // conv2d_weight_grad, with the values the one-pass first-order kernel
+  // gives, bit for bit (the same products in the same order).
+  Graph graph;
+  const Tensor x0 = rnd({3, 2, 6, 5}, 144), w0 = rnd({4, 2, 3, 3}, 145);
+  const Var x = graph.variable(x0), w = graph.variable(w0);
+  const Var y = ops::conv2d(x, w, 2, {1, 1, 1, 1});
+  const Tensor u = rnd(y.shape(), 146);
+  const std::vector<Var> g = grad({y}, {x, w}, {Var(u)}, true);
+  EXPECT_STREQ(graph.impl()[g[0].vertex()].op->name, "conv2d_input_grad");
+  EXPECT_STREQ(graph.impl()[g[1].vertex()].op->name, "conv2d_weight_grad");
+  const math::Conv2dGrads fused = math::conv2d_backward(u, x0, w0, 2, {1, 1, 1, 1});
+  EXPECT_EQ(g[0].value().to_vector(), fused.gx.to_vector());
+  EXPECT_EQ(g[1].value().to_vector(), fused.gw.to_vector());
+}
+
+TEST(SecondOrder, ConvolutionHasDerivativesOfEveryOrder) {
+  // f = sum(conv2d(x, w)^2) is quadratic in x: along x + t d its second
+  // derivative is the constant 2 sum(conv2d(d, w)^2) and its third is zero,
+  // while the third in w (through the recorded second) is not.
+  Graph graph;
+  const Tensor x0 = rnd({1, 2, 5, 5}, 147), w0 = rnd({2, 2, 3, 3}, 148);
+  const Tensor d0 = rnd({1, 2, 5, 5}, 149);
+  const Var x = graph.variable(x0), w = graph.variable(w0);
+  const Var d(d0);
+  const Var f = ops::sum(ops::square(ops::conv2d(x, w)));
+  const Var first = ops::sum(grad({f}, {x}, {}, true)[0] * d);
+  const Var second = ops::sum(grad({first}, {x}, {}, true)[0] * d);
+  const std::vector<Var> third = grad({second}, {x, w}, {}, true);
+  const double expected = 2 * math::sum(math::square(math::conv2d(d0, w0, 1, {}))).item();
+  EXPECT_NEAR(second.value().item(), expected, 1e-10 * std::abs(expected));
+  EXPECT_EQ(math::max_abs_diff(third[0].value(), Tensor::zeros(x.shape(), DType::Float64)).abs,
+            0.0);
+  // d/dw of 2 sum(conv2d(d, w)^2) is 4 conv2d_weight_grad(d, conv2d(d, w)).
+  const Tensor expected_w = math::scale(
+      math::conv2d_weight_grad(d0, math::conv2d(d0, w0, 1, {}), w0.shape(), 1, {}), 4.0);
+  const auto cmp = compare_tensors("third in w", third[1].value(), expected_w, 1e-10, 1e-10);
+  EXPECT_TRUE(cmp.ok) << cmp.describe();
+  // And the fourth, in w along e: 4 sum(conv2d(d, e)^2).
+  const Tensor e0 = rnd(w0.shape(), 150);
+  const Var fourth = ops::sum(grad({ops::sum(third[1] * Var(e0))}, {w})[0] * Var(e0));
+  const double expected4 = 4 * math::sum(math::square(math::conv2d(d0, e0, 1, {}))).item();
+  EXPECT_NEAR(fourth.value().item(), expected4, 1e-10 * std::abs(expected4));
 }
 
 TEST(SecondOrder, TheAllReduceIsTwiceDifferentiable) {
