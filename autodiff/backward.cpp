@@ -117,13 +117,16 @@ Var seed_for(const Var& output, const Var& upstream, const Graph& graph) {
 
 }  // namespace
 
-Vars Graph::run_vjp(Vertex v, const Var& grad, bool create_graph) {
+Vars Graph::run_vjp(Vertex v, const Var& grad, bool create_graph,
+                    const std::vector<char>& relevant) {
   // Copies: ops recorded by the VJP may move the vertex storage.
   const std::shared_ptr<Node> node = g_[v].node;
   const Tensor value = g_[v].value;
   boost::container::small_vector<Vertex, 3> sources(node->input_shapes.size());
+  boost::container::small_vector<char, 3> needs(node->input_shapes.size(), 0);
   for (auto [e, end] = boost::in_edges(v, g_); e != end; ++e) {
     sources[g_[*e].arg] = boost::source(*e, g_);
+    needs[g_[*e].arg] = relevant[boost::source(*e, g_)];
   }
   VjpArgs args{grad, node->saved, node->input_shapes, create_graph};
   args.graph = this;
@@ -131,6 +134,7 @@ Vars Graph::run_vjp(Vertex v, const Var& grad, bool create_graph) {
   args.sources = sources.data();
   args.inputs = &node->inputs;
   args.value = &value;
+  args.needs = needs.data();
   if (!create_graph || node->info->twice_differentiable) return node->vjp(args);
 
   // A VJP written with tensors: its gradients are values, then recorded as
@@ -187,7 +191,7 @@ std::vector<Vertex> Graph::sweep(const std::vector<Var>& outputs, std::vector<Va
   for (Vertex v : order) {
     if (!g_[v].node || !g_[v].grad.value().defined()) continue;
     const Var grad = g_[v].grad;
-    Vars grads = run_vjp(v, grad, create_graph);
+    Vars grads = run_vjp(v, grad, create_graph, relevant);
     const Node& node = *g_[v].node;
     targets.clear();
     for (auto [e, end] = boost::in_edges(v, g_); e != end; ++e) {
@@ -251,11 +255,22 @@ std::vector<Var> Graph::gradients(const std::vector<Var>& outputs, const std::ve
                                          : "a value that depends on no variable"));
     }
   }
-  std::vector<Var> seeds;
+  // An output that depends on no variable (a constant, or a gradient that
+  // turned out constant, as max pooling's is in x) contributes zero.
+  std::vector<Var> differentiable, seeds;
   for (std::size_t i = 0; i < outputs.size(); ++i) {
+    if (!outputs[i].tracked() || (outputs[i].graph() == this && !outputs[i].requires_grad())) {
+      continue;
+    }
     seeds.push_back(seed_for(outputs[i], upstreams.empty() ? Var() : upstreams[i], *this));
+    differentiable.push_back(outputs[i]);
   }
-  last_sweep_ = sweep(outputs, std::move(seeds), options);
+  if (differentiable.empty()) {
+    std::vector<Var> zeros;
+    for (const Var& in : inputs) zeros.push_back(Var(Tensor::zeros(in.shape(), in.dtype())));
+    return zeros;
+  }
+  last_sweep_ = sweep(differentiable, std::move(seeds), options);
   std::vector<Var> result;
   for (const Var& in : inputs) {
     const Var& g = g_[in.vertex()].grad;
@@ -266,12 +281,13 @@ std::vector<Var> Graph::gradients(const std::vector<Var>& outputs, const std::ve
 
 std::vector<Var> grad(const std::vector<Var>& outputs, const std::vector<Var>& inputs,
                       const std::vector<Var>& upstreams, bool create_graph) {
-  Graph* graph = outputs.empty() ? nullptr : outputs.front().graph();
+  // The inputs' graph: an output may be a constant (its gradient is zero).
+  Graph* graph = inputs.empty() ? nullptr : inputs.front().graph();
   if (graph == nullptr) {
-    throw GraphError("grad: expected outputs recorded on a Graph, got " +
-                     std::string(outputs.empty() ? "none"
-                                                 : "a value on no graph (made in no-gradient mode "
-                                                   "or outside a graph)"));
+    throw GraphError(
+        "grad: expected inputs that are values of a Graph (variables, parameters, or computed "
+        "from them), got " +
+        std::string(inputs.empty() ? "none" : "a value on no graph"));
   }
   BackwardOptions options;
   options.retain_graph = create_graph;

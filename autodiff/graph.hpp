@@ -109,6 +109,9 @@ struct VjpArgs {
   Var input(int i) const;
   /// The op's value (OpInfo::vjp_reads_output).
   Var output() const;
+  /// Whether input i's gradient is wanted (it leads to a variable or a
+  /// parameter the sweep differentiates): a VJP may skip the others.
+  bool needs_input_grad(int i) const { return needs == nullptr || needs[i] != 0; }
 
   // Set by the sweep.
   Graph* graph = nullptr;
@@ -116,6 +119,7 @@ struct VjpArgs {
   const Vertex* sources = nullptr;  // input i's vertex
   const Tensors* inputs = nullptr;  // input i's value when saved
   const Tensor* value = nullptr;    // the op's value when kept
+  const char* needs = nullptr;      // per input: its gradient is wanted
 };
 
 /// Returns one gradient per input (an undefined Var for none).
@@ -233,7 +237,9 @@ class Graph {
   /// Gradients of `outputs` (weighted by `upstreams`, one per output; none
   /// for scalar outputs) with respect to `inputs`, returned rather than
   /// stored in Parameter::grad. An input the outputs do not depend on gets
-  /// zeros. With create_graph the results are values on this graph.
+  /// zeros, and so does every input when no output depends on a variable
+  /// (an untracked output is a constant).
+  /// With create_graph the results are values on this graph.
   std::vector<Var> gradients(const std::vector<Var>& outputs, const std::vector<Var>& inputs,
                              const std::vector<Var>& upstreams, const BackwardOptions& options);
 
@@ -271,7 +277,7 @@ class Graph {
   void check_not_released(const std::vector<Vertex>& order) const;
   std::vector<Vertex> sweep(const std::vector<Var>& outputs, std::vector<Var> seeds,
                             const BackwardOptions& options);
-  Vars run_vjp(Vertex v, const Var& grad, bool create_graph);
+  Vars run_vjp(Vertex v, const Var& grad, bool create_graph, const std::vector<char>& relevant);
   void accumulate(Var& acc, Var g);
 
   GraphOptions options_;

@@ -40,12 +40,7 @@ const OpInfo kConv2dWeightGrad{
 // first-order VJP of conv2d, where nothing records, runs the kernel that
 // computes gx and gw in one pass (math::conv2d_backward) instead.
 
-namespace {
-// The gradient of an input that wants none is not computed when the VJP
-// records (create_graph): an undefined Var. At first order a Var does not
-// say, and conv2d's fused kernel computes both anyway.
-bool wanted(const Var& input) { return !input.tracked() || input.requires_grad(); }
-}  // namespace
+namespace {}  // namespace
 
 Var conv2d(const Var& x, const Var& w, Size2 stride, Padding2d padding) {
   // The kernel validates everything before computing: on bad input nothing is recorded.
@@ -53,26 +48,30 @@ Var conv2d(const Var& x, const Var& w, Size2 stride, Padding2d padding) {
   return record(
       info::kConv2d, {&x, &w}, std::move(y), {}, [stride, padding](const VjpArgs& c) -> Vars {
         const Var x = c.input(0), w = c.input(1);
-        if (!detail::records({&c.grad, &x, &w})) {
+        // The gradient of an input that wants none (a network's data) is
+        // not computed: an undefined Var.
+        const bool want_x = c.needs_input_grad(0), want_w = c.needs_input_grad(1);
+        if (!detail::records({&c.grad, &x, &w}) && want_x && want_w) {
           math::Conv2dGrads g =
               math::conv2d_backward(c.grad.value(), x.value(), w.value(), stride, padding);
           return {Var(std::move(g.gx)), Var(std::move(g.gw))};
         }
-        return {wanted(x) ? conv2d_input_grad(c.grad, w, x.shape(), stride, padding) : Var(),
-                wanted(w) ? conv2d_weight_grad(x, c.grad, w.shape(), stride, padding) : Var()};
+        return {want_x ? conv2d_input_grad(c.grad, w, x.shape(), stride, padding) : Var(),
+                want_w ? conv2d_weight_grad(x, c.grad, w.shape(), stride, padding) : Var()};
       });
 }
 
 Var conv2d_input_grad(const Var& g, const Var& w, const Shape& x_shape, Size2 stride,
                       Padding2d padding) {
   Tensor gx = math::conv2d_input_grad(g.value(), w.value(), x_shape, stride, padding);
-  return record(
-      info::kConv2dInputGrad, {&g, &w}, std::move(gx), {},
-      [stride, padding](const VjpArgs& c) -> Vars {
-        const Var g = c.input(0), w = c.input(1);
-        return {wanted(g) ? conv2d(c.grad, w, stride, padding) : Var(),
-                wanted(w) ? conv2d_weight_grad(c.grad, g, w.shape(), stride, padding) : Var()};
-      });
+  return record(info::kConv2dInputGrad, {&g, &w}, std::move(gx), {},
+                [stride, padding](const VjpArgs& c) -> Vars {
+                  const Var g = c.input(0), w = c.input(1);
+                  return {c.needs_input_grad(0) ? conv2d(c.grad, w, stride, padding) : Var(),
+                          c.needs_input_grad(1)
+                              ? conv2d_weight_grad(c.grad, g, w.shape(), stride, padding)
+                              : Var()};
+                });
 }
 
 Var conv2d_weight_grad(const Var& x, const Var& g, const Shape& w_shape, Size2 stride,
@@ -81,9 +80,10 @@ Var conv2d_weight_grad(const Var& x, const Var& g, const Shape& w_shape, Size2 s
   return record(info::kConv2dWeightGrad, {&x, &g}, std::move(gw), {},
                 [stride, padding](const VjpArgs& c) -> Vars {
                   const Var x = c.input(0), g = c.input(1);
-                  return {
-                      wanted(x) ? conv2d_input_grad(g, c.grad, x.shape(), stride, padding) : Var(),
-                      wanted(g) ? conv2d(x, c.grad, stride, padding) : Var()};
+                  return {c.needs_input_grad(0)
+                              ? conv2d_input_grad(g, c.grad, x.shape(), stride, padding)
+                              : Var(),
+                          c.needs_input_grad(1) ? conv2d(x, c.grad, stride, padding) : Var()};
                 });
 }
 

@@ -186,6 +186,20 @@ TEST(Conv2d, FirstOrderVjpRunsTheFusedKernelAndRecordsNothing) {
   EXPECT_EQ(w.grad().to_vector(), fused.gw.to_vector());
 }
 
+TEST(Conv2d, DataThatWantsNoGradientGetsNoneAndTheFiltersTheSameBits) {
+  // A network's first layer: the input is data, only the filters want a
+  // gradient, and the VJP computes gw alone.
+  Graph graph;
+  const Tensor x0 = rnd({2, 2, 5, 5}, 17), w0 = rnd({3, 2, 3, 3}, 18);
+  const Var x = graph.input(x0), w = graph.variable(w0);
+  const Var y = ops::conv2d(x, w, 1, {1, 1, 1, 1});
+  const Tensor g = rnd(y.shape(), 19);
+  y.backward(g);
+  EXPECT_FALSE(x.grad().defined());
+  const math::Conv2dGrads fused = math::conv2d_backward(g, x0, w0, 1, {1, 1, 1, 1});
+  EXPECT_EQ(w.grad().to_vector(), fused.gw.to_vector());
+}
+
 TEST(Conv2d, InputGradTakesTheInputShape) {
   // A 3x3 filter with stride 2 gives 3x3 outputs from 7x7 and 8x8 inputs:
   // the 8x8 gradient is the 7x7 one with a zero last row and column.

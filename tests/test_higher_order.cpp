@@ -354,6 +354,16 @@ TEST(CreateGraph, GradOfAnInputTheOutputIgnoresIsZero) {
   EXPECT_EQ(math::max_abs_diff(g[1].value(), Tensor::zeros({2}, DType::Float64)).abs, 0.0);
 }
 
+TEST(CreateGraph, AGradientThatIsConstantDifferentiatesToZeros) {
+  // d(sum(2 x))/dx = 2 depends on no variable: its derivative is zero, not an error.
+  Graph graph;
+  const Var x = graph.variable(rnd({3}, 31));
+  const Var g = grad({ops::sum(x * 2.0)}, {x}, {}, true)[0];
+  EXPECT_FALSE(g.requires_grad());
+  const Var h = grad({ops::sum(g)}, {x})[0];
+  EXPECT_EQ(math::max_abs_diff(h.value(), Tensor::zeros({3}, DType::Float64)).abs, 0.0);
+}
+
 TEST(CreateGraph, ASecondDerivativeThroughAFreedGraphNamesTheOp) {
   Graph graph;
   const Var x = graph.variable(positive({3}, 25));
@@ -403,7 +413,8 @@ TEST(CreateGraph, BadArgumentsAreTypedErrors) {
   const Var f = ops::sum(x * data);
   EXPECT_THROW(grad({f}, {data}), GraphError);               // wants no gradient
   EXPECT_THROW(grad({f}, {x}, {Var(), Var()}), GraphError);  // two upstreams, one output
-  EXPECT_THROW(grad({Var(rnd({1}, 29))}, {x}), GraphError);  // output on no graph
+  EXPECT_THROW(grad({f}, {Var(rnd({3}, 29))}), GraphError);  // input on no graph
+  EXPECT_THROW(grad({f}, {}), GraphError);                   // no input
   EXPECT_THROW(grad({x * data}, {x}), GraphError);           // non-scalar, no upstream
   EXPECT_THROW(grad({x * data}, {x}, {Var(rnd({4}, 30))}), ShapeError);
 }
