@@ -210,7 +210,7 @@ void plot(const std::string& csv, const std::string& png, const std::string& scr
      << "set multiplot layout 1,2 title 'Fashion-MNIST, 784-100-100-100-10 sigmoid, " << o.optimizer
      << " lr " << o.lr << " decay " << o.decay << ", batch " << o.batch_size << "; Hessian on "
      << o.samples << " training images, " << o.iterations << " Lanczos steps'\n"
-     << "set grid\nset xlabel 'training steps'\n"
+     << "set grid\nset xlabel 'training steps (step 0 is in the CSV)'\nset autoscale xfix\n"
      << "set ylabel 'Hessian eigenvalue'\nset logscale xy\nset key top left\n"
      << "two_over_lr(t) = 2 * (1 + " << o.decay << " * t) / " << o.lr << "\n"
      << "plot '" << csv << "' using 1:" << only("plain", 3)
