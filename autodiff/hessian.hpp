@@ -4,6 +4,8 @@
 //   H v = d<grad f(x), v>/dx.
 // It costs about two backward sweeps and keeps the graph of the first
 // derivative, never the n x n Hessian.
+#include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "autodiff/gradcheck.hpp"
@@ -40,5 +42,27 @@ std::vector<Tensor> hvp(const Var& output, const std::vector<Var>& inputs,
 /// H v of the scalar f at x, on a fresh graph.
 std::vector<Tensor> hvp(const GraphFunction& f, const std::vector<Tensor>& x,
                         const std::vector<Tensor>& v);
+
+/// Note [Lanczos]
+/// The extreme eigenvalues of a symmetric linear operator on lists of
+/// tensors (a HessianOperator: one tensor per input), by Lanczos with full
+/// reorthogonalisation. From a random unit vector (Tensor::randn from
+/// `seed`) shaped as `like`, each of `iterations` products extends an
+/// orthonormal basis Q of the Krylov space (every new vector is made
+/// orthogonal to all earlier ones, twice, so that round-off does not bring
+/// back converged directions as spurious copies) and the tridiagonal
+/// T = Q' A Q; T's eigenvalues (the Ritz values, by Eigen's
+/// SelfAdjointEigenSolver) are returned, largest first. They lie within
+/// the operator's spectrum, and the extreme ones converge first: about 20
+/// products give the top few of a network's Hessian. The basis is kept in
+/// float64 (elements x iterations); products run in `like`'s dtypes.
+/// Fewer values come back when the Krylov space is exhausted sooner: after
+/// as many products as elements, or on an invariant subspace.
+/// Throws ValueError for iterations < 1, a `like` without elements, or a
+/// product with NaN or Inf; ShapeError when the operator returns tensors
+/// that are not shaped as `like`.
+std::vector<double> lanczos_ritz_values(
+    const std::function<std::vector<Tensor>(const std::vector<Tensor>&)>& op,
+    const std::vector<Tensor>& like, int iterations, std::uint64_t seed = 0);
 
 }  // namespace npdl

@@ -27,6 +27,7 @@
 #include <random>
 
 #include "examples/fashion_mnist_data.hpp"
+#include "examples/fashion_mnist_mlp_network.hpp"
 #include "npdl.hpp"
 
 namespace {
@@ -96,21 +97,13 @@ std::unique_ptr<model::Model> make_network(bool with_batchnorm, const Options& o
                                            const dist::CommunicatorPtr& comm) {
   set_seed(o.seed);  // both networks start from the same weights
   auto m = std::make_unique<model::Model>();
-  for (int layer = 0; layer < 3; ++layer) {
-    const std::int64_t n_in = layer == 0 ? 784 : 0;
-    if (with_batchnorm) {
-      m->add<layers::Linear>(100, n_in);
-      if (o.distributed) {
-        m->add<layers::SyncBatchNormal>(1e-6, 0.9, 0, "zero", "one", comm);
-      } else {
-        m->add<layers::BatchNormal>();
-      }
-      m->add<layers::Activation>("sigmoid");
-    } else {
-      m->add<layers::Dense>(100, n_in, "glorot_uniform", "sigmoid");
-    }
+  std::function<std::shared_ptr<layers::Layer>()> sync_norm;
+  if (o.distributed) {
+    sync_norm = [&comm] {
+      return std::make_shared<layers::SyncBatchNormal>(1e-6, 0.9, 0, "zero", "one", comm);
+    };
   }
-  m->add<layers::Dense>(10, 0, "glorot_uniform", "softmax");
+  fashion_mnist::add_mlp_layers(*m, with_batchnorm, sync_norm);
   model::OptimizerOptions options;
   options.lr = o.lr;
   options.decay = o.decay;

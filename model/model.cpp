@@ -198,6 +198,11 @@ Model::Forward Model::run(const Var& x, bool training) {
   return {layers_.back()->apply(h, training), false};
 }
 
+Var Model::loss_of(const Forward& f, const Var& y) const {
+  return f.pre_activation ? loss_->loss_from_pre_activation(f.for_loss, y)
+                          : loss_->loss(f.for_loss, y);
+}
+
 Tensor Model::outputs_of(const Forward& f) const {
   if (!f.pre_activation) return f.for_loss.value();
   NoGradGuard no_grad;
@@ -234,8 +239,7 @@ BatchResult Model::train_step(const Tensor& x, const Tensor& y) {
   Graph graph(GraphOptions{/*keep_intermediates=*/false});
   const Forward f = run(graph.input(x, "x"), /*training=*/true);
   const Var y_var = graph.input(y, "y");
-  const Var loss = f.pre_activation ? loss_->loss_from_pre_activation(f.for_loss, y_var)
-                                    : loss_->loss(f.for_loss, y_var);
+  const Var loss = loss_of(f, y_var);
   const double value = loss.value().item();
   if (!std::isfinite(value)) {
     throw ValueError("training stopped at " + step + ": the loss is " + std::to_string(value) +
@@ -245,6 +249,31 @@ BatchResult Model::train_step(const Tensor& x, const Tensor& y) {
   graph.backward(loss);
   update_if_finite(params(), step);
   return {value, accuracy(outputs_of(f), y)};
+}
+
+Var Model::record_loss(Graph& graph, const Tensor& x, const Tensor& y, bool training) {
+  check_compiled("record_loss");
+  check_batch(x, y, "record_loss");
+  if (!layers_.front()->connected()) build(Shape(x.shape().begin() + 1, x.shape().end()));
+  const std::vector<ParameterPtr> ps = params();
+  if (!ps.empty() && ps.front()->value.dtype() != x.dtype()) {
+    // A first forward would convert the parameters, and putting them back
+    // would leave the loss hanging from leaves that param_vars cannot find.
+    throw DTypeError("Model.record_loss: the parameters are " +
+                     to_string(ps.front()->value.dtype()) + ", got X of dtype " +
+                     to_string(x.dtype()) + "; expected the parameters' dtype");
+  }
+  // Note [Recorded losses]: every layer's state is put back, failure or not
+  // (a training forward moves BatchNormal's running statistics).
+  layers::StateGuard guard(raw(layers_));
+  const Forward f = run(graph.input(x, "x"), training);
+  return loss_of(f, graph.input(y, "y"));
+}
+
+std::vector<Var> Model::param_vars(Graph& graph) const {
+  std::vector<Var> out;
+  for (const ParameterPtr& p : params()) out.push_back(graph.param(p));
+  return out;
 }
 
 void Model::update_if_finite(const std::vector<ParameterPtr>& ps, const std::string& step) {
@@ -296,8 +325,7 @@ Evaluation Model::evaluate(const Tensor& X, const Tensor& Y, std::int64_t batch_
     const std::int64_t e = std::min(X.dim(0), b + batch_size);
     const Tensor yb = slice_rows(Y, b, e);
     const Forward f = run(Var(slice_rows(X, b, e)), /*training=*/false);
-    const Var l = f.pre_activation ? loss_->loss_from_pre_activation(f.for_loss, Var(yb))
-                                   : loss_->loss(f.for_loss, Var(yb));
+    const Var l = loss_of(f, Var(yb));
     loss_sum += l.value().item() * double(e - b);
     right += accuracy(outputs_of(f), yb) * double(e - b);
   }

@@ -83,6 +83,26 @@ class Model {
   /// not finite.
   BatchResult train_on_batch(const Tensor& x, const Tensor& y);
 
+  /// Note [Recorded losses]
+  /// The loss of one batch recorded on `graph`, for derivatives of any order
+  /// (grad with create_graph, HessianOperator): the forward train_on_batch
+  /// records (training: BatchNormal normalises by the batch's statistics) or
+  /// the inference one, the layers' weights as graph.param leaves (see
+  /// param_vars), and the objective, as a one-element Var. The model is left
+  /// exactly as it was: the running statistics a training forward updates
+  /// are put back, and nothing is written to the parameters' gradients. An
+  /// unbuilt model is sized for x's samples first, as a first step would.
+  /// The graph holds the weights' tensors: take no optimiser step while a
+  /// derivative of it is still to be computed. With a communicator, this
+  /// process's batch only (no all-reduce of gradients).
+  /// Throws as train_on_batch for a model that is not compiled (GraphError)
+  /// or a batch that does not fit (ShapeError), and DTypeError when x's
+  /// dtype is not the parameters' (a first forward would convert them).
+  Var record_loss(Graph& graph, const Tensor& x, const Tensor& y, bool training = true);
+  /// The leaves of params() on `graph`, in that order: the inputs to
+  /// differentiate record_loss's output with.
+  std::vector<Var> param_vars(Graph& graph) const;
+
   /// Outputs in inference mode (final activation included), in batches.
   Tensor predict(const Tensor& X, std::int64_t batch_size = 512);
   /// Loss and accuracy in inference mode.
@@ -134,6 +154,8 @@ class Model {
     bool pre_activation;  // for_loss is the final activation's input
   };
   Forward run(const Var& x, bool training);
+  /// The objective of a forward: through the fused final activation when it has one.
+  Var loss_of(const Forward& f, const Var& y) const;
   BatchResult train_step(const Tensor& x, const Tensor& y);
   bool distributed() const { return comm_ && comm_->size() > 1; }
   // Data-parallel helpers (model/data_parallel.cpp).

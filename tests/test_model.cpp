@@ -439,6 +439,171 @@ TEST(Model, AccuracyAndOneHot) {
   EXPECT_THROW(accuracy(p, Tensor::zeros({3, 2})), ShapeError);
 }
 
+// ---------------------------------------------------------------- record_loss
+
+/// Parameters, their gradients and the running statistics, copied.
+std::vector<Tensor> full_state(const Model& m) {
+  std::vector<Tensor> out = snapshot(m);
+  for (const ParameterPtr& p : m.params()) {
+    if (p->grad.defined()) out.push_back(p->grad.clone());
+  }
+  return out;
+}
+
+void use_autodiff_batchnorm(Model& m) {
+  for (const auto& l : m.layers()) {
+    if (auto* bn = dynamic_cast<BatchNormal*>(l.get())) {
+      bn->set_backward_mode(layers::BackwardMode::Autodiff);
+    }
+  }
+}
+
+TEST(RecordLoss, IsTheLossAndGradientOfTheNextTrainingStep) {
+  for (const bool with_batchnorm : {false, true}) {
+    SCOPED_TRACE(with_batchnorm ? "with BatchNormal" : "plain");
+    set_seed(21);
+    const Data d = random_batch(12, 4, 3, 22);
+    Model m;
+    if (with_batchnorm) {
+      build_batchnorm(m);  // unbuilt: record_loss sizes it
+    } else {
+      build_plain(m, 4);
+    }
+    m.compile("scce", "sgd");
+    Graph graph;
+    const Var loss = m.record_loss(graph, d.x, d.y);
+    const std::vector<Var> ws = m.param_vars(graph);
+    const std::vector<Var> gs = grad({loss}, ws);
+    ASSERT_EQ(gs.size(), m.params().size());
+    const BatchResult r = m.train_on_batch(d.x, d.y);
+    EXPECT_DOUBLE_EQ(loss.value().item(), r.loss);
+    for (std::size_t i = 0; i < gs.size(); ++i) {
+      EXPECT_TRUE(bit_identical(gs[i].value(), m.params()[i]->grad)) << m.params()[i]->name;
+    }
+  }
+}
+
+TEST(RecordLoss, LeavesTheModelExactlyAsItWas) {
+  set_seed(23);
+  const Data d = random_batch(16, 4, 3, 24);
+  Model m;
+  m.add<Linear>(8, 4);
+  m.add<BatchNormal>();
+  m.add<Activation>("sigmoid");
+  m.add<Dense>(3, 0, "glorot_uniform", "softmax");
+  m.compile("scce", "sgd");
+  m.train_on_batch(d.x, d.y);  // running statistics and gradients that are not the initial ones
+  use_autodiff_batchnorm(m);   // twice differentiable by construction
+  const std::vector<Tensor> before = full_state(m);
+  for (const bool training : {true, false}) {
+    Graph graph;
+    const Var loss = m.record_loss(graph, d.x, d.y, training);
+    const HessianOperator hessian(loss, m.param_vars(graph));
+    std::vector<Tensor> v;
+    for (const ParameterPtr& p : m.params()) v.push_back(Tensor::ones(p->value.shape()));
+    hessian(v);
+    expect_same_state(full_state(m), before);
+  }
+  EXPECT_EQ(m.steps(), 1);
+  // A later step is the one it would have been: the same loss as a twin's.
+  set_seed(23);
+  Model twin;
+  twin.add<Linear>(8, 4);
+  twin.add<BatchNormal>();
+  twin.add<Activation>("sigmoid");
+  twin.add<Dense>(3, 0, "glorot_uniform", "softmax");
+  twin.compile("scce", "sgd");
+  twin.train_on_batch(d.x, d.y);
+  use_autodiff_batchnorm(twin);
+  EXPECT_DOUBLE_EQ(m.train_on_batch(d.x, d.y).loss, twin.train_on_batch(d.x, d.y).loss);
+  expect_same_state(snapshot(m), snapshot(twin));
+}
+
+Tensor plus(const Tensor& x, double a, const Tensor& v) {
+  std::vector<double> out = x.to_vector();
+  const std::vector<double> dv = v.to_vector();
+  for (std::size_t i = 0; i < out.size(); ++i) out[i] += a * dv[i];
+  return Tensor::from_vector(x.shape(), out, x.dtype());
+}
+
+TEST(RecordLoss, ItsHessianProductsMatchFiniteDifferencesOfItsGradient) {
+  set_seed(25);
+  Data d = random_batch(10, 3, 3, 26);
+  d.x = d.x.astype(DType::Float64);
+  d.y = d.y.astype(DType::Float64);
+  Model m;
+  m.add<Linear>(5, 3);
+  m.add<BatchNormal>();
+  m.add<Activation>("tanh");
+  m.add<Dense>(3, 0, "glorot_uniform", "softmax");
+  m.compile("scce", "sgd");
+  m.evaluate(d.x, d.y);  // a first forward in float64 makes the parameters float64
+  use_autodiff_batchnorm(m);
+  const std::vector<ParameterPtr> ps = m.params();
+  std::vector<Tensor> v;
+  for (std::size_t i = 0; i < ps.size(); ++i) {
+    v.push_back(Tensor::randn(ps[i]->value.shape(), 30 + i, DType::Float64));
+  }
+  auto gradient_at = [&](double h) {
+    std::vector<Tensor> saved;
+    for (std::size_t i = 0; i < ps.size(); ++i) {
+      saved.push_back(ps[i]->value);
+      ps[i]->value = plus(ps[i]->value, h, v[i]);
+    }
+    Graph graph;
+    const Var loss = m.record_loss(graph, d.x, d.y);
+    std::vector<Tensor> g;
+    for (const Var& gi : grad({loss}, m.param_vars(graph))) g.push_back(gi.value());
+    for (std::size_t i = 0; i < ps.size(); ++i) ps[i]->value = saved[i];
+    return g;
+  };
+  Graph graph;
+  const Var loss = m.record_loss(graph, d.x, d.y);
+  const std::vector<Tensor> hv = HessianOperator(loss, m.param_vars(graph))(v);
+  const double h = 1e-5;
+  const std::vector<Tensor> up = gradient_at(h), down = gradient_at(-h);
+  for (std::size_t i = 0; i < ps.size(); ++i) {
+    const std::vector<double> a = hv[i].to_vector(), u = up[i].to_vector(), w = down[i].to_vector();
+    for (std::size_t j = 0; j < a.size(); ++j) {
+      EXPECT_NEAR(a[j], (u[j] - w[j]) / (2 * h), 1e-6) << ps[i]->name << " [" << j << "]";
+    }
+  }
+}
+
+TEST(RecordLoss, BadInputsAreTypedErrorsAndChangeNothing) {
+  set_seed(27);
+  const Data d = random_batch(10, 4, 3, 28);
+  Model m;
+  build_plain(m, 4);
+  Graph graph;
+  EXPECT_THROW(m.record_loss(graph, d.x, d.y), GraphError);  // not compiled
+  m.compile("scce", "sgd");
+  const std::vector<Tensor> before = full_state(m);
+  try {
+    m.record_loss(graph, d.x, slice_rows(d.y, 0, 9));
+    FAIL() << "expected a ShapeError";
+  } catch (const ShapeError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("record_loss"), std::string::npos) << message;
+    EXPECT_NE(message.find("9 samples"), std::string::npos) << message;
+  }
+  try {
+    m.record_loss(graph, random_batch(10, 5, 3, 29).x, d.y);
+    FAIL() << "expected a ShapeError";
+  } catch (const ShapeError& e) {
+    EXPECT_NE(std::string(e.what()).find("(10, 5)"), std::string::npos) << e.what();
+  }
+  try {
+    m.record_loss(graph, d.x.astype(DType::Float64), d.y);
+    FAIL() << "expected a DTypeError";
+  } catch (const DTypeError& e) {
+    EXPECT_NE(std::string(e.what()).find("float64"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(m.record_loss(graph, d.x, d.y.reshape({10, 3, 1})), ShapeError);
+  expect_same_state(full_state(m), before);
+  EXPECT_EQ(m.steps(), 0);
+}
+
 TEST(Progress, FormatsDurations) {
   EXPECT_EQ(Progress::format_duration(3.21), "3.2s");
   EXPECT_EQ(Progress::format_duration(125), "2m05s");
