@@ -120,27 +120,6 @@ std::unique_ptr<model::Model> make_network(bool with_batchnorm, const Options& o
   return m;
 }
 
-/// Puts BatchNormal layers in a backward mode for its scope.
-class BackwardModeScope {
- public:
-  BackwardModeScope(const model::Model& m, layers::BackwardMode mode) {
-    for (const auto& l : m.layers()) {
-      if (auto* bn = dynamic_cast<layers::BatchNormal*>(l.get())) {
-        saved_.emplace_back(bn, bn->backward_mode());
-        bn->set_backward_mode(mode);
-      }
-    }
-  }
-  ~BackwardModeScope() {
-    for (auto& [bn, mode] : saved_) bn->set_backward_mode(mode);
-  }
-  BackwardModeScope(const BackwardModeScope&) = delete;
-  BackwardModeScope& operator=(const BackwardModeScope&) = delete;
-
- private:
-  std::vector<std::pair<layers::BatchNormal*, layers::BackwardMode>> saved_;
-};
-
 struct Measurement {
   std::int64_t step = 0;
   std::string network;      // "plain" or "batchnormal"
@@ -153,13 +132,10 @@ struct Measurement {
 /// The largest eigenvalues of the Hessian of `m`'s training-mode loss on
 /// (x, y) with respect to every parameter. Leaves `m` as it was.
 Measurement measure(model::Model& m, const Tensor& x, const Tensor& y, const Options& o) {
-  // The fused BatchNormal's VJP is not (yet) twice differentiable: its
-  // gradient refuses a second derivative with a GraphError naming
-  // 'batch_normal_fused'. The Autodiff mode records the same forward as a
-  // composite of primitives, each with a differentiable VJP, so the Hessian
-  // of that graph exists by construction; its first derivative is the fused
-  // one (the layer's checked mode compares the two), so nothing else changes.
-  BackwardModeScope autodiff(m, layers::BackwardMode::Autodiff);
+  // BatchNormal keeps its fused mode: under create_graph its backward
+  // becomes nodes whose VJPs are the hand-derived double backward
+  // (layers/batch_norm_second_order.hpp), checked against the composite of
+  // primitives differentiated twice in tests/test_batch_norm_second_order.cpp.
   Graph graph;
   const Var loss = m.record_loss(graph, x, y, /*training=*/true);
   const std::vector<Var> params = m.param_vars(graph);
