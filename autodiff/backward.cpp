@@ -119,9 +119,17 @@ Var seed_for(const Var& output, const Var& upstream, const Graph& graph) {
 
 Vars Graph::run_vjp(Vertex v, const Var& grad, bool create_graph,
                     const std::vector<char>& relevant) {
-  // Copies: ops recorded by the VJP may move the vertex storage.
-  const std::shared_ptr<Node> node = g_[v].node;
-  const Tensor value = g_[v].value;
+  // Under create_graph the VJP's ops add vertices, which may move the vertex
+  // storage: it works on copies then. At first order nothing moves, and the
+  // references save a reference count per VJP.
+  std::shared_ptr<Node> kept_node;
+  Tensor kept_value;
+  if (create_graph) {
+    kept_node = g_[v].node;
+    kept_value = g_[v].value;
+  }
+  const Node* node = create_graph ? kept_node.get() : g_[v].node.get();
+  const Tensor& value = create_graph ? kept_value : g_[v].value;
   boost::container::small_vector<Vertex, 3> sources(node->input_shapes.size());
   boost::container::small_vector<char, 3> needs(node->input_shapes.size(), 0);
   for (auto [e, end] = boost::in_edges(v, g_); e != end; ++e) {
@@ -190,8 +198,9 @@ std::vector<Vertex> Graph::sweep(const std::vector<Var>& outputs, std::vector<Va
   boost::container::small_vector<std::pair<Vertex, int>, 3> targets;
   for (Vertex v : order) {
     if (!g_[v].node || !g_[v].grad.value().defined()) continue;
-    const Var grad = g_[v].grad;
-    Vars grads = run_vjp(v, grad, create_graph, relevant);
+    Var kept_grad;  // as in run_vjp: a copy only when vertices may move
+    if (create_graph) kept_grad = g_[v].grad;
+    Vars grads = run_vjp(v, create_graph ? kept_grad : g_[v].grad, create_graph, relevant);
     const Node& node = *g_[v].node;
     targets.clear();
     for (auto [e, end] = boost::in_edges(v, g_); e != end; ++e) {
