@@ -224,12 +224,21 @@ Var SyncBatchNormal::apply(const Var& x, bool training) {
         std::to_string(global.count) + " (this rank's input has shape " + to_string(x.shape()) +
         ")");
   }
-  if (!(m::all_finite(global.stats.mean) && m::all_finite(global.stats.var))) {
-    throw ValueError(
-        "SyncBatchNormal: the global training batch contains NaN or Inf (this "
-        "rank's input has shape " +
-        to_string(x.shape()) + "); expected finite values");
-  }
+  // Note [Statistics overflow], on the global statistics: the same bits on
+  // every rank, so every rank fails here together; NaN or Inf in an input
+  // is then named by rank (one agreement step, on failure only).
+  check_statistics(global.stats, x.dtype(), [&] {
+    const bool finite = m::all_finite(x.value());
+    const std::string where =
+        dist::disagreement(*comm_, finite, "input of shape " + to_string(x.shape()));
+    StatisticsFailure f{"SyncBatchNormal",
+                        "the global training batch (M = " + std::to_string(global.count) +
+                            " elements per feature over " + std::to_string(comm_->size()) +
+                            (comm_->size() == 1 ? " rank)" : " ranks)"),
+                        std::nullopt};
+    if (!where.empty()) f.non_finite = " (" + where + ")";
+    return f;
+  });
   Graph* graph = x.graph();
   std::optional<Graph::CompositeScope> scope;
   if (graph != nullptr) scope.emplace(*graph, name());

@@ -14,7 +14,9 @@
 //   the same bits: M = sum m_r, mean, var = M2 / M;
 //   y = gamma * (x - mean) * rsqrt(var + epsilon) + beta on the local shard;
 //   running statistics updated from the global mean and var (with M), the
-//   same on every rank.
+//   same on every rank. The global statistics are checked as BatchNormal's
+//   (Note [Statistics overflow]): NaN or Inf on any rank, or a variance
+//   beyond the dtype's range, makes every rank throw the same ValueError.
 // Fused backward: the two local sums sum(dy) and sum(dy * xhat) (float64,
 // batchnorm_backward_sums) are all-reduced in one call, then
 //   dx = (gamma * invstd / M) * (M * dy - SUM(dy) - xhat * SUM(dy * xhat))

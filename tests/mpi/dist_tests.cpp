@@ -182,6 +182,63 @@ TEST(SyncBatchNormal, AMismatchedShardStopsEveryRankAndNamesIt) {
   EXPECT_EQ(relative_error(bn.running_var(), var), 0.0);
 }
 
+// Note [Statistics overflow] on the global statistics: one rank's values
+// near 1e30 are finite in float32, but their squared deviations are not.
+// Every rank must throw the same error at the same point (none left waiting
+// in a collective), with the running statistics as they were.
+TEST(SyncBatchNormal, AVarianceThatOverflowsOnOneRankStopsEveryRank) {
+  const int rank = comm()->rank(), n = comm()->size();
+  for (auto mode : {layers::BackwardMode::Fused, layers::BackwardMode::Autodiff,
+                    layers::BackwardMode::Checked}) {
+    layers::SyncBatchNormal bn(1e-5, 0.9, 1, "zero", "one", comm());
+    bn.set_backward_mode(mode);
+    bn.forward(Tensor::randn({3, 4}, 1));
+    const Tensor mean = bn.running_mean().clone(), var = bn.running_var().clone();
+    Tensor x = Tensor::randn({3, 4}, 2 + rank);
+    if (rank == n - 1) x = math::scale(x, 1e30);
+    ASSERT_EQ(x.dtype(), DType::Float32);
+    ASSERT_TRUE(math::all_finite(x));
+    try {
+      bn.forward(x);
+      ADD_FAILURE() << "expected ValueError on every rank";
+    } catch (const ValueError& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("SyncBatchNormal: the variance of the global training batch"),
+                std::string::npos)
+          << what;
+      EXPECT_NE(what.find("overflowed float32"), std::string::npos) << what;
+      EXPECT_EQ(what.find("NaN"), std::string::npos) << what;
+    }
+    EXPECT_EQ(relative_error(bn.running_mean(), mean), 0.0);
+    EXPECT_EQ(relative_error(bn.running_var(), var), 0.0);
+    EXPECT_EQ(bn.running_mean().dtype(), DType::Float32);
+    // Every rank is at the same point: the next batch trains normally.
+    EXPECT_TRUE(math::all_finite(bn.forward(Tensor::randn({3, 4}, 5 + rank))));
+  }
+}
+
+TEST(SyncBatchNormal, NaNOnOneRankIsNamedOnEveryRank) {
+  const int rank = comm()->rank(), n = comm()->size();
+  layers::SyncBatchNormal bn(1e-5, 0.9, 1, "zero", "one", comm());
+  bn.forward(Tensor::randn({3, 4}, 1));
+  const Tensor mean = bn.running_mean().clone(), var = bn.running_var().clone();
+  Tensor x = Tensor::randn({3, 4}, 2 + rank);
+  if (rank == n - 1) x.data<float>()[5] = std::nanf("");
+  try {
+    bn.forward(x);
+    FAIL() << "expected ValueError on every rank";
+  } catch (const ValueError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("contains NaN or Inf (rank " + std::to_string(n - 1) + " of " +
+                        std::to_string(n) + ": input of shape (3, 4))"),
+              std::string::npos)
+        << what;
+    EXPECT_EQ(what.find("overflowed"), std::string::npos) << what;
+  }
+  EXPECT_EQ(relative_error(bn.running_mean(), mean), 0.0);
+  EXPECT_EQ(relative_error(bn.running_var(), var), 0.0);
+}
+
 TEST(SyncBatchNormal, OneSamplePerRankIsEnoughWhenTheGlobalBatchHasTwo) {
   layers::SyncBatchNormal bn(1e-5, 0.9, 0, "zero", "one", comm());
   const Tensor y = bn.forward(Tensor::randn({1, 3}, 7 + comm()->rank(), DType::Float64));
