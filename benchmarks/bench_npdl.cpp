@@ -16,7 +16,9 @@
 #include "autodiff/storage.hpp"
 #include "autodiff/tensor.hpp"
 #include "bench_common.hpp"
+#include "dist/communicator.hpp"
 #include "layers/batch_normal.hpp"
+#include "layers/sync_batch_normal.hpp"
 #include "ops/ops.hpp"
 
 namespace npdl::bench {
@@ -217,6 +219,34 @@ void BM_BatchNorm(benchmark::State& state, const Workload& w, Impl impl, Pass pa
   }
 }
 
+// Issue 13: SyncBatchNormal's own arithmetic, on a single-process
+// communicator (its collectives are then copies), against BatchNormal, both
+// as layers in fused mode: npdl's eager forward and backward, running
+// statistics updated every step. The ratio is what SyncBatchNormal adds per
+// layer before any communication (README, Loopback measurements).
+void BM_BatchNormLayer(benchmark::State& state, const Workload& w, bool sync, int threads) {
+  set_num_threads(threads);
+  const BnData d(w, /*f64=*/false);
+  std::unique_ptr<layers::BatchNormal> bn;
+  if (sync) {
+    bn = std::make_unique<layers::SyncBatchNormal>(
+        kEpsilon, 0.9, w.axis, "zero", "one", std::make_shared<dist::SingleProcessCommunicator>());
+  } else {
+    bn = std::make_unique<layers::BatchNormal>(kEpsilon, 0.9, w.axis);
+  }
+  bn->set_backward_mode(layers::BackwardMode::Fused);
+  bn->forward(d.x);
+  bn->backward(d.dy);
+  FloorCounters counters(state, double(pass_tensors(Pass::ForwardBackward)) * double(d.x.nbytes()),
+                         threads);
+  for (auto _ : state) {
+    const Tensor y = bn->forward(d.x);
+    const Tensor dx = bn->backward(d.dy);
+    benchmark::DoNotOptimize(y.raw_data());
+    benchmark::DoNotOptimize(dx.raw_data());
+  }
+}
+
 // Issue 2: what recording one small op costs (its value computed, a vertex,
 // two edges and a VJP closure). 1000 ops per graph; the graph's
 // construction and destruction are part of the cost. `mode` is where the ops
@@ -282,6 +312,14 @@ void register_all() {
           register_torch(w, pass, f64, threads);
 #endif
         }
+      }
+    }
+    for (int threads : {1, 2}) {
+      for (bool sync : {false, true}) {
+        configure(benchmark::RegisterBenchmark(
+            bn_name(w, sync ? "sync_layer_1rank" : "layer", Pass::ForwardBackward, false, threads)
+                .c_str(),
+            BM_BatchNormLayer, w, sync, threads));
       }
     }
   }

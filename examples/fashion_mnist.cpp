@@ -14,7 +14,7 @@
 // global batch of --batch-size samples (SyncBatchNormal, gradients
 // all-reduced; Note [Data-parallel training] in model/model.hpp), and
 // rank 0 scores, prints and writes the files: the same curve as one
-// process, to round-off.
+// process, to round-off (examples/distributed_options.hpp).
 //   mpirun -np 2 ./build/examples/fashion_mnist --distributed
 #include <CLI/CLI.hpp>
 #include <chrono>
@@ -26,6 +26,7 @@
 #include <numeric>
 #include <random>
 
+#include "examples/distributed_options.hpp"
 #include "examples/fashion_mnist_data.hpp"
 #include "examples/fashion_mnist_mlp_network.hpp"
 #include "npdl.hpp"
@@ -79,8 +80,7 @@ Options parse(int argc, char** argv) {
   app.add_option("--out", o.out, "folder for the CSV and the PNG")->capture_default_str();
   app.add_option("--seed", o.seed, "seed of the initial weights and the batch order")
       ->capture_default_str();
-  app.add_flag("--distributed", o.distributed,
-               "data-parallel over the ranks of mpirun (needs npdl built with MPI)");
+  fashion_mnist::add_distributed_flag(app, o.distributed);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -167,10 +167,7 @@ int run(const Options& o, const dist::CommunicatorPtr& comm) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   };
   const int rank = comm->rank(), ranks = comm->size();
-  if (o.batch_size < 2 * ranks) {
-    throw ValueError("--batch-size " + std::to_string(o.batch_size) + " over " +
-                     std::to_string(ranks) + " ranks: expected at least 2 samples per rank");
-  }
+  fashion_mnist::check_global_batch(o.batch_size, ranks);
   // This rank's rows of each global batch.
   const dist::Shard shard = dist::shard_of(o.batch_size, rank, ranks);
   auto plain = make_network(false, o, comm);  // first: a bad option fails before the data loads
@@ -178,14 +175,11 @@ int run(const Options& o, const dist::CommunicatorPtr& comm) {
   const fashion_mnist::Split train = load_split(o.data, "train");
   const fashion_mnist::Split test = load_split(o.data, "t10k");
   // Rank 0 speaks, scores and writes; the other ranks only train.
-  if (rank == 0 && o.distributed) {
-    std::cout << "data-parallel over " << ranks << " ranks (" << comm->backend()
-              << "): global batch " << o.batch_size << ", about " << o.batch_size / ranks
-              << " samples per rank\n";
-  }
-  if (rank == 0) std::cout << "Fashion-MNIST: " << train.x.dim(0) << " training and " << test.x.dim(0)
-            << " test images (loaded in " << std::fixed << std::setprecision(1) << seconds()
-            << " s)\n";
+  if (o.distributed) fashion_mnist::announce(*comm, o.batch_size);
+  if (rank == 0)
+    std::cout << "Fashion-MNIST: " << train.x.dim(0) << " training and " << test.x.dim(0)
+              << " test images (loaded in " << std::fixed << std::setprecision(1) << seconds()
+              << " s)\n";
 
   // Both networks see the same batches: a fresh permutation per epoch (the
   // same on every rank: the same seed and the same program).
@@ -244,22 +238,7 @@ int run(const Options& o, const dist::CommunicatorPtr& comm) {
 
 int main(int argc, char** argv) {
   const Options o = parse(argc, argv);
-  if (!o.distributed) {
-    try {
-      return run(o, dist::world());
-    } catch (const npdl::Error& e) {
-      std::cerr << "fashion_mnist: " << e.what() << '\n';
-      return 2;
-    }
-  }
-  std::unique_ptr<dist::MpiSession> session;
-  try {
-    session = std::make_unique<dist::MpiSession>(&argc, &argv);
-  } catch (const npdl::Error& e) {  // built without MPI: say so, and what to do
-    std::cerr << "fashion_mnist: --distributed: " << e.what()
-              << "; without --distributed it trains in this process\n";
-    return 2;
-  }
-  // A rank that fails stops every rank (with its message), never a hang.
-  return dist::run_or_abort(session->world(), 2, [&] { return run(o, session->world()); });
+  return fashion_mnist::run_maybe_distributed(
+      "fashion_mnist", o.distributed, &argc, &argv,
+      [&](const dist::CommunicatorPtr& comm) { return run(o, comm); });
 }

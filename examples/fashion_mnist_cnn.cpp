@@ -10,6 +10,15 @@
 //   ./build/examples/fashion_mnist_cnn [--data /usr/share/datasets/fashion-mnist]
 //       [--epochs E] [--batch-size B] [--optimizer NAME] [--lr LR] [--decay D]
 //       [--eval-every K] [--threads T] [--out DIR] [--seed S] [--max-steps N]
+//       [--distributed]
+//
+// --max-steps stops early (a quick look, or a test: tests/mpi runs two steps
+// on a tiny data set). With --distributed, under mpirun, each rank trains on
+// its shard of every global batch of --batch-size samples (SyncBatchNormal
+// in place of BatchNormal, gradients all-reduced), and rank 0 scores, prints
+// and writes the files: the same curve as one process with the same global
+// batch, to round-off (examples/distributed_options.hpp).
+//   mpirun -np 2 ./build/examples/fashion_mnist_cnn --distributed --threads 1
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
@@ -20,6 +29,7 @@
 #include <numeric>
 #include <random>
 
+#include "examples/distributed_options.hpp"
 #include "examples/fashion_mnist_cnn_network.hpp"
 #include "examples/fashion_mnist_data.hpp"
 #include "npdl.hpp"
@@ -43,6 +53,7 @@ struct Options {
   std::string out = "fashion_mnist_cnn_out";
   std::uint64_t seed = 1;
   std::int64_t max_steps = 0;  // 0: every step of the epochs
+  bool distributed = false;
 };
 
 Options parse(int argc, char** argv) {
@@ -81,6 +92,7 @@ Options parse(int argc, char** argv) {
   app.add_option("--max-steps", o.max_steps, "stop after this many steps (0: all the epochs)")
       ->check(CLI::Range(std::int64_t{0}, std::int64_t{100000000}))
       ->capture_default_str();
+  fashion_mnist::add_distributed_flag(app, o.distributed);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -90,11 +102,13 @@ Options parse(int argc, char** argv) {
 }
 
 /// The network (examples/fashion_mnist_cnn_network.hpp), seeded so
-/// that both variants start from the same weights.
-std::unique_ptr<model::Model> make_network(bool with_batchnorm, const Options& o) {
+/// that both variants start from the same weights; data-parallel over
+/// `comm` with --distributed.
+std::unique_ptr<model::Model> make_network(bool with_batchnorm, const Options& o,
+                                           const dist::CommunicatorPtr& comm) {
   set_seed(o.seed);
   auto m = std::make_unique<model::Model>();
-  fashion_mnist::add_cnn_layers(*m, with_batchnorm);
+  fashion_mnist::add_cnn_layers(*m, with_batchnorm, o.distributed ? comm : nullptr);
   model::OptimizerOptions options;
   options.lr = o.lr;
   options.decay = o.decay;
@@ -102,6 +116,7 @@ std::unique_ptr<model::Model> make_network(bool with_batchnorm, const Options& o
   // are drawn here, in layer order.
   m->compile(model::get_objective("SoftmaxCategoricalCrossEntropy"),
              model::get_optimizer(o.optimizer, options));
+  if (o.distributed) m->set_communicator(comm);
   return m;
 }
 
@@ -153,31 +168,45 @@ void plot(const std::string& csv, const std::string& png, const std::string& scr
 /// Images as NCHW: (N, 784) -> (N, 1, 28, 28), sharing the pixels.
 Tensor as_images(const Tensor& rows) { return rows.reshape({rows.dim(0), 1, 28, 28}); }
 
-int run(const Options& o) {
+int run(const Options& o, const dist::CommunicatorPtr& comm) {
   const auto start = std::chrono::steady_clock::now();
   auto seconds = [&] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   };
+  const int rank = comm->rank(), ranks = comm->size();
+  fashion_mnist::check_global_batch(o.batch_size, ranks);
+  // This rank's rows of each global batch.
+  const dist::Shard shard = dist::shard_of(o.batch_size, rank, ranks);
   set_num_threads(o.threads);
-  auto plain = make_network(false, o);  // first: a bad option fails before the data loads
-  auto batchnorm = make_network(true, o);
+  auto plain = make_network(false, o, comm);  // first: a bad option fails before the data loads
+  auto batchnorm = make_network(true, o, comm);
   check_same_initial_weights(*plain, *batchnorm);
   const fashion_mnist::Split train = fashion_mnist::load_split(o.data, "train");
   const fashion_mnist::Split test = fashion_mnist::load_split(o.data, "t10k");
   const Tensor test_x = as_images(test.x);
-  std::cout << "Fashion-MNIST: " << train.x.dim(0) << " training and " << test.x.dim(0)
-            << " test images (loaded in " << std::fixed << std::setprecision(1) << seconds()
-            << " s), " << o.threads << " thread(s)\n";
+  // Rank 0 speaks, scores and writes; the other ranks only train.
+  if (o.distributed) fashion_mnist::announce(*comm, o.batch_size);
+  if (rank == 0) {
+    std::cout << "Fashion-MNIST: " << train.x.dim(0) << " training and " << test.x.dim(0)
+              << " test images (loaded in " << std::fixed << std::setprecision(1) << seconds()
+              << " s), " << o.threads << " thread(s)" << (ranks > 1 ? " per rank" : "") << "\n";
+  }
 
   const std::int64_t per_epoch = train.x.dim(0) / o.batch_size;  // whole batches, as npdl
+  if (per_epoch == 0) {
+    throw ValueError("--batch-size " + std::to_string(o.batch_size) + " is larger than the " +
+                     std::to_string(train.x.dim(0)) + " training images");
+  }
   std::int64_t steps = per_epoch * o.epochs;
   if (o.max_steps > 0) steps = std::min(steps, o.max_steps);
-  // Both networks see the same batches: a fresh permutation per epoch.
+  // Both networks see the same batches: a fresh permutation per epoch (the
+  // same on every rank: the same seed and the same program).
   std::mt19937_64 order_rng(o.seed);
   std::vector<std::int64_t> order(static_cast<std::size_t>(train.x.dim(0)));
   std::iota(order.begin(), order.end(), 0);
   std::vector<Point> curve;
   auto score = [&](std::int64_t step) {
+    if (rank != 0) return;  // inference only: the other ranks need not wait
     const Point p{step, double(step) / double(per_epoch), plain->evaluate(test_x, test.y).accuracy,
                   batchnorm->evaluate(test_x, test.y).accuracy};
     curve.push_back(p);
@@ -192,13 +221,14 @@ int run(const Options& o) {
     const std::int64_t in_epoch = (step - 1) % per_epoch;
     if (in_epoch == 0) std::shuffle(order.begin(), order.end(), order_rng);
     const std::int64_t* rows = order.data() + in_epoch * o.batch_size;
-    const Tensor xb = as_images(model::take_rows(train.x, rows, o.batch_size));
-    const Tensor yb = model::take_rows(train.y, rows, o.batch_size);
+    const Tensor xb = as_images(model::take_rows(train.x, rows + shard.begin, shard.size()));
+    const Tensor yb = model::take_rows(train.y, rows + shard.begin, shard.size());
     plain->train_on_batch(xb, yb);
     batchnorm->train_on_batch(xb, yb);
     if (step % o.eval_every == 0 || step == steps) score(step);
   }
 
+  if (rank != 0) return 0;
   std::error_code ignored;  // a folder that cannot be made shows as a CSV write error
   std::filesystem::create_directories(o.out, ignored);
   const std::string csv = o.out + "/fashion_mnist_cnn_accuracy.csv";
@@ -226,10 +256,8 @@ int run(const Options& o) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(parse(argc, argv));
-  } catch (const npdl::Error& e) {
-    std::cerr << "fashion_mnist_cnn: " << e.what() << '\n';
-    return 2;
-  }
+  const Options o = parse(argc, argv);
+  return fashion_mnist::run_maybe_distributed(
+      "fashion_mnist_cnn", o.distributed, &argc, &argv,
+      [&](const dist::CommunicatorPtr& comm) { return run(o, comm); });
 }

@@ -13,13 +13,20 @@ namespace fashion_mnist {
 /// Without BatchNormal each convolution and the hidden dense layer apply
 /// relu themselves; with it, BatchNormal sits between each affine map and its
 /// relu. BatchNormal draws nothing from the generator (gamma one, beta zero),
-/// so after the same set_seed both variants draw the same weights.
-inline void add_cnn_layers(npdl::model::Model& m, bool with_batchnorm) {
+/// so after the same set_seed both variants draw the same weights. Given a
+/// communicator (data-parallel training), SyncBatchNormal over its ranks
+/// takes BatchNormal's place, so that the statistics are the global batch's.
+inline void add_cnn_layers(npdl::model::Model& m, bool with_batchnorm,
+                           const npdl::dist::CommunicatorPtr& sync = nullptr) {
   using namespace npdl::layers;
   const char* activation = with_batchnorm ? "linear" : "relu";
   auto normalised_relu = [&](int axis) {
     if (!with_batchnorm) return;
-    m.add<BatchNormal>(1e-6, 0.9, axis);
+    if (sync) {
+      m.add<SyncBatchNormal>(1e-6, 0.9, axis, "zero", "one", sync);
+    } else {
+      m.add<BatchNormal>(1e-6, 0.9, axis);
+    }
     m.add<Activation>("relu");
   };
   m.add<Convolution>(32, 3, npdl::Shape{1, 28, 28}, 1, "glorot_uniform", activation);

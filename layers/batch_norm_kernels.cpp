@@ -80,12 +80,13 @@ struct Moments {
 // the squared deviations from the block's mean in the input's dtype (the
 // rounding of that mean corrected by the sum of deviations), merged into
 // float64 once per block. Columns are split between threads; each column's
-// sums run in one order whatever the thread count.
+// sums run in one order whatever the thread count. Gives the mean and M2,
+// the sum of squared deviations from it (>= 0; the variance is M2 / M).
 template <class T>
-void moments_columns(const T* x, const BatchNormLayout& L, ArrD& mean, ArrD& var) {
+void moments_columns(const T* x, const BatchNormLayout& L, ArrD& mean, ArrD& m2_out) {
   const std::int64_t C = L.features, N = L.outer;
   mean.resize(C);
-  var.resize(C);
+  m2_out.resize(C);
   parallel_for(C, std::max<std::int64_t>(16, kElementGrain / std::max<std::int64_t>(N, 1)),
                [&](std::int64_t lo, std::int64_t hi) {
                  const std::int64_t w = hi - lo;
@@ -110,7 +111,7 @@ void moments_columns(const T* x, const BatchNormLayout& L, ArrD& mean, ArrD& var
                              ArrD(bsq.template cast<double>() - dev.square() / n), m, m2);
                  }
                  mean.segment(lo, w) = m;
-                 var.segment(lo, w) = (m2 / double(N)).max(0.0);
+                 m2_out.segment(lo, w) = m2.max(0.0);
                });
 }
 
@@ -127,22 +128,20 @@ bool streams(const BatchNormLayout& L) {
   return L.outer * L.features * L.inner * std::int64_t(sizeof(T)) > kStreamBytes;
 }
 
-// The training forward for inner > 1 (Note [Feature groups]): per group,
-// the mean, then the squared deviations from it (two-pass, the rounding of
-// the mean corrected by the small sum of deviations), then y.
+// Per-feature moments for inner > 1 (Note [Feature groups]), a group at a
+// time: the mean, then the squared deviations from it (two-pass, the
+// rounding of the mean corrected by the small sum of deviations). `m` holds
+// the mean rounded to T; mean and m2 (>= 0) are float64. Each group writes
+// only its own features' entries, so groups may run on different threads.
 template <class T>
-void forward_groups(const T* x, T* y, const BatchNormLayout& L, const ArrD& gamma,
-                    const Arr<T>& beta, double epsilon, bool npdl_std_bug, ArrD& mean, ArrD& var,
-                    ArrD& invstd) {
-  const std::int64_t C = L.features;
-  mean = ArrD::Zero(C);
-  var.resize(C);
-  invstd.resize(C);
-  Arr<T> m(C), sc(C), bs(C);
-  ArrD dsum = ArrD::Zero(C), ssq = ArrD::Zero(C);
-  const double M = double(L.M);
-  const bool stream = streams<T>(L);
-  for_each_group(L, grouping(L, sizeof(T)), [&](std::int64_t c0, std::int64_t c1) {
+struct GroupMoments {
+  ArrD mean, m2, dsum, ssq;
+  Arr<T> m;
+  explicit GroupMoments(std::int64_t C)
+      : mean(ArrD::Zero(C)), m2(C), dsum(ArrD::Zero(C)), ssq(ArrD::Zero(C)), m(C) {}
+
+  void compute(const T* x, const BatchNormLayout& L, std::int64_t c0, std::int64_t c1) {
+    const double M = double(L.M);
     for_each_run(L, c0, c1, [&](std::int64_t c, std::int64_t off, std::int64_t n) {
       mean[c] += double(CMap<T>(x + off, n).sum());
     });
@@ -155,15 +154,48 @@ void forward_groups(const T* x, T* y, const BatchNormLayout& L, const ArrD& gamm
     });
     for (std::int64_t c = c0; c < c1; ++c) {
       mean[c] = double(m[c]) + dsum[c] / M;
-      var[c] = std::max(0.0, (ssq[c] - dsum[c] * dsum[c] / M) / M);
+      m2[c] = std::max(0.0, ssq[c] - dsum[c] * dsum[c] / M);
+    }
+  }
+};
+
+// The moments alone for inner > 1: one read of x from memory.
+template <class T>
+void moments_groups(const T* x, const BatchNormLayout& L, ArrD& mean, ArrD& m2) {
+  GroupMoments<T> g(L.features);
+  for_each_group(L, grouping(L, sizeof(T)),
+                 [&](std::int64_t c0, std::int64_t c1) { g.compute(x, L, c0, c1); });
+  mean = std::move(g.mean);
+  m2 = std::move(g.m2);
+}
+
+// The training forward for inner > 1 (Note [Feature groups]): per group,
+// the moments, then y while the group is still in cache.
+template <class T>
+void forward_groups(const T* x, T* y, const BatchNormLayout& L, const ArrD& gamma,
+                    const Arr<T>& beta, double epsilon, bool npdl_std_bug, ArrD& mean, ArrD& var,
+                    ArrD& invstd) {
+  const std::int64_t C = L.features;
+  GroupMoments<T> g(C);
+  var.resize(C);
+  invstd.resize(C);
+  Arr<T> sc(C), bs(C);
+  const double M = double(L.M);
+  const bool stream = streams<T>(L);
+  for_each_group(L, grouping(L, sizeof(T)), [&](std::int64_t c0, std::int64_t c1) {
+    g.compute(x, L, c0, c1);
+    Arr<T>& m = g.m;
+    for (std::int64_t c = c0; c < c1; ++c) {
+      const double mean_c = g.mean[c];
+      var[c] = g.m2[c] / M;
       // npdl's bug: it keeps np.std (the square root of the variance) where
       // the variance belongs.
       const double denom = npdl_std_bug ? std::sqrt(var[c]) : var[c];
       invstd[c] = 1.0 / std::sqrt(denom + epsilon);
-      m[c] = T(mean[c]);
+      m[c] = T(mean_c);
       sc[c] = T(gamma[c] * invstd[c]);
       // Note [Rounded mean]
-      bs[c] = T(double(beta[c]) - gamma[c] * invstd[c] * (mean[c] - double(m[c])));
+      bs[c] = T(double(beta[c]) - gamma[c] * invstd[c] * (mean_c - double(m[c])));
     }
     for_each_run(L, c0, c1, [&](std::int64_t c, std::int64_t off, std::int64_t n) {
       const T mc = m[c], s = sc[c], b = bs[c];
@@ -177,38 +209,55 @@ void forward_groups(const T* x, T* y, const BatchNormLayout& L, const ArrD& gamm
     });
     if (stream) stream_fence();
   });
+  mean = std::move(g.mean);
 }
+
+// What a backward kernel call computes: both passes (BatchNormal), or one of
+// them for SyncBatchNormal, whose sums are all-reduced in between.
+enum class BackwardPasses {
+  Both,      // the local sums, then dx from them
+  SumsOnly,  // sum(dy) and sum(dy * (x - mean)); no dx
+  DxOnly,    // dx from given sums (sum_dy and sum_dy_d are inputs)
+};
 
 // The backward for inner > 1 (Note [Feature groups]): per group, sum(dy)
 // and sum(dy * (x - mean)), then dx = A * dy + B * (x - mean) + C with
 // A = gamma * invstd and, in training, B = -A * invstd^2 * sum(dy * d) / M,
-// C = -A * sum(dy) / M (zero for the inference forward's affine map).
+// C = -A * sum(dy) / M (zero for the inference forward's affine map), where
+// M = `count` elements per feature contributed to the sums.
 template <class T>
 void backward_groups(const T* dy, const T* x, T* dx, const BatchNormLayout& L, const ArrD& mean,
-                     const ArrD& A, const ArrD& invstd, bool training, ArrD& sum_dy,
-                     ArrD& sum_dy_d) {
+                     const ArrD& A, const ArrD& invstd, bool training, double count,
+                     BackwardPasses passes, ArrD& sum_dy, ArrD& sum_dy_d) {
   const std::int64_t C = L.features;
-  sum_dy = ArrD::Zero(C);
-  sum_dy_d = ArrD::Zero(C);
+  const bool sums = passes != BackwardPasses::DxOnly, dx_pass = passes != BackwardPasses::SumsOnly;
+  if (sums) {
+    sum_dy = ArrD::Zero(C);
+    sum_dy_d = ArrD::Zero(C);
+  }
   const Arr<T> m = mean.template cast<T>();
   Arr<T> a(C), b(C), cc(C);
-  const double inv_m = 1.0 / double(L.M);
+  const double inv_m = 1.0 / count;
   const bool stream = streams<T>(L);
   for_each_group(L, grouping(L, sizeof(T)), [&](std::int64_t c0, std::int64_t c1) {
-    for_each_run(L, c0, c1, [&](std::int64_t c, std::int64_t off, std::int64_t n) {
-      const CMap<T> g(dy + off, n);
-      sum_dy[c] += double(g.sum());
-      sum_dy_d[c] += double((g * (CMap<T>(x + off, n) - m[c])).sum());
-    });
+    if (sums) {
+      for_each_run(L, c0, c1, [&](std::int64_t c, std::int64_t off, std::int64_t n) {
+        const CMap<T> g(dy + off, n);
+        sum_dy[c] += double(g.sum());
+        sum_dy_d[c] += double((g * (CMap<T>(x + off, n) - m[c])).sum());
+      });
+    }
     for (std::int64_t c = c0; c < c1; ++c) {
       const double delta = mean[c] - double(m[c]);  // Note [Rounded mean]
-      sum_dy_d[c] -= delta * sum_dy[c];
+      if (sums) sum_dy_d[c] -= delta * sum_dy[c];
+      if (!dx_pass) continue;
       const double B = training ? -A[c] * invstd[c] * invstd[c] * sum_dy_d[c] * inv_m : 0.0;
       const double Cc = training ? -A[c] * sum_dy[c] * inv_m : 0.0;
       a[c] = T(A[c]);
       b[c] = T(B);
       cc[c] = T(Cc - B * delta);
     }
+    if (!dx_pass) return;
     for_each_run(L, c0, c1, [&](std::int64_t c, std::int64_t off, std::int64_t n) {
       const T ac = a[c], bc = b[c], cx = cc[c], mc = m[c];
       if (!stream) {
@@ -287,7 +336,37 @@ void dx_rows(const T* dy, const T* x, T* out, const Arr<T>& m, const Arr<T>& A, 
   });
 }
 
-// The backward of both forwards: training (B and C of the fused formula) or
+// The backward's passes (BackwardPasses) for either layout: the sums
+// sum(dy) and sum(dy * (x - mean)) over this tensor's elements, and dx from
+// sums over `count` elements per feature (this tensor's, or every rank's).
+// Training uses B and C of the fused formula; the inference forward's affine
+// map has dx = A * dy.
+template <class T>
+void backward_passes(const Tensor& dy, const Tensor& x, const ArrD& mean, const ArrD& A,
+                     const ArrD& invstd, const BatchNormLayout& L, bool training, double count,
+                     BackwardPasses passes, ArrD& sum_dy, ArrD& sum_dy_d, Tensor* dx) {
+  T* out = dx != nullptr ? dx->data<T>() : nullptr;
+  if (L.inner > 1) {
+    backward_groups<T>(dy.data<T>(), x.data<T>(), out, L, mean, A, invstd, training, count, passes,
+                       sum_dy, sum_dy_d);
+    return;
+  }
+  const Arr<T> m = narrowed<T>(mean);
+  const ArrD delta = rounding_of<T>(mean);  // Note [Rounded mean]
+  if (passes != BackwardPasses::DxOnly) {
+    backward_sums_columns<T>(dy.data<T>(), x.data<T>(), m, L, sum_dy, sum_dy_d);
+    sum_dy_d -= delta * sum_dy;
+  }
+  if (passes == BackwardPasses::SumsOnly) return;
+  const double inv_m = 1.0 / count;
+  const ArrD zeros = ArrD::Zero(L.features);
+  const ArrD B = training ? ArrD(-A * invstd.square() * sum_dy_d * inv_m) : zeros;
+  const ArrD Cc = training ? ArrD(-A * sum_dy * inv_m) : zeros;
+  dx_rows<T>(dy.data<T>(), x.data<T>(), out, m, narrowed<T>(A), narrowed<T>(B),
+             narrowed<T>(ArrD(Cc - B * delta)), L);
+}
+
+// The backward of both forwards, both passes in one call: training or
 // inference (the affine map's dx = A * dy).
 template <class T>
 BatchNormGrads backward_impl(const Tensor& dy, const Tensor& x, const Tensor& gamma,
@@ -297,21 +376,8 @@ BatchNormGrads backward_impl(const Tensor& dy, const Tensor& x, const Tensor& ga
   ArrD sum_dy, sum_dy_d;
   BatchNormGrads g;
   g.dx = Tensor(x.shape(), x.dtype());
-  if (L.inner > 1) {
-    backward_groups<T>(dy.data<T>(), x.data<T>(), g.dx.data<T>(), L, mean, A, invstd, training,
-                       sum_dy, sum_dy_d);
-  } else {
-    const Arr<T> m = narrowed<T>(mean);
-    backward_sums_columns<T>(dy.data<T>(), x.data<T>(), m, L, sum_dy, sum_dy_d);
-    const ArrD delta = rounding_of<T>(mean);  // Note [Rounded mean]
-    sum_dy_d -= delta * sum_dy;
-    const double inv_m = 1.0 / double(L.M);
-    const ArrD zeros = ArrD::Zero(L.features);
-    const ArrD B = training ? ArrD(-A * invstd.square() * sum_dy_d * inv_m) : zeros;
-    const ArrD Cc = training ? ArrD(-A * sum_dy * inv_m) : zeros;
-    dx_rows<T>(dy.data<T>(), x.data<T>(), g.dx.data<T>(), m, narrowed<T>(A), narrowed<T>(B),
-               narrowed<T>(ArrD(Cc - B * delta)), L);
-  }
+  backward_passes<T>(dy, x, mean, A, invstd, L, training, double(L.M), BackwardPasses::Both, sum_dy,
+                     sum_dy_d, &g.dx);
   g.dgamma = param_tensor(sum_dy_d * invstd, L, gamma.dtype());
   g.dbeta = param_tensor(sum_dy, L, gamma.dtype());
   return g;
@@ -362,7 +428,9 @@ Tensor batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tenso
       forward_groups<T>(x.data<T>(), y.data<T>(), L, as_double(gamma), features_of<T>(beta),
                         epsilon, npdl_std_bug, mean, var, invstd);
     } else {
-      moments_columns(x.data<T>(), L, mean, var);
+      ArrD m2;
+      moments_columns(x.data<T>(), L, mean, m2);
+      var = m2 / double(L.M);
       // npdl's bug: it keeps np.std (the square root of the variance) where
       // the variance belongs.
       const ArrD denom = npdl_std_bug ? ArrD(var.sqrt()) : var;
@@ -416,6 +484,49 @@ BatchNormGrads batchnorm_backward_infer(const Tensor& dy, const Tensor& x, const
     using T = decltype(zero);
     const ArrD invstd = (as_double(var) + epsilon).rsqrt();
     return backward_impl<T>(dy, x, gamma, as_double(mean), invstd, L, /*training=*/false);
+  });
+}
+
+BatchNormMoments batchnorm_moments(const Tensor& x, const BatchNormLayout& L) {
+  return dispatch(x.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    ArrD mean, m2;
+    if (L.inner > 1) {
+      moments_groups<T>(x.data<T>(), L, mean, m2);
+    } else {
+      moments_columns(x.data<T>(), L, mean, m2);
+    }
+    return BatchNormMoments{param_tensor(mean, L, DType::Float64),
+                            param_tensor(m2, L, DType::Float64)};
+  });
+}
+
+BatchNormSums batchnorm_backward_sums(const Tensor& dy, const Tensor& x,
+                                      const BatchNormStats& stats, const BatchNormLayout& L) {
+  return dispatch(x.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const ArrD invstd = as_double(stats.invstd);
+    ArrD sum_dy, sum_dy_d;
+    backward_passes<T>(dy, x, as_double(stats.mean), ArrD(), invstd, L, /*training=*/true,
+                       double(L.M), BackwardPasses::SumsOnly, sum_dy, sum_dy_d, nullptr);
+    return BatchNormSums{param_tensor(sum_dy, L, DType::Float64),
+                         param_tensor(sum_dy_d * invstd, L, DType::Float64)};
+  });
+}
+
+Tensor batchnorm_backward_dx(const Tensor& dy, const Tensor& x, const Tensor& gamma,
+                             const BatchNormStats& stats, const BatchNormSums& sums,
+                             std::int64_t count, const BatchNormLayout& L) {
+  return dispatch(x.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const ArrD invstd = as_double(stats.invstd);
+    const ArrD A = as_double(gamma) * invstd;
+    // The kernels take sum(dy * (x - mean)) = sum(dy * xhat) / invstd.
+    ArrD sum_dy = as_double(sums.sum_dy), sum_dy_d = as_double(sums.sum_dy_xhat) / invstd;
+    Tensor dx(x.shape(), x.dtype());
+    backward_passes<T>(dy, x, as_double(stats.mean), A, invstd, L, /*training=*/true, double(count),
+                       BackwardPasses::DxOnly, sum_dy, sum_dy_d, &dx);
+    return dx;
   });
 }
 

@@ -69,6 +69,37 @@ BatchNormGrads batchnorm_backward_infer(const Tensor& dy, const Tensor& x, const
                                         const Tensor& mean, const Tensor& var,
                                         const BatchNormLayout& layout, double epsilon);
 
+// The local parts of SyncBatchNormal (layers/sync_batch_normal.hpp), whose
+// statistics and backward sums are reduced across ranks between them: the
+// same passes as the kernels above, split where the communication goes.
+
+/// Per-feature moments of x, float64, shape (features): the mean and M2, the
+/// sum of squared deviations from it (>= 0), over the M reduced elements.
+/// The statistics pass of batchnorm_forward_train (the same sums; x read from
+/// memory once); merged across ranks with Chan's formula.
+struct BatchNormMoments {
+  Tensor mean;
+  Tensor m2;
+};
+BatchNormMoments batchnorm_moments(const Tensor& x, const BatchNormLayout& layout);
+
+/// The training backward's two per-feature sums, float64, shape (features).
+struct BatchNormSums {
+  Tensor sum_dy;       // sum(dy)
+  Tensor sum_dy_xhat;  // sum(dy * xhat), xhat = (x - mean) * invstd
+};
+/// The sums over this tensor's elements, with the statistics `stats` (mean,
+/// invstd): the reduction pass of batchnorm_backward_train (dy and x read once).
+BatchNormSums batchnorm_backward_sums(const Tensor& dy, const Tensor& x,
+                                      const BatchNormStats& stats, const BatchNormLayout& layout);
+/// dx of the training backward from given sums over `count` elements per
+/// feature (for SyncBatchNormal: every rank's sums all-reduced, count the
+/// global M): dx = (gamma * invstd / count) * (count * dy - sum_dy -
+/// xhat * sum_dy_xhat), the elementwise pass of batchnorm_backward_train.
+Tensor batchnorm_backward_dx(const Tensor& dy, const Tensor& x, const Tensor& gamma,
+                             const BatchNormStats& stats, const BatchNormSums& sums,
+                             std::int64_t count, const BatchNormLayout& layout);
+
 /// One step of the derivation from the composite graph to the fused formula,
 /// as the teaching tools print it.
 struct DerivationStep {

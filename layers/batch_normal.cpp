@@ -63,9 +63,18 @@ void expect_agreement(const GraphFunction& composite, const VjpArgs& c, const Ba
   }
 }
 
+[[noreturn]] void throw_non_finite(const std::string& layer, const std::string& batch,
+                                   const std::string& detail) {
+  throw ValueError(layer + ": " + batch + " contains NaN or Inf" + detail +
+                   "; expected finite values");
+}
+
+std::string training_batch(const Shape& shape) {
+  return "the training batch of shape " + to_string(shape);
+}
+
 [[noreturn]] void throw_non_finite(const Shape& shape) {
-  throw ValueError("BatchNormal: the training batch of shape " + to_string(shape) +
-                   " contains NaN or Inf; expected finite values");
+  throw_non_finite("BatchNormal", training_batch(shape), "");
 }
 
 double largest_finite(DType dtype) {
@@ -73,26 +82,11 @@ double largest_finite(DType dtype) {
                                  : std::numeric_limits<double>::max();
 }
 
-// Note [Statistics overflow]
-// A finite batch can still have a variance beyond the dtype's range
-// (float32 values near 1e19 and beyond, float64 near 1e154): the squared
-// deviations overflow. Both modes apply one rule, on the float64 statistics:
-// the batch fails when its mean or variance is not finite in the input's
-// dtype, and the message tells NaN/Inf in the input from overflow.
-void check_statistics(const BatchNormStats& stats, const Tensor& x) {
-  const double limit = largest_finite(x.dtype());
-  const auto fits = [limit](const Tensor& t) {
-    for (double v : t.to_vector()) {
-      if (!(std::fabs(v) <= limit)) return false;  // NaN fails too
-    }
-    return true;
-  };
-  if (fits(stats.mean) && fits(stats.var)) return;
-  if (!math::all_finite(x)) throw_non_finite(x.shape());
-  throw ValueError("BatchNormal: the variance of the training batch of shape " +
-                   to_string(x.shape()) + " overflowed " + to_string(x.dtype()) +
-                   ": the input is finite, but its squared deviations from the mean exceed " +
-                   number(limit) + "; expected values of a smaller magnitude (scale the input)");
+// BatchNormal's batch, described when its statistics fail.
+StatisticsFailure describe_batch(const Tensor& x) {
+  StatisticsFailure f{"BatchNormal", training_batch(x.shape()), std::nullopt};
+  if (!math::all_finite(x)) f.non_finite = "";
+  return f;
 }
 
 // Largest |x|, to tell whether the variance could overflow the dtype.
@@ -107,6 +101,32 @@ double max_magnitude(const Tensor& x) {
 }
 
 }  // namespace
+
+// Note [Statistics overflow]
+// A finite batch can still have a variance beyond the dtype's range
+// (float32 values near 1e19 and beyond, float64 near 1e154): the squared
+// deviations overflow. Every mode applies one rule, on the float64
+// statistics: the batch fails when its mean or variance is not finite in the
+// input's dtype, and the message tells NaN/Inf in the input from overflow.
+// SyncBatchNormal applies the same rule to the global statistics, which are
+// the same bits on every rank, so every rank fails together (its `describe`
+// then agrees across ranks on where the NaN or Inf is).
+void check_statistics(const BatchNormStats& stats, DType dtype,
+                      const std::function<StatisticsFailure()>& describe) {
+  const double limit = largest_finite(dtype);
+  const auto fits = [limit](const Tensor& t) {
+    for (double v : t.to_vector()) {
+      if (!(std::fabs(v) <= limit)) return false;  // NaN fails too
+    }
+    return true;
+  };
+  if (fits(stats.mean) && fits(stats.var)) return;
+  const StatisticsFailure f = describe();
+  if (f.non_finite) throw_non_finite(f.layer, f.batch, *f.non_finite);
+  throw ValueError(f.layer + ": the variance of " + f.batch + " overflowed " + to_string(dtype) +
+                   ": the input is finite, but its squared deviations from the mean exceed " +
+                   number(limit) + "; expected values of a smaller magnitude (scale the input)");
+}
 
 BackwardMode parse_backward_mode(const std::string& name) {
   if (name == "autodiff") return BackwardMode::Autodiff;
@@ -165,7 +185,9 @@ Var batchnorm_fused_train(const Var& x, const Var& gamma, const Var& beta, const
   BatchNormStats stats;
   Tensor y = batchnorm_forward_train(x.value(), gamma.value(), beta.value(), L, eps, stats,
                                      variant == Variant::NpdlStd);
-  if (require_finite) check_statistics(stats, x.value());  // Note [Statistics overflow]
+  if (require_finite) {  // Note [Statistics overflow]
+    check_statistics(stats, x.dtype(), [&] { return describe_batch(x.value()); });
+  }
   if (stats_out != nullptr) *stats_out = stats;
   Graph* graph = common_graph({&x, &gamma, &beta}, kFusedTrain.name);
   if (graph == nullptr) return Var(std::move(y));
@@ -301,7 +323,7 @@ Var BatchNormal::apply(const Var& x, bool training) {
   if (!fused && training && max_magnitude(x.value()) > 0.5 * std::sqrt(largest_finite(x.dtype()))) {
     BatchNormStats exact;
     batchnorm_forward_train(x.value(), gamma_->value, beta_->value, L, epsilon_, exact);
-    check_statistics(exact, x.value());
+    check_statistics(exact, x.dtype(), [&] { return describe_batch(x.value()); });
   }
   Graph* graph = x.graph();
   std::optional<Graph::CompositeScope> scope;
@@ -315,7 +337,7 @@ Var BatchNormal::apply(const Var& x, bool training) {
     y = training
             ? batchnorm_composite_train(x, gamma, beta, L, epsilon_, variant_, &stats)
             : batchnorm_composite_infer(x, gamma, beta, L, epsilon_, running_mean_, running_var_);
-    if (training) check_statistics(stats, x.value());
+    if (training) check_statistics(stats, x.dtype(), [&] { return describe_batch(x.value()); });
   } else {
     y = training ? batchnorm_fused_train(x, gamma, beta, L, epsilon_, checked, variant_, &stats,
                                          /*require_finite=*/true, double_backward_)

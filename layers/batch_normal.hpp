@@ -11,6 +11,8 @@
 //   checked   the fused node, whose VJP also runs reverse mode through the
 //             primitives and throws GradientMismatch naming the largest
 //             difference when the two disagree beyond the dtype's tolerance.
+#include <functional>
+#include <optional>
 #include <string>
 
 #include "layers/batch_norm_kernels.hpp"
@@ -55,6 +57,22 @@ Var batchnorm_fused_train(const Var& x, const Var& gamma, const Var& beta,
 Var batchnorm_fused_infer(const Var& x, const Var& gamma, const Var& beta,
                           const BatchNormLayout& layout, double epsilon, const Tensor& running_mean,
                           const Tensor& running_var, bool checked = false);
+
+/// What a failed statistics check names (check_statistics): the layer, the
+/// batch ("the training batch of shape (4, 2)"), and whether the input holds
+/// NaN or Inf: std::nullopt when it is finite (then the variance overflowed),
+/// else a detail appended to the message ("" for none).
+struct StatisticsFailure {
+  std::string layer;
+  std::string batch;
+  std::optional<std::string> non_finite;
+};
+/// Note [Statistics overflow] (batch_normal.cpp): throws ValueError unless the
+/// float64 training statistics `stats` (mean, var) of a batch of `dtype` fit
+/// that dtype. `describe` is called only when they do not, to name the batch
+/// and tell NaN or Inf in the input from a variance that overflowed.
+void check_statistics(const BatchNormStats& stats, DType dtype,
+                      const std::function<StatisticsFailure()>& describe);
 
 class BatchNormal : public Layer {
  public:

@@ -24,44 +24,29 @@ const OpInfo kSyncFusedTrain{
     0,
     /*twice_differentiable=*/false};
 
-// A per-feature float64 tensor (parameter shape) viewed against the input.
-Tensor against_input(const Tensor& per_feature, const BatchNormLayout& L, DType dtype) {
-  return per_feature.reshape(L.broadcast_shape).astype(dtype);
-}
-
 struct FusedGrads {
   Tensor dx, dgamma, dbeta;
 };
 
-// The distributed backward: local sums, one all-reduce of both, then the
-// fused formula with the global sums and the global count.
+// The distributed backward: the local sums (batchnorm_backward_sums, one
+// read of dy and x), one all-reduce of both, then dx from the global sums
+// and the global count (batchnorm_backward_dx, one elementwise pass).
 FusedGrads sync_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma,
                          const BatchNormStats& s, std::int64_t M, const BatchNormLayout& L,
                          dist::Communicator& comm) {
-  const DType f64 = DType::Float64;
-  const Tensor dy64 = dy.astype(f64);
-  const Tensor xhat =
-      m::mul(m::sub(x.astype(f64), against_input(s.mean, L, f64)), against_input(s.invstd, L, f64));
-  const Tensor local_dy = m::sum(dy64, L.reduced_axes).reshape(L.param_shape);
-  const Tensor local_dy_xhat = m::sum(m::mul(dy64, xhat), L.reduced_axes).reshape(L.param_shape);
-  const std::int64_t F = local_dy.size();
-  Tensor sums({2 * F}, f64);  // both in one call: one latency, not two
-  std::copy_n(local_dy.data<double>(), F, sums.data<double>());
-  std::copy_n(local_dy_xhat.data<double>(), F, sums.data<double>() + F);
-  comm.allreduce_sum(sums);
-  Tensor sum_dy({F}, f64), sum_dy_xhat({F}, f64);
-  std::copy_n(sums.data<double>(), F, sum_dy.data<double>());
-  std::copy_n(sums.data<double>() + F, F, sum_dy_xhat.data<double>());
-  const double count = double(M);
-  const Tensor coeff =
-      m::scale(m::mul(gamma.astype(f64).reshape(L.param_shape), s.invstd.reshape(L.param_shape)),
-               1.0 / count);
-  // (gamma * invstd / M) * (M * dy - SUM(dy) - xhat * SUM(dy * xhat))
-  const Tensor inner = m::sub(m::sub(m::scale(dy64, count), against_input(sum_dy, L, f64)),
-                              m::mul(xhat, against_input(sum_dy_xhat, L, f64)));
-  const Tensor dx = m::mul(against_input(coeff, L, f64), inner);
-  return {dx.astype(x.dtype()), local_dy_xhat.reshape(gamma.shape()).astype(gamma.dtype()),
-          local_dy.reshape(gamma.shape()).astype(gamma.dtype())};
+  const BatchNormSums local = batchnorm_backward_sums(dy, x, s, L);
+  const std::int64_t F = local.sum_dy.size();
+  BatchNormSums global{Tensor(L.param_shape, DType::Float64),
+                       Tensor(L.param_shape, DType::Float64)};
+  std::vector<double> sums(static_cast<std::size_t>(2 * F));  // both in one call: one latency
+  std::copy_n(local.sum_dy.data<double>(), F, sums.data());
+  std::copy_n(local.sum_dy_xhat.data<double>(), F, sums.data() + F);
+  comm.allreduce_sum(sums.data(), 2 * F);
+  std::copy_n(sums.data(), F, global.sum_dy.data<double>());
+  std::copy_n(sums.data() + F, F, global.sum_dy_xhat.data<double>());
+  Tensor dx = batchnorm_backward_dx(dy, x, gamma, s, global, M, L);
+  return {std::move(dx), local.sum_dy_xhat.reshape(gamma.shape()).astype(gamma.dtype()),
+          local.sum_dy.reshape(gamma.shape()).astype(gamma.dtype())};
 }
 
 // Checked mode: reverse mode through the composite with all-reduces, on
@@ -113,16 +98,15 @@ Var sync_batchnorm_composite_train(const Var& x, const Var& gamma, const Var& be
 
 GlobalStats sync_batchnorm_statistics(const Tensor& x, const BatchNormLayout& L, double epsilon,
                                       dist::Communicator& comm) {
-  // This rank's (count, mean, M2) per feature, two-pass in float64.
+  // This rank's (count, mean, M2) per feature: the fused kernel's statistics
+  // pass (blocks reduced in x's dtype, joined in float64; x read once).
   const std::int64_t F = L.features;
   std::vector<double> mine(static_cast<std::size_t>(1 + 2 * F), 0.0);
   mine[0] = double(L.M);
   if (L.M > 0) {
-    const Tensor x64 = x.astype(DType::Float64);
-    const Tensor mean = m::mean(x64, L.reduced_axes, /*keepdims=*/true);
-    const Tensor m2 = m::sum(m::square(m::sub(x64, mean)), L.reduced_axes);
-    std::copy_n(mean.data<double>(), F, mine.begin() + 1);
-    std::copy_n(m2.data<double>(), F, mine.begin() + 1 + F);
+    const BatchNormMoments local = batchnorm_moments(x, L);
+    std::copy_n(local.mean.data<double>(), F, mine.begin() + 1);
+    std::copy_n(local.m2.data<double>(), F, mine.begin() + 1 + F);
   }
   const std::vector<double> all = comm.allgather(mine.data(), std::int64_t(mine.size()));
   // Chan, Golub & LeVeque's pairwise update, rank by rank: every rank merges
@@ -239,12 +223,21 @@ Var SyncBatchNormal::apply(const Var& x, bool training) {
         std::to_string(global.count) + " (this rank's input has shape " + to_string(x.shape()) +
         ")");
   }
-  if (!(m::all_finite(global.stats.mean) && m::all_finite(global.stats.var))) {
-    throw ValueError(
-        "SyncBatchNormal: the global training batch contains NaN or Inf (this "
-        "rank's input has shape " +
-        to_string(x.shape()) + "); expected finite values");
-  }
+  // Note [Statistics overflow], on the global statistics: the same bits on
+  // every rank, so every rank fails here together; NaN or Inf in an input
+  // is then named by rank (one agreement step, on failure only).
+  check_statistics(global.stats, x.dtype(), [&] {
+    const bool finite = m::all_finite(x.value());
+    const std::string where =
+        dist::disagreement(*comm_, finite, "input of shape " + to_string(x.shape()));
+    StatisticsFailure f{"SyncBatchNormal",
+                        "the global training batch (M = " + std::to_string(global.count) +
+                            " elements per feature over " + std::to_string(comm_->size()) +
+                            (comm_->size() == 1 ? " rank)" : " ranks)"),
+                        std::nullopt};
+    if (!where.empty()) f.non_finite = " (" + where + ")";
+    return f;
+  });
   Graph* graph = x.graph();
   std::optional<Graph::CompositeScope> scope;
   if (graph != nullptr) scope.emplace(*graph, name());

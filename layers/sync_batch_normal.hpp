@@ -7,19 +7,26 @@
 // Inference is BatchNormal's: running statistics only, no communication.
 //
 // Training forward, per feature:
-//   each rank: its count m_r, mean_r and M2_r = sum((x - mean_r)^2), float64
+//   each rank: its count m_r, mean_r and M2_r = sum((x - mean_r)^2), float64,
+//   by the fused kernel's statistics pass (batchnorm_moments: x read once)
 //   one allgather of (m_r, mean_r, M2_r); every rank merges them in rank
 //   order with Chan's formula (never E[x^2] - E[x]^2), so every rank gets
 //   the same bits: M = sum m_r, mean, var = M2 / M;
 //   y = gamma * (x - mean) * rsqrt(var + epsilon) + beta on the local shard;
 //   running statistics updated from the global mean and var (with M), the
-//   same on every rank.
-// Fused backward: the two local sums sum(dy) and sum(dy * xhat) (float64)
-// are all-reduced in one call, then
+//   same on every rank. The global statistics are checked as BatchNormal's
+//   (Note [Statistics overflow]): NaN or Inf on any rank, or a variance
+//   beyond the dtype's range, makes every rank throw the same ValueError.
+// Fused backward: the two local sums sum(dy) and sum(dy * xhat) (float64,
+// batchnorm_backward_sums) are all-reduced in one call, then
 //   dx = (gamma * invstd / M) * (M * dy - SUM(dy) - xhat * SUM(dy * xhat))
-// with the global sums. dgamma and dbeta stay the rank's own (local) sums,
-// as for every other parameter: the data-parallel step all-reduces all
-// parameter gradients together.
+// with the global sums (batchnorm_backward_dx). Both forward and backward
+// run the fused kernels' passes; what they cannot share with BatchNormal is
+// the cache: the forward reads x once for the statistics and once for y, the
+// backward dy and x once for the sums and once for dx (BatchNormal does each
+// pair while a group of features is still in cache). dgamma and dbeta stay
+// the rank's own (local) sums, as for every other parameter: the
+// data-parallel step all-reduces all parameter gradients together.
 // Autodiff: the composite of primitives with two dist::all_reduce_sum ops
 // (the sums behind the mean and the variance); reverse mode through it,
 // whose all-reduce VJPs do the cross-rank part. Checked: fused, compared

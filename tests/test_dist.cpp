@@ -79,6 +79,43 @@ TEST(SyncBatchNormal, BadInputThrowsAndLeavesTheStateAsItWas) {
   EXPECT_EQ(math::max_abs_diff(bn.running_var(), var).abs, 0.0);
 }
 
+// Note [Statistics overflow]: the same rule and messages as BatchNormal's,
+// on the (here one-rank) global statistics; the state is left as it was.
+TEST(SyncBatchNormal, AVarianceThatOverflowsSaysSoAndNaNIsNamedAsSuch) {
+  for (DType dtype : {DType::Float32, DType::Float64}) {
+    const double big = dtype == DType::Float32 ? 3e37 : 1e300;
+    const Tensor x =
+        Tensor::from_vector({4, 2}, {big, -big, -big, big, big, big, -big, -big}, dtype);
+    for (auto mode : {layers::BackwardMode::Fused, layers::BackwardMode::Autodiff,
+                      layers::BackwardMode::Checked}) {
+      layers::SyncBatchNormal bn(1e-5, 0.9, 0, "zero", "one", kSingle);
+      bn.set_backward_mode(mode);
+      try {
+        bn.forward(x);
+        ADD_FAILURE() << "accepted a batch whose variance overflows";
+      } catch (const ValueError& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find("the variance of the global training batch (M = 4 elements per "
+                            "feature over 1 rank) overflowed " +
+                            to_string(dtype)),
+                  std::string::npos)
+            << what;
+      }
+      EXPECT_FALSE(bn.connected());
+    }
+  }
+  layers::SyncBatchNormal bn(1e-5, 0.9, 0, "zero", "one", kSingle);
+  try {
+    bn.forward(Tensor::from_vector({2, 1}, {1.0, std::numeric_limits<double>::infinity()}));
+    FAIL();
+  } catch (const ValueError& e) {
+    EXPECT_NE(
+        std::string(e.what()).find("contains NaN or Inf (rank 0 of 1: input of shape (2, 1))"),
+        std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(DataParallel, OneRankCommunicatorTrainsAsWithoutOne) {
   auto make = [](bool with_comm) {
     set_seed(5);

@@ -182,6 +182,63 @@ TEST(SyncBatchNormal, AMismatchedShardStopsEveryRankAndNamesIt) {
   EXPECT_EQ(relative_error(bn.running_var(), var), 0.0);
 }
 
+// Note [Statistics overflow] on the global statistics: one rank's values
+// near 1e30 are finite in float32, but their squared deviations are not.
+// Every rank must throw the same error at the same point (none left waiting
+// in a collective), with the running statistics as they were.
+TEST(SyncBatchNormal, AVarianceThatOverflowsOnOneRankStopsEveryRank) {
+  const int rank = comm()->rank(), n = comm()->size();
+  for (auto mode : {layers::BackwardMode::Fused, layers::BackwardMode::Autodiff,
+                    layers::BackwardMode::Checked}) {
+    layers::SyncBatchNormal bn(1e-5, 0.9, 1, "zero", "one", comm());
+    bn.set_backward_mode(mode);
+    bn.forward(Tensor::randn({3, 4}, 1));
+    const Tensor mean = bn.running_mean().clone(), var = bn.running_var().clone();
+    Tensor x = Tensor::randn({3, 4}, 2 + rank);
+    if (rank == n - 1) x = math::scale(x, 1e30);
+    ASSERT_EQ(x.dtype(), DType::Float32);
+    ASSERT_TRUE(math::all_finite(x));
+    try {
+      bn.forward(x);
+      ADD_FAILURE() << "expected ValueError on every rank";
+    } catch (const ValueError& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("SyncBatchNormal: the variance of the global training batch"),
+                std::string::npos)
+          << what;
+      EXPECT_NE(what.find("overflowed float32"), std::string::npos) << what;
+      EXPECT_EQ(what.find("NaN"), std::string::npos) << what;
+    }
+    EXPECT_EQ(relative_error(bn.running_mean(), mean), 0.0);
+    EXPECT_EQ(relative_error(bn.running_var(), var), 0.0);
+    EXPECT_EQ(bn.running_mean().dtype(), DType::Float32);
+    // Every rank is at the same point: the next batch trains normally.
+    EXPECT_TRUE(math::all_finite(bn.forward(Tensor::randn({3, 4}, 5 + rank))));
+  }
+}
+
+TEST(SyncBatchNormal, NaNOnOneRankIsNamedOnEveryRank) {
+  const int rank = comm()->rank(), n = comm()->size();
+  layers::SyncBatchNormal bn(1e-5, 0.9, 1, "zero", "one", comm());
+  bn.forward(Tensor::randn({3, 4}, 1));
+  const Tensor mean = bn.running_mean().clone(), var = bn.running_var().clone();
+  Tensor x = Tensor::randn({3, 4}, 2 + rank);
+  if (rank == n - 1) x.data<float>()[5] = std::nanf("");
+  try {
+    bn.forward(x);
+    FAIL() << "expected ValueError on every rank";
+  } catch (const ValueError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("contains NaN or Inf (rank " + std::to_string(n - 1) + " of " +
+                        std::to_string(n) + ": input of shape (3, 4))"),
+              std::string::npos)
+        << what;
+    EXPECT_EQ(what.find("overflowed"), std::string::npos) << what;
+  }
+  EXPECT_EQ(relative_error(bn.running_mean(), mean), 0.0);
+  EXPECT_EQ(relative_error(bn.running_var(), var), 0.0);
+}
+
 TEST(SyncBatchNormal, OneSamplePerRankIsEnoughWhenTheGlobalBatchHasTwo) {
   layers::SyncBatchNormal bn(1e-5, 0.9, 0, "zero", "one", comm());
   const Tensor y = bn.forward(Tensor::randn({1, 3}, 7 + comm()->rank(), DType::Float64));
@@ -286,6 +343,73 @@ INSTANTIATE_TEST_SUITE_P(Optimisers, DataParallelFit,
                                                                                  : "f32_") +
                                   info.param.second;
                          });
+
+// The CNN example's path in miniature (examples/fashion_mnist_cnn.cpp with
+// --distributed): convolution - SyncBatchNormal over channels (axis 1, M
+// over samples and positions) - relu - max-pool - flatten - Dense -
+// SyncBatchNormal - relu - Dense softmax, momentum, float64. In float32 the
+// example's curves part ways after some steps, as two summation orders do
+// once a max-pool or relu decision flips (README); in float64 none flips.
+std::unique_ptr<model::Model> small_cnn(bool sync) {
+  set_seed(sync ? 300 + comm()->rank() : 300);  // rank 0's weights must reach every rank
+  auto m = std::make_unique<model::Model>();
+  auto normalised = [&](int axis) {
+    if (sync) {
+      m->add<layers::SyncBatchNormal>(1e-5, 0.9, axis, "zero", "one", comm());
+    } else {
+      m->add<layers::BatchNormal>(1e-5, 0.9, axis);
+    }
+    m->add<layers::Activation>("relu");
+  };
+  m->add<layers::Convolution>(3, 3, Shape{1, 8, 8}, 1, "glorot_uniform", "linear");
+  normalised(1);
+  m->add<layers::MaxPooling>(2);
+  m->add<layers::Flatten>();
+  m->add<layers::Dense>(6, 0, "glorot_uniform", "linear");
+  normalised(0);
+  m->add<layers::Dense>(3, 0, "glorot_uniform", "softmax");
+  model::OptimizerOptions o;
+  o.lr = 0.05;
+  m->compile(model::get_objective("SoftmaxCategoricalCrossEntropy"),
+             model::get_optimizer("momentum", o));
+  if (sync) m->set_communicator(comm());
+  return m;
+}
+
+TEST(DataParallelCnn, TwentyStepsEqualOneProcessOnTheGlobalBatch) {
+  const int n = comm()->size();
+  const std::int64_t per_rank = 3, global_batch = per_rank * n, steps = 20;
+  const Tensor X = Tensor::uniform({global_batch * steps, 1, 8, 8}, 31, DType::Float64, 0.0, 1.0);
+  std::vector<int> labels;
+  for (std::int64_t i = 0; i < global_batch * steps; ++i) labels.push_back(int((i * 5) % 3));
+  const Tensor Y = model::one_hot(labels, 3, DType::Float64);
+  model::FitOptions o;
+  o.epochs = 1;
+  o.batch_size = global_batch;
+  o.log = nullptr;
+  auto single = small_cnn(false);
+  set_seed(8);
+  const std::vector<model::EpochStats> h_single = single->fit(X, Y, o);
+  auto parallel = small_cnn(true);
+  set_seed(8);
+  const std::vector<model::EpochStats> h_parallel = parallel->fit(X, Y, o);
+  ASSERT_EQ(parallel->steps(), steps);
+  EXPECT_LE(std::abs(h_parallel[0].loss - h_single[0].loss) / std::abs(h_single[0].loss), 1e-10);
+  const double weights_error = relative_error(all_weights(*parallel), all_weights(*single));
+  EXPECT_LE(weights_error, 1e-10);
+  if (comm()->rank() == 0) {
+    std::cout << "  CNN, " << n << " ranks x " << per_rank << " vs 1 x " << global_batch
+              << ", 20 steps: weights " << weights_error << " (relative)\n";
+  }
+  for (const ParameterPtr& p : parallel->params()) {
+    expect_identical_on_every_rank(p->value, "parameter " + p->name);
+  }
+  auto* bn = dynamic_cast<layers::BatchNormal*>(parallel->layers()[1].get());
+  auto* bn_ref = dynamic_cast<layers::BatchNormal*>(single->layers()[1].get());
+  ASSERT_NE(bn, nullptr);
+  EXPECT_LE(relative_error(bn->running_var(), bn_ref->running_var()), 1e-10);
+  EXPECT_LE(relative_error(parallel->predict(X), single->predict(X)), 1e-10);
+}
 
 TEST(DataParallel, SaveWritesOnceFromRankZeroAndEveryRankCanLoadIt) {
   auto m = small_network(true, DType::Float64, "sgd");
