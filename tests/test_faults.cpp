@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -81,6 +82,13 @@ TEST_F(Faults, ASaveKilledAtARandomMomentLeavesTheOldOrTheNewModel) {
   ASSERT_NE(first_bytes, second_bytes);
   first.save(file);
 
+  // Kills land within the first few saves: as long as a save takes in this
+  // build (a sanitizer makes it several times slower than a release build).
+  const auto timed_start = std::chrono::steady_clock::now();
+  first.save(path("timing.bin"));
+  const auto one_save = std::chrono::duration_cast<std::chrono::microseconds>(
+      std::chrono::steady_clock::now() - timed_start);
+  const std::int64_t max_delay_us = std::max<std::int64_t>(5000, 4 * one_save.count());
   constexpr int kKills = 150;
   std::mt19937 rng(20261125);
   int mid_write = 0, saw_first = 0, saw_second = 0;
@@ -94,8 +102,7 @@ TEST_F(Faults, ASaveKilledAtARandomMomentLeavesTheOldOrTheNewModel) {
         ::_exit(1);  // never back into the test runner
       }
     }
-    // Saves take about a millisecond: kill within the first few of them.
-    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 5000));
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % max_delay_us));
     ASSERT_EQ(::kill(child, SIGKILL), 0);
     int status = 0;
     ASSERT_EQ(::waitpid(child, &status, 0), child);
@@ -116,9 +123,9 @@ TEST_F(Faults, ASaveKilledAtARandomMomentLeavesTheOldOrTheNewModel) {
     loaded.build({784});
     ASSERT_NO_THROW(loaded.load(file)) << "after kill " << kill;
   }
-  std::cout << "[ faults   ] " << kKills << " kills: " << mid_write
-            << " during a write (temporary file left), file then held the first model "
-            << saw_first << " times, the second " << saw_second << " times\n";
+  std::cout << "[ faults   ] " << kKills << " kills within " << max_delay_us << " us: " << mid_write
+            << " during a write (temporary file left), file then held the first model " << saw_first
+            << " times, the second " << saw_second << " times\n";
   EXPECT_GT(mid_write, 0) << "no kill landed during a write: the test did not test it";
   EXPECT_GT(saw_first, 0);
   EXPECT_GT(saw_second, 0);
@@ -199,8 +206,8 @@ TEST_F(Faults, AReadOnlyFolderIsAnIOErrorAndTheOldFileStays) {
     const std::string file = path("model.bin");
     m.save(file);
     const std::string old_bytes = read_bytes(file);
-    std::filesystem::permissions(dir_, std::filesystem::perms::owner_read |
-                                           std::filesystem::perms::owner_exec);
+    std::filesystem::permissions(
+        dir_, std::filesystem::perms::owner_read | std::filesystem::perms::owner_exec);
     EXPECT_THROW(m.save(file), IOError);
     std::filesystem::permissions(dir_, std::filesystem::perms::owner_all);
     EXPECT_EQ(read_bytes(file), old_bytes);
