@@ -140,22 +140,27 @@ std::vector<Tensor> finite_difference_gradients(const GraphFunction& f,
     std::vector<Var> vars(inputs.begin(), inputs.end());
     return weighted_sum(f(vars).value(), upstream);
   };
-  std::vector<Tensor> grads;
-  for (Tensor& x : inputs) {
-    Tensor g = Tensor::zeros(x.shape(), DType::Float64);
+  return central_differences(inputs, loss, step);
+}
+
+std::vector<Tensor> central_differences(std::vector<Tensor>& at, const std::function<double()>& f,
+                                        double step) {
+  std::vector<Tensor> result;
+  for (Tensor& x : at) {
+    Tensor d = Tensor::zeros(x.shape(), DType::Float64);
     double* p = x.data<double>();
     for (std::int64_t i = 0; i < x.size(); ++i) {
       const double saved = p[i];
       p[i] = saved + step;
-      const double plus = loss();
+      const double plus = f();
       p[i] = saved - step;
-      const double minus = loss();
+      const double minus = f();
       p[i] = saved;
-      g.data<double>()[i] = (plus - minus) / (2.0 * step);
+      d.data<double>()[i] = (plus - minus) / (2.0 * step);
     }
-    grads.push_back(g);
+    result.push_back(d);
   }
-  return grads;
+  return result;
 }
 
 namespace {
@@ -237,25 +242,13 @@ double contracted_gradient(const GraphFunction& f, const std::vector<Tensor>& in
 // (the inputs, then u).
 std::vector<Tensor> finite_difference_second(const GraphFunction& f, std::vector<Tensor> at,
                                              const std::vector<Tensor>& v, double step) {
-  std::vector<Tensor> result;
-  for (std::size_t k = 0; k < at.size(); ++k) {
-    Tensor& x = at[k];
-    Tensor d = Tensor::zeros(x.shape(), DType::Float64);
-    double* p = x.data<double>();
-    for (std::int64_t i = 0; i < x.size(); ++i) {
-      const double saved = p[i];
-      const auto h_at = [&](double value) {
-        p[i] = value;
+  return central_differences(
+      at,
+      [&] {
         const std::vector<Tensor> inputs(at.begin(), at.end() - 1);
         return contracted_gradient(f, inputs, at.back(), v);
-      };
-      const double plus = h_at(saved + step), minus = h_at(saved - step);
-      p[i] = saved;
-      d.data<double>()[i] = (plus - minus) / (2.0 * step);
-    }
-    result.push_back(d);
-  }
-  return result;
+      },
+      step);
 }
 
 }  // namespace

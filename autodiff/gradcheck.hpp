@@ -90,6 +90,12 @@ GradCheckReport gradgradcheck(const GraphFunction& f, const std::vector<Tensor>&
                               const GradCheckOptions& options = {},
                               const std::vector<std::string>& names = {});
 
+/// Central differences of the scalar `f` with respect to every element of
+/// every (float64) tensor of `at`: each element is moved by +-step in place
+/// (f reads `at`) and restored. What every finite-difference check runs.
+std::vector<Tensor> central_differences(std::vector<Tensor>& at, const std::function<double()>& f,
+                                        double step);
+
 /// Tolerances that suit a dtype for comparing two gradient computations.
 GradCheckOptions tolerances_for(DType dtype);
 

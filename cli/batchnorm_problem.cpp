@@ -231,23 +231,7 @@ std::vector<Tensor> numeric_second_order_gradients(const BatchNormProblem& p) {
     for (int i = 0; i < 3; ++i) sum += math::sum(math::mul(g[i], w[i].value())).item();
     return sum;
   };
-  const double step = GradCheckOptions{}.step;
-  std::vector<Tensor> result;
-  for (Tensor& t : at) {
-    Tensor d = Tensor::zeros(t.shape(), DType::Float64);
-    double* v = t.data<double>();
-    for (std::int64_t i = 0; i < t.size(); ++i) {
-      const double saved = v[i];
-      v[i] = saved + step;
-      const double plus = h();
-      v[i] = saved - step;
-      const double minus = h();
-      v[i] = saved;
-      d.data<double>()[i] = (plus - minus) / (2.0 * step);
-    }
-    result.push_back(d);
-  }
-  return result;
+  return central_differences(at, h, GradCheckOptions{}.step);
 }
 
 std::vector<GradientAgreement> compare_second_order(const BatchNormProblem& p,
