@@ -15,8 +15,9 @@ namespace npdl::fuzz {
 inline const std::filesystem::path& scratch_dir() {
   static const std::filesystem::path dir = [] {
     const char* base = std::getenv("TMPDIR");
-    std::filesystem::path d = std::filesystem::path(base != nullptr && *base != '\0' ? base : "/tmp") /
-                              ("npdl_fuzz_" + std::to_string(::getpid()));
+    std::filesystem::path d =
+        std::filesystem::path(base != nullptr && *base != '\0' ? base : "/tmp") /
+        ("npdl_fuzz_" + std::to_string(::getpid()));
     std::filesystem::create_directories(d);
     std::atexit([] {
       std::error_code ec;

@@ -72,7 +72,8 @@ int main(int argc, char** argv) {
   npdl::io::save_npy((npy / "float32_2x3.npy").string(), Tensor::randn({2, 3}, 1));
   npdl::io::save_npy((npy / "float64_scalar.npy").string(), Tensor::scalar(1.5, DType::Float64));
   npdl::io::save_npy((npy / "float32_empty_0x3.npy").string(), Tensor::zeros({0, 3}));
-  npdl::io::save_npy((npy / "float64_2x1x2.npy").string(), Tensor::randn({2, 1, 2}, 2, DType::Float64));
+  npdl::io::save_npy((npy / "float64_2x1x2.npy").string(),
+                     Tensor::randn({2, 1, 2}, 2, DType::Float64));
 
   // idx_reader: byte 0 even = gzip here, odd = as is; byte 1 = expected rank.
   const fs::path idx_dir = root / "idx_reader";

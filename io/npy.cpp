@@ -75,10 +75,9 @@ struct Descriptor {
 /// too long for an int (the fuzzer wrote '<f6666666666') or not a number is
 /// named as written instead of overflowing (the bug std::atoi(...) * 8 had).
 std::string size_in_bits(const std::string& size) {
-  const bool digits = !size.empty() && size.size() <= 4 &&
-                      std::all_of(size.begin(), size.end(), [](unsigned char c) {
-                        return std::isdigit(c) != 0;
-                      });
+  const bool digits =
+      !size.empty() && size.size() <= 4 &&
+      std::all_of(size.begin(), size.end(), [](unsigned char c) { return std::isdigit(c) != 0; });
   return digits ? std::to_string(std::stoi(size) * 8) : " of " + size + " bytes";
 }
 

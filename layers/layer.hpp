@@ -90,7 +90,7 @@ class Layer {
   Shape input_shape_;
   std::unique_ptr<Graph> graph_;  // of the last eager forward
   Var input_, output_;
-  bool backward_done_ = false;     // the last forward's backward has run
+  bool backward_done_ = false;      // the last forward's backward has run
   bool forward_untracked_ = false;  // the last forward ran with gradients off
 };
 

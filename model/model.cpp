@@ -384,7 +384,8 @@ std::vector<EpochStats> Model::fit(const Tensor& X, const Tensor& Y, const FitOp
   std::vector<EpochStats> history;
   for (int epoch = 1; epoch <= o.epochs; ++epoch) {
     if (o.shuffle) std::shuffle(order.begin(), order.end(), generator());
-    if (o.shuffle && distributed()) comm_->broadcast(order.data(), order.size() * sizeof order[0], 0);
+    if (o.shuffle && distributed())
+      comm_->broadcast(order.data(), order.size() * sizeof order[0], 0);
     progress.begin_epoch(epoch, o.epochs, batches);
     const auto start = std::chrono::steady_clock::now();
     double loss_sum = 0.0, acc_sum = 0.0;

@@ -13,8 +13,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <cstdio>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -226,8 +226,8 @@ void Model::save(const std::string& path) const {
     comm_->broadcast(&length, sizeof length, 0);
     error.resize(length);
     comm_->broadcast(error.data(), length, 0);
-    if (!error.empty()) throw IOError("Model.save on rank 0 of " + std::to_string(comm_->size()) +
-                                      ": " + error);
+    if (!error.empty())
+      throw IOError("Model.save on rank 0 of " + std::to_string(comm_->size()) + ": " + error);
     return;
   }
   write_state(layers_, path);

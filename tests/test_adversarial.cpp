@@ -49,9 +49,9 @@ TEST(NonFiniteComparison, NaNOrInfinityOnOneSideIsAMismatch) {
 
 TEST(NonFiniteComparison, TheSameNonFiniteValueInTheSamePlaceAgrees) {
   const Shape s{3};
-  EXPECT_TRUE(compare_tensors("t", f64(s, {kNaN, kInf, -kInf}), f64(s, {kNaN, kInf, -kInf}), 1e-6,
-                              1e-4)
-                  .ok);
+  EXPECT_TRUE(
+      compare_tensors("t", f64(s, {kNaN, kInf, -kInf}), f64(s, {kNaN, kInf, -kInf}), 1e-6, 1e-4)
+          .ok);
   EXPECT_EQ(math::max_abs_diff(f64(s, {kNaN, kInf, 1}), f64(s, {kNaN, kInf, 1})).abs, 0.0);
   EXPECT_EQ(math::max_abs_diff(f64(s, {1, kInf, 1}), f64(s, {1, -kInf, 1})).abs, kInf);
 }
@@ -284,7 +284,8 @@ TEST_F(BoundedReaders, AnIdxHeaderClaimingGigabytesOnATinyFileIsTruncatedNotAllo
 TEST_F(BoundedReaders, AZeroSizeDoesNotHideOverflowingOtherSizes) {
   // Found by the idx_reader fuzzer: 0 x 3004297121 x 4236181504 images.
   const std::string file = path("zero.gz");
-  const unsigned char header[] = {0, 0, 0x08, 3, 0, 0, 0, 0, 0xb3, 0x11, 0xef, 0xa1, 0xfc, 0x7f, 0, 0};
+  const unsigned char header[] = {0,    0,    0x08, 3,    0,    0,    0, 0,
+                                  0xb3, 0x11, 0xef, 0xa1, 0xfc, 0x7f, 0, 0};
   gzFile gz = gzopen(file.c_str(), "wb");
   gzwrite(gz, header, sizeof header);
   gzclose(gz);
@@ -328,8 +329,7 @@ TEST(ThreadCountsDeathTest, TheEnvironmentVariableIsParsedStrictly) {
 // ---------------------------------------------------------------- item 10
 
 bool same_bits(const Tensor& a, const Tensor& b) {
-  return a.dtype() == b.dtype() && a.shape() == b.shape() &&
-         math::max_abs_diff(a, b).abs == 0.0;
+  return a.dtype() == b.dtype() && a.shape() == b.shape() && math::max_abs_diff(a, b).abs == 0.0;
 }
 
 TEST(NoChangeOnFailure, AFailedTrainingStepLeavesEveryLayersDtypeAndValues) {
@@ -375,7 +375,8 @@ TEST_F(LoadErrors, LoadingADirectoryIsAnIOError) {
 TEST(StatisticsOverflow, BothModesSayTheVarianceOverflowed) {
   for (DType dtype : {DType::Float32, DType::Float64}) {
     const double big = dtype == DType::Float32 ? 3e37 : 1e300;
-    const Tensor x = Tensor::from_vector({4, 2}, {big, -big, -big, big, big, big, -big, -big}, dtype);
+    const Tensor x =
+        Tensor::from_vector({4, 2}, {big, -big, -big, big, big, big, -big, -big}, dtype);
     for (const char* mode : {"fused", "autodiff", "checked"}) {
       BatchNormal bn;
       bn.set_backward_mode(layers::parse_backward_mode(mode));
@@ -429,9 +430,13 @@ TEST(Messages, NameWhatWentWrong) {
     NoGradGuard no_grad;
     linear.forward(Tensor::ones({4, 2}));
   }
-  EXPECT_NE(message_of([&] { linear.backward(Tensor::ones({4, 3})); }).find("no graph was recorded"),
+  EXPECT_NE(message_of([&] {
+              linear.backward(Tensor::ones({4, 3}));
+            }).find("no graph was recorded"),
             std::string::npos);
-  EXPECT_NE(message_of([&] { linear.forward(Tensor::ones({4, 5})); }).find("(N, 2)"),
+  EXPECT_NE(message_of([&] {
+              linear.forward(Tensor::ones({4, 5}));
+            }).find("(N, 2)"),
             std::string::npos);
 
   model::Model m;
