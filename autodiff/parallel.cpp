@@ -95,22 +95,33 @@ class Pool {
     resize_locked(threads);
   }
 
+  // Note [Claimed chunks]
+  // Chunks are not assigned to threads: the caller and every awake worker
+  // claim the next unclaimed chunk until none is left. A worker the system
+  // has not scheduled yet (another process holds its core) therefore never
+  // makes the caller wait: the caller runs that worker's share itself, and
+  // two threads on a contended machine cost about what one does. Which
+  // thread runs a chunk does not change its bits (Note [Chunk boundaries]).
+  // A claim carries the job's generation, so a worker that read one job and
+  // was descheduled before claiming cannot claim a chunk of the next.
   void run(int chunks, const std::function<void(int)>& job) {
     std::lock_guard<std::mutex> serial(run_mutex_);
-    const int participants = std::min(chunks, size());
+    std::uint64_t generation = 0;
     {
       std::lock_guard<std::mutex> g(mutex_);
       job_ = &job;
-      chunks_ = participants;
-      pending_.store(participants - 1, std::memory_order_relaxed);
-      generation_.fetch_add(1, std::memory_order_release);
+      chunks_ = chunks;
+      finished_.store(0, std::memory_order_relaxed);
+      generation = generation_.load(std::memory_order_relaxed) + 1;
+      next_claim_.store(claim_tag(generation), std::memory_order_relaxed);
+      generation_.store(generation, std::memory_order_release);
     }
-    wake_.notify_all();
-    job(0);
-    for (int c = participants; c < chunks; ++c) job(c);
-    if (!spin_until([&] { return pending_.load(std::memory_order_acquire) == 0; })) {
+    if (size() > 1) wake_.notify_all();
+    run_claimed(generation, chunks, job, /*by_worker=*/false);
+    const auto all_finished = [&] { return finished_.load(std::memory_order_acquire) == chunks; };
+    if (!spin_until(all_finished)) {
       std::unique_lock<std::mutex> g(mutex_);
-      done_.wait(g, [&] { return pending_.load(std::memory_order_acquire) == 0; });
+      done_.wait(g, all_finished);
     }
     std::lock_guard<std::mutex> g(mutex_);
     job_ = nullptr;
@@ -131,7 +142,7 @@ class Pool {
     // Workers start having seen the current generation, so they wait for the next job.
     const std::uint64_t g = generation_.load(std::memory_order_relaxed);
     try {
-      for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i, g] { work(i, g); });
+      for (int i = 1; i < threads; ++i) workers_.emplace_back([this, g] { work(g); });
       size_.store(threads, std::memory_order_release);
     } catch (const std::system_error& e) {
       const int started = static_cast<int>(workers_.size()) + 1;
@@ -142,35 +153,62 @@ class Pool {
     }
   }
 
-  void work(int index, std::uint64_t seen) {
+  // The upper 32 bits of next_claim_ tag the job's generation, the lower
+  // count the chunks claimed (Note [Claimed chunks]).
+  static std::uint64_t claim_tag(std::uint64_t generation) { return generation << 32; }
+
+  // Claims and runs chunks of the job of `generation` until none is left or
+  // another job has begun.
+  void run_claimed(std::uint64_t generation, int chunks, const std::function<void(int)>& job,
+                   bool by_worker) {
+    const std::uint64_t tag = claim_tag(generation);
+    for (;;) {
+      std::uint64_t claim = next_claim_.load(std::memory_order_acquire);
+      do {
+        if ((claim & ~kClaimCountMask) != (tag & ~kClaimCountMask)) return;
+        if (static_cast<int>(claim & kClaimCountMask) >= chunks) return;
+      } while (!next_claim_.compare_exchange_weak(claim, claim + 1, std::memory_order_acq_rel));
+      job(static_cast<int>(claim & kClaimCountMask));
+      if (by_worker) {
+        // Under the lock, so that a caller about to sleep on done_ cannot
+        // miss the notification.
+        {
+          std::lock_guard<std::mutex> g(mutex_);
+          finished_.fetch_add(1, std::memory_order_release);
+        }
+        done_.notify_one();
+      } else {
+        finished_.fetch_add(1, std::memory_order_release);
+      }
+    }
+  }
+
+  void work(std::uint64_t seen) {
     for (;;) {
       const std::function<void(int)>* job = nullptr;
+      int chunks = 0;
       spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; });
       {
         std::unique_lock<std::mutex> g(mutex_);
         wake_.wait(g, [&] { return stop_ || generation_.load(std::memory_order_acquire) != seen; });
         if (stop_) return;
         seen = generation_.load(std::memory_order_relaxed);
-        if (index >= chunks_) continue;
         job = job_;
+        chunks = chunks_;
       }
-      (*job)(index);
-      {
-        // Under the lock, so that a caller about to sleep on done_ cannot
-        // miss the notification.
-        std::lock_guard<std::mutex> g(mutex_);
-        pending_.fetch_sub(1, std::memory_order_release);
-      }
-      done_.notify_one();
+      if (job != nullptr) run_claimed(seen, chunks, *job, /*by_worker=*/true);
     }
   }
+
+  static constexpr std::uint64_t kClaimCountMask = 0xffffffffu;
 
   std::vector<std::thread> workers_;
   std::mutex mutex_, run_mutex_;
   std::condition_variable wake_, done_;
   const std::function<void(int)>* job_ = nullptr;
   int chunks_ = 0;
-  std::atomic<int> pending_{0};
+  std::atomic<int> finished_{0};              // chunks of the current job run to the end
+  std::atomic<std::uint64_t> next_claim_{0};  // Note [Claimed chunks]
   std::atomic<std::uint64_t> generation_{0};
   bool stop_ = false;
   std::atomic<int> size_{1};  // workers + the caller; read without run_mutex_

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -334,6 +335,64 @@ Tensor transpose(const Tensor& a, const Axes& perm_in) {
   return out;
 }
 
+namespace {
+// Note [Splitting matrix products]
+// A product large enough to pay for a hand-off is cut into blocks of c's
+// rows (or columns, whichever c has more of), each an independent product,
+// and the blocks are shared among the threads. The cut depends on the shape
+// and on the machine's hardware threads, never on the thread count set, so
+// one thread computes the same blocks in turn and the result has the same
+// bits at any thread count (as every other kernel's, Note [Chunk
+// boundaries] in parallel.cpp); a product cut by thread count would sum in
+// another order wherever Eigen's register tiles fall differently. (Bits
+// differ between machines anyway: the kernels' instruction set does.)
+//
+// The price on one thread is re-packing the uncut operand once more per
+// block, about 2% of a 256 x 784 @ 784 x 100 product per extra block; so
+// there are no more blocks than the machine could run at once, and a power
+// of two of them, which thread counts of 1, 2, 4, ... share evenly.
+// kProductGrain multiply-adds are about 10 us on one AVX-512 core, several
+// times a hand-off's cost; blocks keep at least kMinBlockExtent rows so that
+// Eigen's register tiles stay full; boundaries fall on multiples of
+// kBlockAlignment (a float packet).
+constexpr std::int64_t kProductGrain = std::int64_t{1} << 19;
+constexpr std::int64_t kMinBlockExtent = 32;
+constexpr std::int64_t kBlockAlignment = 16;
+
+std::int64_t max_product_blocks() {
+  static const std::int64_t blocks = [] {
+    const std::int64_t hardware = std::max(1u, std::thread::hardware_concurrency());
+    std::int64_t power = 1;
+    while (power < hardware) power *= 2;
+    return power;
+  }();
+  return blocks;
+}
+
+struct ProductSplit {
+  bool by_rows = true;
+  std::int64_t extent = 0;  // rows (or columns) of c
+  std::int64_t parts = 1;
+
+  std::int64_t boundary(std::int64_t part) const {
+    if (part >= parts) return extent;
+    return extent * part / parts / kBlockAlignment * kBlockAlignment;
+  }
+};
+
+ProductSplit split_product(std::int64_t rows, std::int64_t cols, std::int64_t inner) {
+  ProductSplit split;
+  split.by_rows = rows >= cols;
+  split.extent = split.by_rows ? rows : cols;
+  const double multiply_adds = double(rows) * double(cols) * double(inner);
+  const std::int64_t by_work = static_cast<std::int64_t>(multiply_adds / double(kProductGrain));
+  const std::int64_t most =
+      std::min({by_work, split.extent / kMinBlockExtent, max_product_blocks()});
+  while (split.parts * 2 <= most) split.parts *= 2;
+  return split;
+}
+}  // namespace
+
 Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b) {
   check_same_dtype(a, b, "matmul");
   if (a.rank() != 2 || b.rank() != 2) {
@@ -354,8 +413,24 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose
   if (inner == 0 || out.size() == 0) return out;
   dispatch(a.dtype(), [&](auto zero) {
     using T = decltype(zero);
-    kernels_for<T>().gemm(a.data<T>(), a.shape()[0], a.shape()[1], transpose_a, b.data<T>(),
-                          b.shape()[0], b.shape()[1], transpose_b, out.data<T>());
+    const ProductSplit split = split_product(rows, cols, inner);
+    const T* ap = a.data<T>();
+    const T* bp = b.data<T>();
+    T* cp = out.data<T>();
+    const std::int64_t lda = a.shape()[1], ldb = b.shape()[1];
+    const kernels::TypedKernels<T>& k = kernels_for<T>();
+    parallel_for(split.parts, 1, [&](std::int64_t first, std::int64_t last) {
+      for (std::int64_t part = first; part < last; ++part) {
+        const std::int64_t lo = split.boundary(part), hi = split.boundary(part + 1);
+        if (split.by_rows) {  // rows lo..hi of c: the same rows of op(a), all of b
+          k.gemm(hi - lo, cols, inner, ap + (transpose_a ? lo : lo * lda), lda, transpose_a, bp,
+                 ldb, transpose_b, cp + lo * cols, cols);
+        } else {  // columns lo..hi of c: all of a, the same columns of op(b)
+          k.gemm(rows, hi - lo, inner, ap, lda, transpose_a, bp + (transpose_b ? lo * ldb : lo),
+                 ldb, transpose_b, cp + lo, cols);
+        }
+      }
+    });
   });
   return out;
 }

@@ -54,9 +54,9 @@ void BM_GemmNpdl(benchmark::State& state, GemmShape s, kernels::Capability level
   const kernels::TypedKernels<float>& k = kernels::table_for(level).f32;
   Operands o(s);
   // a is stored (k, m) when transposed.
-  const std::int64_t ar = s.trans_a ? s.k : s.m, ac = s.trans_a ? s.m : s.k;
+  const std::int64_t lda = s.trans_a ? s.m : s.k;
   for (auto _ : state) {
-    k.gemm(o.a.data(), ar, ac, s.trans_a, o.b.data(), s.k, s.n, false, o.c.data());
+    k.gemm(s.m, s.n, s.k, o.a.data(), lda, s.trans_a, o.b.data(), s.n, false, o.c.data(), s.n);
     benchmark::DoNotOptimize(o.c.data());
   }
   set_items(state, s);

@@ -42,7 +42,8 @@ std::string describe(const std::vector<T>& got, const std::vector<T>& want, std:
 }
 
 template <class T>
-void expect_bitwise(const std::vector<T>& got, const std::vector<T>& want, const std::string& what) {
+void expect_bitwise(const std::vector<T>& got, const std::vector<T>& want,
+                    const std::string& what) {
   ASSERT_EQ(got.size(), want.size());
   for (std::size_t i = 0; i < got.size(); ++i) {
     if (!(got[i] == want[i] || (std::isnan(got[i]) && std::isnan(want[i])))) {
@@ -98,9 +99,9 @@ TYPED_TEST(KernelLevels, UnaryMatchesDefault) {
   };
   const Case cases[] = {
       {UnaryOp::Neg, "neg", -5, 5, 0},           {UnaryOp::Square, "square", -5, 5, 0},
-      {UnaryOp::Sqrt, "sqrt", 0, 100, 2},         {UnaryOp::Relu, "relu", -5, 5, 0},
-      {UnaryOp::Step, "step", -5, 5, 0},          {UnaryOp::Rsqrt, "rsqrt", 1e-3, 100, 4},
-      {UnaryOp::Exp, "exp", -80, 80, 4},          {UnaryOp::Log, "log", 1e-6, 1e6, 4},
+      {UnaryOp::Sqrt, "sqrt", 0, 100, 2},        {UnaryOp::Relu, "relu", -5, 5, 0},
+      {UnaryOp::Step, "step", -5, 5, 0},         {UnaryOp::Rsqrt, "rsqrt", 1e-3, 100, 4},
+      {UnaryOp::Exp, "exp", -80, 80, 4},         {UnaryOp::Log, "log", 1e-6, 1e6, 4},
       {UnaryOp::Sigmoid, "sigmoid", -30, 30, 4}, {UnaryOp::Tanh, "tanh", -10, 10, 4},
   };
   for (Capability level : levels_above_default()) {
@@ -179,18 +180,20 @@ TYPED_TEST(KernelLevels, MatrixProductsMatchDefaultWithinRounding) {
   using T = TypeParam;
   // The MLP's shapes (batch x 784 by 784 x 100) and every transpose case.
   const std::int64_t m = 60, k = 784, n = 100;
-  const std::vector<T> a = random_values<T>(9, -1, 1, m * k), b = random_values<T>(10, -1, 1, k * n);
+  const std::vector<T> a = random_values<T>(9, -1, 1, m * k),
+                       b = random_values<T>(10, -1, 1, k * n);
   for (Capability level : levels_above_default()) {
     for (bool ta : {false, true}) {
       for (bool tb : {false, true}) {
-        const std::int64_t ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
+        const std::int64_t lda = ta ? m : k, ldb = tb ? k : n;
         std::vector<T> want(static_cast<std::size_t>(m * n)), got(want.size());
-        typed<T>(Capability::Default).gemm(a.data(), ar, ac, ta, b.data(), br, bc, tb, want.data());
-        typed<T>(level).gemm(a.data(), ar, ac, ta, b.data(), br, bc, tb, got.data());
+        typed<T>(Capability::Default)
+            .gemm(m, n, k, a.data(), lda, ta, b.data(), ldb, tb, want.data(), n);
+        typed<T>(level).gemm(m, n, k, a.data(), lda, ta, b.data(), ldb, tb, got.data(), n);
         // Each entry sums k products of magnitude <= 1.
-        expect_close(got, want, 2.0 * double(k), double(k),
-                     to_string(level) + " gemm ta=" + std::to_string(ta) + " tb=" +
-                         std::to_string(tb));
+        expect_close(
+            got, want, 2.0 * double(k), double(k),
+            to_string(level) + " gemm ta=" + std::to_string(ta) + " tb=" + std::to_string(tb));
       }
     }
   }

@@ -140,5 +140,69 @@ TEST(ParallelReductions, SumOfAChunkedReductionIsAccurate) {
   for (int c = 0; c < 8; ++c) EXPECT_NEAR(got.at(c), want.at(c), 1e-3);
 }
 
+// Shapes that Note [Splitting matrix products] cuts by rows (784 x 60 @
+// 60 x 100: the weight gradient), by columns (60 x 784 @ 784 x 100 cuts
+// c's 100 columns), with extents that are not multiples of the block
+// alignment, and one too small to cut.
+struct ProductCase {
+  std::int64_t m, k, n;
+};
+const ProductCase kProductCases[] = {{784, 60, 100}, {60, 784, 100}, {257, 300, 45}, {5, 7, 3}};
+
+// op(a) @ op(b) for stored a and b, summed in float64 by nested loops.
+Tensor reference_product(const Tensor& a, const Tensor& b, bool ta, bool tb) {
+  const Tensor ad = a.astype(DType::Float64), bd = b.astype(DType::Float64);
+  const std::int64_t m = ta ? a.dim(1) : a.dim(0), k = ta ? a.dim(0) : a.dim(1);
+  const std::int64_t n = tb ? b.dim(0) : b.dim(1);
+  Tensor c = Tensor::zeros({m, n}, DType::Float64);
+  const double* ap = ad.data<double>();
+  const double* bp = bd.data<double>();
+  double* cp = c.data<double>();
+  for (std::int64_t i = 0; i < m; ++i) {
+    for (std::int64_t j = 0; j < n; ++j) {
+      double acc = 0;
+      for (std::int64_t p = 0; p < k; ++p) {
+        acc += (ta ? ap[p * m + i] : ap[i * k + p]) * (tb ? bp[j * k + p] : bp[p * n + j]);
+      }
+      cp[i * n + j] = acc;
+    }
+  }
+  return c;
+}
+
+TEST(SplitMatrixProducts, MatchANestedLoopReferenceInEveryTransposeCase) {
+  ThreadCount restore;
+  set_num_threads(2);
+  for (const ProductCase& pc : kProductCases) {
+    for (bool ta : {false, true}) {
+      for (bool tb : {false, true}) {
+        const Tensor a = Tensor::randn(ta ? Shape{pc.k, pc.m} : Shape{pc.m, pc.k}, 51);
+        const Tensor b = Tensor::randn(tb ? Shape{pc.n, pc.k} : Shape{pc.k, pc.n}, 52);
+        const Tensor got = math::matmul(a, b, ta, tb);
+        const Tensor want = reference_product(a, b, ta, tb);
+        ASSERT_EQ(got.shape(), want.shape());
+        // float32 products of unit normals: each entry's rounding grows like sqrt(k).
+        EXPECT_LT(math::max_abs_diff(got.astype(DType::Float64), want).abs, 1e-5 * double(pc.k))
+            << pc.m << "x" << pc.k << "x" << pc.n << " ta=" << ta << " tb=" << tb;
+      }
+    }
+  }
+}
+
+TEST(SplitMatrixProducts, HaveTheSameBitsAtAnyThreadCount) {
+  expect_same_at_any_thread_count([] {
+    std::vector<Tensor> out;
+    for (const ProductCase& pc : kProductCases) {
+      for (DType dtype : {DType::Float32, DType::Float64}) {
+        const Tensor a = Tensor::randn({pc.k, pc.m}, 53, dtype);
+        const Tensor b = Tensor::randn({pc.k, pc.n}, 54, dtype);
+        out.push_back(math::matmul(a, b, true, false));
+        out.push_back(math::matmul(b, a, true, false));
+      }
+    }
+    return out;
+  });
+}
+
 }  // namespace
 }  // namespace npdl

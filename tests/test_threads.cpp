@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -118,8 +119,10 @@ TEST(Threads, KernelsGiveTheSameBitsAtOneAndTwoThreads) {
       auto all_ops = [&] {
         NoGradGuard no_grad;
         const Var v(x);
-        return std::vector<Tensor>{ops::exp(v).value(), ops::tanh(v).value(),
-                                   ops::sigmoid(v).value(), ops::softplus(v).value(),
+        return std::vector<Tensor>{ops::exp(v).value(),
+                                   ops::tanh(v).value(),
+                                   ops::sigmoid(v).value(),
+                                   ops::softplus(v).value(),
                                    ops::log(ops::add_scalar(ops::square(v), 1.0)).value(),
                                    ops::rsqrt(ops::add_scalar(ops::square(v), 1.0)).value(),
                                    ops::log_softmax(ops::reshape(v, {-1, 2})).value()};
@@ -161,6 +164,28 @@ TEST(Threads, SetNumThreadsWhileOtherThreadsRunKernels) {
   w0.join();
   w1.join();
   EXPECT_EQ(mismatches.load(), 0) << "of " << runs.load() << " runs";
+}
+
+// Note [Claimed chunks] in autodiff/parallel.cpp: whoever is awake claims
+// the next chunk. Many short jobs in a row (so workers wake late and meet
+// the next job), three threads on two cores, and a slow item now and then:
+// every item of every job must run exactly once.
+TEST(Threads, EveryChunkRunsExactlyOnceWhateverThreadClaimsIt) {
+  ThreadCountGuard restore;
+  set_num_threads(3);
+  constexpr int kJobs = 2000, kChunks = 5;
+  std::vector<std::atomic<int>> runs(kJobs * kChunks);
+  for (int job = 0; job < kJobs; ++job) {
+    parallel_for(kChunks, 1, [&](std::int64_t first, std::int64_t last) {
+      for (std::int64_t c = first; c < last; ++c) {
+        if ((job + c) % 97 == 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
+        runs[static_cast<std::size_t>(job * kChunks + c)].fetch_add(1);
+      }
+    });
+  }
+  int wrong = 0;
+  for (const std::atomic<int>& r : runs) wrong += r.load() != 1;
+  EXPECT_EQ(wrong, 0) << "items run other than once";
 }
 
 }  // namespace

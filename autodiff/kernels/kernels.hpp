@@ -53,10 +53,12 @@ struct TypedKernels {
   void (*accumulate_product)(double* acc, const T* x, const T* y, std::int64_t n);
   /// acc[i] += double(x[i] * s)
   void (*accumulate_scaled)(double* acc, const T* x, T s, std::int64_t n);
-  /// c (rows x cols, row-major) = op(a) @ op(b); a is stored row-major as
-  /// (a_rows, a_cols), op(a) its transpose when trans_a; b likewise.
-  void (*gemm)(const T* a, std::int64_t a_rows, std::int64_t a_cols, bool trans_a, const T* b,
-               std::int64_t b_rows, std::int64_t b_cols, bool trans_b, T* c);
+  /// c = op(a) @ op(b), BLAS-style: op(a) is m x k, op(b) is k x n, c is
+  /// m x n; every matrix is row-major with its rows `ld*` elements apart
+  /// (so a block of a larger matrix can be passed). a is stored (m, k), or
+  /// (k, m) when trans_a; b is stored (k, n), or (n, k) when trans_b.
+  void (*gemm)(std::int64_t m, std::int64_t n, std::int64_t k, const T* a, std::int64_t lda,
+               bool trans_a, const T* b, std::int64_t ldb, bool trans_b, T* c, std::int64_t ldc);
   /// Softmax (or log-softmax) over the middle axis of x viewed as
   /// (outer, n, inner), row-major.
   void (*softmax)(const T* x, T* out, std::int64_t outer, std::int64_t n, std::int64_t inner,

@@ -170,11 +170,14 @@ void accumulate_scaled(double* acc, const T* x, T s, std::int64_t n) {
 }
 
 template <class T>
-void gemm(const T* a, std::int64_t a_rows, std::int64_t a_cols, bool trans_a, const T* b,
-          std::int64_t b_rows, std::int64_t b_cols, bool trans_b, T* c) {
-  const Eigen::Map<const Mat<T>> A(a, a_rows, a_cols);
-  const Eigen::Map<const Mat<T>> B(b, b_rows, b_cols);
-  Eigen::Map<Mat<T>> C(c, trans_a ? a_cols : a_rows, trans_b ? b_rows : b_cols);
+using StridedMat = Eigen::Map<const Mat<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
+
+template <class T>
+void gemm(std::int64_t m, std::int64_t n, std::int64_t k, const T* a, std::int64_t lda,
+          bool trans_a, const T* b, std::int64_t ldb, bool trans_b, T* c, std::int64_t ldc) {
+  const StridedMat<T> A(a, trans_a ? k : m, trans_a ? m : k, Eigen::OuterStride<>(lda));
+  const StridedMat<T> B(b, trans_b ? n : k, trans_b ? k : n, Eigen::OuterStride<>(ldb));
+  Eigen::Map<Mat<T>, Eigen::Unaligned, Eigen::OuterStride<>> C(c, m, n, Eigen::OuterStride<>(ldc));
   if (trans_a && trans_b) {
     C.noalias() = A.transpose() * B.transpose();
   } else if (trans_a) {
