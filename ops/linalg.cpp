@@ -15,7 +15,10 @@ const OpInfo kMatmul{"matmul", "a @ b", "ga = g @ b^T, gb = a^T @ g", false, 0b1
 Var matmul(const Var& a, const Var& b) {
   return record(
       info::kMatmul, {&a, &b}, m::matmul(a.value(), b.value()), {}, [](const VjpArgs& c) -> Vars {
-        return {matmul(c.grad, c.input(1), false, true), matmul(c.input(0), c.grad, true, false)};
+        // The first layer's input is data: its gradient would cost as much
+        // as the weight's and be thrown away.
+        return {c.needs_input_grad(0) ? matmul(c.grad, c.input(1), false, true) : Var(),
+                c.needs_input_grad(1) ? matmul(c.input(0), c.grad, true, false) : Var()};
       });
 }
 
