@@ -54,6 +54,12 @@ constexpr std::int64_t kMinGroups = 8;
 
 struct Groups {
   std::int64_t size, count;
+  // Several groups already share the threads; one group (a single sample)
+  // leaves them to its products. Decided by shape, so the bits stay the same
+  // at any thread count.
+  ProductThreads product_threads() const {
+    return count > 1 ? ProductThreads::CallerOnly : ProductThreads::Shared;
+  }
 };
 
 Groups plan_groups(const ConvGeometry& g) {
@@ -184,7 +190,7 @@ void conv2d_forward(const ConvGeometry& g, const Tensor& x, const Tensor& w, Ten
       const std::int64_t n0 = k * groups.size, n1 = std::min(g.N, n0 + groups.size);
       Tensor col({g.rows(), (n1 - n0) * g.plane()}, x.dtype());
       im2col(g, x.data<T>(), n0, n1, col.data<T>());
-      Tensor product = matmul(wm, col);
+      Tensor product = matmul(wm, col, false, false, groups.product_threads());
       scatter_to_nchw(g, n0, n1, product.data<T>(), y.data<T>());
     }
   });
@@ -213,10 +219,10 @@ Conv2dGrads conv2d_grads(const ConvGeometry& g, const Tensor& gy, const Tensor& 
       if (want_gw) {
         Tensor col({g.rows(), cols}, dtype);
         im2col(g, x.data<T>(), n0, n1, col.data<T>());
-        gw_parts[k] = matmul(gy_group, col, false, true);
+        gw_parts[k] = matmul(gy_group, col, false, true, groups.product_threads());
       }
       if (want_gx) {
-        const Tensor gcol = matmul(wm, gy_group, true, false);
+        const Tensor gcol = matmul(wm, gy_group, true, false, groups.product_threads());
         col2im_add(g, gcol.data<T>(), n0, n1, gx.data<T>());
       }
     }

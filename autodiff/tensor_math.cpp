@@ -393,7 +393,8 @@ ProductSplit split_product(std::int64_t rows, std::int64_t cols, std::int64_t in
 }
 }  // namespace
 
-Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b) {
+Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b,
+              ProductThreads threads) {
   check_same_dtype(a, b, "matmul");
   if (a.rank() != 2 || b.rank() != 2) {
     throw ShapeError("matmul expects two rank-2 tensors, got shapes " + to_string(a.shape()) +
@@ -413,7 +414,8 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose
   if (inner == 0 || out.size() == 0) return out;
   dispatch(a.dtype(), [&](auto zero) {
     using T = decltype(zero);
-    const ProductSplit split = split_product(rows, cols, inner);
+    const ProductSplit split = threads == ProductThreads::Shared ? split_product(rows, cols, inner)
+                                                                 : ProductSplit{true, rows, 1};
     const T* ap = a.data<T>();
     const T* bp = b.data<T>();
     T* cp = out.data<T>();

@@ -52,9 +52,18 @@ Tensor broadcast_to(const Tensor& a, const Shape& shape);
 
 /// Axes permuted: result axis i is input axis perm[i]. Empty perm reverses.
 Tensor transpose(const Tensor& a, const Axes& perm = {});
+/// How a matrix product uses the thread pool.
+enum class ProductThreads {
+  /// Cut into blocks by shape and shared (Note [Splitting matrix products]).
+  Shared,
+  /// One piece on the calling thread: for callers that already share their
+  /// work among threads (convolution's groups of samples).
+  CallerOnly,
+};
 /// Matrix product of two rank-2 tensors, op(a) @ op(b) where op transposes
 /// when asked (without copying).
-Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a = false, bool transpose_b = false);
+Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a = false, bool transpose_b = false,
+              ProductThreads threads = ProductThreads::Shared);
 Tensor softmax(const Tensor& a, int axis = -1);
 Tensor log_softmax(const Tensor& a, int axis = -1);
 
