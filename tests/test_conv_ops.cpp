@@ -465,6 +465,22 @@ TEST(MaxPool2d, TheSelectionIsWhereTheMaximaAre) {
   EXPECT_EQ(selection->argmax, (std::vector<std::int32_t>{0, 3}));  // ties: the first
 }
 
+TEST(MaxPool2d, ANaNWinsAndTheFirstNaNStays) {
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  // Windows (2 x 2, stride 2): {1, nan, 3, 2}, {nan, 4, nan, 9}, {-1, -3, -2, -1}.
+  for (DType dtype : {DType::Float64, DType::Float32}) {
+    const Tensor x =
+        Tensor::from_vector({1, 1, 2, 6}, {1, nan, nan, 4, -1, -3, 3, 2, nan, 9, -2, -1},
+                            DType::Float64)
+            .astype(dtype);
+    const ops::MaxPoolSelectionPtr selection = ops::max_pool2d_selection(x, 2, 2);
+    EXPECT_EQ(selection->argmax, (std::vector<std::int32_t>{1, 2, 4})) << to_string(dtype);
+    const Tensor y = math::max_pool2d(x, 2, 2);
+    EXPECT_TRUE(std::isnan(y.at(0)) && std::isnan(y.at(1))) << to_string(dtype);
+    EXPECT_EQ(y.at(2), -1.0) << to_string(dtype);
+  }
+}
+
 TEST(Pooling, BadInputToTheBackwardPrimitivesIsATypedError) {
   const Shape x_shape{1, 2, 4, 4};
   const ops::MaxPoolSelectionPtr good = ops::max_pool2d_selection(rnd(x_shape, 20), 2, 2);
