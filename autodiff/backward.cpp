@@ -10,6 +10,7 @@
 // order, and with it every floating-point sum, is the same in every run.
 #include <boost/graph/filtered_graph.hpp>
 #include <boost/graph/topological_sort.hpp>
+#include <optional>
 
 #include "autodiff/graph.hpp"
 #include "autodiff/tensor_math.hpp"
@@ -32,6 +33,45 @@ const OpInfo kNotTwiceDifferentiable{"not_twice_differentiable",
 struct InMask {
   const std::vector<char>* mask = nullptr;
   bool operator()(Vertex v) const { return (*mask)[v] != 0; }
+};
+
+// Note [Leaf gradient hook]: reports each leaf that wants a gradient as
+// soon as the last of its consumers in the sweep is done.
+class LeafReports {
+ public:
+  LeafReports(const GraphImpl& g, const std::vector<char>& relevant, const LeafGradHook& hook)
+      : g_(g), relevant_(relevant), hook_(hook), consumers_left_(relevant.size(), 0) {
+    for (Vertex v = 0; v < relevant.size(); ++v) {
+      if (!relevant[v] || g[v].node) continue;
+      for (auto [e, end] = boost::out_edges(v, g); e != end; ++e) {
+        consumers_left_[v] += relevant[boost::target(*e, g)];
+      }
+    }
+  }
+  /// Op `v` has run its VJP, or was skipped: its inputs have one consumer less.
+  void swept(Vertex v) {
+    for (auto [e, end] = boost::in_edges(v, g_); e != end; ++e) {
+      const Vertex u = boost::source(*e, g_);
+      if (relevant_[u] && !g_[u].node && --consumers_left_[u] == 0) report(u);
+    }
+  }
+  /// The sweep's order reached leaf `v`: a leaf without consumers (the
+  /// output itself) is reported here, the others already were.
+  void reached(Vertex v) {
+    if (consumers_left_[v] == 0) report(v);
+  }
+
+ private:
+  static constexpr int kReported = -1;
+  void report(Vertex leaf) {
+    consumers_left_[leaf] = kReported;
+    const VertexData& d = g_[leaf];
+    if (d.grad.value().defined()) hook_(leaf, d.param, d.grad);
+  }
+  const GraphImpl& g_;
+  const std::vector<char>& relevant_;
+  const LeafGradHook& hook_;
+  std::vector<int> consumers_left_;
 };
 
 }  // namespace
@@ -196,7 +236,15 @@ std::vector<Vertex> Graph::sweep(const std::vector<Var>& outputs, std::vector<Va
 
   const bool free_as_we_go = !retain && !options_.keep_intermediates;
   boost::container::small_vector<std::pair<Vertex, int>, 3> targets;
+  std::optional<LeafReports> leaf_reports;
+  if (options.on_leaf_grad_ready) leaf_reports.emplace(g_, relevant, options.on_leaf_grad_ready);
   for (Vertex v : order) {
+    if (leaf_reports) {
+      if (!g_[v].node)
+        leaf_reports->reached(v);
+      else if (!g_[v].grad.value().defined())
+        leaf_reports->swept(v);
+    }
     if (!g_[v].node || !g_[v].grad.value().defined()) continue;
     Var kept_grad;  // as in run_vjp: a copy only when vertices may move
     if (create_graph) kept_grad = g_[v].grad;
@@ -227,6 +275,7 @@ std::vector<Vertex> Graph::sweep(const std::vector<Var>& outputs, std::vector<Va
       g_[v].grad = Var();
       g_[v].value = Tensor();
     }
+    if (leaf_reports) leaf_reports->swept(v);
   }
   return order;
 }

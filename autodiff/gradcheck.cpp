@@ -282,7 +282,9 @@ GradCheckReport gradgradcheck(const GraphFunction& f, const std::vector<Tensor>&
   if (outputs.empty()) {  // no gradient depends on anything: H is constant
     for (const Var& w : wrt) reverse.push_back(Tensor::zeros(w.shape(), DType::Float64));
   } else {
-    for (const Var& g : graph.gradients(outputs, wrt, weights, BackwardOptions{true, false})) {
+    BackwardOptions retained;
+    retained.retain_graph = true;
+    for (const Var& g : graph.gradients(outputs, wrt, weights, retained)) {
       reverse.push_back(g.value());
     }
   }

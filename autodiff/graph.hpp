@@ -193,6 +193,10 @@ struct GraphOptions {
   bool keep_intermediates = true;
 };
 
+/// See BackwardOptions::on_leaf_grad_ready.
+using LeafGradHook =
+    std::function<void(Vertex leaf, const ParameterPtr& parameter, const Var& grad)>;
+
 /// How a backward sweep runs.
 struct BackwardOptions {
   /// Keep the saved tensors, so that the graph can be swept again.
@@ -200,8 +204,28 @@ struct BackwardOptions {
   /// Record the sweep itself on the graph (Note [Differentiable VJPs]), so
   /// that the gradients can be differentiated again; implies retain_graph.
   bool create_graph = false;
+  /// Called once for each leaf that wants a gradient (a variable, or a
+  /// parameter: `parameter` is then its Parameter, else null) as soon as the
+  /// sweep has finished that leaf's gradient, before the rest of the sweep
+  /// runs (Note [Leaf gradient hook]). Leaves the sweep gives no gradient
+  /// are not reported. Unset: no cost.
+  LeafGradHook on_leaf_grad_ready;
 };
 
+/// Note [Leaf gradient hook]
+/// A leaf's gradient is final once every op that consumes it has run its
+/// VJP: a leaf has no VJP of its own, so nothing later in the sweep writes
+/// its gradient, and the hook sees the one backward stores. The sweep's
+/// order (Note [Backward order]) is no help in finding that moment: the
+/// depth-first search emits a leaf only when it is a root of the search,
+/// so leaves come after every op, in creation order. With a hook set, the
+/// sweep therefore counts each leaf's consumers still to be swept (run or
+/// skipped for want of a gradient) and reports the leaf as the last one
+/// is done: the last layer's weights while the sweep is still on its way
+/// to the first. That lets data-parallel training start a bucket's
+/// all-reduce while the sweep continues. Without a hook nothing is counted.
+/// Under create_graph the gradient is a value on the graph. The hook must
+/// not record on the graph or sweep it.
 class Graph {
  public:
   explicit Graph(GraphOptions options = {});

@@ -6,10 +6,14 @@
 //      BatchNormal's on the same shard, and its two collectives alone;
 //   3. the MLP of SPEC section 5 (784-100-100-100-10, SyncBatchNormal before
 //      each sigmoid, softmax cross-entropy, SGD): samples/s for a global
-//      batch of 60 and 256, and the bytes all-reduced per step.
+//      batch of 60 and 256, and the bytes all-reduced per step;
+//   4. the same MLP's step with the gradient all-reduce blocking after the
+//      backward sweep and overlapped with it (several bucket sizes), the
+//      variants interleaved block by block on one model so that a change
+//      of load touches them alike.
 // Medians of repeated timings; every figure is printed by rank 0.
 //
-//   mpirun -np 2 build-bench/benchmarks/npdl_dist_loopback [--quick]
+//   mpirun -np 2 build-bench/benchmarks/npdl_dist_loopback [--quick] [--overlap-only]
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -177,16 +181,90 @@ void training_throughput(const dist::CommunicatorPtr& comm, bool quick) {
   }
 }
 
+struct AllReduceVariant {
+  std::string name;
+  model::GradientAllReduce options;
+};
+
+std::vector<AllReduceVariant> allreduce_variants() {
+  std::vector<AllReduceVariant> out{
+      {"blocking after the sweep, 4096 KiB buckets", {false, std::size_t{4} << 20}}};
+  for (std::size_t kib : {4096, 256, 64, 16}) {
+    out.push_back({"overlapped, " + std::to_string(kib) + " KiB buckets", {true, kib << 10}});
+  }
+  return out;
+}
+
+void overlap_comparison(const dist::CommunicatorPtr& comm, bool quick) {
+  const int n = comm->size(), r = comm->rank();
+  const std::vector<AllReduceVariant> variants = allreduce_variants();
+  if (r == 0) {
+    std::cout << "\n4. MLP as in 3, gradient all-reduce blocking vs overlapped with the "
+                 "backward sweep, "
+              << n << " rank(s); median step time over interleaved blocks\n";
+  }
+  const Tensor pool = Tensor::uniform({4096, 784}, 3, DType::Float32);
+  std::vector<int> labels;
+  for (int i = 0; i < 4096; ++i) labels.push_back((i * 7919) % 10);
+  const Tensor targets = model::one_hot(labels, 10);
+  for (std::int64_t per_rank : {30, 60}) {
+    const std::int64_t global = per_rank * n;
+    auto m = mlp(comm);
+    const dist::Shard shard = dist::shard_of(global, r, n);
+    std::vector<std::int64_t> rows(static_cast<std::size_t>(global));
+    int s = 0;
+    auto step = [&] {
+      for (std::int64_t i = 0; i < global; ++i) rows[i] = (s * global + i) % 4096;
+      ++s;
+      m->train_on_batch(model::take_rows(pool, rows.data() + shard.begin, shard.size()),
+                        model::take_rows(targets, rows.data() + shard.begin, shard.size()));
+    };
+    for (const AllReduceVariant& v : variants) {  // warm every path
+      m->set_gradient_allreduce(v.options);
+      for (int w = 0; w < 5; ++w) step();
+    }
+    const int blocks = quick ? 5 : 31, steps_per_block = 20;
+    std::vector<std::vector<double>> per_step(variants.size());
+    for (int block = 0; block < blocks; ++block) {
+      for (std::size_t v = 0; v < variants.size(); ++v) {
+        m->set_gradient_allreduce(variants[v].options);
+        step();  // the first step of a layout builds its buckets
+        comm->barrier();
+        const auto start = Clock::now();
+        for (int k = 0; k < steps_per_block; ++k) step();
+        per_step[v].push_back(seconds_since(start) / steps_per_block);
+      }
+    }
+    if (r != 0) continue;
+    std::cout << "   per-rank batch " << per_rank << " (global " << global << ")\n";
+    const double blocking = median(per_step[0]);
+    for (std::size_t v = 0; v < variants.size(); ++v) {
+      const double t = median(per_step[v]);
+      std::cout << "     " << std::left << std::setw(42) << variants[v].name << std::right
+                << std::fixed << std::setprecision(3) << std::setw(8) << t * 1e3 << " ms"
+                << std::setw(9) << std::setprecision(1) << (blocking - t) / blocking * 100
+                << " % saved\n";
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   npdl::dist::MpiSession session(&argc, &argv);
-  const bool quick = argc > 1 && std::string(argv[1]) == "--quick";
+  bool quick = false, overlap_only = false;
+  for (int i = 1; i < argc; ++i) {
+    quick = quick || std::string(argv[i]) == "--quick";
+    overlap_only = overlap_only || std::string(argv[i]) == "--overlap-only";
+  }
   npdl::set_num_threads(1);
   return npdl::dist::run_or_abort(session.world(), 1, [&] {
-    allreduce_by_size(*session.world(), quick);
-    syncbn_cost(session.world(), quick);
-    training_throughput(session.world(), quick);
+    if (!overlap_only) {
+      allreduce_by_size(*session.world(), quick);
+      syncbn_cost(session.world(), quick);
+      training_throughput(session.world(), quick);
+    }
+    overlap_comparison(session.world(), quick);
     return 0;
   });
 }

@@ -30,6 +30,29 @@ void Communicator::allreduce_sum(Tensor& t) {
   }
 }
 
+PendingCollectivePtr Communicator::start_allreduce_sum(Tensor& t) {
+  if (size() == 1 || t.size() == 0) return std::make_unique<CompletedCollective>();
+  if (t.dtype() == DType::Float32) return start_allreduce_sum(t.data<float>(), t.size());
+  return start_allreduce_sum(t.data<double>(), t.size());
+}
+
+void check_count(std::int64_t count, const char* what) {
+  if (count < 0) {
+    throw DistError(std::string(what) + ": expected a count of 0 or more elements, got " +
+                    std::to_string(count));
+  }
+}
+
+PendingCollectivePtr SingleProcessCommunicator::start_allreduce_sum(double*, std::int64_t count) {
+  check_count(count, "start_allreduce_sum");
+  return std::make_unique<CompletedCollective>();
+}
+
+PendingCollectivePtr SingleProcessCommunicator::start_allreduce_sum(float*, std::int64_t count) {
+  check_count(count, "start_allreduce_sum");
+  return std::make_unique<CompletedCollective>();
+}
+
 void Communicator::broadcast(Tensor& t, int root) {
   if (size() == 1 || t.size() == 0) return;
   broadcast(t.raw_data(), t.nbytes(), root);

@@ -32,6 +32,31 @@ class DistError : public Error {
   using Error::Error;
 };
 
+/// A non-blocking collective in flight (Note [Non-blocking all-reduce]).
+/// Its buffer must stay alive and untouched until wait() has returned.
+class PendingCollective {
+ public:
+  virtual ~PendingCollective() = default;
+  /// Returns once the collective is complete on this rank: the buffer then
+  /// holds the result. A second call returns at once.
+  virtual void wait() = 0;
+  /// Whether it is complete, without blocking; each call also lets MPI
+  /// advance it (OpenMPI moves a non-blocking collective on only inside MPI
+  /// calls).
+  virtual bool test() = 0;
+};
+using PendingCollectivePtr = std::unique_ptr<PendingCollective>;
+
+/// Note [Non-blocking all-reduce]
+/// start_allreduce_sum begins the sum and returns at once, so that the
+/// caller can compute while the ranks exchange data (data-parallel training
+/// starts each gradient bucket during the backward sweep). The rules are
+/// MPI's: every rank starts the same collectives in the same order (blocking
+/// and non-blocking ones alike), and a collective in flight can be neither
+/// cancelled nor freed. A PendingCollective destroyed before it completes
+/// (a rank unwinding after an error, on its way to MPI_Abort) therefore does
+/// not wait, which could hang when another rank never starts its part: it
+/// leaves the request to MPI, and its owner must leave the buffer alive too.
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -43,6 +68,10 @@ class Communicator {
   /// In place: every rank ends with the element-wise sum over ranks.
   virtual void allreduce_sum(double* data, std::int64_t count) = 0;
   virtual void allreduce_sum(float* data, std::int64_t count) = 0;
+  /// The same sum, started without waiting (Note [Non-blocking all-reduce]).
+  /// Throws DistError for a negative count.
+  virtual PendingCollectivePtr start_allreduce_sum(double* data, std::int64_t count) = 0;
+  virtual PendingCollectivePtr start_allreduce_sum(float* data, std::int64_t count) = 0;
   /// In place: every rank ends with the element-wise maximum over ranks.
   virtual void allreduce_max(double* data, std::int64_t count) = 0;
   /// `count` values from each rank, concatenated in rank order, on every rank.
@@ -59,7 +88,16 @@ class Communicator {
 
   /// Tensor helpers: in place over the tensor's buffer, in its dtype.
   void allreduce_sum(Tensor& t);
+  /// The tensor's buffer must outlive the returned collective.
+  PendingCollectivePtr start_allreduce_sum(Tensor& t);
   void broadcast(Tensor& t, int root);
+};
+
+/// A collective that completed when it started (one rank, nothing to send).
+class CompletedCollective : public PendingCollective {
+ public:
+  void wait() override {}
+  bool test() override { return true; }
 };
 using CommunicatorPtr = std::shared_ptr<Communicator>;
 
@@ -71,6 +109,8 @@ class SingleProcessCommunicator : public Communicator {
   void allreduce_sum(double*, std::int64_t) override {}
   void allreduce_sum(float*, std::int64_t) override {}
   void allreduce_max(double*, std::int64_t) override {}
+  PendingCollectivePtr start_allreduce_sum(double* data, std::int64_t count) override;
+  PendingCollectivePtr start_allreduce_sum(float* data, std::int64_t count) override;
   std::vector<double> allgather(const double* data, std::int64_t count) override {
     return {data, data + count};
   }
@@ -83,6 +123,7 @@ class SingleProcessCommunicator : public Communicator {
   [[noreturn]] void abort(int code) override;
   using Communicator::allreduce_sum;
   using Communicator::broadcast;
+  using Communicator::start_allreduce_sum;
 };
 
 /// True when npdl was built with MPI.
@@ -114,6 +155,9 @@ struct Shard {
 inline Shard shard_of(std::int64_t global, int rank, int ranks) {
   return {global * rank / ranks, global * (rank + 1) / ranks};
 }
+
+/// Throws DistError naming `what` unless count >= 0.
+void check_count(std::int64_t count, const char* what);
 
 /// MPI's world while an MpiSession lives, else a single-process communicator.
 CommunicatorPtr world();

@@ -18,6 +18,27 @@ namespace {
 // MPI counts are ints: larger buffers go in pieces.
 constexpr std::int64_t kMaxPiece = INT_MAX / 8;
 
+// One MPI_Iallreduce per piece of at most kMaxPiece elements.
+class MpiPendingCollective : public PendingCollective {
+ public:
+  explicit MpiPendingCollective(std::vector<MPI_Request> requests)
+      : requests_(std::move(requests)) {}
+  // Note [Non-blocking all-reduce]: an unfinished collective is left to MPI
+  // (freeing or cancelling it is erroneous, waiting could hang).
+  ~MpiPendingCollective() override = default;
+  void wait() override {
+    MPI_Waitall(int(requests_.size()), requests_.data(), MPI_STATUSES_IGNORE);
+  }
+  bool test() override {
+    int done = 0;
+    MPI_Testall(int(requests_.size()), requests_.data(), &done, MPI_STATUSES_IGNORE);
+    return done != 0;
+  }
+
+ private:
+  std::vector<MPI_Request> requests_;  // MPI_REQUEST_NULL once complete
+};
+
 class MpiCommunicator : public Communicator {
  public:
   MpiCommunicator() {
@@ -36,6 +57,12 @@ class MpiCommunicator : public Communicator {
   }
   void allreduce_max(double* data, std::int64_t count) override {
     allreduce(data, count, MPI_DOUBLE, MPI_MAX);
+  }
+  PendingCollectivePtr start_allreduce_sum(double* data, std::int64_t count) override {
+    return start_allreduce(data, count, MPI_DOUBLE, MPI_SUM);
+  }
+  PendingCollectivePtr start_allreduce_sum(float* data, std::int64_t count) override {
+    return start_allreduce(data, count, MPI_FLOAT, MPI_SUM);
   }
   std::vector<double> allgather(const double* data, std::int64_t count) override {
     std::vector<double> out(static_cast<std::size_t>(count * size_));
@@ -75,6 +102,7 @@ class MpiCommunicator : public Communicator {
   }
   using Communicator::allreduce_sum;
   using Communicator::broadcast;
+  using Communicator::start_allreduce_sum;
 
  private:
   template <class T>
@@ -83,6 +111,17 @@ class MpiCommunicator : public Communicator {
       const auto piece = static_cast<int>(std::min(kMaxPiece, count - done));
       MPI_Allreduce(MPI_IN_PLACE, data + done, piece, type, op, MPI_COMM_WORLD);
     }
+  }
+  template <class T>
+  PendingCollectivePtr start_allreduce(T* data, std::int64_t count, MPI_Datatype type, MPI_Op op) {
+    check_count(count, "start_allreduce_sum");
+    std::vector<MPI_Request> requests;
+    for (std::int64_t done = 0; done < count; done += kMaxPiece) {
+      const auto piece = static_cast<int>(std::min(kMaxPiece, count - done));
+      requests.emplace_back();
+      MPI_Iallreduce(MPI_IN_PLACE, data + done, piece, type, op, MPI_COMM_WORLD, &requests.back());
+    }
+    return std::make_unique<MpiPendingCollective>(std::move(requests));
   }
   int rank_ = 0, size_ = 1;
 };

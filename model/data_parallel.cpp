@@ -4,6 +4,7 @@
 
 #include "autodiff/tensor_math.hpp"
 #include "layers/batch_normal.hpp"
+#include "model/gradient_buckets.hpp"
 #include "model/model.hpp"
 
 namespace npdl::model {
@@ -11,6 +12,20 @@ namespace npdl::model {
 void Model::set_communicator(dist::CommunicatorPtr comm) {
   comm_ = std::move(comm);
   state_broadcast_ = false;
+}
+
+void Model::set_gradient_allreduce(const GradientAllReduce& options) {
+  if (options.bucket_bytes == 0) {
+    throw ValueError("set_gradient_allreduce: expected a bucket size of at least 1 byte, got 0");
+  }
+  allreduce_options_ = options;
+}
+
+GradientBuckets& Model::buckets_for(const std::vector<ParameterPtr>& ps) {
+  if (!buckets_ || !buckets_->fits(ps, allreduce_options_.bucket_bytes)) {
+    buckets_ = std::make_shared<GradientBuckets>(ps, allreduce_options_.bucket_bytes);
+  }
+  return *buckets_;
 }
 
 void Model::broadcast_state_from_rank0(const Shape& sample_shape) {
@@ -48,7 +63,7 @@ void Model::broadcast_state_from_rank0(const Shape& sample_shape) {
 
 void Model::allreduce_gradients(const std::vector<ParameterPtr>& ps) {
   // Consecutive gradients of one dtype share a bucket of up to
-  // kGradientBucketBytes: one all-reduce per bucket pays the latency once
+  // bucket_bytes: one all-reduce per bucket pays the latency once
   // for many small tensors (biases, BatchNormal's gamma and beta) and keeps
   // large messages in the bandwidth-bound regime.
   std::size_t first = 0;
@@ -58,8 +73,8 @@ void Model::allreduce_gradients(const std::vector<ParameterPtr>& ps) {
     std::size_t end = first;
     std::int64_t count = 0;
     while (end < ps.size() && ps[end]->grad.dtype() == dtype &&
-           (end == first ||
-            std::size_t(count + ps[end]->grad.size()) * bytes_per <= kGradientBucketBytes)) {
+           (end == first || std::size_t(count + ps[end]->grad.size()) * bytes_per <=
+                                allreduce_options_.bucket_bytes)) {
       count += ps[end]->grad.size();
       ++end;
     }
@@ -106,9 +121,21 @@ BatchResult Model::train_step_distributed(const Tensor& x, const Tensor& y) {
   // parameter gradients are those of the global mean loss. (Averaging
   // per-rank gradients would be the same only for equal shards, and wrong
   // through SyncBatchNormal, whose backward mixes the ranks' gradients.)
-  graph.backward(loss, Tensor::full(loss.shape(), n / global_batch, loss.dtype()));
   const std::vector<ParameterPtr> ps = params();
-  allreduce_gradients(ps);
+  const Var seed(Tensor::full(loss.shape(), n / global_batch, loss.dtype()));
+  if (allreduce_options_.overlap) {
+    GradientBuckets& buckets = buckets_for(ps);
+    buckets.begin_step(*comm_);
+    BackwardOptions options;
+    options.on_leaf_grad_ready = [&buckets](Vertex, const ParameterPtr& p, const Var& grad) {
+      if (p) buckets.gradient_ready(*p, grad.value());
+    };
+    graph.backward(loss, seed, options);
+    buckets.finish();
+  } else {
+    graph.backward(loss, seed, BackwardOptions{});
+    allreduce_gradients(ps);
+  }
   update_if_finite(ps, step);
   return {value, totals[2] / global_batch};
 }

@@ -30,6 +30,8 @@
 
 namespace npdl::model {
 
+class GradientBuckets;
+
 struct FitOptions {
   int epochs = 100;  // npdl's max_iter: passes over the training data
   std::int64_t batch_size = 64;
@@ -40,6 +42,18 @@ struct FitOptions {
   std::optional<std::pair<Tensor, Tensor>> validation_data;
   std::ostream* log = &std::cout;  // nullptr: silent
   ProgressStyle progress = ProgressStyle::Auto;
+};
+
+/// How the data-parallel step sums the gradients over the ranks (Note
+/// [Overlapped gradient all-reduce] in model/gradient_buckets.hpp).
+struct GradientAllReduce {
+  /// Start each bucket's all-reduce during the backward sweep, as soon as
+  /// its gradients are final, instead of all of them after the sweep. The
+  /// result is the same (bit for bit on 2 ranks).
+  bool overlap = false;
+  /// Gradients share an all-reduce up to this many bytes (a larger single
+  /// gradient goes alone). Overlap needs several buckets to hide anything.
+  std::size_t bucket_bytes = std::size_t{4} << 20;
 };
 
 struct Evaluation {
@@ -128,7 +142,9 @@ class Model {
   ///    the global batch), and the gradients are summed by all-reduce in
   ///    buckets of up to kGradientBucketBytes (one call per bucket, not per
   ///    tensor): the gradient of the global batch's mean loss, the same on
-  ///    every rank, so every optimiser takes the same step;
+  ///    every rank, so every optimiser takes the same step; after the
+  ///    backward sweep by default, or overlapped with it
+  ///    (set_gradient_allreduce);
   ///  - fit(X, Y) takes the whole data on every rank (the same X, Y), splits
   ///    each global batch of options.batch_size into per-rank shards, uses
   ///    rank 0's shuffle, and reports progress and validation on rank 0;
@@ -138,7 +154,11 @@ class Model {
   /// A null communicator or one rank: training as in one process.
   void set_communicator(dist::CommunicatorPtr comm);
   const dist::CommunicatorPtr& communicator() const { return comm_; }
-  static constexpr std::size_t kGradientBucketBytes = std::size_t{4} << 20;
+  static constexpr std::size_t kGradientBucketBytes = GradientAllReduce().bucket_bytes;
+  /// Blocking after the sweep (the default) or overlapped with it. Throws
+  /// ValueError for a bucket size of 0.
+  void set_gradient_allreduce(const GradientAllReduce& options);
+  const GradientAllReduce& gradient_allreduce() const { return allreduce_options_; }
 
   /// Every layer's params(), in order.
   std::vector<ParameterPtr> params() const;
@@ -165,6 +185,9 @@ class Model {
   void update_if_finite(const std::vector<ParameterPtr>& ps, const std::string& step);
   void broadcast_state_from_rank0(const Shape& sample_shape);
   void allreduce_gradients(const std::vector<ParameterPtr>& ps);
+  /// The overlapped path's buckets for `ps`, laid out again only when the
+  /// parameters or the bucket size changed.
+  GradientBuckets& buckets_for(const std::vector<ParameterPtr>& ps);
   Tensor outputs_of(const Forward& f) const;
   void check_compiled(const char* what) const;
   void check_batch(const Tensor& x, const Tensor& y, const char* what) const;
@@ -176,6 +199,8 @@ class Model {
   std::int64_t steps_ = 0;
   dist::CommunicatorPtr comm_;
   bool state_broadcast_ = false;  // rank 0's weights reached every rank
+  GradientAllReduce allreduce_options_;
+  std::shared_ptr<GradientBuckets> buckets_;  // overlapped path only
 };
 
 /// Fraction of rows whose argmax agrees (one column: outputs > 0.5 against

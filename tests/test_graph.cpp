@@ -228,5 +228,88 @@ TEST(Backward, LeanGraphFreesIntermediatesAfterTheSweep) {
   EXPECT_TRUE(y.value().defined());  // a Var holds its own value
 }
 
+// Note [Leaf gradient hook]: once per leaf that wants a gradient, as soon
+// as every op that consumes it has run its VJP, with the gradient backward
+// stores; never for inputs, constants or ops.
+TEST(Backward, LeafGradHookReportsEachFinalLeafGradientOnceAsSoonAsItIsFinal) {
+  ParameterPtr first = make_parameter(rnd({3}, 20), "first");
+  ParameterPtr second = make_parameter(rnd({3}, 21), "second");
+  Graph g;
+  const Var x = g.variable(rnd({3}, 22), "x");
+  const Var data = g.input(rnd({3}, 23), "data");
+  const Var w1 = g.param(first), w2 = g.param(second);
+  // `first` feeds the first op and, again, the last: its gradient is
+  // complete only after the first op's VJP, the sweep's last.
+  const Var pre = x * w1 + data;
+  const Var h = ops::tanh(pre);
+  const Var loss = ops::sum(h * w2 * 2.0 * w1);
+  struct Report {
+    Vertex leaf;
+    const Parameter* parameter;
+    Tensor grad;
+    bool sweep_still_running;  // `pre` has no gradient yet
+  };
+  std::vector<Report> reports;
+  BackwardOptions options;
+  options.on_leaf_grad_ready = [&](Vertex leaf, const ParameterPtr& p, const Var& grad) {
+    EXPECT_FALSE(g.impl()[leaf].node) << "reported a vertex that is not a leaf";
+    reports.push_back({leaf, p.get(), grad.value().clone(), !pre.grad().defined()});
+  };
+  g.backward(loss, Var(), options);
+
+  // x, w1, w2 once each; the data input (no gradient wanted) never.
+  ASSERT_EQ(reports.size(), 3u);
+  EXPECT_EQ(reports[0].leaf, w2.vertex());  // last used, first final
+  EXPECT_TRUE(reports[0].sweep_still_running);
+  std::vector<Vertex> rest{reports[1].leaf, reports[2].leaf};
+  std::sort(rest.begin(), rest.end());
+  EXPECT_EQ(rest, (std::vector<Vertex>{x.vertex(), w1.vertex()}));
+  // Each report comes after every consumer of its leaf has been swept.
+  const std::vector<Vertex>& order = g.last_sweep();
+  auto position = [&](Vertex v) {
+    return std::find(order.begin(), order.end(), v) - order.begin();
+  };
+  for (const Report& r : reports) {
+    for (auto [e, end] = boost::out_edges(r.leaf, g.impl()); e != end; ++e) {
+      EXPECT_LT(position(boost::target(*e, g.impl())), position(r.leaf));
+    }
+  }
+  // The reported gradients are the final ones, bit for bit.
+  for (const Report& r : reports) {
+    const Tensor& stored = r.parameter ? r.parameter->grad : x.grad();
+    EXPECT_EQ(r.grad.to_vector(), stored.to_vector());
+    EXPECT_EQ(r.parameter == nullptr, r.leaf == x.vertex());
+  }
+}
+
+TEST(Backward, LeafGradHookReportsAnOutputThatIsALeafAndSeesSecondOrderSweeps) {
+  Graph g;
+  const Var x = g.variable(rnd({1}, 24), "x");
+  int calls = 0;
+  BackwardOptions options;
+  options.on_leaf_grad_ready = [&](Vertex leaf, const ParameterPtr& p, const Var& grad) {
+    ++calls;
+    EXPECT_EQ(leaf, x.vertex());
+    EXPECT_EQ(p, nullptr);
+    EXPECT_EQ(grad.value().item(), 1.0);
+  };
+  g.backward(x, Var(), options);  // the output is the leaf: no consumer to wait for
+  EXPECT_EQ(calls, 1);
+
+  // Under create_graph the reported gradient is a value on the graph.
+  Graph h;
+  const Var y = h.variable(rnd({2}, 25), "y");
+  const Var cube = ops::sum(y * y * y);
+  Var reported;
+  options.create_graph = true;
+  options.on_leaf_grad_ready = [&](Vertex, const ParameterPtr&, const Var& grad) {
+    reported = grad;
+  };
+  h.backward(cube, Var(), options);
+  ASSERT_TRUE(reported.tracked());
+  ops::sum(reported).backward();  // d/dy sum(3 y^2) = 6 y
+  EXPECT_DOUBLE_EQ(y.grad().at(1), 6.0 * y.value().at(1));
+}
+
 }  // namespace
 }  // namespace npdl
