@@ -42,7 +42,8 @@ std::string describe(const std::vector<T>& got, const std::vector<T>& want, std:
 }
 
 template <class T>
-void expect_bitwise(const std::vector<T>& got, const std::vector<T>& want, const std::string& what) {
+void expect_bitwise(const std::vector<T>& got, const std::vector<T>& want,
+                    const std::string& what) {
   ASSERT_EQ(got.size(), want.size());
   for (std::size_t i = 0; i < got.size(); ++i) {
     if (!(got[i] == want[i] || (std::isnan(got[i]) && std::isnan(want[i])))) {
@@ -98,9 +99,9 @@ TYPED_TEST(KernelLevels, UnaryMatchesDefault) {
   };
   const Case cases[] = {
       {UnaryOp::Neg, "neg", -5, 5, 0},           {UnaryOp::Square, "square", -5, 5, 0},
-      {UnaryOp::Sqrt, "sqrt", 0, 100, 2},         {UnaryOp::Relu, "relu", -5, 5, 0},
-      {UnaryOp::Step, "step", -5, 5, 0},          {UnaryOp::Rsqrt, "rsqrt", 1e-3, 100, 4},
-      {UnaryOp::Exp, "exp", -80, 80, 4},          {UnaryOp::Log, "log", 1e-6, 1e6, 4},
+      {UnaryOp::Sqrt, "sqrt", 0, 100, 2},        {UnaryOp::Relu, "relu", -5, 5, 0},
+      {UnaryOp::Step, "step", -5, 5, 0},         {UnaryOp::Rsqrt, "rsqrt", 1e-3, 100, 4},
+      {UnaryOp::Exp, "exp", -80, 80, 4},         {UnaryOp::Log, "log", 1e-6, 1e6, 4},
       {UnaryOp::Sigmoid, "sigmoid", -30, 30, 4}, {UnaryOp::Tanh, "tanh", -10, 10, 4},
   };
   for (Capability level : levels_above_default()) {
@@ -179,7 +180,8 @@ TYPED_TEST(KernelLevels, MatrixProductsMatchDefaultWithinRounding) {
   using T = TypeParam;
   // The MLP's shapes (batch x 784 by 784 x 100) and every transpose case.
   const std::int64_t m = 60, k = 784, n = 100;
-  const std::vector<T> a = random_values<T>(9, -1, 1, m * k), b = random_values<T>(10, -1, 1, k * n);
+  const std::vector<T> a = random_values<T>(9, -1, 1, m * k),
+                       b = random_values<T>(10, -1, 1, k * n);
   for (Capability level : levels_above_default()) {
     for (bool ta : {false, true}) {
       for (bool tb : {false, true}) {
@@ -188,9 +190,9 @@ TYPED_TEST(KernelLevels, MatrixProductsMatchDefaultWithinRounding) {
         typed<T>(Capability::Default).gemm(a.data(), ar, ac, ta, b.data(), br, bc, tb, want.data());
         typed<T>(level).gemm(a.data(), ar, ac, ta, b.data(), br, bc, tb, got.data());
         // Each entry sums k products of magnitude <= 1.
-        expect_close(got, want, 2.0 * double(k), double(k),
-                     to_string(level) + " gemm ta=" + std::to_string(ta) + " tb=" +
-                         std::to_string(tb));
+        expect_close(
+            got, want, 2.0 * double(k), double(k),
+            to_string(level) + " gemm ta=" + std::to_string(ta) + " tb=" + std::to_string(tb));
       }
     }
   }
@@ -231,6 +233,22 @@ TYPED_TEST(KernelLevels, ExpUnderflowDoesNotDependOnPosition) {
       typed<T>(level).softmax(x.data(), out.data(), 1, n, 1, /*log=*/false);
       EXPECT_EQ(out[x.size() - 1], T(0)) << to_string(level) << " softmax n=" << n;
     }
+  }
+}
+
+TYPED_TEST(KernelLevels, AlphaActivationsMatchDefault) {
+  using T = TypeParam;
+  const std::vector<T> x = random_values<T>(12, -20, 5);
+  for (Capability level : levels_above_default()) {
+    std::vector<T> want(x.size()), got(x.size());
+    typed<T>(Capability::Default)
+        .unary_alpha(AlphaOp::LeakyRelu, x.data(), T(0.1), want.data(), kN);
+    typed<T>(level).unary_alpha(AlphaOp::LeakyRelu, x.data(), T(0.1), got.data(), kN);
+    expect_bitwise(got, want, to_string(level) + " leaky_relu");
+    // expm1 is a polynomial with fused multiply-adds at the FMA levels.
+    typed<T>(Capability::Default).unary_alpha(AlphaOp::Elu, x.data(), T(1.5), want.data(), kN);
+    typed<T>(level).unary_alpha(AlphaOp::Elu, x.data(), T(1.5), got.data(), kN);
+    expect_close(got, want, 4, 0.0, to_string(level) + " elu");
   }
 }
 

@@ -30,6 +30,9 @@ enum class Capability : int { Default = 0, Avx2 = 1, Avx512 = 2 };
 
 enum class UnaryOp : int { Neg, Square, Sqrt, Rsqrt, Exp, Log, Relu, Sigmoid, Tanh, Step };
 enum class BinaryOp : int { Add, Sub, Mul, Div };
+/// Activations with a parameter alpha: leaky_relu (x if x > 0, else alpha x)
+/// and elu (x if x > 0, else alpha (exp(x) - 1)).
+enum class AlphaOp : int { LeakyRelu, Elu };
 
 /// One dtype's kernels. `n` counts elements; outputs may alias inputs
 /// exactly (out == x), never partially.
@@ -61,6 +64,8 @@ struct TypedKernels {
   /// (outer, n, inner), row-major.
   void (*softmax)(const T* x, T* out, std::int64_t outer, std::int64_t n, std::int64_t inner,
                   bool log);
+  /// out[i] = op(x[i]) with parameter alpha
+  void (*unary_alpha)(AlphaOp op, const T* x, T alpha, T* out, std::int64_t n);
 };
 
 struct KernelTable {
