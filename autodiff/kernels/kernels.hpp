@@ -9,14 +9,19 @@
 // without -march flags runs on any x86-64 and still uses the CPU's widest
 // vectors. Callers (autodiff/tensor_math.cpp) use `kernels::active()` and
 // never name a level.
+// Batch norm's fused kernels (layers/batch_norm_level.cpp) and the
+// optimisers' updates (model/optimizer_level.cpp) are compiled per level the
+// same way, each into a table of its own, chosen with the same level
+// (autodiff/kernels/per_level.hpp); CMake's npdl_compile_per_level compiles
+// all three sources.
 //
 // Every level lives in its own namespace, and so does its copy of Eigen
 // (level.cpp is compiled with -DEigen=Eigen_<level>): templates instantiated
 // in a TU compiled with -mavx512f would otherwise share their weak symbols
 // with the baseline instantiations of the same templates, and the linker
 // would keep one copy of each, AVX-512 or not, for every caller.
-// tests/kernel_symbols.sh checks that no level defines a weak symbol outside
-// its namespaces.
+// tests/kernel_symbols.sh checks that no level of any per-level source
+// defines a weak symbol outside its namespaces.
 //
 // The functions take raw pointers and element counts only: nothing that
 // could instantiate an npdl or standard-library template inside a level.
