@@ -52,7 +52,7 @@ struct LevelTables {
   const Table& table();                                                    \
   }                                                                        \
   namespace ns {                                                           \
-  inline constexpr ::npdl::kernels::LevelTables<Table> kLevelTables{       \
+  constexpr ::npdl::kernels::LevelTables<Table> kLevelTables{              \
       {level_default::table, level_default::table, level_default::table}}; \
   }
 #else
@@ -67,7 +67,7 @@ struct LevelTables {
   const Table& table();                                                \
   }                                                                    \
   namespace ns {                                                       \
-  inline constexpr ::npdl::kernels::LevelTables<Table> kLevelTables{   \
+  constexpr ::npdl::kernels::LevelTables<Table> kLevelTables{          \
       {level_default::table, level_avx2::table, level_avx512::table}}; \
   }
 #endif
