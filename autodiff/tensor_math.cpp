@@ -18,6 +18,7 @@ namespace {
 
 using detail::Loop;
 using detail::Strides;
+using kernels::AlphaOp;
 using kernels::BinaryOp;
 using kernels::UnaryOp;
 
@@ -148,13 +149,10 @@ Tensor unary(const Tensor& a, UnaryOp op) {
   });
 }
 
-// f(a) for activations outside the kernel table (leaky_relu, elu: not on the
-// hot paths of the networks benchmarked), compiled for the baseline only.
-template <class F>
-Tensor unary_baseline(const Tensor& a, F f) {
-  return map_blocks(a, [&f](const auto* x, auto* o, std::int64_t n) {
+Tensor unary_alpha(const Tensor& a, AlphaOp op, double alpha) {
+  return map_blocks(a, [op, alpha](const auto* x, auto* o, std::int64_t n) {
     using T = Element<decltype(x)>;
-    ArrayMap<T>(o, n) = f(ConstArrayMap<T>(x, n));
+    kernels_for<T>().unary_alpha(op, x, static_cast<T>(alpha), o, n);
   });
 }
 
@@ -205,17 +203,9 @@ Tensor softplus(const Tensor& a) {
   return out;
 }
 Tensor leaky_relu(const Tensor& a, double alpha) {
-  return unary_baseline(a, [alpha](const auto& x) {
-    using T = typename std::decay_t<decltype(x)>::Scalar;
-    return (x > T(0)).select(x, x * T(alpha));
-  });
+  return unary_alpha(a, AlphaOp::LeakyRelu, alpha);
 }
-Tensor elu(const Tensor& a, double alpha) {
-  return unary_baseline(a, [alpha](const auto& x) {
-    using T = typename std::decay_t<decltype(x)>::Scalar;
-    return (x > T(0)).select(x, x.min(T(0)).expm1() * T(alpha));
-  });
-}
+Tensor elu(const Tensor& a, double alpha) { return unary_alpha(a, AlphaOp::Elu, alpha); }
 
 Tensor sum(const Tensor& a, const Axes& axes_in, bool keepdims) {
   const Axes axes = normalize_axes(axes_in, a.rank());

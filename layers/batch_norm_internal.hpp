@@ -9,6 +9,7 @@
 #include "autodiff/parallel.hpp"
 #include "autodiff/tensor.hpp"
 #include "layers/batch_norm_kernels.hpp"
+#include "layers/batch_norm_runs.hpp"
 
 namespace npdl::layers::bn_internal {
 
@@ -19,10 +20,6 @@ using CMap = Eigen::Map<const Arr<T>>;
 template <class T>
 using MMap = Eigen::Map<Arr<T>>;
 using ArrD = Arr<double>;
-
-// Rows of the (outer, features) view processed per block when inner == 1:
-// a block of rows stays in cache between the two reads.
-constexpr std::int64_t kRowBlock = 32;
 
 // Note [Feature groups]
 // With inner > 1, feature c's elements lie in `outer` segments of `inner`
@@ -41,10 +38,6 @@ constexpr std::int64_t kRowBlock = 32;
 // number of threads. The double backward walks the same way (dy, x and
 // ggx from memory for its five sums, then from cache for dx and ddy).
 constexpr std::int64_t kGroupBytes = std::int64_t{2} << 20;
-// Elements of a segment reduced in the input's own dtype before the result
-// joins the float64 accumulators: short enough that float32 sums keep their
-// digits, long enough that the vectorised sum dominates.
-constexpr std::int64_t kSegmentBlock = 4096;
 
 struct Grouping {
   std::int64_t size = 1;   // features per group
@@ -80,28 +73,29 @@ void for_each_group(const BatchNormLayout& L, const Grouping& g, Fn&& fn) {
                });
 }
 
-// Calls fn(c, offset, n) for the blocks of features [c0, c1), in memory order.
-template <class Fn>
-void for_each_run(const BatchNormLayout& L, std::int64_t c0, std::int64_t c1, Fn&& fn) {
-  for (std::int64_t o = 0; o < L.outer; ++o) {
-    for (std::int64_t c = c0; c < c1; ++c) {
-      const std::int64_t base = (o * L.features + c) * L.inner;
-      for (std::int64_t b = 0; b < L.inner; b += kSegmentBlock) {
-        fn(c, base + b, std::min(kSegmentBlock, L.inner - b));
-      }
-    }
-  }
-}
-
 // The inner == 1 case (each row of the (outer, features) view holds every
 // feature once): elementwise passes run over rows, reductions over columns.
+// Runs fn(r0, r1) on ranges of rows, split between threads.
+template <class RangeFn>
+void for_each_row_range(const BatchNormLayout& L, RangeFn&& fn) {
+  parallel_for(L.outer,
+               std::max<std::int64_t>(1, kElementGrain / std::max<std::int64_t>(L.features, 1)),
+               fn);
+}
+
+// Runs fn(lo, hi) on ranges of columns (features), split between threads.
+template <class RangeFn>
+void for_each_column_range(const BatchNormLayout& L, RangeFn&& fn) {
+  parallel_for(L.features,
+               std::max<std::int64_t>(16, kElementGrain / std::max<std::int64_t>(L.outer, 1)), fn);
+}
+
+// Calls row(offset) for each row of the (outer, features) view.
 template <class RowFn>
 void for_each_row_of_features(const BatchNormLayout& L, RowFn row) {
-  const std::int64_t C = L.features;
-  parallel_for(L.outer, std::max<std::int64_t>(1, kElementGrain / std::max<std::int64_t>(C, 1)),
-               [&](std::int64_t lo, std::int64_t hi) {
-                 for (std::int64_t r = lo; r < hi; ++r) row(r * C);
-               });
+  for_each_row_range(L, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t r = lo; r < hi; ++r) row(r * L.features);
+  });
 }
 
 // Note [Rounded mean]

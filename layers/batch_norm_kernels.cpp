@@ -38,135 +38,72 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <utility>
+#include <type_traits>
 
+#include "autodiff/kernels/per_level.hpp"
 #include "autodiff/parallel.hpp"
-#include "autodiff/stream_store.hpp"
 #include "layers/batch_norm_internal.hpp"
+#include "layers/batch_norm_level.hpp"
+
+// Each level's table() is defined by batch_norm_level.cpp compiled for that
+// level (Note [Kernels per instruction set] in autodiff/kernels/kernels.hpp).
+NPDL_PER_LEVEL_TABLES(npdl::layers::bn_level, ::npdl::layers::bn_level::BatchNormKernelTable)
 
 namespace npdl::layers {
 namespace {
 
 using namespace bn_internal;
+using bn_level::TypedBatchNormKernels;
 
-// Statistics: per block, a mean and a sum of squared deviations from it
-// (two reads of a block that stays in cache), merged across blocks with
-// Chan et al.'s pairwise update. One pass over memory, and never
-// E[x^2] - E[x]^2, which cancels catastrophically on large offsets.
-template <class E>
-auto evaluated(const E& e) {
-  if constexpr (std::is_arithmetic_v<E>) {
-    return e;
-  } else {
-    return e.eval();
-  }
-}
-
-struct Moments {
-  double n = 0;
-  // Merges a block of `count` elements with mean `bmean` and squared
-  // deviations `bm2` into (mean, m2), which hold this->n elements.
-  template <class A, class B, class C, class D>
-  void merge(double count, const A& bmean, const B& bm2, C&& mean, D&& m2) {
-    const double total = n + count;
-    const auto delta = evaluated(bmean - mean);
-    mean += delta * (count / total);
-    m2 += bm2 + delta * delta * (n * count / total);
-    n = total;
-  }
-};
-
-// Statistics for inner == 1, per block of kRowBlock rows: sums of x and of
-// the squared deviations from the block's mean in the input's dtype (the
-// rounding of that mean corrected by the sum of deviations), merged into
-// float64 once per block. Columns are split between threads; each column's
-// sums run in one order whatever the thread count. Gives the mean and M2,
-// the sum of squared deviations from it (>= 0; the variance is M2 / M).
+// The loops over memory of the calling thread's level (batch_norm_level.hpp):
+// resolved once per call, before the work is split between threads.
 template <class T>
-void moments_columns(const T* x, const BatchNormLayout& L, ArrD& mean, ArrD& m2_out) {
-  const std::int64_t C = L.features, N = L.outer;
-  mean.resize(C);
-  m2_out.resize(C);
-  parallel_for(C, std::max<std::int64_t>(16, kElementGrain / std::max<std::int64_t>(N, 1)),
-               [&](std::int64_t lo, std::int64_t hi) {
-                 const std::int64_t w = hi - lo;
-                 Moments acc;
-                 ArrD m = ArrD::Zero(w), m2 = ArrD::Zero(w);
-                 Arr<T> bsum(w), bdev(w), bsq(w), bmean(w);
-                 for (std::int64_t r0 = 0; r0 < N; r0 += kRowBlock) {
-                   const std::int64_t r1 = std::min(N, r0 + kRowBlock);
-                   const double n = double(r1 - r0);
-                   bsum.setZero();
-                   for (std::int64_t r = r0; r < r1; ++r) bsum += CMap<T>(x + r * C + lo, w);
-                   bmean = (bsum.template cast<double>() / n).template cast<T>();
-                   bdev.setZero();
-                   bsq.setZero();
-                   for (std::int64_t r = r0; r < r1; ++r) {
-                     const auto d = CMap<T>(x + r * C + lo, w) - bmean;
-                     bdev += d;
-                     bsq += d.square();
-                   }
-                   const ArrD dev = bdev.template cast<double>();
-                   acc.merge(n, ArrD(bmean.template cast<double>() + dev / n),
-                             ArrD(bsq.template cast<double>() - dev.square() / n), m, m2);
-                 }
-                 mean.segment(lo, w) = m;
-                 m2_out.segment(lo, w) = m2.max(0.0);
-               });
+const TypedBatchNormKernels<T>& level_kernels() {
+  const bn_level::BatchNormKernelTable& table = bn_level::kLevelTables.for_this_thread();
+  if constexpr (std::is_same_v<T, float>) {
+    return table.f32;
+  } else {
+    return table.f64;
+  }
 }
+
+bn_level::View view_of(const BatchNormLayout& L) { return {L.outer, L.features, L.inner}; }
 
 // Outputs from this size on are written with streaming stores (Note
 // [Streaming stores] in autodiff/stream_store.hpp). Lower than the generic
 // threshold: a batch norm's y and dx are written in a pass that also reads
 // x (and dy) from cache, so write-allocate traffic is what is left to save.
 constexpr std::int64_t kStreamBytes = std::int64_t{16} << 20;
-using detail::store;
-using detail::stream_fence;
 
 template <class T>
 bool streams(const BatchNormLayout& L) {
   return L.outer * L.features * L.inner * std::int64_t(sizeof(T)) > kStreamBytes;
 }
 
-// Per-feature moments for inner > 1 (Note [Feature groups]), a group at a
-// time: the mean, then the squared deviations from it (two-pass, the
-// rounding of the mean corrected by the small sum of deviations). `m` holds
-// the mean rounded to T; mean and m2 (>= 0) are float64. Each group writes
-// only its own features' entries, so groups may run on different threads.
+// Statistics for inner == 1: columns are split between threads; each
+// column's sums run in one order whatever the thread count. Gives the mean
+// and M2, the sum of squared deviations from it (>= 0; the variance is
+// M2 / M).
 template <class T>
-struct GroupMoments {
-  ArrD mean, m2, dsum, ssq;
-  Arr<T> m;
-  explicit GroupMoments(std::int64_t C)
-      : mean(ArrD::Zero(C)), m2(C), dsum(ArrD::Zero(C)), ssq(ArrD::Zero(C)), m(C) {}
+void moments_columns(const T* x, const BatchNormLayout& L, ArrD& mean, ArrD& m2) {
+  const TypedBatchNormKernels<T>& k = level_kernels<T>();
+  mean.resize(L.features);
+  m2.resize(L.features);
+  for_each_column_range(L, [&](std::int64_t lo, std::int64_t hi) {
+    k.column_moments(x, view_of(L), lo, hi, mean.data(), m2.data());
+  });
+}
 
-  void compute(const T* x, const BatchNormLayout& L, std::int64_t c0, std::int64_t c1) {
-    const double M = double(L.M);
-    for_each_run(L, c0, c1, [&](std::int64_t c, std::int64_t off, std::int64_t n) {
-      mean[c] += double(CMap<T>(x + off, n).sum());
-    });
-    for (std::int64_t c = c0; c < c1; ++c) m[c] = T(mean[c] / M);
-    for_each_run(L, c0, c1, [&](std::int64_t c, std::int64_t off, std::int64_t n) {
-      // The block is in L1 between the two sums.
-      const auto d = CMap<T>(x + off, n) - m[c];
-      dsum[c] += double(d.sum());
-      ssq[c] += double(d.square().sum());
-    });
-    for (std::int64_t c = c0; c < c1; ++c) {
-      mean[c] = double(m[c]) + dsum[c] / M;
-      m2[c] = std::max(0.0, ssq[c] - dsum[c] * dsum[c] / M);
-    }
-  }
-};
-
-// The moments alone for inner > 1: one read of x from memory.
+// The moments alone for inner > 1 (Note [Feature groups]): one read of x
+// from memory.
 template <class T>
 void moments_groups(const T* x, const BatchNormLayout& L, ArrD& mean, ArrD& m2) {
-  GroupMoments<T> g(L.features);
-  for_each_group(L, grouping(L, sizeof(T)),
-                 [&](std::int64_t c0, std::int64_t c1) { g.compute(x, L, c0, c1); });
-  mean = std::move(g.mean);
-  m2 = std::move(g.m2);
+  const TypedBatchNormKernels<T>& k = level_kernels<T>();
+  mean.resize(L.features);
+  m2.resize(L.features);
+  for_each_group(L, grouping(L, sizeof(T)), [&](std::int64_t c0, std::int64_t c1) {
+    k.group_moments(x, view_of(L), c0, c1, mean.data(), m2.data());
+  });
 }
 
 // The training forward for inner > 1 (Note [Feature groups]): per group,
@@ -175,41 +112,30 @@ template <class T>
 void forward_groups(const T* x, T* y, const BatchNormLayout& L, const ArrD& gamma,
                     const Arr<T>& beta, double epsilon, bool npdl_std_bug, ArrD& mean, ArrD& var,
                     ArrD& invstd) {
+  const TypedBatchNormKernels<T>& k = level_kernels<T>();
   const std::int64_t C = L.features;
-  GroupMoments<T> g(C);
+  mean.resize(C);
   var.resize(C);
   invstd.resize(C);
-  Arr<T> sc(C), bs(C);
+  ArrD m2(C);
+  Arr<T> m(C), sc(C), bs(C);
   const double M = double(L.M);
   const bool stream = streams<T>(L);
   for_each_group(L, grouping(L, sizeof(T)), [&](std::int64_t c0, std::int64_t c1) {
-    g.compute(x, L, c0, c1);
-    Arr<T>& m = g.m;
+    k.group_moments(x, view_of(L), c0, c1, mean.data(), m2.data());
     for (std::int64_t c = c0; c < c1; ++c) {
-      const double mean_c = g.mean[c];
-      var[c] = g.m2[c] / M;
+      var[c] = m2[c] / M;
       // npdl's bug: it keeps np.std (the square root of the variance) where
       // the variance belongs.
       const double denom = npdl_std_bug ? std::sqrt(var[c]) : var[c];
       invstd[c] = 1.0 / std::sqrt(denom + epsilon);
-      m[c] = T(mean_c);
+      m[c] = T(mean[c]);
       sc[c] = T(gamma[c] * invstd[c]);
       // Note [Rounded mean]
-      bs[c] = T(double(beta[c]) - gamma[c] * invstd[c] * (mean_c - double(m[c])));
+      bs[c] = T(double(beta[c]) - gamma[c] * invstd[c] * (mean[c] - double(m[c])));
     }
-    for_each_run(L, c0, c1, [&](std::int64_t c, std::int64_t off, std::int64_t n) {
-      const T mc = m[c], s = sc[c], b = bs[c];
-      if (!stream) {
-        MMap<T>(y + off, n) = (CMap<T>(x + off, n) - mc) * s + b;
-        return;
-      }
-      store(y + off, n, stream, [&](std::int64_t i, std::int64_t len) {
-        return (CMap<T>(x + off + i, len) - mc) * s + b;
-      });
-    });
-    if (stream) stream_fence();
+    k.group_affine(x, y, view_of(L), c0, c1, m.data(), sc.data(), bs.data(), stream);
   });
-  mean = std::move(g.mean);
 }
 
 // What a backward kernel call computes: both passes (BatchNormal), or one of
@@ -229,6 +155,7 @@ template <class T>
 void backward_groups(const T* dy, const T* x, T* dx, const BatchNormLayout& L, const ArrD& mean,
                      const ArrD& A, const ArrD& invstd, bool training, double count,
                      BackwardPasses passes, ArrD& sum_dy, ArrD& sum_dy_d) {
+  const TypedBatchNormKernels<T>& k = level_kernels<T>();
   const std::int64_t C = L.features;
   const bool sums = passes != BackwardPasses::DxOnly, dx_pass = passes != BackwardPasses::SumsOnly;
   if (sums) {
@@ -241,11 +168,7 @@ void backward_groups(const T* dy, const T* x, T* dx, const BatchNormLayout& L, c
   const bool stream = streams<T>(L);
   for_each_group(L, grouping(L, sizeof(T)), [&](std::int64_t c0, std::int64_t c1) {
     if (sums) {
-      for_each_run(L, c0, c1, [&](std::int64_t c, std::int64_t off, std::int64_t n) {
-        const CMap<T> g(dy + off, n);
-        sum_dy[c] += double(g.sum());
-        sum_dy_d[c] += double((g * (CMap<T>(x + off, n) - m[c])).sum());
-      });
+      k.group_backward_sums(dy, x, view_of(L), c0, c1, m.data(), sum_dy.data(), sum_dy_d.data());
     }
     for (std::int64_t c = c0; c < c1; ++c) {
       const double delta = mean[c] - double(m[c]);  // Note [Rounded mean]
@@ -258,17 +181,7 @@ void backward_groups(const T* dy, const T* x, T* dx, const BatchNormLayout& L, c
       cc[c] = T(Cc - B * delta);
     }
     if (!dx_pass) return;
-    for_each_run(L, c0, c1, [&](std::int64_t c, std::int64_t off, std::int64_t n) {
-      const T ac = a[c], bc = b[c], cx = cc[c], mc = m[c];
-      if (!stream) {
-        MMap<T>(dx + off, n) = CMap<T>(dy + off, n) * ac + (CMap<T>(x + off, n) - mc) * bc + cx;
-        return;
-      }
-      store(dx + off, n, stream, [&](std::int64_t i, std::int64_t len) {
-        return CMap<T>(dy + off + i, len) * ac + (CMap<T>(x + off + i, len) - mc) * bc + cx;
-      });
-    });
-    if (stream) stream_fence();
+    k.group_dx(dy, x, dx, view_of(L), c0, c1, m.data(), a.data(), b.data(), cc.data(), stream);
   });
 }
 
@@ -276,9 +189,10 @@ void backward_groups(const T* dy, const T* x, T* dx, const BatchNormLayout& L, c
 template <class T>
 void affine_rows(const T* x, T* y, const Arr<T>& m, const Arr<T>& s, const Arr<T>& b,
                  const BatchNormLayout& L) {
-  const std::int64_t C = L.features;
-  for_each_row_of_features(
-      L, [&](std::int64_t off) { MMap<T>(y + off, C) = (CMap<T>(x + off, C) - m) * s + b; });
+  const TypedBatchNormKernels<T>& k = level_kernels<T>();
+  for_each_row_range(L, [&](std::int64_t lo, std::int64_t hi) {
+    k.rows_affine(x, y, view_of(L), lo, hi, m.data(), s.data(), b.data());
+  });
 }
 
 // y = (x - m) * s + b per feature (inner > 1), segment by segment in memory
@@ -286,13 +200,10 @@ void affine_rows(const T* x, T* y, const Arr<T>& m, const Arr<T>& s, const Arr<T
 template <class T>
 void affine_segments(const T* x, T* y, const Arr<T>& m, const Arr<T>& s, const Arr<T>& b,
                      const BatchNormLayout& L) {
-  const std::int64_t C = L.features, n = L.inner;
-  parallel_for(L.outer * C, std::max<std::int64_t>(1, kElementGrain / n),
+  const TypedBatchNormKernels<T>& k = level_kernels<T>();
+  parallel_for(L.outer * L.features, std::max<std::int64_t>(1, kElementGrain / L.inner),
                [&](std::int64_t lo, std::int64_t hi) {
-                 for (std::int64_t seg = lo; seg < hi; ++seg) {
-                   const std::int64_t c = seg % C;
-                   MMap<T>(y + seg * n, n) = (CMap<T>(x + seg * n, n) - m[c]) * s[c] + b[c];
-                 }
+                 k.segments_affine(x, y, view_of(L), lo, hi, m.data(), s.data(), b.data());
                });
 }
 
@@ -301,28 +212,12 @@ void affine_segments(const T* x, T* y, const Arr<T>& m, const Arr<T>& s, const A
 template <class T>
 void backward_sums_columns(const T* dy, const T* x, const Arr<T>& m, const BatchNormLayout& L,
                            ArrD& sum_dy, ArrD& sum_dy_d) {
-  const std::int64_t C = L.features;
-  sum_dy = ArrD::Zero(C);
-  sum_dy_d = ArrD::Zero(C);
-  // Sums over kRowBlock rows in T, then joined in float64 (as moments_columns).
-  parallel_for(C, std::max<std::int64_t>(16, kElementGrain / std::max<std::int64_t>(L.outer, 1)),
-               [&](std::int64_t lo, std::int64_t hi) {
-                 const std::int64_t w = hi - lo;
-                 const Arr<T> mw = m.segment(lo, w);
-                 Arr<T> s(w), sd(w);
-                 for (std::int64_t r0 = 0; r0 < L.outer; r0 += kRowBlock) {
-                   const std::int64_t r1 = std::min(L.outer, r0 + kRowBlock);
-                   s.setZero();
-                   sd.setZero();
-                   for (std::int64_t r = r0; r < r1; ++r) {
-                     const CMap<T> g(dy + r * C + lo, w), v(x + r * C + lo, w);
-                     s += g;
-                     sd += g * (v - mw);
-                   }
-                   sum_dy.segment(lo, w) += s.template cast<double>();
-                   sum_dy_d.segment(lo, w) += sd.template cast<double>();
-                 }
-               });
+  const TypedBatchNormKernels<T>& k = level_kernels<T>();
+  sum_dy = ArrD::Zero(L.features);
+  sum_dy_d = ArrD::Zero(L.features);
+  for_each_column_range(L, [&](std::int64_t lo, std::int64_t hi) {
+    k.column_backward_sums(dy, x, view_of(L), lo, hi, m.data(), sum_dy.data(), sum_dy_d.data());
+  });
 }
 
 // dx = A * dy + B * (x - m) + C per feature, the fused formula's one pass
@@ -330,9 +225,9 @@ void backward_sums_columns(const T* dy, const T* x, const Arr<T>& m, const Batch
 template <class T>
 void dx_rows(const T* dy, const T* x, T* out, const Arr<T>& m, const Arr<T>& A, const Arr<T>& B,
              const Arr<T>& Cc, const BatchNormLayout& L) {
-  const std::int64_t C = L.features;
-  for_each_row_of_features(L, [&](std::int64_t off) {
-    MMap<T>(out + off, C) = CMap<T>(dy + off, C) * A + (CMap<T>(x + off, C) - m) * B + Cc;
+  const TypedBatchNormKernels<T>& k = level_kernels<T>();
+  for_each_row_range(L, [&](std::int64_t lo, std::int64_t hi) {
+    k.rows_dx(dy, x, out, view_of(L), lo, hi, m.data(), A.data(), B.data(), Cc.data());
   });
 }
 

@@ -1,19 +1,22 @@
 #include "model/optimizers.hpp"
 
-#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <functional>
 #include <map>
 #include <sstream>
+#include <type_traits>
+
+#include "autodiff/kernels/per_level.hpp"
+#include "model/optimizer_level.hpp"
+
+// Each level's table() is defined by optimizer_level.cpp compiled for that
+// level (Note [Kernels per instruction set] in autodiff/kernels/kernels.hpp).
+NPDL_PER_LEVEL_TABLES(npdl::model::optimizer_level,
+                      ::npdl::model::optimizer_level::OptimizerKernelTable)
 
 namespace npdl::model {
 namespace {
-
-template <class T>
-using ArrayMap = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
-template <class T>
-using ConstArrayMap = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
 
 std::string number(double v) {
   std::ostringstream os;
@@ -33,19 +36,33 @@ void require_epsilon(const std::string& who, double epsilon) {
   require(epsilon > 0 && std::isfinite(epsilon), who + ": epsilon must be finite and > 0", epsilon);
 }
 
-/// Calls f(p, g, s...) with Eigen array maps of the parameter, its gradient
-/// and the state tensors, all of the parameter's dtype.
-template <class F>
-void with_arrays(Tensor& value, const Tensor& grad, std::initializer_list<Tensor*> state, F f) {
+template <class T>
+const optimizer_level::TypedOptimizerKernels<T>& level_kernels() {
+  const optimizer_level::OptimizerKernelTable& table =
+      optimizer_level::kLevelTables.for_this_thread();
+  if constexpr (std::is_same_v<T, float>) {
+    return table.f32;
+  } else {
+    return table.f64;
+  }
+}
+
+/// One step of `rule` on a parameter, with the state tensors it keeps (of
+/// the parameter's dtype and shape), by the level's kernel.
+void apply(optimizer_level::Rule rule, const optimizer_level::StepParams& step, Tensor& value,
+           const Tensor& grad, Tensor* s0 = nullptr, Tensor* s1 = nullptr) {
   dispatch(value.dtype(), [&](auto zero) {
     using T = decltype(zero);
-    const Eigen::Index n = value.size();
-    ArrayMap<T> p(value.data<T>(), n);
-    ConstArrayMap<T> g(grad.data<T>(), n);
-    std::vector<ArrayMap<T>> s;
-    for (Tensor* t : state) s.emplace_back(t->data<T>(), n);
-    f(p, g, s);
+    level_kernels<T>().update(rule, step, value.data<T>(), grad.data<T>(),
+                              s0 != nullptr ? s0->data<T>() : nullptr,
+                              s1 != nullptr ? s1->data<T>() : nullptr, value.size());
   });
+}
+
+optimizer_level::StepParams at_rate(double lr) {
+  optimizer_level::StepParams step;
+  step.lr = lr;
+  return step;
 }
 
 Tensor clipped(const Tensor& grad, double clip) {
@@ -53,8 +70,7 @@ Tensor clipped(const Tensor& grad, double clip) {
   Tensor out = grad.clone();
   dispatch(out.dtype(), [&](auto zero) {
     using T = decltype(zero);
-    ArrayMap<T> g(out.data<T>(), out.size());
-    g = g.max(T(-clip)).min(T(clip));
+    level_kernels<T>().clip(out.data<T>(), T(clip), out.size());
   });
   return out;
 }
@@ -130,10 +146,7 @@ void Optimizer::update(const std::vector<ParameterPtr>& params) {
 }
 
 void SGD::step(std::size_t, Tensor& value, const Tensor& grad, double lr, std::int64_t) {
-  with_arrays(value, grad, {}, [&](auto& p, const auto& g, auto&) {
-    using T = typename std::decay_t<decltype(p)>::Scalar;
-    p -= T(lr) * g;
-  });
+  apply(optimizer_level::Rule::Sgd, at_rate(lr), value, grad);
 }
 
 Momentum::Momentum(double momentum, OptimizerOptions options)
@@ -142,22 +155,16 @@ Momentum::Momentum(double momentum, OptimizerOptions options)
 }
 
 void Momentum::step(std::size_t i, Tensor& value, const Tensor& grad, double lr, std::int64_t) {
-  with_arrays(value, grad, {&state(i, 0)}, [&](auto& p, const auto& g, auto& s) {
-    using T = typename std::decay_t<decltype(p)>::Scalar;
-    auto& v = s[0];
-    v = T(momentum_) * v - T(lr) * g;
-    p += v;
-  });
+  optimizer_level::StepParams step = at_rate(lr);
+  step.momentum = momentum_;
+  apply(optimizer_level::Rule::Momentum, step, value, grad, &state(i, 0));
 }
 
 void NesterovMomentum::step(std::size_t i, Tensor& value, const Tensor& grad, double lr,
                             std::int64_t) {
-  with_arrays(value, grad, {&state(i, 0)}, [&](auto& p, const auto& g, auto& s) {
-    using T = typename std::decay_t<decltype(p)>::Scalar;
-    auto& v = s[0];
-    v = T(momentum_) * v - T(lr) * g;
-    p += T(momentum_) * v - T(lr) * g;
-  });
+  optimizer_level::StepParams step = at_rate(lr);
+  step.momentum = momentum_;
+  apply(optimizer_level::Rule::Nesterov, step, value, grad, &state(i, 0));
 }
 
 Adagrad::Adagrad(double epsilon, OptimizerOptions options) : Optimizer(options), epsilon_(epsilon) {
@@ -165,12 +172,9 @@ Adagrad::Adagrad(double epsilon, OptimizerOptions options) : Optimizer(options),
 }
 
 void Adagrad::step(std::size_t i, Tensor& value, const Tensor& grad, double lr, std::int64_t) {
-  with_arrays(value, grad, {&state(i, 0)}, [&](auto& p, const auto& g, auto& s) {
-    using T = typename std::decay_t<decltype(p)>::Scalar;
-    auto& c = s[0];
-    c += g.square();
-    p -= T(lr) * g / (c.sqrt() + T(epsilon_));
-  });
+  optimizer_level::StepParams step = at_rate(lr);
+  step.epsilon = epsilon_;
+  apply(optimizer_level::Rule::Adagrad, step, value, grad, &state(i, 0));
 }
 
 RMSprop::RMSprop(double rho, double epsilon, OptimizerOptions options)
@@ -180,12 +184,10 @@ RMSprop::RMSprop(double rho, double epsilon, OptimizerOptions options)
 }
 
 void RMSprop::step(std::size_t i, Tensor& value, const Tensor& grad, double lr, std::int64_t) {
-  with_arrays(value, grad, {&state(i, 0)}, [&](auto& p, const auto& g, auto& s) {
-    using T = typename std::decay_t<decltype(p)>::Scalar;
-    auto& c = s[0];
-    c = T(rho_) * c + T(1 - rho_) * g.square();
-    p -= T(lr) * g / (c + T(epsilon_)).sqrt();
-  });
+  optimizer_level::StepParams step = at_rate(lr);
+  step.rho = rho_;
+  step.epsilon = epsilon_;
+  apply(optimizer_level::Rule::RMSprop, step, value, grad, &state(i, 0));
 }
 
 Adadelta::Adadelta(double rho, double epsilon, OptimizerOptions options)
@@ -195,15 +197,10 @@ Adadelta::Adadelta(double rho, double epsilon, OptimizerOptions options)
 }
 
 void Adadelta::step(std::size_t i, Tensor& value, const Tensor& grad, double lr, std::int64_t) {
-  with_arrays(value, grad, {&state(i, 0), &state(i, 1)}, [&](auto& p, const auto& g, auto& s) {
-    using T = typename std::decay_t<decltype(p)>::Scalar;
-    auto& c = s[0];
-    auto& d = s[1];
-    c = T(rho_) * c + T(1 - rho_) * g.square();
-    const auto u = (g * (d + T(epsilon_)).sqrt() / (c + T(epsilon_)).sqrt()).eval();
-    p -= T(lr) * u;
-    d = T(rho_) * d + T(1 - rho_) * u.square();
-  });
+  optimizer_level::StepParams step = at_rate(lr);
+  step.rho = rho_;
+  step.epsilon = epsilon_;
+  apply(optimizer_level::Rule::Adadelta, step, value, grad, &state(i, 0), &state(i, 1));
 }
 
 namespace {
@@ -223,14 +220,11 @@ void Adam::step(std::size_t i, Tensor& value, const Tensor& grad, double lr, std
   // The bias corrections of both moments folded into one step size.
   const double a_t =
       lr * std::sqrt(1 - std::pow(beta2_, double(t))) / (1 - std::pow(beta1_, double(t)));
-  with_arrays(value, grad, {&state(i, 0), &state(i, 1)}, [&](auto& p, const auto& g, auto& s) {
-    using T = typename std::decay_t<decltype(p)>::Scalar;
-    auto& m = s[0];
-    auto& v = s[1];
-    m = T(beta1_) * m + T(1 - beta1_) * g;
-    v = T(beta2_) * v + T(1 - beta2_) * g.square();
-    p -= T(a_t) * m / (v.sqrt() + T(epsilon_));
-  });
+  optimizer_level::StepParams step = at_rate(a_t);
+  step.beta1 = beta1_;
+  step.beta2 = beta2_;
+  step.epsilon = epsilon_;
+  apply(optimizer_level::Rule::Adam, step, value, grad, &state(i, 0), &state(i, 1));
 }
 
 Adamax::Adamax(double beta1, double beta2, double epsilon, OptimizerOptions options)
@@ -240,14 +234,11 @@ Adamax::Adamax(double beta1, double beta2, double epsilon, OptimizerOptions opti
 
 void Adamax::step(std::size_t i, Tensor& value, const Tensor& grad, double lr, std::int64_t t) {
   const double a_t = lr / (1 - std::pow(beta1_, double(t)));
-  with_arrays(value, grad, {&state(i, 0), &state(i, 1)}, [&](auto& p, const auto& g, auto& s) {
-    using T = typename std::decay_t<decltype(p)>::Scalar;
-    auto& m = s[0];
-    auto& u = s[1];
-    m = T(beta1_) * m + T(1 - beta1_) * g;
-    u = (T(beta2_) * u).max(g.abs());
-    p -= T(a_t) * m / (u + T(epsilon_));
-  });
+  optimizer_level::StepParams step = at_rate(a_t);
+  step.beta1 = beta1_;
+  step.beta2 = beta2_;
+  step.epsilon = epsilon_;
+  apply(optimizer_level::Rule::Adamax, step, value, grad, &state(i, 0), &state(i, 1));
 }
 
 namespace {

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Note [Kernels per instruction set] (autodiff/kernels/kernels.hpp): checks
 # that the kernel objects of each level cannot leak into another level.
-# Usage: kernel_symbols.sh LEVEL=OBJECT...
+# Usage: kernel_symbols.sh LEVEL=OBJECT... (a level may come with several
+# objects, one per per-level source)
 #  - no level defines a weak or unique symbol outside its own namespaces
-#    (npdl::kernels::level_<name>, Eigen_<name>): the linker would keep one
-#    copy of such a symbol for every level;
+#    (<some namespace>::level_<name>, as npdl::kernels::level_<name> or
+#    npdl::layers::bn_level::level_<name>, and Eigen_<name>): the linker
+#    would keep one copy of such a symbol for every level;
 #  - the default level's code uses no AVX registers (ymm/zmm), and the
 #    avx2 level none of AVX-512's (zmm).
 set -euo pipefail
@@ -15,7 +17,7 @@ for arg in "$@"; do
   # nm -C: "<address> <type> <demangled name>"; W/V weak, u unique global.
   # DW.ref.__gxx_personality_v0 is the C++ runtime's, the same in every object.
   shared=$(nm -C --defined-only "$object" | awk '$2 ~ /^[WVu]$/' |
-    grep -v -e "npdl::kernels::level_${level}::" -e "Eigen_${level}::" \
+    grep -v -e "::level_${level}::" -e "Eigen_${level}::" \
       -e "DW.ref.__gxx_personality_v0" || true)
   if [[ -n "$shared" ]]; then
     echo "level $level defines symbols other levels could share:"
@@ -34,6 +36,6 @@ for arg in "$@"; do
       status=1
     fi
   fi
-  echo "level $level: $(nm --defined-only "$object" | wc -l) symbols checked"
+  echo "level $level, $(basename "$object"): $(nm --defined-only "$object" | wc -l) symbols checked"
 done
 exit $status

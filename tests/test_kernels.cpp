@@ -237,6 +237,22 @@ TYPED_TEST(KernelLevels, ExpUnderflowDoesNotDependOnPosition) {
   }
 }
 
+TYPED_TEST(KernelLevels, AlphaActivationsMatchDefault) {
+  using T = TypeParam;
+  const std::vector<T> x = random_values<T>(12, -20, 5);
+  for (Capability level : levels_above_default()) {
+    std::vector<T> want(x.size()), got(x.size());
+    typed<T>(Capability::Default)
+        .unary_alpha(AlphaOp::LeakyRelu, x.data(), T(0.1), want.data(), kN);
+    typed<T>(level).unary_alpha(AlphaOp::LeakyRelu, x.data(), T(0.1), got.data(), kN);
+    expect_bitwise(got, want, to_string(level) + " leaky_relu");
+    // expm1 is a polynomial with fused multiply-adds at the FMA levels.
+    typed<T>(Capability::Default).unary_alpha(AlphaOp::Elu, x.data(), T(1.5), want.data(), kN);
+    typed<T>(level).unary_alpha(AlphaOp::Elu, x.data(), T(1.5), got.data(), kN);
+    expect_close(got, want, 4, 0.0, to_string(level) + " elu");
+  }
+}
+
 TEST(KernelDispatch, EachTableReportsItsLevel) {
   for (Capability level : supported_capabilities()) {
     EXPECT_EQ(table_for(level).capability, level);

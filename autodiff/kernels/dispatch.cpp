@@ -4,21 +4,12 @@
 
 #include "autodiff/error.hpp"
 #include "autodiff/kernels/kernels.hpp"
+#include "autodiff/kernels/per_level.hpp"
+
+// Each level's table() is defined by level.cpp compiled for that level.
+NPDL_PER_LEVEL_TABLES(npdl::kernels, ::npdl::kernels::KernelTable)
 
 namespace npdl::kernels {
-// Each defined by level.cpp compiled for that level.
-namespace level_default {
-const KernelTable& table();
-}
-#ifndef NPDL_KERNELS_DEFAULT_ONLY
-namespace level_avx2 {
-const KernelTable& table();
-}
-namespace level_avx512 {
-const KernelTable& table();
-}
-#endif
-
 namespace {
 
 // __builtin_cpu_supports also checks that the operating system saves the
@@ -66,17 +57,7 @@ const KernelTable& table_for(Capability level) {
   if (!cpu_can_run(level)) {
     throw ValueError("kernel level " + to_string(level) + " needs instructions this CPU lacks");
   }
-#ifndef NPDL_KERNELS_DEFAULT_ONLY
-  switch (level) {
-    case Capability::Avx2:
-      return level_avx2::table();
-    case Capability::Avx512:
-      return level_avx512::table();
-    case Capability::Default:
-      break;
-  }
-#endif
-  return level_default::table();
+  return kLevelTables.at(level);
 }
 
 std::vector<Capability> supported_capabilities() {
@@ -105,5 +86,21 @@ Capability parse_capability(const std::string& name) {
   }
   throw ValueError("NPDL_CPU_CAPABILITY expects one of default, avx2, avx512, got '" + name + "'");
 }
+
+namespace {
+// The level a ScopedLevel set on this thread, -1 for none.
+thread_local int scoped_level = -1;
+}  // namespace
+
+Capability level_for_this_thread() {
+  return scoped_level < 0 ? active().capability : static_cast<Capability>(scoped_level);
+}
+
+ScopedLevel::ScopedLevel(Capability level) : previous_(scoped_level) {
+  table_for(level);  // throws when this CPU cannot run it
+  scoped_level = static_cast<int>(level);
+}
+
+ScopedLevel::~ScopedLevel() { scoped_level = previous_; }
 
 }  // namespace npdl::kernels

@@ -9,14 +9,19 @@
 // without -march flags runs on any x86-64 and still uses the CPU's widest
 // vectors. Callers (autodiff/tensor_math.cpp) use `kernels::active()` and
 // never name a level.
+// Batch norm's fused kernels (layers/batch_norm_level.cpp) and the
+// optimisers' updates (model/optimizer_level.cpp) are compiled per level the
+// same way, each into a table of its own, chosen with the same level
+// (autodiff/kernels/per_level.hpp); CMake's npdl_compile_per_level compiles
+// all three sources.
 //
 // Every level lives in its own namespace, and so does its copy of Eigen
 // (level.cpp is compiled with -DEigen=Eigen_<level>): templates instantiated
 // in a TU compiled with -mavx512f would otherwise share their weak symbols
 // with the baseline instantiations of the same templates, and the linker
 // would keep one copy of each, AVX-512 or not, for every caller.
-// tests/kernel_symbols.sh checks that no level defines a weak symbol outside
-// its namespaces.
+// tests/kernel_symbols.sh checks that no level of any per-level source
+// defines a weak symbol outside its namespaces.
 //
 // The functions take raw pointers and element counts only: nothing that
 // could instantiate an npdl or standard-library template inside a level.
@@ -30,6 +35,9 @@ enum class Capability : int { Default = 0, Avx2 = 1, Avx512 = 2 };
 
 enum class UnaryOp : int { Neg, Square, Sqrt, Rsqrt, Exp, Log, Relu, Sigmoid, Tanh, Step };
 enum class BinaryOp : int { Add, Sub, Mul, Div };
+/// Activations with a parameter alpha: leaky_relu (x if x > 0, else alpha x)
+/// and elu (x if x > 0, else alpha (exp(x) - 1)).
+enum class AlphaOp : int { LeakyRelu, Elu };
 
 /// One dtype's kernels. `n` counts elements; outputs may alias inputs
 /// exactly (out == x), never partially.
@@ -63,6 +71,8 @@ struct TypedKernels {
   /// (outer, n, inner), row-major.
   void (*softmax)(const T* x, T* out, std::int64_t outer, std::int64_t n, std::int64_t inner,
                   bool log);
+  /// out[i] = op(x[i]) with parameter alpha
+  void (*unary_alpha)(AlphaOp op, const T* x, T alpha, T* out, std::int64_t n);
 };
 
 struct KernelTable {

@@ -207,10 +207,25 @@ void softmax(const T* xp, T* outp, std::int64_t outer, std::int64_t n, std::int6
 }
 
 template <class T>
+void unary_alpha(AlphaOp op, const T* xp, T alpha, T* outp, std::int64_t n) {
+  const In<T> x(xp, n);
+  Out<T> out(outp, n);
+  switch (op) {
+    case AlphaOp::LeakyRelu:
+      out = (x > T(0)).select(x, x * alpha);
+      return;
+    case AlphaOp::Elu:
+      // min(x, 0): expm1 of positive x, unused, could overflow.
+      out = (x > T(0)).select(x, x.min(T(0)).expm1() * alpha);
+      return;
+  }
+}
+
+template <class T>
 TypedKernels<T> typed() {
-  return {unary<T>,  binary<T>,     binary_scalar_rhs<T>,  binary_scalar_lhs<T>, sum<T>,
-          dot<T>,    accumulate<T>, accumulate_product<T>, accumulate_scaled<T>, gemm<T>,
-          softmax<T>};
+  return {unary<T>,   binary<T>,     binary_scalar_rhs<T>,  binary_scalar_lhs<T>, sum<T>,
+          dot<T>,     accumulate<T>, accumulate_product<T>, accumulate_scaled<T>, gemm<T>,
+          softmax<T>, unary_alpha<T>};
 }
 
 }  // namespace
