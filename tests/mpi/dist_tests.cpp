@@ -278,21 +278,37 @@ Tensor all_weights(const model::Model& m) {
   return Tensor::from_vector({std::int64_t(all.size())}, all, DType::Float64);
 }
 
-class DataParallelFit : public ::testing::TestWithParam<std::pair<DType, std::string>> {};
+struct TrainingData {
+  Tensor X, Y;
+  model::FitOptions options;
+};
 
-TEST_P(DataParallelFit, TwentyStepsEqualOneProcessOnTheGlobalBatch) {
-  const auto [dtype, optimizer] = GetParam();
-  const int n = comm()->size();
-  const std::int64_t per_rank = 4, global_batch = per_rank * n, steps = 20;
-  // 20 global batches (one epoch), data with offset features.
-  const Tensor X = Tensor::randn({global_batch * steps, 5}, 21, dtype, 1.0, 2.0);
+constexpr std::int64_t kPerRank = 4, kSteps = 20;
+
+// kSteps global batches of kPerRank samples per rank (one epoch, silent),
+// 5 features with an offset, 3 classes from `seed` and the label stride.
+TrainingData twenty_global_batches(DType dtype, std::uint64_t seed, int label_stride) {
+  const std::int64_t global_batch = kPerRank * comm()->size(), steps = kSteps;
+  const Tensor X = Tensor::randn({global_batch * steps, 5}, seed, dtype, 1.0, 2.0);
   std::vector<int> labels;
-  for (std::int64_t i = 0; i < global_batch * steps; ++i) labels.push_back(int((i * 7) % 3));
-  const Tensor Y = model::one_hot(labels, 3, dtype);
+  for (std::int64_t i = 0; i < global_batch * steps; ++i) {
+    labels.push_back(int((i * label_stride) % 3));
+  }
   model::FitOptions o;
   o.epochs = 1;
   o.batch_size = global_batch;
   o.log = nullptr;
+  return {X, model::one_hot(labels, 3, dtype), o};
+}
+
+class DataParallelFit : public ::testing::TestWithParam<std::pair<DType, std::string>> {};
+
+TEST_P(DataParallelFit, TwentyStepsEqualOneProcessOnTheGlobalBatch) {
+  const auto [dtype, optimizer] = GetParam();
+  const TrainingData data = twenty_global_batches(dtype, 21, 7);
+  const Tensor& X = data.X;
+  const Tensor& Y = data.Y;
+  const model::FitOptions& o = data.options;
 
   // The reference first, silently and in one process, on every rank.
   auto single = small_network(false, dtype, optimizer);
@@ -302,7 +318,7 @@ TEST_P(DataParallelFit, TwentyStepsEqualOneProcessOnTheGlobalBatch) {
   set_seed(7);
   const std::vector<model::EpochStats> h_parallel = parallel->fit(X, Y, o);
 
-  ASSERT_EQ(parallel->steps(), steps);
+  ASSERT_EQ(parallel->steps(), kSteps);
   const double tol = tolerance(dtype);
   EXPECT_LE(std::abs(h_parallel[0].loss - h_single[0].loss) / std::abs(h_single[0].loss), tol);
   // Normwise over all weights: the Linear bias before BatchNormal has a
@@ -310,7 +326,7 @@ TEST_P(DataParallelFit, TwentyStepsEqualOneProcessOnTheGlobalBatch) {
   const double weights_error = relative_error(all_weights(*parallel), all_weights(*single));
   EXPECT_LE(weights_error, tol);
   if (comm()->rank() == 0) {  // the figures the README quotes
-    std::cout << "  " << n << " ranks x " << per_rank << " vs 1 x " << global_batch
+    std::cout << "  " << comm()->size() << " ranks x " << kPerRank << " vs 1 x " << o.batch_size
               << ", 20 steps: weights " << weights_error << ", epoch loss "
               << std::abs(h_parallel[0].loss - h_single[0].loss) / std::abs(h_single[0].loss)
               << ", running mean "
@@ -352,16 +368,8 @@ class OverlappedAllReduce : public ::testing::TestWithParam<DType> {};
 
 TEST_P(OverlappedAllReduce, TwentyStepsGiveTheBlockingPathsWeights) {
   const DType dtype = GetParam();
+  const TrainingData data = twenty_global_batches(dtype, 22, 5);
   const int n = comm()->size();
-  const std::int64_t per_rank = 4, global_batch = per_rank * n, steps = 20;
-  const Tensor X = Tensor::randn({global_batch * steps, 5}, 22, dtype, 1.0, 2.0);
-  std::vector<int> labels;
-  for (std::int64_t i = 0; i < global_batch * steps; ++i) labels.push_back(int((i * 5) % 3));
-  const Tensor Y = model::one_hot(labels, 3, dtype);
-  model::FitOptions o;
-  o.epochs = 1;
-  o.batch_size = global_batch;
-  o.log = nullptr;
   auto train = [&](bool overlap, std::size_t bucket_bytes) {
     auto m = small_network(true, dtype, "momentum");
     model::GradientAllReduce options;
@@ -369,8 +377,8 @@ TEST_P(OverlappedAllReduce, TwentyStepsGiveTheBlockingPathsWeights) {
     options.bucket_bytes = bucket_bytes;
     m->set_gradient_allreduce(options);
     set_seed(9);
-    m->fit(X, Y, o);
-    EXPECT_EQ(m->steps(), steps);
+    m->fit(data.X, data.Y, data.options);
+    EXPECT_EQ(m->steps(), kSteps);
     return all_weights(*m);
   };
   const Tensor blocking = train(false, model::Model::kGradientBucketBytes);
@@ -446,7 +454,7 @@ TEST(DataParallelCnn, TwentyStepsEqualOneProcessOnTheGlobalBatch) {
   auto parallel = small_cnn(true);
   set_seed(8);
   const std::vector<model::EpochStats> h_parallel = parallel->fit(X, Y, o);
-  ASSERT_EQ(parallel->steps(), steps);
+  ASSERT_EQ(parallel->steps(), kSteps);
   EXPECT_LE(std::abs(h_parallel[0].loss - h_single[0].loss) / std::abs(h_single[0].loss), 1e-10);
   const double weights_error = relative_error(all_weights(*parallel), all_weights(*single));
   EXPECT_LE(weights_error, 1e-10);
