@@ -205,6 +205,7 @@ struct BackwardOptions {
 class Graph {
  public:
   explicit Graph(GraphOptions options = {});
+  ~Graph();
   Graph(const Graph&) = delete;
   Graph& operator=(const Graph&) = delete;
 
