@@ -9,6 +9,7 @@
 //
 // A Var is a handle: the graph it lives on, its vertex, and its value. The
 // Graph must outlive its Vars, as a tape outlives its entries.
+#include <boost/container/small_vector.hpp>
 #include <boost/graph/adjacency_list.hpp>
 #include <functional>
 #include <memory>
@@ -152,8 +153,56 @@ struct EdgeData {
   int arg = 0;  // which argument of the consumer this edge feeds
 };
 
-using GraphImpl = boost::adjacency_list<boost::vecS, boost::vecS, boost::bidirectionalS, VertexData,
-                                        EdgeData, boost::no_property, boost::vecS>;
+/// Note [Inline edge lists]
+/// Boost.Graph keeps each vertex's out-edges and in-edges in a container its
+/// OutEdgeListS selector names. With vecS each is a std::vector: recording an
+/// op then allocates for its in-edges and for the first consumer of each
+/// input, two of the few heap allocations per recorded op. Most values have
+/// one or two inputs and one or two consumers, so the selector below keeps
+/// two edges inline and allocates only beyond that (the container_gen route
+/// Boost.Graph documents for custom edge containers).
+struct inline_edgesS {};
+
+template <class StoredEdge>
+class InlineEdgeList : public boost::container::small_vector<StoredEdge, 2> {
+ public:
+  using boost::container::small_vector<StoredEdge, 2>::small_vector;
+};
+// Boost.Graph's container operations (push, erase) dispatch on these, found
+// by argument-dependent lookup: a vector's.
+template <class StoredEdge>
+boost::graph_detail::vector_tag container_category(const InlineEdgeList<StoredEdge>&) {
+  return {};
+}
+template <class StoredEdge>
+boost::graph_detail::unstable_tag iterator_stability(const InlineEdgeList<StoredEdge>&) {
+  return {};
+}
+
+}  // namespace npdl
+
+namespace boost {
+template <class StoredEdge>
+struct container_gen<npdl::inline_edgesS, StoredEdge> {
+  using type = npdl::InlineEdgeList<StoredEdge>;
+};
+template <>
+struct parallel_edge_traits<npdl::inline_edgesS> {
+  using type = allow_parallel_edge_tag;
+};
+namespace graph_detail {
+template <class StoredEdge>
+struct container_traits<npdl::InlineEdgeList<StoredEdge>> {
+  using category = vector_tag;
+  using iterator_stability = unstable_tag;
+};
+}  // namespace graph_detail
+}  // namespace boost
+
+namespace npdl {
+
+using GraphImpl = boost::adjacency_list<inline_edgesS, boost::vecS, boost::bidirectionalS,
+                                        VertexData, EdgeData, boost::no_property, boost::vecS>;
 static_assert(std::is_same_v<Vertex, GraphImpl::vertex_descriptor>);
 
 /// A group of primitives recorded under one name (BatchNormal, a layer...).
