@@ -134,6 +134,35 @@ struct Node {
   Shapes input_shapes;
   VjpFn vjp;
   bool released = false;
+
+  /// Drops what the node holds, for its reuse by another op (NodeArena).
+  void reset();
+};
+
+/// Note [Node arena]
+/// Every recorded op needs a Node, about a kilobyte (inline room for three
+/// inputs, saved tensors and shapes). A graph hands them out from chunks it
+/// owns rather than allocating one per op, and a Node keeps its address
+/// while the vertex vector grows, which a VJP recording under create_graph
+/// relies on. A destroyed graph leaves its chunks, emptied, to the next
+/// graph on its thread (Note [Recycled graph storage] in graph.cpp).
+class NodeArena {
+ public:
+  /// An empty Node, valid until clear().
+  Node* make();
+  /// Empties every Node handed out, keeping the chunks for reuse.
+  void clear();
+  std::size_t capacity() const { return chunks_.size() * kChunkNodes; }
+  std::size_t capacity_bytes() const { return capacity() * sizeof(Node); }
+  void swap(NodeArena& other) noexcept {
+    chunks_.swap(other.chunks_);
+    std::swap(used_, other.used_);
+  }
+
+ private:
+  static constexpr std::size_t kChunkNodes = 32;
+  std::vector<std::unique_ptr<Node[]>> chunks_;
+  std::size_t used_ = 0;
 };
 
 struct VertexData {
@@ -141,11 +170,11 @@ struct VertexData {
   std::string label;  // user name of a leaf, or empty
   Shape shape;        // of the value, kept when a lean graph drops the value
   DType dtype = DType::Float32;
-  Tensor value;                // undefined in a lean graph unless the VJP reads it
-  Var grad;                    // filled by backward; on the graph after create_graph
-  std::shared_ptr<Node> node;  // null for leaves
-  ParameterPtr param;          // set for parameter leaves
-  int composite = -1;          // innermost composite group, or -1
+  Tensor value;          // undefined in a lean graph unless the VJP reads it
+  Var grad;              // filled by backward; on the graph after create_graph
+  Node* node = nullptr;  // in the graph's NodeArena; null for leaves
+  ParameterPtr param;    // set for parameter leaves
+  int composite = -1;    // innermost composite group, or -1
   bool requires_grad = false;
 };
 
@@ -332,6 +361,7 @@ class Graph {
 
   GraphOptions options_;
   GraphImpl g_;
+  NodeArena nodes_;
   std::vector<Composite> composites_;
   int current_composite_ = -1;
   std::unordered_map<const Parameter*, Vertex> param_vertices_;
