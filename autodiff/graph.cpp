@@ -260,9 +260,14 @@ Var Graph::record_inputs(const OpInfo& info, const Var* const* first, std::size_
     node->info = &info;
     node->saved = std::move(saved);
     if (info.saves_inputs != 0) {
-      node->inputs.resize(count);
+      // Copy-constructed in place: resize() then assignment would build
+      // each Tensor twice.
       for (std::size_t i = 0; i < count; ++i) {
-        if (info.saves_inputs & (1u << i)) node->inputs[i] = first[i]->value();
+        if (info.saves_inputs & (1u << i)) {
+          node->inputs.push_back(first[i]->value());
+        } else {
+          node->inputs.emplace_back();
+        }
       }
     }
     for (const Var* in : inputs) node->input_shapes.push_back(in->shape());
