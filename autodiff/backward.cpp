@@ -160,15 +160,12 @@ Var seed_for(const Var& output, const Var& upstream, const Graph& graph) {
 Vars Graph::run_vjp(Vertex v, const Var& grad, bool create_graph,
                     const std::vector<char>& relevant) {
   // Under create_graph the VJP's ops add vertices, which may move the vertex
-  // storage: it works on copies then. At first order nothing moves, and the
-  // references save a reference count per VJP.
-  std::shared_ptr<Node> kept_node;
+  // storage: it works on a copy of the value then (the Node does not move,
+  // Note [Node arena]). At first order nothing moves, and the reference
+  // saves a reference count per VJP.
   Tensor kept_value;
-  if (create_graph) {
-    kept_node = g_[v].node;
-    kept_value = g_[v].value;
-  }
-  const Node* node = create_graph ? kept_node.get() : g_[v].node.get();
+  if (create_graph) kept_value = g_[v].value;
+  const Node* node = g_[v].node;
   const Tensor& value = create_graph ? kept_value : g_[v].value;
   boost::container::small_vector<Vertex, 3> sources(node->input_shapes.size());
   boost::container::small_vector<char, 3> needs(node->input_shapes.size(), 0);

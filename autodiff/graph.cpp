@@ -12,28 +12,6 @@ const OpInfo kConstant{"constant", "a value from outside the graph", "none"};
 
 thread_local bool grad_mode = true;
 
-// Allocates a Node by default-initialisation: make_shared<Node>() would
-// value-initialise it, zero-filling its inline buffers (hundreds of bytes)
-// before constructing them, a measurable share of recording an op.
-template <class T>
-struct DefaultInitAllocator : std::allocator<T> {
-  template <class U>
-  struct rebind {
-    using other = DefaultInitAllocator<U>;
-  };
-  DefaultInitAllocator() = default;
-  template <class U>
-  DefaultInitAllocator(const DefaultInitAllocator<U>&) {}
-  template <class U>
-  void construct(U* p) {
-    ::new (static_cast<void*>(p)) U;
-  }
-  template <class U, class... Args>
-  void construct(U* p, Args&&... args) {
-    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
-  }
-};
-
 }  // namespace
 
 ParameterPtr make_parameter(Tensor value, std::string name) {
@@ -113,7 +91,93 @@ Graph* common_graph(std::initializer_list<const Var*> inputs, const char* op) {
 // its leaves fit), which saves most of those moves on small graphs.
 constexpr std::size_t kInitialVertices = 64;
 
-Graph::Graph(GraphOptions options) : options_(options) { g_.m_vertices.reserve(kInitialVertices); }
+namespace {
+
+// Note [Recycled graph storage]
+// A training loop records one graph per step, each about as large as the
+// last. Growing a graph's vertex vector from kInitialVertices moves every
+// vertex (several hundred bytes) about once, and the large buffers it
+// reallocates come from fresh pages: together about a sixth of the cost of
+// recording an op. So a graph, when destroyed, leaves its emptied vertex and
+// edge vectors (their capacity) and its Node chunks to the next graph made
+// on the same thread. Only storage below kRecycledBytesLimit is kept, so
+// that one huge graph does not pin its memory for the rest of the thread.
+using VertexStorage = decltype(GraphImpl::m_vertices);
+using EdgeStorage = decltype(GraphImpl::m_edges);
+constexpr std::size_t kRecycledBytesLimit = std::size_t{16} << 20;
+
+thread_local bool recycled_storage_gone = false;
+
+struct RecycledStorage {
+  VertexStorage vertices;
+  EdgeStorage edges;
+  NodeArena nodes;
+  ~RecycledStorage() { recycled_storage_gone = true; }
+};
+
+thread_local RecycledStorage recycled_storage;
+
+template <class Container>
+std::size_t capacity_bytes(const Container& c) {
+  return c.capacity() * sizeof(typename Container::value_type);
+}
+
+// Hands the recycled storage (empty, with capacity) to a new graph, if any.
+void take_recycled_storage(GraphImpl& g, NodeArena& nodes) {
+  if (recycled_storage_gone || recycled_storage.vertices.capacity() < kInitialVertices) {
+    g.m_vertices.reserve(kInitialVertices);
+  } else {
+    g.m_vertices.swap(recycled_storage.vertices);
+    g.m_edges.swap(recycled_storage.edges);
+  }
+  if (!recycled_storage_gone) nodes.swap(recycled_storage.nodes);
+}
+
+// Empties a graph's storage and keeps each part for the next graph when it
+// is larger than what is kept already and not too large.
+void recycle_storage(GraphImpl& g, NodeArena& nodes) {
+  g.m_vertices.clear();
+  g.m_edges.clear();
+  nodes.clear();
+  if (recycled_storage_gone) return;
+  if (capacity_bytes(g.m_vertices) <= kRecycledBytesLimit &&
+      g.m_vertices.capacity() > recycled_storage.vertices.capacity()) {
+    g.m_vertices.swap(recycled_storage.vertices);
+    if (capacity_bytes(g.m_edges) <= kRecycledBytesLimit) g.m_edges.swap(recycled_storage.edges);
+  }
+  if (nodes.capacity_bytes() <= kRecycledBytesLimit &&
+      nodes.capacity() > recycled_storage.nodes.capacity()) {
+    nodes.swap(recycled_storage.nodes);
+  }
+}
+
+}  // namespace
+
+void Node::reset() {
+  inputs.clear();
+  saved.clear();
+  input_shapes.clear();
+  vjp = nullptr;
+  released = false;
+}
+
+Node* NodeArena::make() {
+  // new[] default-initialises: std::make_unique<Node[]> would zero-fill
+  // every Node's inline buffers before constructing them.
+  if (used_ == capacity()) chunks_.emplace_back(new Node[kChunkNodes]);
+  Node* node = &chunks_[used_ / kChunkNodes][used_ % kChunkNodes];
+  ++used_;
+  return node;
+}
+
+void NodeArena::clear() {
+  for (std::size_t i = 0; i < used_; ++i) chunks_[i / kChunkNodes][i % kChunkNodes].reset();
+  used_ = 0;
+}
+
+Graph::Graph(GraphOptions options) : options_(options) { take_recycled_storage(g_, nodes_); }
+
+Graph::~Graph() { recycle_storage(g_, nodes_); }
 
 Vertex Graph::add_leaf(const OpInfo& info, Tensor value, std::string name, bool requires_grad) {
   if (!value.defined()) {
@@ -192,18 +256,23 @@ Var Graph::record_inputs(const OpInfo& info, const Var* const* first, std::size_
   d.requires_grad = requires_grad;
   d.composite = current_composite_;
   if (requires_grad) {
-    auto node = std::allocate_shared<Node>(DefaultInitAllocator<Node>());
+    Node* node = nodes_.make();
     node->info = &info;
     node->saved = std::move(saved);
     if (info.saves_inputs != 0) {
-      node->inputs.resize(count);
+      // Copy-constructed in place: resize() then assignment would build
+      // each Tensor twice.
       for (std::size_t i = 0; i < count; ++i) {
-        if (info.saves_inputs & (1u << i)) node->inputs[i] = first[i]->value();
+        if (info.saves_inputs & (1u << i)) {
+          node->inputs.push_back(first[i]->value());
+        } else {
+          node->inputs.emplace_back();
+        }
       }
     }
     for (const Var* in : inputs) node->input_shapes.push_back(in->shape());
     node->vjp = std::move(vjp);
-    d.node = std::move(node);
+    d.node = node;
   }
   return Var(this, v, std::move(value));
 }

@@ -9,6 +9,7 @@
 //
 // A Var is a handle: the graph it lives on, its vertex, and its value. The
 // Graph must outlive its Vars, as a tape outlives its entries.
+#include <boost/container/small_vector.hpp>
 #include <boost/graph/adjacency_list.hpp>
 #include <functional>
 #include <memory>
@@ -133,6 +134,35 @@ struct Node {
   Shapes input_shapes;
   VjpFn vjp;
   bool released = false;
+
+  /// Drops what the node holds, for its reuse by another op (NodeArena).
+  void reset();
+};
+
+/// Note [Node arena]
+/// Every recorded op needs a Node, about a kilobyte (inline room for three
+/// inputs, saved tensors and shapes). A graph hands them out from chunks it
+/// owns rather than allocating one per op, and a Node keeps its address
+/// while the vertex vector grows, which a VJP recording under create_graph
+/// relies on. A destroyed graph leaves its chunks, emptied, to the next
+/// graph on its thread (Note [Recycled graph storage] in graph.cpp).
+class NodeArena {
+ public:
+  /// An empty Node, valid until clear().
+  Node* make();
+  /// Empties every Node handed out, keeping the chunks for reuse.
+  void clear();
+  std::size_t capacity() const { return chunks_.size() * kChunkNodes; }
+  std::size_t capacity_bytes() const { return capacity() * sizeof(Node); }
+  void swap(NodeArena& other) noexcept {
+    chunks_.swap(other.chunks_);
+    std::swap(used_, other.used_);
+  }
+
+ private:
+  static constexpr std::size_t kChunkNodes = 32;
+  std::vector<std::unique_ptr<Node[]>> chunks_;
+  std::size_t used_ = 0;
 };
 
 struct VertexData {
@@ -140,11 +170,11 @@ struct VertexData {
   std::string label;  // user name of a leaf, or empty
   Shape shape;        // of the value, kept when a lean graph drops the value
   DType dtype = DType::Float32;
-  Tensor value;                // undefined in a lean graph unless the VJP reads it
-  Var grad;                    // filled by backward; on the graph after create_graph
-  std::shared_ptr<Node> node;  // null for leaves
-  ParameterPtr param;          // set for parameter leaves
-  int composite = -1;          // innermost composite group, or -1
+  Tensor value;          // undefined in a lean graph unless the VJP reads it
+  Var grad;              // filled by backward; on the graph after create_graph
+  Node* node = nullptr;  // in the graph's NodeArena; null for leaves
+  ParameterPtr param;    // set for parameter leaves
+  int composite = -1;    // innermost composite group, or -1
   bool requires_grad = false;
 };
 
@@ -152,8 +182,56 @@ struct EdgeData {
   int arg = 0;  // which argument of the consumer this edge feeds
 };
 
-using GraphImpl = boost::adjacency_list<boost::vecS, boost::vecS, boost::bidirectionalS, VertexData,
-                                        EdgeData, boost::no_property, boost::vecS>;
+/// Note [Inline edge lists]
+/// Boost.Graph keeps each vertex's out-edges and in-edges in a container its
+/// OutEdgeListS selector names. With vecS each is a std::vector: recording an
+/// op then allocates for its in-edges and for the first consumer of each
+/// input, two of the few heap allocations per recorded op. Most values have
+/// one or two inputs and one or two consumers, so the selector below keeps
+/// two edges inline and allocates only beyond that (the container_gen route
+/// Boost.Graph documents for custom edge containers).
+struct inline_edgesS {};
+
+template <class StoredEdge>
+class InlineEdgeList : public boost::container::small_vector<StoredEdge, 2> {
+ public:
+  using boost::container::small_vector<StoredEdge, 2>::small_vector;
+};
+// Boost.Graph's container operations (push, erase) dispatch on these, found
+// by argument-dependent lookup: a vector's.
+template <class StoredEdge>
+boost::graph_detail::vector_tag container_category(const InlineEdgeList<StoredEdge>&) {
+  return {};
+}
+template <class StoredEdge>
+boost::graph_detail::unstable_tag iterator_stability(const InlineEdgeList<StoredEdge>&) {
+  return {};
+}
+
+}  // namespace npdl
+
+namespace boost {
+template <class StoredEdge>
+struct container_gen<npdl::inline_edgesS, StoredEdge> {
+  using type = npdl::InlineEdgeList<StoredEdge>;
+};
+template <>
+struct parallel_edge_traits<npdl::inline_edgesS> {
+  using type = allow_parallel_edge_tag;
+};
+namespace graph_detail {
+template <class StoredEdge>
+struct container_traits<npdl::InlineEdgeList<StoredEdge>> {
+  using category = vector_tag;
+  using iterator_stability = unstable_tag;
+};
+}  // namespace graph_detail
+}  // namespace boost
+
+namespace npdl {
+
+using GraphImpl = boost::adjacency_list<inline_edgesS, boost::vecS, boost::bidirectionalS,
+                                        VertexData, EdgeData, boost::no_property, boost::vecS>;
 static_assert(std::is_same_v<Vertex, GraphImpl::vertex_descriptor>);
 
 /// A group of primitives recorded under one name (BatchNormal, a layer...).
@@ -229,6 +307,7 @@ struct BackwardOptions {
 class Graph {
  public:
   explicit Graph(GraphOptions options = {});
+  ~Graph();
   Graph(const Graph&) = delete;
   Graph& operator=(const Graph&) = delete;
 
@@ -306,6 +385,7 @@ class Graph {
 
   GraphOptions options_;
   GraphImpl g_;
+  NodeArena nodes_;
   std::vector<Composite> composites_;
   int current_composite_ = -1;
   std::unordered_map<const Parameter*, Vertex> param_vertices_;
