@@ -16,12 +16,18 @@
 
 namespace npdl::detail {
 
+// Everything here has internal linkage (static, non-inline constexpr): the
+// per-level kernel sources include this header too, compiled with AVX-2 or
+// AVX-512 flags, and a weak or unique symbol shared with the baseline's copy
+// could hand wider instructions to a CPU that lacks them (Note [Kernels per
+// instruction set]; tests/kernel_symbols.sh checks it).
+
 /// Outputs of elementwise kernels from this size (bytes) on are streamed: the
 /// last-level cache of the machines this was tuned on (32 MiB).
-inline constexpr std::int64_t kStreamBytes = std::int64_t{32} << 20;
-inline constexpr std::int64_t kStreamChunk = 1024;
+constexpr std::int64_t kStreamBytes = std::int64_t{32} << 20;
+constexpr std::int64_t kStreamChunk = 1024;
 
-inline void stream_copy(float* q, const float* tmp, std::int64_t n) {
+static inline void stream_copy(float* q, const float* tmp, std::int64_t n) {
   std::int64_t i = 0;
 #if defined(__SSE2__)
   for (; i < n && (reinterpret_cast<std::uintptr_t>(q + i) & 15) != 0; ++i) q[i] = tmp[i];
@@ -30,7 +36,7 @@ inline void stream_copy(float* q, const float* tmp, std::int64_t n) {
   for (; i < n; ++i) q[i] = tmp[i];
 }
 
-inline void stream_copy(double* q, const double* tmp, std::int64_t n) {
+static inline void stream_copy(double* q, const double* tmp, std::int64_t n) {
   std::int64_t i = 0;
 #if defined(__SSE2__)
   for (; i < n && (reinterpret_cast<std::uintptr_t>(q + i) & 15) != 0; ++i) q[i] = tmp[i];
@@ -40,7 +46,7 @@ inline void stream_copy(double* q, const double* tmp, std::int64_t n) {
 }
 
 /// Orders streamed stores before what follows (call once a thread is done).
-inline void stream_fence() {
+static inline void stream_fence() {
 #if defined(__SSE2__)
   _mm_sfence();
 #endif
@@ -50,7 +56,7 @@ inline void stream_fence() {
 /// range; evaluated in L1-sized chunks and streamed when `stream`. The
 /// caller calls stream_fence() after its last streamed store.
 template <class T, class Expr>
-void store(T* q, std::int64_t n, bool stream, Expr&& expr) {
+static void store(T* q, std::int64_t n, bool stream, Expr&& expr) {
   using Map = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
   if (!stream) {
     Map(q, n) = expr(std::int64_t{0}, n);
