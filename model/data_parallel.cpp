@@ -61,41 +61,6 @@ void Model::broadcast_state_from_rank0(const Shape& sample_shape) {
   state_broadcast_ = true;
 }
 
-void Model::allreduce_gradients(const std::vector<ParameterPtr>& ps) {
-  // Consecutive gradients of one dtype share a bucket of up to
-  // bucket_bytes: one all-reduce per bucket pays the latency once
-  // for many small tensors (biases, BatchNormal's gamma and beta) and keeps
-  // large messages in the bandwidth-bound regime.
-  std::size_t first = 0;
-  while (first < ps.size()) {
-    const DType dtype = ps[first]->grad.dtype();
-    const std::size_t bytes_per = element_size(dtype);
-    std::size_t end = first;
-    std::int64_t count = 0;
-    while (end < ps.size() && ps[end]->grad.dtype() == dtype &&
-           (end == first || std::size_t(count + ps[end]->grad.size()) * bytes_per <=
-                                allreduce_options_.bucket_bytes)) {
-      count += ps[end]->grad.size();
-      ++end;
-    }
-    Tensor bucket({count}, dtype);
-    char* at = static_cast<char*>(bucket.raw_data());
-    for (std::size_t i = first; i < end; ++i) {
-      std::memcpy(at, ps[i]->grad.raw_data(), ps[i]->grad.nbytes());
-      at += ps[i]->grad.nbytes();
-    }
-    comm_->allreduce_sum(bucket);
-    at = static_cast<char*>(bucket.raw_data());
-    for (std::size_t i = first; i < end; ++i) {
-      Tensor g(ps[i]->grad.shape(), dtype);
-      std::memcpy(g.raw_data(), at, g.nbytes());
-      at += g.nbytes();
-      ps[i]->grad = std::move(g);
-    }
-    first = end;
-  }
-}
-
 BatchResult Model::train_step_distributed(const Tensor& x, const Tensor& y) {
   if (!state_broadcast_) broadcast_state_from_rank0(Shape(x.shape().begin() + 1, x.shape().end()));
   const std::string step = "step " + std::to_string(steps_ + 1);
@@ -123,19 +88,19 @@ BatchResult Model::train_step_distributed(const Tensor& x, const Tensor& y) {
   // through SyncBatchNormal, whose backward mixes the ranks' gradients.)
   const std::vector<ParameterPtr> ps = params();
   const Var seed(Tensor::full(loss.shape(), n / global_batch, loss.dtype()));
+  // One bucket layout serves both modes: overlapped, the sweep hands each
+  // gradient over as it is final and full buckets start at once; blocking,
+  // finish() packs every gradient after the sweep and starts them all.
+  GradientBuckets& buckets = buckets_for(ps);
+  buckets.begin_step(*comm_);
+  BackwardOptions options;
   if (allreduce_options_.overlap) {
-    GradientBuckets& buckets = buckets_for(ps);
-    buckets.begin_step(*comm_);
-    BackwardOptions options;
     options.on_leaf_grad_ready = [&buckets](Vertex, const ParameterPtr& p, const Var& grad) {
       if (p) buckets.gradient_ready(*p, grad.value());
     };
-    graph.backward(loss, seed, options);
-    buckets.finish();
-  } else {
-    graph.backward(loss, seed, BackwardOptions{});
-    allreduce_gradients(ps);
   }
+  graph.backward(loss, seed, options);
+  buckets.finish();
   update_if_finite(ps, step);
   return {value, totals[2] / global_batch};
 }

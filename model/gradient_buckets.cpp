@@ -110,8 +110,8 @@ void GradientBuckets::finish() {
   for (Bucket& bucket : buckets_) {
     for (const ParameterPtr& p : bucket.members) {
       Slot& slot = slots_.at(p.get());
-      // No report from the sweep: the gradient Parameter::grad holds, as the
-      // blocking path would send.
+      // No report from the sweep (always so when blocking): the gradient
+      // Parameter::grad holds.
       if (!slot.filled) copy_in(*p, slot, p->grad);
     }
   }

@@ -2,9 +2,10 @@
 // Gradient buckets whose all-reduces start during the backward sweep.
 //
 // Note [Overlapped gradient all-reduce]
-// The data-parallel step sums each gradient over the ranks. Blocking, it
-// packs the gradients into buckets after the sweep and all-reduces them one
-// by one. Overlapped, as PyTorch's DistributedDataParallel does:
+// The data-parallel step sums each gradient over the ranks, in buckets laid
+// out as below for both modes. Blocking (the default), finish() packs every
+// gradient after the sweep and all-reduces the buckets. Overlapped, as
+// PyTorch's DistributedDataParallel does:
 //  - buckets are laid out once from the parameters, in reverse order (the
 //    last layer's gradients are the sweep's first), consecutive parameters
 //    of one dtype up to a size in bytes; the layout depends on nothing but
@@ -20,13 +21,13 @@
 //    non-blocking collective only inside MPI calls, so without that the
 //    exchange would mostly happen in the final wait;
 //  - before the optimiser step, finish() starts what the sweep did not fill
-//    (a parameter the sweep gave no gradient keeps the one in
-//    Parameter::grad, as in the blocking path), waits for every bucket and
+//    (a parameter the sweep gave no gradient sends the one in
+//    Parameter::grad, as the blocking mode does for all), waits for every bucket and
 //    writes the sums back to Parameter::grad.
-// Each element is summed over the ranks by MPI, as in the blocking path, so
-// on 2 ranks (a + b, the same bits in either order) both paths give
-// bit-identical gradients; with more ranks MPI may associate the sum
-// differently for another message size, a round-off difference.
+// Each element is summed over the ranks by MPI in the same buckets (the
+// same message sizes) either way, so both modes give the same gradients:
+// required bit for bit on 2 ranks (a + b, the same in either order), and
+// found so on 3.
 #include <cstdint>
 #include <unordered_map>
 #include <vector>

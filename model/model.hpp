@@ -184,7 +184,6 @@ class Model {
   /// (ValueError naming `step` and the parameter otherwise).
   void update_if_finite(const std::vector<ParameterPtr>& ps, const std::string& step);
   void broadcast_state_from_rank0(const Shape& sample_shape);
-  void allreduce_gradients(const std::vector<ParameterPtr>& ps);
   /// The overlapped path's buckets for `ps`, laid out again only when the
   /// parameters or the bucket size changed.
   GradientBuckets& buckets_for(const std::vector<ParameterPtr>& ps);
