@@ -76,22 +76,29 @@ class LeafReports {
 
 }  // namespace
 
-void Graph::accumulate(Var& acc, Var g) {
-  if (!acc.value().defined()) {
-    acc = std::move(g);
-  } else if (acc.tracked() || g.tracked()) {
+Var Graph::add_gradients(Var acc, Var g) {
+  if (!acc.value().defined()) return g;
+  if (acc.tracked() || g.tracked()) {
     Tensor sum = math::add(acc.value(), g.value());
     const Var* inputs[] = {&acc, &g};
-    acc = record_inputs(kAccumulate, inputs, 2, std::move(sum), {}, [](const VjpArgs& c) -> Vars {
+    return record_inputs(kAccumulate, inputs, 2, std::move(sum), {}, [](const VjpArgs& c) -> Vars {
       return {c.grad, c.grad};
     });
-  } else if (acc.value_.unique()) {
+  }
+  if (acc.value_.unique()) {
     // In place when nobody else holds the accumulator (a VJP may return the
     // upstream gradient itself, as add's does).
     math::add_inplace(acc.value_, g.value());
-  } else {
-    acc.value_ = math::add(acc.value_, g.value());
+    return acc;
   }
+  return Var(math::add(acc.value_, g.value()));
+}
+
+void Graph::accumulate(Vertex u, Var g) {
+  // Note [Vertex storage moves]: the sum may record a vertex, so the
+  // gradient is taken out of the storage and put back by index afterwards.
+  Var sum = add_gradients(std::move(g_[u].grad), std::move(g));
+  g_[u].grad = std::move(sum);
 }
 
 std::vector<char> Graph::relevant_vertices(const std::vector<Vertex>& outputs) const {
@@ -213,7 +220,8 @@ Vars Graph::run_vjp(Vertex v, const Var& grad, bool create_graph,
 }
 
 std::vector<Vertex> Graph::sweep(const std::vector<Var>& outputs, std::vector<Var> seeds,
-                                 const BackwardOptions& options) {
+                                 const BackwardOptions& options,
+                                 const std::vector<Var>& kept_grads) {
   std::vector<Vertex> roots;
   for (const Var& out : outputs) roots.push_back(out.vertex());
   const std::vector<char> relevant = relevant_vertices(roots);
@@ -229,9 +237,16 @@ std::vector<Vertex> Graph::sweep(const std::vector<Var>& outputs, std::vector<Va
   // Under create_graph the VJPs' ops record; otherwise nothing does.
   GradModeGuard mode(create_graph);
   for (Vertex v : boost::make_iterator_range(boost::vertices(g_))) g_[v].grad = Var();
-  for (std::size_t i = 0; i < roots.size(); ++i) accumulate(g_[roots[i]].grad, std::move(seeds[i]));
+  for (std::size_t i = 0; i < roots.size(); ++i) accumulate(roots[i], std::move(seeds[i]));
 
   const bool free_as_we_go = !retain && !options_.keep_intermediates;
+  // The gradients a caller asked for (gradients() with respect to an
+  // intermediate value, or an output) stay, even on a lean graph.
+  std::vector<char> kept;
+  if (free_as_we_go) {
+    kept.assign(relevant.size(), 0);
+    for (const Var& k : kept_grads) kept[k.vertex()] = 1;
+  }
   boost::container::small_vector<std::pair<Vertex, int>, 3> targets;
   std::optional<LeafReports> leaf_reports;
   if (options.on_leaf_grad_ready) leaf_reports.emplace(g_, relevant, options.on_leaf_grad_ready);
@@ -260,7 +275,7 @@ std::vector<Vertex> Graph::sweep(const std::vector<Var>& outputs, std::vector<Va
                          "' returned a gradient of shape " + to_string(grads[arg].shape()) +
                          " for an input of shape " + to_string(node.input_shapes[arg]));
       }
-      accumulate(g_[u].grad, std::move(grads[arg]));
+      accumulate(u, std::move(grads[arg]));
     }
     if (!retain) {
       Node& swept = *g_[v].node;
@@ -269,7 +284,7 @@ std::vector<Vertex> Graph::sweep(const std::vector<Var>& outputs, std::vector<Va
       swept.released = true;
     }
     if (free_as_we_go) {  // Note [Lean graphs]: this vertex's last use was its VJP
-      g_[v].grad = Var();
+      if (!kept[v]) g_[v].grad = Var();
       g_[v].value = Tensor();
     }
     if (leaf_reports) leaf_reports->swept(v);
@@ -325,7 +340,7 @@ std::vector<Var> Graph::gradients(const std::vector<Var>& outputs, const std::ve
     for (const Var& in : inputs) zeros.push_back(Var(Tensor::zeros(in.shape(), in.dtype())));
     return zeros;
   }
-  last_sweep_ = sweep(differentiable, std::move(seeds), options);
+  last_sweep_ = sweep(differentiable, std::move(seeds), options, inputs);
   std::vector<Var> result;
   for (const Var& in : inputs) {
     const Var& g = g_[in.vertex()].grad;

@@ -46,10 +46,7 @@ bool Var::requires_grad() const {
   return graph_ != nullptr && graph_->impl()[vertex_].requires_grad;
 }
 
-const Tensor& Var::grad() const {
-  static const Tensor none;
-  return graph_ != nullptr ? graph_->grad(*this) : none;
-}
+Tensor Var::grad() const { return graph_ != nullptr ? graph_->grad(*this) : Tensor(); }
 
 Var Var::grad_var() const { return graph_ != nullptr ? graph_->grad_var(*this) : Var(); }
 
@@ -179,13 +176,19 @@ Graph::Graph(GraphOptions options) : options_(options) { take_recycled_storage(g
 
 Graph::~Graph() { recycle_storage(g_, nodes_); }
 
-Vertex Graph::add_leaf(const OpInfo& info, Tensor value, std::string name, bool requires_grad) {
+namespace {
+void check_leaf_value(const OpInfo& info, const Tensor& value, const std::string& name) {
   if (!value.defined()) {
     throw ValueError(std::string("Graph: a ") + info.name + " leaf" +
                      (name.empty() ? "" : " '" + name + "'") +
                      " expects a defined tensor, got an undefined one (default-constructed, or a "
                      "gradient that never arrived)");
   }
+}
+}  // namespace
+
+Vertex Graph::add_leaf(const OpInfo& info, Tensor value, std::string name, bool requires_grad) {
+  check_leaf_value(info, value, name);
   const Vertex v = boost::add_vertex(g_);
   VertexData& d = g_[v];
   d.op = &info;
@@ -220,34 +223,46 @@ Var Graph::param(const ParameterPtr& parameter) {
   return Var(this, v, parameter->value);
 }
 
-Vertex Graph::vertex_of(const Var& v, const OpInfo& consumer) {
-  if (v.graph() == this) return v.vertex();
-  if (v.tracked()) {
-    throw GraphError(std::string(consumer.name) +
-                     ": values of two different graphs mixed; expected every input on one graph");
-  }
-  return add_leaf(kConstant, v.value(), "", false);
-}
-
 Var Graph::record(const OpInfo& info, std::initializer_list<const Var*> inputs, Tensor value,
                   Tensors saved, VjpFn vjp) {
   return record_inputs(info, inputs.begin(), inputs.size(), std::move(value), std::move(saved),
                        std::move(vjp));
 }
 
+// Note [Vertex storage moves]: every read of the inputs happens before the
+// graph grows (constant leaves, then the op's vertex), so that an input may
+// even be a Var stored on this graph's vertices.
 Var Graph::record_inputs(const OpInfo& info, const Var* const* first, std::size_t count,
                          Tensor value, Tensors saved, VjpFn vjp) {
   if (!grad_mode) return Var(std::move(value));
-  const auto inputs = boost::make_iterator_range(first, first + count);
+  constexpr Vertex kConstantInput = static_cast<Vertex>(-1);
+  boost::container::small_vector<Vertex, 3> sources(count, kConstantInput);
+  boost::container::small_vector<Tensor, 3> constants(count);
   bool requires_grad = false;
-  for (const Var* in : inputs) requires_grad = requires_grad || in->requires_grad();
-  boost::container::small_vector<Vertex, 3> sources;
-  for (const Var* in : inputs) sources.push_back(vertex_of(*in, info));
+  for (std::size_t i = 0; i < count; ++i) {
+    const Var& in = *first[i];
+    if (in.graph() == this) {
+      sources[i] = in.vertex();
+      requires_grad = requires_grad || g_[in.vertex()].requires_grad;
+    } else if (in.tracked()) {
+      throw GraphError(std::string(info.name) +
+                       ": values of two different graphs mixed; expected every input on one graph");
+    } else {
+      check_leaf_value(kConstant, in.value(), "");
+      constants[i] = in.value();
+    }
+  }
+  Node* node = requires_grad ? make_node(info, first, count, std::move(saved), std::move(vjp))
+                             : nullptr;
+  for (std::size_t i = 0; i < count; ++i) {
+    if (sources[i] == kConstantInput) sources[i] = add_leaf(kConstant, constants[i], "", false);
+  }
   const Vertex v = boost::add_vertex(g_);
   // One allocation for the in-edges instead of one per edge (recording cost).
-  g_.m_vertices[v].m_in_edges.reserve(sources.size());
-  int arg = 0;
-  for (Vertex s : sources) boost::add_edge(s, v, EdgeData{arg++}, g_);
+  g_.m_vertices[v].m_in_edges.reserve(count);
+  for (std::size_t i = 0; i < count; ++i) {
+    boost::add_edge(sources[i], v, EdgeData{static_cast<int>(i)}, g_);
+  }
   VertexData& d = g_[v];
   d.op = &info;
   d.shape = value.shape();
@@ -255,29 +270,32 @@ Var Graph::record_inputs(const OpInfo& info, const Var* const* first, std::size_
   if (options_.keep_intermediates || (requires_grad && info.vjp_reads_output)) d.value = value;
   d.requires_grad = requires_grad;
   d.composite = current_composite_;
-  if (requires_grad) {
-    Node* node = nodes_.make();
-    node->info = &info;
-    node->saved = std::move(saved);
-    if (info.saves_inputs != 0) {
-      // Copy-constructed in place: resize() then assignment would build
-      // each Tensor twice.
-      for (std::size_t i = 0; i < count; ++i) {
-        if (info.saves_inputs & (1u << i)) {
-          node->inputs.push_back(first[i]->value());
-        } else {
-          node->inputs.emplace_back();
-        }
-      }
-    }
-    for (const Var* in : inputs) node->input_shapes.push_back(in->shape());
-    node->vjp = std::move(vjp);
-    d.node = node;
-  }
+  d.node = node;
   return Var(this, v, std::move(value));
 }
 
-const Tensor& Graph::grad(const Var& v) const {
+Node* Graph::make_node(const OpInfo& info, const Var* const* first, std::size_t count,
+                       Tensors saved, VjpFn vjp) {
+  Node* node = nodes_.make();
+  node->info = &info;
+  node->saved = std::move(saved);
+  if (info.saves_inputs != 0) {
+    // Copy-constructed in place: resize() then assignment would build
+    // each Tensor twice.
+    for (std::size_t i = 0; i < count; ++i) {
+      if (info.saves_inputs & (1u << i)) {
+        node->inputs.push_back(first[i]->value());
+      } else {
+        node->inputs.emplace_back();
+      }
+    }
+  }
+  for (std::size_t i = 0; i < count; ++i) node->input_shapes.push_back(first[i]->shape());
+  node->vjp = std::move(vjp);
+  return node;
+}
+
+Tensor Graph::grad(const Var& v) const {
   if (v.graph() != this) {
     throw GraphError("grad(): the value is not on this graph");
   }

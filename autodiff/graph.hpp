@@ -49,8 +49,9 @@ class Var {
   Graph* graph() const { return graph_; }
   Vertex vertex() const { return vertex_; }
   bool requires_grad() const;
-  /// Gradient from the last backward of its graph (undefined if none reached it).
-  const Tensor& grad() const;
+  /// Gradient from the last backward of its graph (undefined if none reached
+  /// it). A handle, not a reference into the graph (Note [Vertex storage moves]).
+  Tensor grad() const;
   /// The same gradient as a value: after a backward with create_graph it is
   /// on the graph and can be differentiated again.
   Var grad_var() const;
@@ -178,6 +179,23 @@ struct VertexData {
   bool requires_grad = false;
 };
 
+/// Note [Vertex storage moves]
+/// The vertices live in one std::vector (Boost.Graph's vecS), which moves
+/// when an op records a vertex beyond its capacity; with them move each
+/// vertex's edge lists. So no reference, pointer or iterator into vertex or
+/// edge storage may be held across anything that can record: an op, a VJP
+/// under create_graph, a gradient sum under create_graph. Code that must
+/// write to a vertex after such a call looks it up again by its index (the
+/// sweep's `accumulate(u, g)`), copies what it reads first (a VJP's upstream
+/// gradient and the op's value, edge targets collected before the VJPs
+/// record), and record() reads everything it needs from its inputs before
+/// the graph grows. Nodes do not move (Note [Node arena]), and Var::grad()
+/// returns a handle, not a reference. A graph of 8 ops rarely crosses a
+/// capacity boundary (graphs start with room for 64 vertices, or more on a
+/// thread whose last graph was larger), which is why only tests on graphs of
+/// every size from 1 to hundreds of ops, after unrelated vertices, see a
+/// mistake here (tests/test_second_order_at_size.cpp, and create_graph
+/// programs in fuzz/graph_diff.cpp).
 struct EdgeData {
   int arg = 0;  // which argument of the consumer this edge feeds
 };
@@ -339,14 +357,16 @@ class Graph {
 
   /// Gradients of `outputs` (weighted by `upstreams`, one per output; none
   /// for scalar outputs) with respect to `inputs`, returned rather than
-  /// stored in Parameter::grad. An input the outputs do not depend on gets
+  /// stored in Parameter::grad. An input may be any value that wants a
+  /// gradient: a leaf, an intermediate value or an output (its gradient is
+  /// kept even on a lean graph). An input the outputs do not depend on gets
   /// zeros, and so does every input when no output depends on a variable
   /// (an untracked output is a constant).
   /// With create_graph the results are values on this graph.
   std::vector<Var> gradients(const std::vector<Var>& outputs, const std::vector<Var>& inputs,
                              const std::vector<Var>& upstreams, const BackwardOptions& options);
 
-  const Tensor& grad(const Var& v) const;
+  Tensor grad(const Var& v) const;
   Var grad_var(const Var& v) const;
   /// Runs the first-order VJP of op vertex `v` again on `upstream` (the graph
   /// must have been retained): what it sends to each input. For teaching tools.
@@ -373,15 +393,18 @@ class Graph {
 
  private:
   Vertex add_leaf(const OpInfo& info, Tensor value, std::string name, bool requires_grad);
-  Vertex vertex_of(const Var& v, const OpInfo& consumer);
+  Node* make_node(const OpInfo& info, const Var* const* inputs, std::size_t count, Tensors saved,
+                  VjpFn vjp);
   Var record_inputs(const OpInfo& info, const Var* const* inputs, std::size_t count, Tensor value,
                     Tensors saved, VjpFn vjp);
   std::vector<char> relevant_vertices(const std::vector<Vertex>& outputs) const;
   void check_not_released(const std::vector<Vertex>& order) const;
   std::vector<Vertex> sweep(const std::vector<Var>& outputs, std::vector<Var> seeds,
-                            const BackwardOptions& options);
+                            const BackwardOptions& options,
+                            const std::vector<Var>& kept_grads = {});
   Vars run_vjp(Vertex v, const Var& grad, bool create_graph, const std::vector<char>& relevant);
-  void accumulate(Var& acc, Var g);
+  Var add_gradients(Var acc, Var g);
+  void accumulate(Vertex u, Var g);
 
   GraphOptions options_;
   GraphImpl g_;
