@@ -93,16 +93,30 @@ TEST_F(Faults, ASaveKilledAtARandomMomentLeavesTheOldOrTheNewModel) {
   std::mt19937 rng(20261125);
   int mid_write = 0, saw_first = 0, saw_second = 0;
   for (int kill = 0; kill < kKills; ++kill) {
+    // The random moment counts from the end of the child's first save (of
+    // the second model): on a loaded machine the fork and the first save
+    // alone can outlast the longest delay, and every kill would then land
+    // before the file ever held the second model.
+    int first_save_done[2];
+    ASSERT_EQ(::pipe(first_save_done), 0) << std::strerror(errno);
     const pid_t child = ::fork();
     ASSERT_GE(child, 0) << std::strerror(errno);
     if (child == 0) {
+      ::close(first_save_done[0]);
       try {
-        for (int i = 0;; ++i) (i % 2 == 0 ? second : first).save(file);  // killed in here
+        for (int i = 0;; ++i) {
+          (i % 2 == 0 ? second : first).save(file);  // killed in here
+          if (i == 0 && ::write(first_save_done[1], "s", 1) != 1) ::_exit(1);
+        }
       } catch (...) {
         ::_exit(1);  // never back into the test runner
       }
     }
-    std::this_thread::sleep_for(std::chrono::microseconds(rng() % max_delay_us));
+    ::close(first_save_done[1]);
+    char signal_byte = 0;
+    const ssize_t got = ::read(first_save_done[0], &signal_byte, 1);  // 0: the child died first
+    ::close(first_save_done[0]);
+    if (got == 1) std::this_thread::sleep_for(std::chrono::microseconds(rng() % max_delay_us));
     ASSERT_EQ(::kill(child, SIGKILL), 0);
     int status = 0;
     ASSERT_EQ(::waitpid(child, &status, 0), child);
