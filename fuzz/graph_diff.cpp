@@ -12,13 +12,20 @@
 //   - no-gradient mode (NoGradGuard): bit-identical output;
 //   - create_graph (the VJPs' ops recorded): the same leaf gradients within
 //     rounding (a fused first-order kernel and its composition may sum in
-//     another order), and a second derivative through them that succeeds or
-//     throws an npdl::Error;
+//     another order), and a second derivative through them, H v for a random
+//     direction v, that throws an npdl::Error or, where differences are
+//     trusted, matches float64 central differences of the first-order
+//     gradient along v;
 //   - float64 central differences of L = sum(output * w), w random: the
 //     reverse-mode leaf gradients must match, where the function is smooth
 //     and well-conditioned at the point (see Note [When differences are
 //     trusted]).
-// A second mode ("huge") builds shapes with sizes up to 2^63 - 1 and a zero
+// A "long" mode builds programs of up to kMaxLongSteps ops, each reading one
+// of the 32 newest values, after up to 255 unused leaves and with unrelated
+// ops recorded between its own, and runs create_graph on a fresh thread:
+// the sizes at which a reference into the graph's vertex storage, held
+// across a recording, goes wrong (Note [Vertex storage moves]).
+// A "huge" mode builds shapes with sizes up to 2^63 - 1 and a zero
 // among them: ops on those empty tensors must work, and any shape whose
 // element count overflows must be refused with a ShapeError.
 // Every op that fails must fail with an npdl::Error (incompatible shapes,
@@ -33,10 +40,12 @@
 #include <cstring>
 #include <limits>
 #include <optional>
+#include <thread>
 #include <vector>
 
 #include "autodiff/graph.hpp"
 #include "autodiff/parallel.hpp"
+#include "autodiff/tensor_math.hpp"
 #include "ops/ops.hpp"
 
 namespace {
@@ -49,6 +58,7 @@ using npdl::Var;
 namespace ops = npdl::ops;
 
 constexpr int kMaxSteps = 12;
+constexpr int kMaxLongSteps = 300;
 constexpr std::int64_t kMaxElementsForDifferences = 48;
 
 [[noreturn]] void finding(const char* what) {
@@ -103,6 +113,14 @@ struct Program {
   bool exact_zeros = false;  // leaves hold rounded values: ties and exact zeros
   std::vector<Step> steps;   // as decoded; steps that failed are dropped
   std::uint64_t weight_seed = 0;
+  // "long" mode (Note [Vertex storage moves] in autodiff/graph.hpp): up to
+  // kMaxLongSteps ops, each reading one of the 32 newest values, after
+  // unused leaves, with an unrelated op recorded after every noise_every-th
+  // step, and the create_graph run on a fresh thread (empty recycled storage).
+  bool recent_operands = false;
+  int unused_leaves = 0;
+  int noise_every = 0;
+  bool fresh_thread = false;
 };
 
 const char* const kOpNames[] = {
@@ -117,7 +135,8 @@ void describe(const Program& p) {
   std::fprintf(stderr, "program: %s, %zu leaves:", npdl::to_string(p.dtype).c_str(),
                p.leaf_shapes.size());
   for (const Shape& s : p.leaf_shapes) std::fprintf(stderr, " %s", npdl::to_string(s).c_str());
-  std::fprintf(stderr, "\n");
+  std::fprintf(stderr, "\n  %d unused leaves first, noise every %d steps, %s thread\n",
+               p.unused_leaves, p.noise_every, p.fresh_thread ? "fresh" : "warm");
   for (std::size_t i = 0; i < p.steps.size(); ++i) {
     const Step& st = p.steps[i];
     std::fprintf(stderr, "  v%zu = %s(v%d, v%d) flag %d scalar %g bits %u\n",
@@ -158,6 +177,7 @@ struct RunResult {
   bool smooth = true;              // Note [When differences are trusted]
   std::vector<Tensor> values;      // every value of the program, leaves first
   double max_vertex_grad = 0;      // largest |gradient| on any vertex (full graph)
+  std::vector<Tensor> second;      // H v (create_graph), empty when refused
 };
 
 Shape reshape_target(const Shape& s, bool flag, std::uint32_t bits) {
@@ -325,26 +345,41 @@ Tensor leaf_value(const Program& p, std::size_t i, DType dtype) {
 
 enum class Mode { Full, Lean, NoGrad, CreateGraph };
 
-/// The second derivative of sum_i <leaf_grad_i, v_i>: any op may refuse it
-/// with an npdl::Error (one not twice differentiable), nothing else.
-void differentiate_again(npdl::Graph& graph, const std::vector<Var>& leaves, DType dtype,
-                         std::uint64_t seed) {
+/// The direction of the second derivative: one random tensor per leaf.
+std::vector<Tensor> directions(const Program& p, DType dtype) {
+  std::vector<Tensor> v;
+  for (std::size_t i = 0; i < p.leaf_shapes.size(); ++i) {
+    v.push_back(Tensor::uniform(p.leaf_shapes[i], p.weight_seed + 1000 + i, dtype, -1.0, 1.0));
+  }
+  return v;
+}
+
+/// H v = d/dx sum_i <leaf_grad_i, v_i>, through the gradients recorded with
+/// create_graph. Any op may refuse it with an npdl::Error (one not twice
+/// differentiable): then nothing is returned. Nothing else may go wrong.
+std::vector<Tensor> differentiate_again(npdl::Graph& graph, const std::vector<Var>& leaves,
+                                        const std::vector<Tensor>& v) {
   std::vector<Var> grads, weights;
-  for (const Var& leaf : leaves) {
-    const Var g = leaf.grad_var();
-    if (!g.requires_grad()) continue;
+  for (std::size_t i = 0; i < leaves.size(); ++i) {
+    const Var g = leaves[i].grad_var();
+    if (!g.requires_grad()) continue;  // no gradient, or one constant in the leaves
     grads.push_back(g);
-    weights.push_back(Var(Tensor::uniform(g.shape(), seed + 1 + grads.size(), dtype, -1.0, 1.0)));
+    weights.push_back(Var(v[i]));
   }
-  if (grads.empty()) return;
+  std::vector<Tensor> second;
+  if (grads.empty()) {
+    for (const Var& leaf : leaves) second.push_back(Tensor::zeros(leaf.shape(), leaf.dtype()));
+    return second;
+  }
   try {
-    const std::vector<Var> second = graph.gradients(grads, leaves, weights, {});
-    for (std::size_t i = 0; i < leaves.size(); ++i) {
-      if (second[i].shape() != leaves[i].shape())
-        finding("a second derivative has the wrong shape");
-    }
+    for (const Var& d : graph.gradients(grads, leaves, weights, {})) second.push_back(d.value());
   } catch (const npdl::Error&) {
+    return {};
   }
+  for (std::size_t i = 0; i < leaves.size(); ++i) {
+    if (second[i].shape() != leaves[i].shape()) finding("a second derivative has the wrong shape");
+  }
+  return second;
 }
 
 /// Runs the program. While `decoding`, steps that throw an npdl::Error are
@@ -355,6 +390,8 @@ RunResult run(Program& p, Mode mode, DType dtype, bool decoding = false) {
   npdl::Graph graph(npdl::GraphOptions{mode != Mode::Lean});
   std::optional<npdl::NoGradGuard> no_grad;
   if (mode == Mode::NoGrad) no_grad.emplace();
+  for (int i = 0; i < p.unused_leaves; ++i) graph.input(Tensor::zeros({1}, dtype));
+  Var noise = graph.variable(Tensor::zeros({2}, dtype));
   std::vector<Var> values, leaves;
   for (std::size_t i = 0; i < p.leaf_shapes.size(); ++i) {
     // Rounded to the program's dtype first: a float64 run of a float32
@@ -366,8 +403,14 @@ RunResult run(Program& p, Mode mode, DType dtype, bool decoding = false) {
   std::vector<Step> kept;
   for (const Step& st : p.steps) {
     Step s = st;
-    s.a %= values.size();
-    s.b %= values.size();
+    const int n = static_cast<int>(values.size());
+    if (decoding && p.recent_operands) {  // stored as absolute indices from here on
+      s.a = n - 1 - s.a % std::min(n, 32);
+      s.b = n - 1 - s.b % std::min(n, 32);
+    }
+    s.a %= n;
+    s.b %= n;
+    if (p.noise_every > 0 && kept.size() % p.noise_every == 0) noise = ops::exp(noise * 0.5);
     try {
       check_result_size(s, values[s.a], values[s.b], limit);
       values.push_back(apply(s, values, r.smooth));
@@ -390,7 +433,7 @@ RunResult run(Program& p, Mode mode, DType dtype, bool decoding = false) {
     options.create_graph = mode == Mode::CreateGraph;
     graph.backward(values.back(), Var(w), options);
     for (const Var& leaf : leaves) r.leaf_grads.push_back(leaf.grad());
-    if (mode == Mode::CreateGraph) differentiate_again(graph, leaves, dtype, p.weight_seed);
+    if (mode == Mode::CreateGraph) r.second = differentiate_again(graph, leaves, directions(p, dtype));
     if (mode == Mode::Full) {
       for (const auto& vertex : boost::make_iterator_range(boost::vertices(graph.impl()))) {
         const Tensor& g = graph.impl()[vertex].grad.value();
@@ -504,6 +547,68 @@ void check_against_differences(Program& p, const std::vector<Tensor>& got) {
                      "leaf %zu element %zu: reverse mode %.17g, differences %.17g, tol %g\n", i, k,
                      g, fd[i][k], tol);
         finding("reverse mode disagrees with float64 central differences");
+      }
+    }
+  }
+}
+
+/// First-order reverse mode of L = sum(output * w) in float64 at `leaves`.
+std::vector<Tensor> gradients64(Program& p, const std::vector<Tensor>& leaves) {
+  npdl::Graph graph;
+  std::vector<Var> values, vars;
+  for (const Tensor& t : leaves) {
+    vars.push_back(graph.variable(t));
+    values.push_back(vars.back());
+  }
+  bool smooth = true;
+  for (const Step& st : p.steps) values.push_back(apply(st, values, smooth));
+  const Var w(Tensor::uniform(values.back().shape(), p.weight_seed, DType::Float64, -1.0, 1.0));
+  std::vector<Tensor> out;
+  for (const Var& g : graph.gradients({values.back()}, vars, {w}, {})) out.push_back(g.value());
+  return out;
+}
+
+/// The second derivative (H v, reverse over reverse through create_graph)
+/// against central differences of the first-order gradient along v, with
+/// the tolerance of check_against_differences.
+void check_second_against_differences(Program& p, const std::vector<Tensor>& second) {
+  std::vector<Tensor> x;
+  for (std::size_t i = 0; i < p.leaf_shapes.size(); ++i) {
+    x.push_back(leaf_value(p, i, p.dtype).astype(DType::Float64));
+  }
+  const std::vector<Tensor> v = directions(p, DType::Float64);
+  auto along = [&](double step) {  // (g(x + step v) - g(x - step v)) / 2 step
+    std::vector<Tensor> up, down;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      up.push_back(npdl::math::add(x[i], npdl::math::scale(v[i], step)));
+      down.push_back(npdl::math::sub(x[i], npdl::math::scale(v[i], step)));
+    }
+    const std::vector<Tensor> gu = gradients64(p, up), gd = gradients64(p, down);
+    std::vector<Tensor> d;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      d.push_back(npdl::math::scale(npdl::math::sub(gu[i], gd[i]), 1 / (2 * step)));
+    }
+    return d;
+  };
+  const double h = 1e-4;
+  const std::vector<Tensor> d1 = along(h), d2 = along(2 * h), g0 = gradients64(p, x);
+  double scale = 0, gmax = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    for (std::int64_t k = 0; k < d1[i].size(); ++k) scale = std::max(scale, std::fabs(d1[i].at(k)));
+    for (std::int64_t k = 0; k < g0[i].size(); ++k) gmax = std::max(gmax, std::fabs(g0[i].at(k)));
+  }
+  const double rounding = 1e3 * std::numeric_limits<double>::epsilon() * (gmax + 1) / h;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    for (std::int64_t k = 0; k < d1[i].size(); ++k) {
+      const double err = std::fabs(d1[i].at(k) - d2[i].at(k));
+      const double tol = 2 * err + rounding + 1e-7 * scale + 1e-9;
+      if (!(std::fabs(second[i].at(k) - d1[i].at(k)) <= tol)) {
+        describe(p);
+        std::fprintf(stderr,
+                     "leaf %zu element %lld: reverse over reverse %.17g, differences of the "
+                     "gradient %.17g, tol %g\n",
+                     i, static_cast<long long>(k), second[i].at(k), d1[i].at(k), tol);
+        finding("the second derivative disagrees with differences of the first");
       }
     }
   }
@@ -647,9 +752,15 @@ void run_huge(FuzzedDataProvider& in) {
 
 // ---- decoding ----
 
-Program decode(FuzzedDataProvider& in, bool large) {
+Program decode(FuzzedDataProvider& in, bool large, bool long_program) {
   Program p;
   p.large = large;
+  if (long_program) {
+    p.recent_operands = true;
+    p.unused_leaves = in.ConsumeIntegralInRange(0, 255);
+    p.noise_every = in.ConsumeIntegralInRange(0, 7);
+    p.fresh_thread = in.ConsumeBool();
+  }
   p.dtype = in.ConsumeBool() ? DType::Float32 : DType::Float64;
   p.exact_zeros = in.ConsumeIntegralInRange(0, 7) == 0;
   p.weight_seed = in.ConsumeIntegral<std::uint8_t>();
@@ -673,7 +784,7 @@ Program decode(FuzzedDataProvider& in, bool large) {
     p.leaf_shapes.push_back(s);
     p.leaf_seeds.push_back(in.ConsumeIntegral<std::uint16_t>());
   }
-  const int n_steps = in.ConsumeIntegralInRange(1, kMaxSteps);
+  const int n_steps = in.ConsumeIntegralInRange(1, long_program ? kMaxLongSteps : kMaxSteps);
   for (int i = 0; i < n_steps && in.remaining_bytes() > 0; ++i) {
     Step st;
     st.op = static_cast<Op>(in.ConsumeIntegralInRange(0, static_cast<int>(Op::kCount) - 1));
@@ -699,12 +810,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return 0;
   }
   const bool large = mode == 1;
-  Program p = decode(in, large);
+  Program p = decode(in, large, /*long_program=*/mode == 2);
   npdl::set_num_threads(1);
   const RunResult ref = run(p, Mode::Full, p.dtype, /*decoding=*/true);
   expect_identical(p, ref, run(p, Mode::Lean, p.dtype), "lean graph differs from the full graph");
   expect_identical(p, ref, run(p, Mode::NoGrad, p.dtype), "no-gradient mode differs");
-  expect_close_gradients(p, ref, run(p, Mode::CreateGraph, p.dtype));
+  RunResult created;
+  if (p.fresh_thread) {
+    std::thread([&] { created = run(p, Mode::CreateGraph, p.dtype); }).join();
+  } else {
+    created = run(p, Mode::CreateGraph, p.dtype);
+  }
+  expect_close_gradients(p, ref, created);
   npdl::set_num_threads(2);
   const RunResult two = run(p, Mode::Full, p.dtype);
   npdl::set_num_threads(1);
@@ -715,6 +832,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (large || leaf_elements > kMaxElementsForDifferences || !ref.smooth) return 0;
   if (p.dtype == DType::Float64) {
     check_against_differences(p, ref.leaf_grads);
+    if (!created.second.empty()) check_second_against_differences(p, created.second);
     return 0;
   }
   // Float32: the same program in float64 is checked against differences,
