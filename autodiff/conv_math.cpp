@@ -71,10 +71,14 @@ Groups plan_groups(const ConvGeometry& g) {
 }
 
 // Range [lo, hi) of output columns ow whose input column ow*sw - pl + j lies
-// inside [0, W).
+// inside [0, W), with lo <= hi <= OW. A filter wider than the input and its
+// right padding has columns j that see only the left padding at every
+// output column: their first inside column lies past OW, and lo must stop
+// at OW, or im2col would fill beyond the run (and from d + lo down to d + OW).
 std::pair<std::int64_t, std::int64_t> valid_columns(const ConvGeometry& g, std::int64_t j) {
   const std::int64_t first = g.pl - j;  // ow * sw must reach at least this
-  const std::int64_t lo = first <= 0 ? 0 : (first + g.sw - 1) / g.sw;
+  // ceil(first / sw) as (first - 1) / sw + 1: first + sw - 1 overflows for a huge stride.
+  const std::int64_t lo = std::min(g.OW, first <= 0 ? 0 : (first - 1) / g.sw + 1);
   const std::int64_t last = g.W - 1 + g.pl - j;  // ow * sw must stay at most this
   const std::int64_t hi = last < 0 ? 0 : std::min(g.OW, last / g.sw + 1);
   return {lo, std::max(lo, hi)};

@@ -7,6 +7,7 @@
 
 #include "autodiff/gradcheck_gtest.hpp"
 #include "npdl.hpp"
+#include "tests/conv_reference.hpp"
 #include "tests/layer_gradcheck.hpp"
 #include "tests/temp_dir_test.hpp"
 
@@ -31,6 +32,9 @@ const ConvLayerCase kConvLayerCases[] = {
     {"filter_is_input", {3, 2, 4, 5}, 4, {4, 5}, 1, "valid", "tanh", true},
     {"one_channel", {2, 1, 6, 5}, 2, 3, 1, 1, "tanh", true},
     {"batch1_inference", {1, 3, 5, 5}, 2, 3, 2, "same", "tanh", false},
+    // "same" pads the one column by 2 on each side: the 5 x 5 filter's first
+    // two columns see only padding.
+    {"same_filter_wider_than_input", {2, 3, 6, 1}, 2, 5, 1, "same", "tanh", true},
 };
 
 class ConvolutionLayer : public ::testing::TestWithParam<ConvLayerCase> {};
@@ -49,6 +53,39 @@ TEST_P(ConvolutionLayer, BackwardMatchesFiniteDifferences) {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, ConvolutionLayer, ::testing::ValuesIn(kConvLayerCases),
                          [](const auto& info) { return std::string(info.param.name); });
+
+// The layer's forward and backward in float32 and float64 against the
+// nested-loop definition of conv2d plus the bias (activation "linear").
+void expect_layer_matches_reference(const Shape& x_shape, std::int64_t filters, Size2 filter,
+                                    Size2 stride, const ConvPadding& padding) {
+  for (DType dtype : {DType::Float64, DType::Float32}) {
+    set_seed(11);
+    Convolution layer(filters, filter, {}, stride, "glorot_uniform", "linear", padding);
+    const Tensor x = Tensor::randn(x_shape, 12, dtype);
+    const Tensor y = layer.forward(x);
+    const Tensor w = layer.W()->value.astype(DType::Float64), b = layer.b()->value;
+    const Tensor conv = testing::reference_conv2d(x.astype(DType::Float64), w, stride, layer.padding());
+    const double tol = dtype == DType::Float64 ? 1e-12 : 1e-5;
+    auto expect_close = [&](const char* name, const Tensor& got, const Tensor& want) {
+      const auto cmp = compare_tensors(name, got, want, tol, tol);
+      EXPECT_TRUE(cmp.ok) << to_string(dtype) << " " << cmp.describe();
+    };
+    expect_close("y", y, math::add(conv, b.astype(DType::Float64).reshape({1, filters, 1, 1})));
+    const Tensor g = Tensor::randn(y.shape(), 13, dtype);
+    const Tensor gx = layer.backward(g);
+    const Tensor g64 = g.astype(DType::Float64);
+    const math::Conv2dGrads ref = testing::reference_conv2d_backward(
+        g64, x.astype(DType::Float64), w, stride, layer.padding());
+    expect_close("gx", gx, ref.gx);
+    expect_close("gW", layer.W()->grad, ref.gw);
+    expect_close("gb", layer.b()->grad, math::sum(g64, {0, 2, 3}));
+  }
+}
+
+TEST(Convolution, SamePaddingWithAFilterWiderThanTheInputMatchesTheReference) {
+  expect_layer_matches_reference({2, 3, 6, 1}, 2, 5, 1, "same");
+  expect_layer_matches_reference({1, 2, 1, 2}, 3, {3, 6}, {1, 2}, "same");
+}
 
 TEST(PoolingLayers, BackwardMatchesFiniteDifferences) {
   const Tensor x = Tensor::randn({2, 3, 7, 6}, 5);
