@@ -16,8 +16,10 @@ using math::Size2;
 /// 2-D cross-correlation (what deep-learning libraries call convolution):
 /// x (N, C, H, W), w (F, C, KH, KW) -> (N, F, OH, OW) with
 /// OH = (H + top + bottom - KH) / stride.h + 1 (likewise OW). Throws
-/// ShapeError for a non-4-D x or w, channels that differ, or a filter larger
-/// than the padded input; ValueError for stride < 1 or padding < 0.
+/// ShapeError for a non-4-D x or w, channels that differ, a filter larger
+/// than the padded input, or sizes whose sums or products overflow 64 bits
+/// (the padded input, the output, one sample's receptive fields);
+/// ValueError for stride < 1 or padding < 0.
 Var conv2d(const Var& x, const Var& w, Size2 stride = 1, Padding2d padding = {});
 
 // The two halves of conv2d's VJP as primitives, so that a gradient recorded

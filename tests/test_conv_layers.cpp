@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <limits>
 
 #include "autodiff/gradcheck_gtest.hpp"
 #include "npdl.hpp"
@@ -85,6 +86,53 @@ void expect_layer_matches_reference(const Shape& x_shape, std::int64_t filters, 
 TEST(Convolution, SamePaddingWithAFilterWiderThanTheInputMatchesTheReference) {
   expect_layer_matches_reference({2, 3, 6, 1}, 2, 5, 1, "same");
   expect_layer_matches_reference({1, 2, 1, 2}, 3, {3, 6}, {1, 2}, "same");
+}
+
+TEST(Convolution, SamePaddingWithAHugeStrideGivesOneOutput) {
+  // ceil(input / stride) is 1: (input + stride - 1) / stride overflowed.
+  const std::int64_t huge = std::numeric_limits<std::int64_t>::max();
+  set_seed(15);
+  Convolution conv(2, {3, 2}, {}, huge, "glorot_uniform", "relu", "same");
+  conv.connect_to(Shape{1, 5, 1});
+  EXPECT_EQ(conv.output_shape(), (Shape{2, 1, 1}));
+  EXPECT_EQ(conv.padding(), (Padding2d{0, 0, 0, 1}));
+  expect_layer_matches_reference({2, 1, 5, 1}, 2, {3, 2}, huge, "same");
+}
+
+TEST(Convolution, GeometryThatOverflowsIsAShapeErrorAndTheLayerStaysUnconnected) {
+  const std::int64_t huge = std::numeric_limits<std::int64_t>::max();
+  struct Case {
+    Size2 filter, stride;
+    ConvPadding padding;
+    const char* fragment;
+  };
+  const Case cases[] = {
+      // 4 * 1 + (2^63 - 1) rows of padded input for 5 outputs.
+      {{huge, 3}, 1, "same",
+       "'same' padding with filter_size (9223372036854775807, 3) and stride (1, 1) on an input of "
+       "(5, 5): expected a padded height"},
+      {{3, huge}, {1, 2}, "same", "filter_size (3, 9223372036854775807)"},
+      {3, 1, Padding2d{std::int64_t{1} << 62, std::int64_t{1} << 62, 0, 0},
+       "Convolution: padding (top 4611686018427387904, bottom 4611686018427387904, left 0, right "
+       "0) of an input of (5, 5) overflows the padded height"},
+  };
+  for (const Case& c : cases) {
+    Convolution conv(2, c.filter, {}, c.stride, "glorot_uniform", "relu", c.padding);
+    try {
+      conv.forward(Tensor::randn({1, 1, 5, 5}, 16));
+      ADD_FAILURE() << "expected a ShapeError mentioning " << c.fragment;
+    } catch (const ShapeError& e) {
+      EXPECT_NE(std::string(e.what()).find(c.fragment), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(conv.connected());
+    EXPECT_EQ(conv.W(), nullptr);
+    EXPECT_EQ(conv.output_shape(), Shape{});
+  }
+  // Filters whose element count overflows although the geometry fits (one
+  // row of input, "same" pads it to the filter's height).
+  Convolution tall(2, {huge, 2}, {}, 1, "glorot_uniform", "relu", "same");
+  EXPECT_THROW(tall.forward(Tensor::randn({1, 3, 1, 4}, 17)), ShapeError);
+  EXPECT_FALSE(tall.connected());
 }
 
 TEST(PoolingLayers, BackwardMatchesFiniteDifferences) {

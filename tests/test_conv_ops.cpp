@@ -273,6 +273,57 @@ TEST(Conv2d, BadInputIsATypedErrorAndRecordsNothing) {
 constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
 constexpr std::int64_t kHalfMax = std::int64_t{1} << 62;
 
+TEST(Conv2d, PaddingWhoseSumOverflowsIsAShapeErrorNamingIt) {
+  // 2 + 2^62 + 2^62 is one past 2^63 - 1 (it wrapped to -2^63 + 2).
+  const Padding2d tall{kHalfMax, kHalfMax, 0, 0}, wide{0, 0, 1, kMax};
+  auto conv = [](Shape xs, Shape ws, Size2 stride, Padding2d pad) {
+    return
+        [=](Graph& g) { ops::conv2d(g.variable(rnd(xs, 1)), g.variable(rnd(ws, 2)), stride, pad); };
+  };
+  expect_rejected<ShapeError>(conv({1, 1, 2, 3}, {1, 1, 1, 1}, 1, tall),
+                              "padding (top 4611686018427387904, bottom 4611686018427387904, "
+                              "left 0, right 0) of an input of (2, 3) overflows the padded height");
+  expect_rejected<ShapeError>(conv({1, 1, 2, 3}, {1, 1, 1, 1}, 1, wide), "the padded width");
+  expect_rejected<ShapeError>(conv({1, 1, 2, 3}, {1, 1, 1, 1}, kMax, wide),
+                              "expected input + padding <= 9223372036854775807");
+  expect_rejected<ShapeError>(
+      [&](Graph& g) {
+        ops::conv2d_input_grad(g.variable(rnd({1, 1, 1, 1}, 1)), g.variable(rnd({1, 1, 1, 1}, 2)),
+                               {1, 1, 2, 3}, 1, tall);
+      },
+      "conv2d_input_grad: padding (top 4611686018427387904");
+  expect_rejected<ShapeError>(
+      [&](Graph& g) {
+        ops::conv2d_weight_grad(g.variable(rnd({1, 1, 2, 3}, 1)), g.variable(rnd({1, 1, 1, 1}, 2)),
+                                {1, 1, 1, 1}, 1, wide);
+      },
+      "conv2d_weight_grad: padding (top 0, bottom 0, left 1, right 9223372036854775807)");
+}
+
+TEST(Conv2d, ShapesGivenAsArgumentsAreCheckedLikeATensors) {
+  // The gradient primitives take x's or w's shape as a value: a negative size
+  // or an element count beyond 2^63 - 1 is refused before any arithmetic.
+  auto input_grad = [](Shape x_shape, Padding2d pad) {
+    return [=](Graph& g) {
+      ops::conv2d_input_grad(g.variable(rnd({1, 1, 1, 1}, 1)), g.variable(rnd({1, 1, 1, 1}, 2)),
+                             x_shape, 1, pad);
+    };
+  };
+  expect_rejected<ShapeError>(input_grad({1, 1, -3, 1}, {4, 0, 0, 0}), "(1, 1, -3, 1)");
+  auto weight_grad = [](Shape w_shape, Size2 stride, Padding2d pad) {
+    return [=](Graph& g) {
+      ops::conv2d_weight_grad(g.variable(rnd({1, 1, 1, 1}, 1)), g.variable(rnd({1, 1, 1, 1}, 2)),
+                              w_shape, stride, pad);
+    };
+  };
+  // Filters of 2^40 x 2^40 fit an input padded by 2^41 per side: the
+  // geometry is valid, the filters' element count is not.
+  const std::int64_t big = std::int64_t{1} << 40;
+  expect_rejected<ShapeError>(
+      weight_grad({1, 1, big, big}, kHalfMax, {2 * big, 2 * big, 2 * big, 2 * big}),
+      "(1, 1, 1099511627776, 1099511627776)");
+}
+
 TEST(Conv2d, HugeStridesAndPaddingThatFitAreComputed) {
   // One output column with a stride of 2^63 - 1: it reads input column
   // -2^61, which is padding. A window start rounded up with
