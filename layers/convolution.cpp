@@ -57,6 +57,18 @@ void check_sample_shape(const Shape& shape, const std::string& who) {
 
 }  // namespace
 
+ConvPadding::ConvPadding(const char* mode)
+    : ConvPadding(mode != nullptr
+                      ? std::string(mode)
+                      : throw ValueError("Convolution padding must be 'valid', 'same' or zeros per "
+                                         "side, got a null pointer")) {}
+
+void ConvPadding::throw_too_large(std::uint64_t all) {
+  throw ValueError("Convolution padding must be at most " +
+                   std::to_string(std::numeric_limits<std::int64_t>::max()) + " per side, got " +
+                   std::to_string(all));
+}
+
 ConvPadding::ConvPadding(const std::string& mode) {
   if (mode == "valid") {
     mode_ = Mode::Valid;

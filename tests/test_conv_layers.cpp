@@ -36,6 +36,7 @@ const ConvLayerCase kConvLayerCases[] = {
     // "same" pads the one column by 2 on each side: the 5 x 5 filter's first
     // two columns see only padding.
     {"same_filter_wider_than_input", {2, 3, 6, 1}, 2, 5, 1, "same", "tanh", true},
+    {"zero_padding", {2, 2, 4, 3}, 2, {2, 3}, {1, 2}, 0, "linear", true},
 };
 
 class ConvolutionLayer : public ::testing::TestWithParam<ConvLayerCase> {};
@@ -86,6 +87,27 @@ void expect_layer_matches_reference(const Shape& x_shape, std::int64_t filters, 
 TEST(Convolution, SamePaddingWithAFilterWiderThanTheInputMatchesTheReference) {
   expect_layer_matches_reference({2, 3, 6, 1}, 2, 5, 1, "same");
   expect_layer_matches_reference({1, 2, 1, 2}, 3, {3, 6}, {1, 2}, "same");
+}
+
+TEST(Convolution, ZeroPaddingIsAnInteger) {
+  // 0 converts to an integer and to a null const char*: the integer wins,
+  // and a char pointer never stands for a padding.
+  static_assert(std::is_convertible_v<int, ConvPadding>);
+  static_assert(!std::is_convertible_v<std::nullptr_t, ConvPadding>);
+  static_assert(!std::is_convertible_v<bool, ConvPadding>);
+  set_seed(14);
+  Convolution zero(2, 3, {}, 1, "glorot_uniform", "relu", 0);
+  zero.connect_to(Shape{1, 5, 4});
+  EXPECT_EQ(zero.padding(), Padding2d{});
+  EXPECT_EQ(zero.output_shape(), (Shape{2, 3, 2}));
+  expect_layer_matches_reference({2, 1, 5, 4}, 2, 3, 1, 0);
+  const char* no_mode = nullptr;
+  try {
+    Convolution(2, 3, {}, 1, "glorot_uniform", "relu", no_mode);
+    FAIL() << "expected a ValueError";
+  } catch (const ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("got a null pointer"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Convolution, SamePaddingWithAHugeStrideGivesOneOutput) {
