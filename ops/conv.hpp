@@ -40,7 +40,11 @@ Var conv2d_weight_grad(const Var& x, const Var& g, const Shape& w_shape, Size2 s
 /// Maximum over each window of `window` moved by `stride` (no padding;
 /// trailing rows and columns that do not fill a window are dropped). Its VJP
 /// routes each gradient to the window's maximum; on ties, to the first one
-/// in row-major window order.
+/// in row-major window order. A NaN is larger than every number (the
+/// maximum of a window holding one is NaN, as NumPy's max), and of several
+/// NaNs in one window the first in row-major order gets the gradient: NumPy's
+/// argmax rule, which npdl's Python follows (PyTorch's CPU kernel picks the
+/// last NaN instead).
 Var max_pool2d(const Var& x, Size2 window, Size2 stride);
 /// Mean over each window (as max_pool2d, without padding).
 Var mean_pool2d(const Var& x, Size2 window, Size2 stride);

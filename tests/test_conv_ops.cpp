@@ -562,6 +562,28 @@ TEST(MaxPool2d, ANaNWinsAndTheFirstNaNStays) {
   }
 }
 
+TEST(MaxPool2d, TwoNaNsInAWindowSendTheGradientToTheFirst) {
+  // NumPy's argmax rule, at every stride the kernel specialises (1, 2 and
+  // any other): one row of 7 with NaNs at 2 and 3, windows of 1 x 4.
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const std::vector<double> row{1, 8, nan, nan, 9, 2, 3};
+  for (DType dtype : {DType::Float64, DType::Float32}) {
+    for (std::int64_t stride : {1, 2, 3}) {
+      Graph graph;
+      const Var x = graph.variable(Tensor::from_vector({1, 1, 1, 7}, row, DType::Float64).astype(dtype));
+      const Var y = ops::max_pool2d(x, {1, 4}, {1, stride});
+      y.backward(Tensor::ones(y.shape(), dtype));
+      // Windows start at 0, stride, ... and those holding index 2 send their
+      // gradient there; the one starting at 3 holds only the second NaN.
+      std::vector<double> expected(7, 0.0);
+      for (std::int64_t start = 0; start + 4 <= 7; start += stride) {
+        expected[static_cast<std::size_t>(start <= 2 ? 2 : start == 3 ? 3 : 4)] += 1;
+      }
+      EXPECT_EQ(x.grad().to_vector(), expected) << to_string(dtype) << " stride " << stride;
+    }
+  }
+}
+
 TEST(Pooling, BadInputToTheBackwardPrimitivesIsATypedError) {
   const Shape x_shape{1, 2, 4, 4};
   const ops::MaxPoolSelectionPtr good = ops::max_pool2d_selection(rnd(x_shape, 20), 2, 2);
