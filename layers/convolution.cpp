@@ -48,6 +48,14 @@ Padding2d same_padding(Size2 input, Size2 filter, Size2 stride) {
   return {rows->first, rows->second, columns->first, columns->second};
 }
 
+void count_or_throw(const Shape& shape, const char* role) {
+  try {
+    numel(shape);
+  } catch (const ShapeError& e) {
+    throw ShapeError("Convolution: " + std::string(role) + ": " + e.what());
+  }
+}
+
 void check_sample_shape(const Shape& shape, const std::string& who) {
   if (shape.size() != 3) {
     throw ShapeError(who + " expects samples of shape (channels, height, width), got " +
@@ -140,11 +148,13 @@ void Convolution::build(const Shape& input_shape) {
   // count) before any state changes.
   const Size2 out = math::window_output_size(plane, filter_size_, stride_, padding, "Convolution");
   const Shape w_shape{nb_filter_, input_shape[0], filter_size_.h, filter_size_.w};
-  try {
-    numel(w_shape);  // the initializers multiply its sizes
-  } catch (const ShapeError& e) {
-    throw ShapeError("Convolution: the filters: " + std::string(e.what()));
-  }
+  // The initializers multiply the filters' sizes, and conv2d counts each
+  // sample's receptive fields and output: refused here, before any state
+  // changes, rather than by a forward that would leave the layer built.
+  count_or_throw(w_shape, "the filters (nb_filter, C, fh, fw)");
+  count_or_throw({input_shape[0], filter_size_.h, filter_size_.w, out.h, out.w},
+                 "one sample's receptive fields (C, fh, fw, OH, OW)");
+  count_or_throw({nb_filter_, out.h, out.w}, "one sample's output (nb_filter, OH, OW)");
   // Weights first, then the bias: the order in which they draw from the
   // global generator is part of a seeded run.
   ParameterPtr W = make_parameter(init_(w_shape, DType::Float32), "W");

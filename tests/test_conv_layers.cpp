@@ -137,6 +137,9 @@ TEST(Convolution, GeometryThatOverflowsIsAShapeErrorAndTheLayerStaysUnconnected)
       {3, 1, Padding2d{std::int64_t{1} << 62, std::int64_t{1} << 62, 0, 0},
        "Convolution: padding (top 4611686018427387904, bottom 4611686018427387904, left 0, right "
        "0) of an input of (5, 5) overflows the padded height"},
+      // Fits, but (2^62 - 1)^2 output positions per sample cannot be counted:
+      // refused when connecting, not by the forward's conv2d after it.
+      {3, 1, std::int64_t{1} << 61, "one sample's receptive fields (C, fh, fw, OH, OW)"},
   };
   for (const Case& c : cases) {
     Convolution conv(2, c.filter, {}, c.stride, "glorot_uniform", "relu", c.padding);
