@@ -21,6 +21,16 @@ std::string padding_text(const Padding2d& p) {
          std::to_string(p.left) + ", right " + std::to_string(p.right) + ")";
 }
 
+// A shape the caller gives as a value (the gradient primitives take x's or
+// w's) is held to what a tensor's shape is: sizes >= 0 whose product fits.
+void check_countable(const Shape& s, const char* what, const char* role) {
+  try {
+    numel(s);
+  } catch (const ShapeError& e) {
+    throw ShapeError(std::string(what) + ": " + role + ": " + e.what());
+  }
+}
+
 void check_nchw(const Shape& x, const char* what) {
   if (x.size() != 4) {
     throw ShapeError(std::string(what) + " expects a 4-D input (N, C, H, W), got shape " +
@@ -63,18 +73,26 @@ struct Groups {
 };
 
 Groups plan_groups(const ConvGeometry& g) {
-  const std::int64_t per_sample = g.rows() * g.plane();
-  const std::int64_t by_memory = (g.N * per_sample + kColBudget - 1) / kColBudget;
+  const std::int64_t per_sample = g.rows() * g.plane();  // fits: conv_geometry counted it
+  // The whole batch's col may not be countable; then every sample is a group.
+  std::int64_t total = 0;
+  const std::int64_t by_memory = __builtin_mul_overflow(g.N, per_sample, &total)
+                                     ? g.N
+                                     : total / kColBudget + (total % kColBudget != 0);
   const std::int64_t wanted = std::max(by_memory, std::min(g.N, kMinGroups));
   const std::int64_t size = (g.N + wanted - 1) / wanted;
   return {size, (g.N + size - 1) / size};
 }
 
 // Range [lo, hi) of output columns ow whose input column ow*sw - pl + j lies
-// inside [0, W).
+// inside [0, W), with lo <= hi <= OW. A filter wider than the input and its
+// right padding has columns j that see only the left padding at every
+// output column: their first inside column lies past OW, and lo must stop
+// at OW, or im2col would fill beyond the run (and from d + lo down to d + OW).
 std::pair<std::int64_t, std::int64_t> valid_columns(const ConvGeometry& g, std::int64_t j) {
   const std::int64_t first = g.pl - j;  // ow * sw must reach at least this
-  const std::int64_t lo = first <= 0 ? 0 : (first + g.sw - 1) / g.sw;
+  // ceil(first / sw) as (first - 1) / sw + 1: first + sw - 1 overflows for a huge stride.
+  const std::int64_t lo = std::min(g.OW, first <= 0 ? 0 : (first - 1) / g.sw + 1);
   const std::int64_t last = g.W - 1 + g.pl - j;  // ow * sw must stay at most this
   const std::int64_t hi = last < 0 ? 0 : std::min(g.OW, last / g.sw + 1);
   return {lo, std::max(lo, hi)};
@@ -174,7 +192,14 @@ ConvGeometry conv_geometry(const Shape& xs, const Shape& ws, Size2 stride, const
                      std::to_string(ws[1]) + " input channels, got an input of shape " +
                      to_string(xs) + " with " + std::to_string(xs[1]));
   }
+  check_countable(xs, what, "the input");
+  check_countable(ws, what, "the filters");
   const Size2 out = window_output_size({xs[2], xs[3]}, {ws[2], ws[3]}, stride, padding, what);
+  // One sample's col (Note [Convolution as matrix products]) and the output
+  // are counted before anything multiplies their sizes.
+  check_countable({xs[1], ws[2], ws[3], out.h, out.w}, what,
+                  "one sample's receptive fields (C, KH, KW, OH, OW)");
+  check_countable({xs[0], ws[0], out.h, out.w}, what, "the output (N, F, OH, OW)");
   return {xs[0], xs[1], xs[2],    xs[3],    ws[0],       ws[2],       ws[3],
           out.h, out.w, stride.h, stride.w, padding.top, padding.left};
 }
@@ -272,8 +297,24 @@ Size2 window_output_size(Size2 input, Size2 window, Size2 stride, const Padding2
   if (padding.top < 0 || padding.bottom < 0 || padding.left < 0 || padding.right < 0) {
     throw ValueError(name + ": padding must be >= 0, got " + padding_text(padding));
   }
-  const Size2 padded{input.h + padding.top + padding.bottom,
-                     input.w + padding.left + padding.right};
+  // The sizes are >= 0 and the window and stride >= 1 by now: these sums are
+  // the only arithmetic of the geometry that can overflow.
+  Size2 padded{0, 0};
+  const char* overflowing = nullptr;
+  if (__builtin_add_overflow(input.h, padding.top, &padded.h) ||
+      __builtin_add_overflow(padded.h, padding.bottom, &padded.h)) {
+    overflowing = "height";
+  } else if (__builtin_add_overflow(input.w, padding.left, &padded.w) ||
+             __builtin_add_overflow(padded.w, padding.right, &padded.w)) {
+    overflowing = "width";
+  }
+  if (overflowing != nullptr) {
+    throw ShapeError(name + ": padding " + padding_text(padding) + " of an input of " +
+                     pair_text(input) + " overflows the padded " + overflowing +
+                     ": expected input + padding <= " +
+                     std::to_string(std::numeric_limits<std::int64_t>::max()) +
+                     " along each axis");
+  }
   if (window.h > padded.h || window.w > padded.w) {
     throw ShapeError(name + ": a window of " + pair_text(window) +
                      " needs a (padded) input at least that large, got an input of " +
@@ -482,6 +523,7 @@ Tensor mean_pool2d_backward(const Tensor& gy, const Shape& x_shape, Size2 window
   if (x_shape.size() != 4) {
     throw ShapeError("mean_pool2d_backward expects a 4-D input shape, got " + to_string(x_shape));
   }
+  check_countable(x_shape, "mean_pool2d_backward", "the input shape");
   const PoolGeometry p = pool_geometry(x_shape, window, stride, "mean_pool2d_backward");
   check_same_shape(pooled_shape(x_shape, p), gy.shape(), "mean_pool2d_backward: gy");
   Tensor gx = Tensor::zeros(x_shape, gy.dtype());

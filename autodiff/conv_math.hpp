@@ -33,7 +33,8 @@ struct Padding2d {
 /// input of (height, width) `input` padded by `padding`:
 /// out = (in + pad_before + pad_after - window) / stride + 1.
 /// Throws ValueError for window or stride < 1 or padding < 0, ShapeError
-/// when the window is larger than the padded input. `what` names the caller.
+/// when the padded input's size overflows 64 bits or the window is larger
+/// than it. `what` names the caller.
 Size2 window_output_size(Size2 input, Size2 window, Size2 stride, const Padding2d& padding,
                          const char* what);
 

@@ -107,5 +107,19 @@ int main(int argc, char** argv) {
     bytes.back() = static_cast<char>(mode);
     write(root / "graph_diff" / ("program_" + std::to_string(mode)), bytes);
   }
+
+  // conv_geometry: one byte string per op and mode; FuzzedDataProvider takes
+  // the mode (0 edge, else small) from the last byte and the op from the one
+  // before it.
+  for (int op = 0; op < 7; ++op) {
+    for (int edge = 0; edge < 2; ++edge) {
+      std::string bytes(64, '\0');
+      for (char& c : bytes) c = static_cast<char>(gen());
+      bytes[bytes.size() - 1] = static_cast<char>(edge == 1 ? 0 : 1);
+      bytes[bytes.size() - 2] = static_cast<char>(op);
+      write(root / "conv_geometry" / ((edge == 1 ? "edge_" : "small_") + std::to_string(op)),
+            bytes);
+    }
+  }
   return 0;
 }

@@ -1,5 +1,6 @@
 #include "layers/convolution.hpp"
 
+#include <limits>
 #include <optional>
 
 #include "ops/ops.hpp"
@@ -11,12 +12,48 @@ std::string pair_text(Size2 s) {
   return "(" + std::to_string(s.h) + ", " + std::to_string(s.w) + ")";
 }
 
-// "same" padding: the total that makes the output ceil(input / stride) long.
-std::pair<std::int64_t, std::int64_t> same_padding(std::int64_t input, std::int64_t filter,
-                                                   std::int64_t stride) {
-  const std::int64_t out = (input + stride - 1) / stride;
-  const std::int64_t total = std::max<std::int64_t>((out - 1) * stride + filter - input, 0);
-  return {total / 2, total - total / 2};
+// "same" padding along one axis: the total that makes the output
+// ceil(input / stride) long, split with the odd zero after. Written so that
+// nothing overflows for sizes up to 2^63 - 1: (out - 1) * stride <= input - 1,
+// so total <= filter - 1. The padded size input + total = (out - 1) * stride
+// + filter may not fit: nullopt then.
+std::optional<std::pair<std::int64_t, std::int64_t>> same_padding(std::int64_t input,
+                                                                  std::int64_t filter,
+                                                                  std::int64_t stride) {
+  const std::int64_t out = input == 0 ? 0 : (input - 1) / stride + 1;
+  const std::int64_t total = std::max<std::int64_t>((out - 1) * stride - input + filter, 0);
+  std::int64_t padded = 0;
+  if (__builtin_add_overflow(input, total, &padded)) return std::nullopt;
+  return std::pair{total / 2, total - total / 2};
+}
+
+Padding2d same_padding(Size2 input, Size2 filter, Size2 stride) {
+  if (input.h < 0 || input.w < 0 || filter.h < 1 || filter.w < 1 || stride.h < 1 ||
+      stride.w < 1) {
+    throw ValueError("Convolution: 'same' padding expects an input of sizes >= 0 and filter_size "
+                     "and stride >= 1, got an input of " +
+                     pair_text(input) + ", filter_size " + pair_text(filter) + " and stride " +
+                     pair_text(stride));
+  }
+  const auto rows = same_padding(input.h, filter.h, stride.h);
+  const auto columns = same_padding(input.w, filter.w, stride.w);
+  if (!rows || !columns) {
+    throw ShapeError("Convolution: 'same' padding with filter_size " + pair_text(filter) +
+                     " and stride " + pair_text(stride) + " on an input of " + pair_text(input) +
+                     ": expected a padded " + (rows ? "width" : "height") +
+                     " (ceil(input / stride) - 1) * stride + filter_size of at most " +
+                     std::to_string(std::numeric_limits<std::int64_t>::max()) +
+                     ", got more (the filter is too large)");
+  }
+  return {rows->first, rows->second, columns->first, columns->second};
+}
+
+void count_or_throw(const Shape& shape, const char* role) {
+  try {
+    numel(shape);
+  } catch (const ShapeError& e) {
+    throw ShapeError("Convolution: " + std::string(role) + ": " + e.what());
+  }
 }
 
 void check_sample_shape(const Shape& shape, const std::string& who) {
@@ -27,6 +64,18 @@ void check_sample_shape(const Shape& shape, const std::string& who) {
 }
 
 }  // namespace
+
+ConvPadding::ConvPadding(const char* mode)
+    : ConvPadding(mode != nullptr
+                      ? std::string(mode)
+                      : throw ValueError("Convolution padding must be 'valid', 'same' or zeros per "
+                                         "side, got a null pointer")) {}
+
+void ConvPadding::throw_too_large(std::uint64_t all) {
+  throw ValueError("Convolution padding must be at most " +
+                   std::to_string(std::numeric_limits<std::int64_t>::max()) + " per side, got " +
+                   std::to_string(all));
+}
 
 ConvPadding::ConvPadding(const std::string& mode) {
   if (mode == "valid") {
@@ -49,11 +98,8 @@ Padding2d ConvPadding::resolve(Size2 input, Size2 filter, Size2 stride) const {
   switch (mode_) {
     case Mode::Valid:
       return {};
-    case Mode::Same: {
-      const auto [top, bottom] = same_padding(input.h, filter.h, stride.h);
-      const auto [left, right] = same_padding(input.w, filter.w, stride.w);
-      return {top, bottom, left, right};
-    }
+    case Mode::Same:
+      return same_padding(input, filter, stride);
     case Mode::Explicit:
       break;
   }
@@ -98,11 +144,19 @@ void Convolution::build(const Shape& input_shape) {
   }
   const Size2 plane{input_shape[1], input_shape[2]};
   const Padding2d padding = padding_spec_.resolve(plane, filter_size_, stride_);
-  // Throws (filter larger than the padded input) before any state changes.
+  // Throws (filter larger than the padded input, filters too many to
+  // count) before any state changes.
   const Size2 out = math::window_output_size(plane, filter_size_, stride_, padding, "Convolution");
+  const Shape w_shape{nb_filter_, input_shape[0], filter_size_.h, filter_size_.w};
+  // The initializers multiply the filters' sizes, and conv2d counts each
+  // sample's receptive fields and output: refused here, before any state
+  // changes, rather than by a forward that would leave the layer built.
+  count_or_throw(w_shape, "the filters (nb_filter, C, fh, fw)");
+  count_or_throw({input_shape[0], filter_size_.h, filter_size_.w, out.h, out.w},
+                 "one sample's receptive fields (C, fh, fw, OH, OW)");
+  count_or_throw({nb_filter_, out.h, out.w}, "one sample's output (nb_filter, OH, OW)");
   // Weights first, then the bias: the order in which they draw from the
   // global generator is part of a seeded run.
-  const Shape w_shape{nb_filter_, input_shape[0], filter_size_.h, filter_size_.w};
   ParameterPtr W = make_parameter(init_(w_shape, DType::Float32), "W");
   ParameterPtr b = make_parameter(Tensor::zeros({nb_filter_}, DType::Float32), "b");
   W->grad = Tensor::zeros(W->value.shape(), DType::Float32);

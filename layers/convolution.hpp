@@ -1,7 +1,10 @@
 #pragma once
 // npdl's Convolution layer on NCHW inputs.
+#include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <string>
+#include <type_traits>
 #include <variant>
 
 #include "layers/activation.hpp"
@@ -20,16 +23,37 @@ using ops::Size2;
 /// given per side (an integer: that many on every side).
 class ConvPadding {
  public:
-  ConvPadding(const char* mode) : ConvPadding(std::string(mode)) {}  // NOLINT: "valid", "same"
-  ConvPadding(const std::string& mode);                              // NOLINT
-  ConvPadding(std::int64_t all) : ConvPadding(Padding2d{all, all, all, all}) {}  // NOLINT
-  ConvPadding(Padding2d sides);                                                  // NOLINT
+  /// "valid" or "same"; ValueError for another name or a null pointer.
+  ConvPadding(const char* mode);         // NOLINT
+  ConvPadding(const std::string& mode);  // NOLINT
+  ConvPadding(std::nullptr_t) = delete;  // not a mode, not a padding
+  /// That many zeros on every side; ValueError below 0 or above 2^63 - 1.
+  /// A template, so that the literal 0 (an int, and also a null pointer
+  /// constant) takes it as an exact match rather than being ambiguous with
+  /// const char*. bool and char are refused at compile time.
+  template <class Int, std::enable_if_t<std::is_integral_v<Int> && !std::is_same_v<Int, bool> &&
+                                            !std::is_same_v<Int, char>,
+                                        int> = 0>
+  ConvPadding(Int all) : ConvPadding(every_side(to_int64(all))) {}  // NOLINT
+  ConvPadding(Padding2d sides);                                      // NOLINT
 
   /// The zeros per side for an input of (height, width) `input`.
   Padding2d resolve(Size2 input, Size2 filter, Size2 stride) const;
   std::string describe() const;
 
  private:
+  template <class Int>
+  static std::int64_t to_int64(Int all) {
+    if constexpr (std::is_unsigned_v<Int>) {
+      if (all > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+        throw_too_large(all);
+      }
+    }
+    return static_cast<std::int64_t>(all);
+  }
+  [[noreturn]] static void throw_too_large(std::uint64_t all);
+  static Padding2d every_side(std::int64_t all) { return {all, all, all, all}; }
+
   enum class Mode { Valid, Same, Explicit } mode_;
   Padding2d sides_;
 };

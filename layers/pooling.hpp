@@ -40,7 +40,8 @@ class MeanPooling : public Pooling {
 };
 
 /// npdl's MaxPooling(pool_size): the maximum of each window (its gradient
-/// goes to the first maximum on ties).
+/// goes to the first maximum on ties, and to the first NaN of a window
+/// holding several: see ops::max_pool2d).
 class MaxPooling : public Pooling {
  public:
   explicit MaxPooling(Size2 pool_size, std::optional<Size2> stride = std::nullopt)

@@ -16,8 +16,10 @@ using math::Size2;
 /// 2-D cross-correlation (what deep-learning libraries call convolution):
 /// x (N, C, H, W), w (F, C, KH, KW) -> (N, F, OH, OW) with
 /// OH = (H + top + bottom - KH) / stride.h + 1 (likewise OW). Throws
-/// ShapeError for a non-4-D x or w, channels that differ, or a filter larger
-/// than the padded input; ValueError for stride < 1 or padding < 0.
+/// ShapeError for a non-4-D x or w, channels that differ, a filter larger
+/// than the padded input, or sizes whose sums or products overflow 64 bits
+/// (the padded input, the output, one sample's receptive fields);
+/// ValueError for stride < 1 or padding < 0.
 Var conv2d(const Var& x, const Var& w, Size2 stride = 1, Padding2d padding = {});
 
 // The two halves of conv2d's VJP as primitives, so that a gradient recorded
@@ -38,7 +40,11 @@ Var conv2d_weight_grad(const Var& x, const Var& g, const Shape& w_shape, Size2 s
 /// Maximum over each window of `window` moved by `stride` (no padding;
 /// trailing rows and columns that do not fill a window are dropped). Its VJP
 /// routes each gradient to the window's maximum; on ties, to the first one
-/// in row-major window order.
+/// in row-major window order. A NaN is larger than every number (the
+/// maximum of a window holding one is NaN, as NumPy's max), and of several
+/// NaNs in one window the first in row-major order gets the gradient: NumPy's
+/// argmax rule, which npdl's Python follows (PyTorch's CPU kernel picks the
+/// last NaN instead).
 Var max_pool2d(const Var& x, Size2 window, Size2 stride);
 /// Mean over each window (as max_pool2d, without padding).
 Var mean_pool2d(const Var& x, Size2 window, Size2 stride);

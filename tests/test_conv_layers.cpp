@@ -4,9 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <limits>
 
 #include "autodiff/gradcheck_gtest.hpp"
 #include "npdl.hpp"
+#include "tests/conv_reference.hpp"
 #include "tests/layer_gradcheck.hpp"
 #include "tests/temp_dir_test.hpp"
 
@@ -31,6 +33,10 @@ const ConvLayerCase kConvLayerCases[] = {
     {"filter_is_input", {3, 2, 4, 5}, 4, {4, 5}, 1, "valid", "tanh", true},
     {"one_channel", {2, 1, 6, 5}, 2, 3, 1, 1, "tanh", true},
     {"batch1_inference", {1, 3, 5, 5}, 2, 3, 2, "same", "tanh", false},
+    // "same" pads the one column by 2 on each side: the 5 x 5 filter's first
+    // two columns see only padding.
+    {"same_filter_wider_than_input", {2, 3, 6, 1}, 2, 5, 1, "same", "tanh", true},
+    {"zero_padding", {2, 2, 4, 3}, 2, {2, 3}, {1, 2}, 0, "linear", true},
 };
 
 class ConvolutionLayer : public ::testing::TestWithParam<ConvLayerCase> {};
@@ -49,6 +55,110 @@ TEST_P(ConvolutionLayer, BackwardMatchesFiniteDifferences) {
 
 INSTANTIATE_TEST_SUITE_P(Shapes, ConvolutionLayer, ::testing::ValuesIn(kConvLayerCases),
                          [](const auto& info) { return std::string(info.param.name); });
+
+// The layer's forward and backward in float32 and float64 against the
+// nested-loop definition of conv2d plus the bias (activation "linear").
+void expect_layer_matches_reference(const Shape& x_shape, std::int64_t filters, Size2 filter,
+                                    Size2 stride, const ConvPadding& padding) {
+  for (DType dtype : {DType::Float64, DType::Float32}) {
+    set_seed(11);
+    Convolution layer(filters, filter, {}, stride, "glorot_uniform", "linear", padding);
+    const Tensor x = Tensor::randn(x_shape, 12, dtype);
+    const Tensor y = layer.forward(x);
+    const Tensor w = layer.W()->value.astype(DType::Float64), b = layer.b()->value;
+    const Tensor conv = testing::reference_conv2d(x.astype(DType::Float64), w, stride, layer.padding());
+    const double tol = dtype == DType::Float64 ? 1e-12 : 1e-5;
+    auto expect_close = [&](const char* name, const Tensor& got, const Tensor& want) {
+      const auto cmp = compare_tensors(name, got, want, tol, tol);
+      EXPECT_TRUE(cmp.ok) << to_string(dtype) << " " << cmp.describe();
+    };
+    expect_close("y", y, math::add(conv, b.astype(DType::Float64).reshape({1, filters, 1, 1})));
+    const Tensor g = Tensor::randn(y.shape(), 13, dtype);
+    const Tensor gx = layer.backward(g);
+    const Tensor g64 = g.astype(DType::Float64);
+    const math::Conv2dGrads ref = testing::reference_conv2d_backward(
+        g64, x.astype(DType::Float64), w, stride, layer.padding());
+    expect_close("gx", gx, ref.gx);
+    expect_close("gW", layer.W()->grad, ref.gw);
+    expect_close("gb", layer.b()->grad, math::sum(g64, {0, 2, 3}));
+  }
+}
+
+TEST(Convolution, SamePaddingWithAFilterWiderThanTheInputMatchesTheReference) {
+  expect_layer_matches_reference({2, 3, 6, 1}, 2, 5, 1, "same");
+  expect_layer_matches_reference({1, 2, 1, 2}, 3, {3, 6}, {1, 2}, "same");
+}
+
+TEST(Convolution, ZeroPaddingIsAnInteger) {
+  // 0 converts to an integer and to a null const char*: the integer wins,
+  // and a char pointer never stands for a padding.
+  static_assert(std::is_convertible_v<int, ConvPadding>);
+  static_assert(!std::is_convertible_v<std::nullptr_t, ConvPadding>);
+  static_assert(!std::is_convertible_v<bool, ConvPadding>);
+  set_seed(14);
+  Convolution zero(2, 3, {}, 1, "glorot_uniform", "relu", 0);
+  zero.connect_to(Shape{1, 5, 4});
+  EXPECT_EQ(zero.padding(), Padding2d{});
+  EXPECT_EQ(zero.output_shape(), (Shape{2, 3, 2}));
+  expect_layer_matches_reference({2, 1, 5, 4}, 2, 3, 1, 0);
+  const char* no_mode = nullptr;
+  try {
+    Convolution(2, 3, {}, 1, "glorot_uniform", "relu", no_mode);
+    FAIL() << "expected a ValueError";
+  } catch (const ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("got a null pointer"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Convolution, SamePaddingWithAHugeStrideGivesOneOutput) {
+  // ceil(input / stride) is 1: (input + stride - 1) / stride overflowed.
+  const std::int64_t huge = std::numeric_limits<std::int64_t>::max();
+  set_seed(15);
+  Convolution conv(2, {3, 2}, {}, huge, "glorot_uniform", "relu", "same");
+  conv.connect_to(Shape{1, 5, 1});
+  EXPECT_EQ(conv.output_shape(), (Shape{2, 1, 1}));
+  EXPECT_EQ(conv.padding(), (Padding2d{0, 0, 0, 1}));
+  expect_layer_matches_reference({2, 1, 5, 1}, 2, {3, 2}, huge, "same");
+}
+
+TEST(Convolution, GeometryThatOverflowsIsAShapeErrorAndTheLayerStaysUnconnected) {
+  const std::int64_t huge = std::numeric_limits<std::int64_t>::max();
+  struct Case {
+    Size2 filter, stride;
+    ConvPadding padding;
+    const char* fragment;
+  };
+  const Case cases[] = {
+      // 4 * 1 + (2^63 - 1) rows of padded input for 5 outputs.
+      {{huge, 3}, 1, "same",
+       "'same' padding with filter_size (9223372036854775807, 3) and stride (1, 1) on an input of "
+       "(5, 5): expected a padded height"},
+      {{3, huge}, {1, 2}, "same", "filter_size (3, 9223372036854775807)"},
+      {3, 1, Padding2d{std::int64_t{1} << 62, std::int64_t{1} << 62, 0, 0},
+       "Convolution: padding (top 4611686018427387904, bottom 4611686018427387904, left 0, right "
+       "0) of an input of (5, 5) overflows the padded height"},
+      // Fits, but (2^62 - 1)^2 output positions per sample cannot be counted:
+      // refused when connecting, not by the forward's conv2d after it.
+      {3, 1, std::int64_t{1} << 61, "one sample's receptive fields (C, fh, fw, OH, OW)"},
+  };
+  for (const Case& c : cases) {
+    Convolution conv(2, c.filter, {}, c.stride, "glorot_uniform", "relu", c.padding);
+    try {
+      conv.forward(Tensor::randn({1, 1, 5, 5}, 16));
+      ADD_FAILURE() << "expected a ShapeError mentioning " << c.fragment;
+    } catch (const ShapeError& e) {
+      EXPECT_NE(std::string(e.what()).find(c.fragment), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(conv.connected());
+    EXPECT_EQ(conv.W(), nullptr);
+    EXPECT_EQ(conv.output_shape(), Shape{});
+  }
+  // Filters whose element count overflows although the geometry fits (one
+  // row of input, "same" pads it to the filter's height).
+  Convolution tall(2, {huge, 2}, {}, 1, "glorot_uniform", "relu", "same");
+  EXPECT_THROW(tall.forward(Tensor::randn({1, 3, 1, 4}, 17)), ShapeError);
+  EXPECT_FALSE(tall.connected());
+}
 
 TEST(PoolingLayers, BackwardMatchesFiniteDifferences) {
   const Tensor x = Tensor::randn({2, 3, 7, 6}, 5);

@@ -9,6 +9,7 @@
 
 #include "autodiff/gradcheck_gtest.hpp"
 #include "npdl.hpp"
+#include "tests/conv_reference.hpp"
 
 namespace npdl {
 namespace {
@@ -20,29 +21,8 @@ Tensor rnd(Shape s, std::uint64_t seed, DType dtype = DType::Float64) {
   return Tensor::randn(std::move(s), seed, dtype);
 }
 
-// The definition, loop by loop: y[n,f,oh,ow] = sum w[f,c,i,j] * xpad[...].
-Tensor reference_conv2d(const Tensor& x, const Tensor& w, Size2 s, const Padding2d& p) {
-  const auto N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
-  const auto F = w.dim(0), KH = w.dim(2), KW = w.dim(3);
-  const auto OH = (H + p.top + p.bottom - KH) / s.h + 1;
-  const auto OW = (W + p.left + p.right - KW) / s.w + 1;
-  std::vector<double> out;
-  for (std::int64_t n = 0; n < N; ++n)
-    for (std::int64_t f = 0; f < F; ++f)
-      for (std::int64_t oh = 0; oh < OH; ++oh)
-        for (std::int64_t ow = 0; ow < OW; ++ow) {
-          double acc = 0;
-          for (std::int64_t c = 0; c < C; ++c)
-            for (std::int64_t i = 0; i < KH; ++i)
-              for (std::int64_t j = 0; j < KW; ++j) {
-                const auto ih = oh * s.h - p.top + i, iw = ow * s.w - p.left + j;
-                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
-                acc += w.at({f, c, i, j}) * x.at({n, c, ih, iw});
-              }
-          out.push_back(acc);
-        }
-  return Tensor::from_vector({N, F, OH, OW}, out, DType::Float64);
-}
+using testing::reference_conv2d;
+using testing::reference_conv2d_backward;
 
 struct ConvCase {
   const char* name;
@@ -62,6 +42,17 @@ const ConvCase kConvCases[] = {
     {"filter_is_input", {3, 2, 4, 3}, {5, 2, 4, 3}, 1, {}},
     {"one_channel", {2, 1, 6, 6}, {2, 1, 3, 3}, 1, {1, 1, 1, 1}},
     {"batch_one", {1, 3, 5, 5}, {2, 3, 3, 3}, 2, {1, 1, 1, 1}},
+    // Filters wider (taller) than the input and its far padding: the first
+    // filter columns (rows) see only padding at every output position.
+    {"filter_columns_only_in_padding", {2, 2, 7, 1}, {3, 2, 5, 5}, 1, {2, 2, 2, 2}},
+    {"filter_rows_only_in_padding", {2, 2, 1, 7}, {3, 2, 5, 5}, 1, {2, 2, 2, 2}},
+    {"left_padding_only", {1, 1, 1, 2}, {1, 1, 1, 4}, 1, {0, 0, 3, 0}},
+    {"strided_filter_columns_only_in_padding", {1, 2, 3, 1}, {2, 2, 2, 6}, {1, 2}, {0, 1, 5, 0}},
+    {"right_padding_only", {1, 2, 2, 1}, {2, 2, 1, 4}, 1, {0, 0, 0, 3}},
+    {"one_pixel_map_filter_larger", {2, 2, 1, 1}, {2, 2, 3, 4}, 1, {1, 1, 2, 1}},
+    {"one_pixel_map_stride_beyond", {1, 1, 1, 1}, {2, 1, 2, 3}, {3, 5}, {4, 2, 6, 5}},
+    {"stride_larger_than_filter", {2, 1, 5, 7}, {2, 1, 2, 3}, {4, 5}, {3, 1, 4, 2}},
+    {"padding_beyond_filter_non_square", {1, 3, 2, 3}, {2, 3, 3, 2}, {2, 1}, {5, 4, 0, 3}},
 };
 
 class Conv2dCases : public ::testing::TestWithParam<ConvCase> {};
@@ -77,6 +68,22 @@ TEST_P(Conv2dCases, ValuesMatchNestedLoopsInBothDTypes) {
   EXPECT_EQ(y32.dtype(), DType::Float32);
   const auto cmp = compare_tensors("y32", y32, expected, 1e-5, 1e-5);
   EXPECT_TRUE(cmp.ok) << cmp.describe();
+}
+
+TEST_P(Conv2dCases, GradsMatchNestedLoopsInBothDTypes) {
+  const ConvCase& c = GetParam();
+  const Tensor x = rnd(c.x, 20), w = rnd(c.w, 21);
+  const Tensor g = rnd(reference_conv2d(x, w, c.stride, c.padding).shape(), 22);
+  const math::Conv2dGrads expected = reference_conv2d_backward(g, x, w, c.stride, c.padding);
+  for (DType dtype : {DType::Float64, DType::Float32}) {
+    const double tol = dtype == DType::Float64 ? 1e-12 : 1e-5;
+    const math::Conv2dGrads got = math::conv2d_backward(g.astype(dtype), x.astype(dtype),
+                                                        w.astype(dtype), c.stride, c.padding);
+    const auto gx = compare_tensors("gx", got.gx, expected.gx, tol, tol);
+    const auto gw = compare_tensors("gw", got.gw, expected.gw, tol, tol);
+    EXPECT_TRUE(gx.ok) << to_string(dtype) << " " << gx.describe();
+    EXPECT_TRUE(gw.ok) << to_string(dtype) << " " << gw.describe();
+  }
 }
 
 TEST_P(Conv2dCases, VjpMatchesFiniteDifferences) {
@@ -261,6 +268,80 @@ TEST(Conv2d, BadInputIsATypedErrorAndRecordsNothing) {
                         {1, 0, 1, 0})
                 .shape(),
             (Shape{1, 1, 1, 1}));
+}
+
+constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
+constexpr std::int64_t kHalfMax = std::int64_t{1} << 62;
+
+TEST(Conv2d, PaddingWhoseSumOverflowsIsAShapeErrorNamingIt) {
+  // 2 + 2^62 + 2^62 is one past 2^63 - 1 (it wrapped to -2^63 + 2).
+  const Padding2d tall{kHalfMax, kHalfMax, 0, 0}, wide{0, 0, 1, kMax};
+  auto conv = [](Shape xs, Shape ws, Size2 stride, Padding2d pad) {
+    return
+        [=](Graph& g) { ops::conv2d(g.variable(rnd(xs, 1)), g.variable(rnd(ws, 2)), stride, pad); };
+  };
+  expect_rejected<ShapeError>(conv({1, 1, 2, 3}, {1, 1, 1, 1}, 1, tall),
+                              "padding (top 4611686018427387904, bottom 4611686018427387904, "
+                              "left 0, right 0) of an input of (2, 3) overflows the padded height");
+  expect_rejected<ShapeError>(conv({1, 1, 2, 3}, {1, 1, 1, 1}, 1, wide), "the padded width");
+  expect_rejected<ShapeError>(conv({1, 1, 2, 3}, {1, 1, 1, 1}, kMax, wide),
+                              "expected input + padding <= 9223372036854775807");
+  expect_rejected<ShapeError>(
+      [&](Graph& g) {
+        ops::conv2d_input_grad(g.variable(rnd({1, 1, 1, 1}, 1)), g.variable(rnd({1, 1, 1, 1}, 2)),
+                               {1, 1, 2, 3}, 1, tall);
+      },
+      "conv2d_input_grad: padding (top 4611686018427387904");
+  expect_rejected<ShapeError>(
+      [&](Graph& g) {
+        ops::conv2d_weight_grad(g.variable(rnd({1, 1, 2, 3}, 1)), g.variable(rnd({1, 1, 1, 1}, 2)),
+                                {1, 1, 1, 1}, 1, wide);
+      },
+      "conv2d_weight_grad: padding (top 0, bottom 0, left 1, right 9223372036854775807)");
+}
+
+TEST(Conv2d, ShapesGivenAsArgumentsAreCheckedLikeATensors) {
+  // The gradient primitives take x's or w's shape as a value: a negative size
+  // or an element count beyond 2^63 - 1 is refused before any arithmetic.
+  auto input_grad = [](Shape x_shape, Padding2d pad) {
+    return [=](Graph& g) {
+      ops::conv2d_input_grad(g.variable(rnd({1, 1, 1, 1}, 1)), g.variable(rnd({1, 1, 1, 1}, 2)),
+                             x_shape, 1, pad);
+    };
+  };
+  expect_rejected<ShapeError>(input_grad({1, 1, -3, 1}, {4, 0, 0, 0}), "(1, 1, -3, 1)");
+  auto weight_grad = [](Shape w_shape, Size2 stride, Padding2d pad) {
+    return [=](Graph& g) {
+      ops::conv2d_weight_grad(g.variable(rnd({1, 1, 1, 1}, 1)), g.variable(rnd({1, 1, 1, 1}, 2)),
+                              w_shape, stride, pad);
+    };
+  };
+  // Filters of 2^40 x 2^40 fit an input padded by 2^41 per side: the
+  // geometry is valid, the filters' element count is not.
+  const std::int64_t big = std::int64_t{1} << 40;
+  expect_rejected<ShapeError>(
+      weight_grad({1, 1, big, big}, kHalfMax, {2 * big, 2 * big, 2 * big, 2 * big}),
+      "(1, 1, 1099511627776, 1099511627776)");
+}
+
+TEST(Conv2d, HugeStridesAndPaddingThatFitAreComputed) {
+  // One output column with a stride of 2^63 - 1: it reads input column
+  // -2^61, which is padding. A window start rounded up with
+  // (first + stride - 1) / stride overflowed here.
+  for (DType dtype : {DType::Float64, DType::Float32}) {
+    const Tensor x = rnd({1, 1, 1, 1}, 1, dtype), w = rnd({1, 1, 1, 1}, 2, dtype);
+    const Size2 stride{1, kMax};
+    const Padding2d pad{0, 0, std::int64_t{1} << 61, std::int64_t{1} << 61};
+    const Tensor y = math::conv2d(x, w, stride, pad);
+    EXPECT_EQ(y.shape(), (Shape{1, 1, 1, 1}));
+    EXPECT_EQ(y.to_vector(), (std::vector<double>{0.0}));
+    const math::Conv2dGrads g = math::conv2d_backward(rnd({1, 1, 1, 1}, 3, dtype), x, w, stride, pad);
+    EXPECT_EQ(g.gx.to_vector(), (std::vector<double>{0.0}));
+    EXPECT_EQ(g.gw.to_vector(), (std::vector<double>{0.0}));
+    // Two rows 2^62 apart, both in the padding.
+    const Tensor y2 = math::conv2d(x, w, {kHalfMax, 1}, {std::int64_t{1} << 61, std::int64_t{1} << 61, 0, 0});
+    EXPECT_EQ(y2.to_vector(), (std::vector<double>{0.0, 0.0}));
+  }
 }
 
 TEST(Conv2d, BadInputToTheGradientPrimitivesIsATypedError) {
@@ -478,6 +559,28 @@ TEST(MaxPool2d, ANaNWinsAndTheFirstNaNStays) {
     const Tensor y = math::max_pool2d(x, 2, 2);
     EXPECT_TRUE(std::isnan(y.at(0)) && std::isnan(y.at(1))) << to_string(dtype);
     EXPECT_EQ(y.at(2), -1.0) << to_string(dtype);
+  }
+}
+
+TEST(MaxPool2d, TwoNaNsInAWindowSendTheGradientToTheFirst) {
+  // NumPy's argmax rule, at every stride the kernel specialises (1, 2 and
+  // any other): one row of 7 with NaNs at 2 and 3, windows of 1 x 4.
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const std::vector<double> row{1, 8, nan, nan, 9, 2, 3};
+  for (DType dtype : {DType::Float64, DType::Float32}) {
+    for (std::int64_t stride : {1, 2, 3}) {
+      Graph graph;
+      const Var x = graph.variable(Tensor::from_vector({1, 1, 1, 7}, row, DType::Float64).astype(dtype));
+      const Var y = ops::max_pool2d(x, {1, 4}, {1, stride});
+      y.backward(Tensor::ones(y.shape(), dtype));
+      // Windows start at 0, stride, ... and those holding index 2 send their
+      // gradient there; the one starting at 3 holds only the second NaN.
+      std::vector<double> expected(7, 0.0);
+      for (std::int64_t start = 0; start + 4 <= 7; start += stride) {
+        expected[static_cast<std::size_t>(start <= 2 ? 2 : start == 3 ? 3 : 4)] += 1;
+      }
+      EXPECT_EQ(x.grad().to_vector(), expected) << to_string(dtype) << " stride " << stride;
+    }
   }
 }
 

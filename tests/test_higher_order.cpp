@@ -210,6 +210,23 @@ TEST(SecondOrder, ACnnLikeCompositionMatchesFiniteDifferences) {
   EXPECT_GRADGRADCHECK(loss, {rnd({2, 2, 6, 6}, 140), rnd({3, 2, 3, 3}, 141)});
 }
 
+TEST(SecondOrder, ConvolutionWhoseFilterColumnsSeeOnlyPaddingMatchesFiniteDifferences) {
+  // A filter wider than the input and its right padding: its first columns
+  // read padding at every output position, in conv2d and in both halves of
+  // its VJP, which the second derivative runs as ops of their own.
+  using ops::Padding2d;
+  for (const Padding2d& padding : {Padding2d{0, 0, 3, 0}, Padding2d{2, 2, 2, 2}}) {
+    const Shape x_shape = padding.top == 0 ? Shape{1, 2, 1, 2} : Shape{2, 2, 3, 1};
+    const Shape w_shape = padding.top == 0 ? Shape{2, 2, 1, 4} : Shape{3, 2, 5, 5};
+    const ops::Size2 stride = padding.top == 0 ? ops::Size2{1, 2} : ops::Size2{1};
+    EXPECT_GRADGRADCHECK(
+        [&](const std::vector<Var>& v) {
+          return ops::square(ops::conv2d(v[0], v[1], stride, padding));
+        },
+        {rnd(x_shape, 152), rnd(w_shape, 153)});
+  }
+}
+
 TEST(SecondOrder, MaxPoolingHasAZeroSecondDerivativeInItsInput) {
   // Piecewise linear: the gradient of sum(max_pool2d(x) * c) in x is c routed
   // to the maxima, the same for every x near this one. Differentiated again
