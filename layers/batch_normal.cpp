@@ -148,8 +148,15 @@ std::string backward_mode_name(BackwardMode mode) {
 }
 
 Var broadcastable(const Var& p, const BatchNormLayout& L) {
-  // Only needed when the feature axis is neither first nor last.
-  return L.inner > 1 ? ops::reshape(p, L.broadcast_shape) : p;
+  // Broadcasting aligns the parameter shape with the input's trailing axes.
+  // That is the feature axis's place when it is the last axis, and the
+  // sample's shape when it is axis 0; anywhere else the parameters are put
+  // on the feature axis explicitly. The axis and the rank decide, never the
+  // sizes: axes of size 1 after the feature axis, as in (N, C, 1, 1), are
+  // still axes, and (C,) against them would broadcast to (N, C, 1, C).
+  const int last = static_cast<int>(L.broadcast_shape.size()) - 1;
+  const bool aligned = L.feature_axis == 0 || L.feature_axis == last;
+  return aligned ? p : ops::reshape(p, L.broadcast_shape);
 }
 
 Var batchnorm_composite_train(const Var& x, const Var& gamma, const Var& beta,

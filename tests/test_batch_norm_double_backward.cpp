@@ -165,6 +165,15 @@ TEST(BatchNormDoubleBackward, OneFeature) {
   expect_matches_finite_differences(make_problem({3, 1, 2, 2}, 1, 55));
 }
 
+TEST(BatchNormDoubleBackward, AxesOfSizeOne) {
+  // Size-1 axes after the feature axis make inner = 1; before it, outer = 1.
+  expect_matches_finite_differences(make_problem({4, 3, 1, 1}, 1, 56));
+  expect_matches_finite_differences(make_problem({4, 3, 1}, 1, 57));
+  expect_matches_finite_differences(make_problem({3, 2, 3, 1}, 1, 58));
+  expect_matches_finite_differences(make_problem({3, 2, 1, 3}, 2, 59));
+  expect_matches_finite_differences(make_problem({1, 2, 3, 2}, 1, 54));
+}
+
 TEST(BatchNormDoubleBackward, LargeOffset) {
   // x = 1e3 + N(0, 0.5): the sums over xhat must not cancel.
   expect_matches_finite_differences(make_problem({6, 3}, 0, 60, 1e3, 0.5));

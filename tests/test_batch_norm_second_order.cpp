@@ -17,9 +17,11 @@ struct AxisCase {
 };
 
 // Every axis case of SPEC section 2, small enough for finite differences of
-// a gradient (two first-order sweeps per element of every input).
+// a gradient (two first-order sweeps per element of every input); the last
+// three have axes of size 1 after the feature axis, or as the feature axis.
 const AxisCase kCases[] = {
-    {{5, 3}, 0}, {{5, 3}, -1}, {{3, 2, 2, 3}, 1}, {{3, 2, 2, 2}, 0}, {{3, 4, 2}, -1}, {{2, 3}, 0},
+    {{5, 3}, 0}, {{5, 3}, -1},      {{3, 2, 2, 3}, 1}, {{3, 2, 2, 2}, 0}, {{3, 4, 2}, -1},
+    {{2, 3}, 0}, {{4, 3, 1, 1}, 1}, {{4, 3, 1}, 1},    {{3, 2, 1, 2}, 2},
 };
 
 std::string case_name(const ::testing::TestParamInfo<AxisCase>& info) {

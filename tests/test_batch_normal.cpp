@@ -26,6 +26,11 @@ const AxisCase kSpecTable[] = {
     {{3, 4, 2, 3}, 1, {4}, {0, 2, 3}},
     {{3, 4, 2, 3}, 0, {4, 2, 3}, {0}},
     {{3, 5, 4}, -1, {4}, {0, 1}},
+    // Axes of size 1 are axes like any other (more in test_batch_norm_size_one.cpp).
+    {{5, 3, 1, 1}, 1, {3}, {0, 2, 3}},
+    {{5, 3, 1}, -2, {3}, {0, 2}},
+    {{3, 2, 1, 3}, 2, {1}, {0, 1, 3}},
+    {{5, 3, 1, 1}, 0, {3, 1, 1}, {0}},
 };
 
 std::string case_name(const ::testing::TestParamInfo<AxisCase>& info) {

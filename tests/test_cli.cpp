@@ -440,7 +440,9 @@ TEST_F(CliTest, GradcheckAgreesForEveryDtypeAxisAndMode) {
   const std::vector<std::vector<std::string>> layouts{{"--shape", "5,3"},
                                                       {"--shape", "4,3,2,2", "--axis", "1"},
                                                       {"--shape", "3,2,4", "--axis", "-1"},
-                                                      {"--shape", "3,2,2"}};
+                                                      {"--shape", "3,2,2"},
+                                                      {"--shape", "4,3,1,1", "--axis", "1"},
+                                                      {"--shape", "4,1,3", "--axis", "1"}};
   for (const std::string dtype : {"float32", "float64"}) {
     for (const auto& layout : layouts) {
       for (bool inference : {false, true}) {
@@ -489,7 +491,8 @@ TEST_F(CliTest, GradcheckOrderTwoComparesThreeWaysPerAxisCase) {
   for (const std::vector<std::string>& shape_axis :
        {std::vector<std::string>{"--shape", "4,3", "--axis", "0"},
         std::vector<std::string>{"--shape", "4,3,2,2", "--axis", "1"},
-        std::vector<std::string>{"--shape", "3,2,3", "--axis", "-1"}}) {
+        std::vector<std::string>{"--shape", "3,2,3", "--axis", "-1"},
+        std::vector<std::string>{"--shape", "4,3,1,1", "--axis", "1"}}) {
     for (const char* dtype : {"float64", "float32"}) {
       std::vector<std::string> args{"gradcheck", "batchnorm", "--order", "2", "--dtype", dtype};
       args.insert(args.end(), shape_axis.begin(), shape_axis.end());
