@@ -109,8 +109,9 @@ class BnCommand : public Command {
     app->add_option("--dy", o_.dy, "upstream gradient, .npy of x's shape: runs the backward");
     app->add_option("--gamma", o_.gamma, "scale, .npy of the parameter shape (default ones)");
     app->add_option("--beta", o_.beta, "shift, .npy of the parameter shape (default zeros)");
-    app->add_option("--axis", o_.axis,
-                    "feature axis; 0 (default): every position of a sample is a feature")
+    add_integer_option(*app, "--axis", o_.axis,
+                       "feature axis; 0 (default): every position of a sample is a feature",
+                       kMinAxis, kMaxAxis)
         ->capture_default_str();
     app->add_option("--epsilon", o_.epsilon, "added to the variance")->capture_default_str();
     app->add_option("--momentum", o_.momentum, "weight of the old running statistics")

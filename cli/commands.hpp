@@ -1,5 +1,6 @@
 #pragma once
-// The subcommands of `npdl`. Each declares its options on a CLI11 app and
+// The subcommands of `npdl`. Each declares its options on a CLI11 app (the
+// integer ones through add_integer_option, cli/integer_option.hpp) and
 // runs once the command line has been parsed; errors are thrown as
 // npdl::Error (the caller prints them as one line) or returned as a status.
 #include <CLI/CLI.hpp>
@@ -8,6 +9,7 @@
 
 #include "autodiff/error.hpp"
 #include "cli/cli.hpp"
+#include "cli/integer_option.hpp"
 
 namespace npdl::cli {
 

@@ -438,9 +438,11 @@ class ExplainCommand : public Command {
         "fused backward formula; compares autodiff, fused and float64 finite differences. Exit "
         "status 3 when they disagree.");
     app->add_option("--x", o_.x, ".npy input (default: a seeded random 4 x 3 batch)");
-    app->add_option("--axis", o_.axis, "feature axis")->capture_default_str();
+    add_integer_option(*app, "--axis", o_.axis, "feature axis", kMinAxis, kMaxAxis)
+        ->capture_default_str();
     app->add_option("--epsilon", o_.epsilon, "added to the variance")->capture_default_str();
-    app->add_option("--seed", o_.seed, "seed of the built-in x, gamma, beta and dy")
+    add_integer_option(*app, "--seed", o_.seed, "seed of the built-in x, gamma, beta and dy",
+                       kMinSeed, kMaxSeed)
         ->capture_default_str();
     app->add_option("--format", o_.format, "text (80 columns) or markdown")
         ->check(CLI::IsMember({"text", "markdown"}))

@@ -27,11 +27,6 @@ ProblemSpec spec_from(const GradcheckOptions& o) {
   ProblemSpec spec;
   spec.x_path = o.x;
   spec.shape = Shape(o.shape.begin(), o.shape.end());
-  for (std::int64_t d : o.shape) {
-    if (d <= 0) {
-      throw ShapeError("--shape takes positive sizes such as 4,3, got " + to_string(spec.shape));
-    }
-  }
   if (!o.dtype.empty()) spec.dtype = parse_dtype(o.dtype);
   spec.axis = o.axis;
   spec.epsilon = o.epsilon;
@@ -142,16 +137,19 @@ class GradcheckCommand : public Command {
         "differences) on a random or given input, one table per tensor. Exit status 3 on a "
         "mismatch; --buggy-std shows one.");
     app->add_option("--x", o_.x, ".npy input (default: seeded random of --shape)");
-    app->add_option("--shape", o_.shape, "shape of the random input, e.g. 8,3,4,4")
+    add_integer_option(*app, "--shape", o_.shape, "shape of the random input, e.g. 8,3,4,4",
+                       std::int64_t{1}, std::numeric_limits<std::int64_t>::max())
         ->delimiter(',')
         ->expected(2, 16)
         ->type_name("SIZES")
         ->capture_default_str();
-    app->add_option("--axis", o_.axis, "feature axis")->capture_default_str();
+    add_integer_option(*app, "--axis", o_.axis, "feature axis", kMinAxis, kMaxAxis)
+        ->capture_default_str();
     app->add_option("--dtype", o_.dtype, "float32 or float64 (default: x's; float64 if random)")
         ->check(CLI::IsMember({"float32", "float64"}));
     app->add_option("--epsilon", o_.epsilon, "added to the variance")->capture_default_str();
-    app->add_option("--seed", o_.seed, "seed of x, gamma, beta, dy and the running statistics")
+    add_integer_option(*app, "--seed", o_.seed,
+                       "seed of x, gamma, beta, dy and the running statistics", kMinSeed, kMaxSeed)
         ->capture_default_str();
     CLI::Option* inference =
         app->add_flag("--inference", o_.inference, "check the inference forward's backward");
@@ -159,9 +157,8 @@ class GradcheckCommand : public Command {
     app->add_flag("--buggy-std", o_.buggy_std,
                   "run npdl's original std-for-variance bug (training), to see the check catch it")
         ->excludes(inference);
-    app->add_option("--order", o_.order,
-                    "1: the gradient; 2: the second derivative, three ways (training)")
-        ->check(CLI::IsMember({1, 2}))
+    add_integer_option(*app, "--order", o_.order,
+                       "1: the gradient; 2: the second derivative, three ways (training)", 1, 2)
         ->excludes(inference)
         ->capture_default_str();
     return app;

@@ -79,9 +79,11 @@ class GraphCommand : public Command {
     app->add_option("--out", o_.out, "required: DOT file to write");
     app->add_option("--svg", o_.svg, "SVG file to render with Graphviz's dot");
     app->add_option("--x", o_.x, ".npy input (default: a seeded random 4 x 3 batch)");
-    app->add_option("--axis", o_.axis, "feature axis")->capture_default_str();
+    add_integer_option(*app, "--axis", o_.axis, "feature axis", kMinAxis, kMaxAxis)
+        ->capture_default_str();
     app->add_option("--epsilon", o_.epsilon, "added to the variance")->capture_default_str();
-    app->add_option("--seed", o_.seed, "seed of the built-in x, gamma, beta and dy")
+    add_integer_option(*app, "--seed", o_.seed, "seed of the built-in x, gamma, beta and dy",
+                       kMinSeed, kMaxSeed)
         ->capture_default_str();
     return app;
   }

@@ -36,7 +36,8 @@ namespace fs = std::filesystem;
 constexpr std::string_view kMagic{"\x93NUMPY", 6};
 constexpr std::size_t kPreambleBytes = 8;   // magic + version bytes
 constexpr std::size_t kDataAlignment = 64;  // NumPy aligns the data to 64 bytes
-constexpr std::size_t kMaxVersion1Header = 65535;
+// The ranks npdl's files hold, read and written alike (npy.hpp).
+constexpr std::size_t kMaxRank = 6;
 
 std::string quoted(const std::string& path) { return "'" + path + "'"; }
 
@@ -308,17 +309,27 @@ void read_exactly(std::ifstream& in, char* buffer, std::size_t bytes, const std:
   }
 }
 
-// Bytes the data needs, or nothing when the count overflows.
+// Bytes the data needs, or nothing for a shape no tensor can have: Tensor
+// refuses non-zero sizes whose product, or whose bytes, pass int64 (a 0
+// elsewhere in the shape does not save it), and the file is to blame.
 std::optional<std::uint64_t> data_bytes(const Shape& shape, std::size_t itemsize) {
-  std::uint64_t bytes = itemsize;
+  std::int64_t nonzero = 1;
+  bool empty = false;
   for (std::int64_t d : shape) {
-    if (d != 0 &&
-        bytes > std::numeric_limits<std::uint64_t>::max() / static_cast<std::uint64_t>(d)) {
+    if (d == 0) {
+      empty = true;
+    } else if (__builtin_mul_overflow(nonzero, d, &nonzero)) {
       return std::nullopt;
     }
-    bytes *= static_cast<std::uint64_t>(d);
   }
-  return bytes;
+  if (nonzero > std::numeric_limits<std::int64_t>::max() / std::int64_t(itemsize)) {
+    return std::nullopt;
+  }
+  return empty ? 0 : std::uint64_t(nonzero) * itemsize;
+}
+
+std::string beyond_max_rank(std::size_t rank) {
+  return "rank " + std::to_string(rank) + "; expected rank 0 to " + std::to_string(kMaxRank);
 }
 
 struct Preamble {
@@ -357,7 +368,9 @@ Preamble read_preamble(std::ifstream& in, std::uintmax_t file_bytes, const std::
   return p;
 }
 
-DType checked_dtype(const HeaderFields& fields, const std::string& path) {
+// The header's fields within what npdl reads (npy.hpp); returns the dtype.
+DType checked_fields(const HeaderFields& fields, const std::string& path) {
+  if (fields.shape.size() > kMaxRank) fail(path, "has " + beyond_max_rank(fields.shape.size()));
   const std::optional<DType> dtype = supported_dtype(fields.descr);
   if (!dtype) {
     fail(path,
@@ -382,27 +395,22 @@ std::string shape_tuple(const Shape& shape) {
 }
 
 // Everything before the data: preamble, header dict, padding and '\n'.
+// Version 1.0 always: six sizes of at most 19 digits keep the header far
+// below its 65535-byte limit (2.0 exists for headers beyond it).
 std::string encode_header(const Tensor& tensor) {
   const std::string dict = "{'descr': '" + descriptor_of(tensor.dtype()) +
                            "', 'fortran_order': False, 'shape': " + shape_tuple(tensor.shape()) +
                            ", }";
-  std::string bytes;
-  for (int major : {1, 2}) {
-    const std::size_t length_bytes = major == 1 ? 2 : 4;
-    const std::size_t unpadded = kPreambleBytes + length_bytes + dict.size() + 1;  // + '\n'
-    const std::size_t padding = (kDataAlignment - unpadded % kDataAlignment) % kDataAlignment;
-    const std::size_t header_bytes = dict.size() + padding + 1;
-    if (major == 1 && header_bytes > kMaxVersion1Header) continue;
-    bytes.assign(kMagic);
-    bytes += static_cast<char>(major);
-    bytes += '\0';
-    for (std::size_t i = 0; i < length_bytes; ++i) {
-      bytes += static_cast<char>((header_bytes >> (8 * i)) & 0xff);
-    }
-    bytes += dict + std::string(padding, ' ') + '\n';
-    break;
-  }
-  return bytes;
+  constexpr std::size_t kLengthBytes = 2;
+  const std::size_t unpadded = kPreambleBytes + kLengthBytes + dict.size() + 1;  // + '\n'
+  const std::size_t padding = (kDataAlignment - unpadded % kDataAlignment) % kDataAlignment;
+  const std::size_t header_bytes = dict.size() + padding + 1;
+  std::string bytes(kMagic);
+  bytes += '\x01';
+  bytes += '\0';
+  bytes += static_cast<char>(header_bytes & 0xff);
+  bytes += static_cast<char>(header_bytes >> 8);
+  return bytes + dict + std::string(padding, ' ') + '\n';
 }
 
 std::string errno_text() { return std::strerror(errno); }
@@ -452,16 +460,20 @@ Tensor load_npy(const std::string& path) {
   std::string header(preamble.header_bytes, '\0');
   read_exactly(in, header.data(), header.size(), path, "header");
   const HeaderFields fields = HeaderParser(header, path).parse();
-  const DType dtype = checked_dtype(fields, path);
+  const DType dtype = checked_fields(fields, path);
 
   // Checked against the file's size before allocating, so that a corrupt
   // shape cannot ask for terabytes.
   const std::optional<std::uint64_t> needed = data_bytes(fields.shape, element_size(dtype));
+  if (!needed) {
+    fail(path, "has the shape " + to_string(fields.shape) + ", which no " + to_string(dtype) +
+                   " tensor can have: its non-zero sizes, or its bytes, multiply past 2^63");
+  }
   const std::uint64_t available = file_bytes - preamble.data_offset;
-  if (!needed || *needed > available) {
+  if (*needed > available) {
     fail(path, "is truncated: shape " + to_string(fields.shape) + " " + to_string(dtype) +
-                   " needs " + (needed ? std::to_string(*needed) : std::string("too many")) +
-                   " bytes of data, the file has " + std::to_string(available));
+                   " needs " + std::to_string(*needed) + " bytes of data, the file has " +
+                   std::to_string(available));
   }
   Tensor tensor(fields.shape, dtype);
   if (*needed > 0) {
@@ -483,6 +495,11 @@ FileBatch::~FileBatch() {
 std::string FileBatch::add(const std::string& path, const Tensor& tensor) {
   if (!tensor.defined()) {
     throw IOError("cannot write " + quoted(path) + ": expected a tensor, got an undefined one");
+  }
+  // A file of another rank would be refused when read back.
+  if (static_cast<std::size_t>(tensor.rank()) > kMaxRank) {
+    throw IOError("cannot write " + quoted(path) + ": the tensor has " +
+                  beyond_max_rank(static_cast<std::size_t>(tensor.rank())));
   }
   return write_temp(path, encode_header(tensor), tensor.raw_data(), tensor.nbytes());
 }

@@ -2,10 +2,11 @@
 // NumPy's .npy files: the way arrays travel between npdl and Python.
 //
 // Supported: format versions 1.0, 2.0 and 3.0; little-endian float32 ('<f4')
-// and float64 ('<f8'); C (row-major) order; any rank, 0 included. Anything
-// else (another dtype, Fortran order, a bad magic string or header, fewer
-// data bytes than the shape needs, a missing file) throws IOError with a
-// one-line message naming the file, what was expected and what was found.
+// and float64 ('<f8'); C (row-major) order; rank 0 to 6. Anything else
+// (another dtype, Fortran order, a higher rank, a shape no tensor can have,
+// a bad magic string or header, fewer data bytes than the shape needs, a
+// missing file) throws IOError with a one-line message naming the file,
+// what was expected and what was found.
 //
 // Writes are all-or-nothing: data goes to a temporary file beside the target,
 // renamed over it only once everything is on disk (FileBatch does this for
@@ -20,8 +21,9 @@ namespace npdl::io {
 /// Reads a .npy file; the data goes straight into the tensor's storage.
 Tensor load_npy(const std::string& path);
 
-/// Writes a .npy file (version 1.0, or 2.0 when the header needs more than
-/// 65535 bytes), padded so that the data starts at a multiple of 64 bytes.
+/// Writes a .npy file (version 1.0), padded so that the data starts at a
+/// multiple of 64 bytes. A tensor of rank above 6 is an IOError: no file
+/// is written that load_npy would refuse.
 void save_npy(const std::string& path, const Tensor& tensor);
 
 /// Files written together, all or nothing: each `add` writes its content to
@@ -36,7 +38,7 @@ class FileBatch {
   ~FileBatch();
 
   /// Writes `tensor` as .npy to a temporary file beside `path`; throws
-  /// IOError. Returns the temporary file's path.
+  /// IOError (a rank above 6 included). Returns the temporary file's path.
   std::string add(const std::string& path, const Tensor& tensor);
   /// Writes `text` (a DOT file, ...) the same way.
   std::string add_text(const std::string& path, const std::string& text);

@@ -31,6 +31,11 @@ std::vector<layers::Layer*> raw(const std::vector<std::shared_ptr<layers::Layer>
   return out;
 }
 
+// npdl holds out the last validation_split of the samples.
+std::int64_t training_samples(std::int64_t samples, double validation_split) {
+  return samples - static_cast<std::int64_t>(double(samples) * validation_split);
+}
+
 void check_has_samples(const Tensor& X, const char* what) {
   if (X.rank() == 0) {
     throw ShapeError(std::string("Model.") + what +
@@ -334,48 +339,62 @@ Evaluation Model::evaluate(const Tensor& X, const Tensor& Y, std::int64_t batch_
   return {loss_sum / n, right / n};
 }
 
-std::vector<EpochStats> Model::fit(const Tensor& X, const Tensor& Y, const FitOptions& o) {
+std::int64_t Model::check_fit(const Tensor& X, const Tensor& Y, const FitOptions& o) const {
   check_compiled("fit");
   check_batch(X, Y, "fit");
-  if (o.batch_size < 1)
-    throw ValueError("Model.fit: batch_size must be >= 1, got " + std::to_string(o.batch_size));
-  if (o.epochs < 0)
-    throw ValueError("Model.fit: epochs must be >= 0, got " + std::to_string(o.epochs));
+  if (o.epochs < 1) {
+    throw ValueError("Model.fit: epochs (passes over the training data): expected 1 or more, got " +
+                     std::to_string(o.epochs));
+  }
   if (!(o.validation_split >= 0.0 && o.validation_split < 1.0)) {
     throw ValueError("Model.fit: validation_split must lie in [0, 1), got " +
                      std::to_string(o.validation_split));
   }
-  // npdl holds out the last validation_split of the samples.
-  const std::int64_t n_all = X.dim(0);
-  const auto held_out = static_cast<std::int64_t>(double(n_all) * o.validation_split);
-  const std::int64_t n = n_all - held_out;
   check_has_samples(X, "fit");
+  const std::int64_t n = training_samples(X.dim(0), o.validation_split);
   if (n < 1) {
     throw ValueError("Model.fit: validation_split = " + std::to_string(o.validation_split) +
-                     " holds out all " + std::to_string(n_all) +
+                     " holds out all " + std::to_string(X.dim(0)) +
                      " samples; expected at least one left for training");
   }
-  Tensor train_x = held_out > 0 ? slice_rows(X, 0, n) : X;
-  Tensor train_y = held_out > 0 ? slice_rows(Y, 0, n) : Y;
+  // Not shrunk to fit: a smaller batch would take other steps than the
+  // ones asked for.
+  if (o.batch_size < 1 || o.batch_size > n) {
+    throw ValueError("Model.fit: batch_size " + std::to_string(o.batch_size) +
+                     " does not fit the " + std::to_string(n) +
+                     " training samples; expected 1 to " + std::to_string(n));
+  }
+  const int ranks = distributed() ? comm_->size() : 1;
+  if (o.batch_size < ranks) {
+    throw ValueError("Model.fit: a global batch of " + std::to_string(o.batch_size) +
+                     " samples cannot give each of " + std::to_string(ranks) +
+                     " ranks one; expected batch_size >= the number of ranks");
+  }
+  if (n == X.dim(0) && o.validation_data) {
+    check_batch(o.validation_data->first, o.validation_data->second, "fit (validation_data)");
+  }
+  return n;
+}
+
+std::vector<EpochStats> Model::fit(const Tensor& X, const Tensor& Y, const FitOptions& o) {
+  const std::int64_t n = check_fit(X, Y, o);
+  const std::int64_t n_all = X.dim(0);
+  const bool holds_out = n < n_all;
+  Tensor train_x = holds_out ? slice_rows(X, 0, n) : X;
+  Tensor train_y = holds_out ? slice_rows(Y, 0, n) : Y;
   std::optional<std::pair<Tensor, Tensor>> valid;
-  if (held_out > 0) {
+  if (holds_out) {
     valid.emplace(slice_rows(X, n, n_all), slice_rows(Y, n, n_all));
   } else if (o.validation_data) {
-    check_batch(o.validation_data->first, o.validation_data->second, "fit (validation_data)");
     valid = o.validation_data;
   }
 
-  const std::int64_t batch = std::min(o.batch_size, n);
+  const std::int64_t batch = o.batch_size;
   const std::int64_t batches = n / batch;
   // Data-parallel (Note [Data-parallel training]): each rank trains on its
   // shard of every global batch; progress and validation on rank 0.
   const int ranks = distributed() ? comm_->size() : 1;
   const int rank = distributed() ? comm_->rank() : 0;
-  if (batch < ranks) {
-    throw ValueError("Model.fit: a global batch of " + std::to_string(batch) +
-                     " samples cannot give each of " + std::to_string(ranks) +
-                     " ranks one; expected batch_size >= the number of ranks");
-  }
   const dist::Shard shard = dist::shard_of(batch, rank, ranks);
   std::ostream* log = rank == 0 ? o.log : nullptr;
   std::vector<std::int64_t> order(static_cast<std::size_t>(n));

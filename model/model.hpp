@@ -33,7 +33,9 @@ namespace npdl::model {
 class GradientBuckets;
 
 struct FitOptions {
-  int epochs = 100;  // npdl's max_iter: passes over the training data
+  int epochs = 100;  // npdl's max_iter: passes over the training data, >= 1
+  /// From 1 to the training samples (with a communicator, the global batch:
+  /// at least one sample per rank).
   std::int64_t batch_size = 64;
   bool shuffle = true;  // a fresh permutation per epoch, from npdl::generator()
   /// The last fraction of X, Y held out for validation (npdl's), in [0, 1).
@@ -90,7 +92,10 @@ class Model {
 
   /// npdl's fit. X is (N, ...), Y is (N, ...) (one-hot rows for
   /// classification). Batches are whole: the last N % batch_size samples of
-  /// each (shuffled) epoch wait for the next one, as in npdl.
+  /// each (shuffled) epoch wait for the next one, as in npdl. Every input is
+  /// checked before anything moves (parameters, statistics, optimiser, the
+  /// random stream): ShapeError for X, Y that do not fit, ValueError for
+  /// options out of range (FitOptions).
   std::vector<EpochStats> fit(const Tensor& X, const Tensor& Y, const FitOptions& options = {});
   /// One optimiser step on one batch. Throws ValueError, leaving parameters
   /// and running statistics as they were, when the loss or a gradient is
@@ -190,6 +195,9 @@ class Model {
   Tensor outputs_of(const Forward& f) const;
   void check_compiled(const char* what) const;
   void check_batch(const Tensor& x, const Tensor& y, const char* what) const;
+  /// Every check of fit's inputs, before anything moves; returns the number
+  /// of training samples (those before the validation split).
+  std::int64_t check_fit(const Tensor& X, const Tensor& Y, const FitOptions& o) const;
   bool fuses_final_activation() const;
 
   std::vector<std::shared_ptr<layers::Layer>> layers_;

@@ -529,14 +529,71 @@ TEST_F(CliTest, GradcheckBadInput) {
   EXPECT_EQ(r.status, cli::kUsage);
   expect_one_line_error(r, "npdl gradcheck batchnorm", "--shape");
   r = run({"gradcheck", "batchnorm", "--shape", "0,3"});
-  EXPECT_EQ(r.status, cli::kFailed);
-  expect_one_line_error(r, "npdl gradcheck batchnorm", "positive sizes");
+  EXPECT_EQ(r.status, cli::kUsage);
+  expect_one_line_error(r, "npdl gradcheck batchnorm", "--shape");
   r = run({"gradcheck", "batchnorm", "--dtype", "float16"});
   EXPECT_EQ(r.status, cli::kUsage);
   expect_one_line_error(r, "npdl gradcheck batchnorm", "float16");
   r = run({"gradcheck", "batchnorm", "--shape", "4,3", "--axis", "-3"});
   EXPECT_EQ(r.status, cli::kFailed);
   expect_one_line_error(r, "npdl gradcheck batchnorm", "axis -3");
+}
+
+// Every integer option: text that is not a decimal whole number, or one
+// outside the option's range (negative for an unsigned one), is a bad
+// command line naming the option, the range and the text, never a value
+// wrapped, saturated or read in another base.
+TEST_F(CliTest, IntegerOptionsRefuseWhatTheirRangeCannotHold) {
+  const std::string u64 = "[0, 18446744073709551615]", i32 = "[-2147483648, 2147483647]",
+                    sizes = "[1, 9223372036854775807]";
+  struct Case {
+    std::vector<std::string> command;
+    std::string option, value, range, refused;  // refused: the element named
+  };
+  const std::vector<Case> cases{
+      {{"gradcheck", "batchnorm"}, "--seed", "18446744073709551616", u64, ""},
+      {{"gradcheck", "batchnorm"}, "--seed", "1e23", u64, ""},
+      {{"gradcheck", "batchnorm"}, "--seed", "-1", u64, ""},
+      {{"gradcheck", "batchnorm"}, "--seed", "0x10", u64, ""},
+      {{"explain", "batchnorm"}, "--seed", "2.5", u64, ""},
+      {{"graph", "batchnorm"}, "--seed", "99999999999999999999", u64, ""},
+      {{"bn"}, "--axis", "2147483648", i32, ""},
+      {{"bn"}, "--axis", "1.0", i32, ""},
+      {{"explain", "batchnorm"}, "--axis", "-2147483649", i32, ""},
+      {{"graph", "batchnorm"}, "--axis", "one", i32, ""},
+      {{"gradcheck", "batchnorm"}, "--axis", "1e1", i32, ""},
+      {{"gradcheck", "batchnorm"}, "--shape", "4,-3", sizes, "-3"},
+      {{"gradcheck", "batchnorm"}, "--shape", "4,0", sizes, "0"},
+      {{"gradcheck", "batchnorm"},
+       "--shape",
+       "99999999999999999999,3",
+       sizes,
+       "99999999999999999999"},
+      {{"gradcheck", "batchnorm"}, "--order", "3", "[1, 2]", ""},
+      {{"gradcheck", "batchnorm"}, "--order", "0x1", "[1, 2]", ""},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> args = c.command;
+    args.insert(args.end(), {c.option, c.value});
+    SCOPED_TRACE(::testing::PrintToString(args));
+    const CliResult r = run(args);
+    EXPECT_EQ(r.status, cli::kUsage);
+    std::string command = "npdl";
+    for (const std::string& word : c.command) command += " " + word;
+    const std::string text = c.refused.empty() ? c.value : c.refused;
+    expect_one_line_error(
+        r, command, c.option + ": expected a whole number in " + c.range + ", got '" + text + "'");
+  }
+}
+
+TEST_F(CliTest, IntegerOptionsTakeTheirWholeRangeInDecimal) {
+  const CliResult largest = run({"gradcheck", "batchnorm", "--seed", "18446744073709551615"});
+  EXPECT_EQ(largest.status, 0) << largest.err;
+  // A leading zero is decimal, not octal: 010 is the seed 10.
+  const CliResult ten = run({"explain", "batchnorm", "--seed", "10"});
+  ASSERT_EQ(ten.status, 0) << ten.err;
+  EXPECT_TRUE(run({"explain", "batchnorm", "--seed", "010"}).out == ten.out) << "010 is not 10";
+  EXPECT_TRUE(run({"explain", "batchnorm", "--seed", "8"}).out != ten.out) << "8 is 10";
 }
 
 // Issue 12, item 1: on float32 features far from zero next to their spread,

@@ -389,6 +389,43 @@ TEST(Model, BadInputsAreTypedErrors) {
   EXPECT_THROW(empty.compile("scce", "sgd"), GraphError);
 }
 
+// A batch larger than the training samples (after the validation split)
+// was shrunk to them without a word, and zero epochs trained nothing; both
+// are ValueErrors raised before anything moves: parameters, running
+// statistics, steps and the random stream are as they were.
+TEST(Model, FitRefusesABatchLargerThanItsSamplesAndZeroEpochs) {
+  set_seed(4);
+  const Data d = random_batch(10, 4, 3, 5);
+  Model m;
+  build_batchnorm(m);
+  m.compile("scce", "sgd");
+  m.train_on_batch(d.x, d.y);  // sized, with running statistics
+  const std::vector<Tensor> before = snapshot(m);
+  FitOptions half = quiet(1, 8);
+  half.validation_split = 0.5;
+  const std::vector<std::pair<FitOptions, std::vector<std::string>>> cases{
+      {quiet(1, 11), {"batch_size 11", "10 training samples", "expected 1 to 10"}},
+      {half, {"batch_size 8", "5 training samples", "expected 1 to 5"}},
+      {quiet(0, 5), {"epochs", "expected 1 or more, got 0"}},
+      {quiet(-2, 5), {"epochs", "expected 1 or more, got -2"}},
+  };
+  for (const auto& [options, needles] : cases) {
+    SCOPED_TRACE(needles.front());
+    const std::mt19937_64 stream = generator();
+    try {
+      m.fit(d.x, d.y, options);
+      ADD_FAILURE() << "expected a ValueError";
+    } catch (const ValueError& e) {
+      for (const std::string& needle : needles) {
+        EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+      }
+    }
+    EXPECT_TRUE(generator() == stream) << "the random stream moved";
+    expect_same_state(snapshot(m), before);
+    EXPECT_EQ(m.steps(), 1);
+  }
+}
+
 TEST(Model, ValidationSplitHoldsOutTheLastSamples) {
   set_seed(8);
   const Data d = random_batch(40, 4, 3, 9);
