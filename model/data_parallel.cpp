@@ -1,6 +1,10 @@
 // Model's data-parallel step (Note [Data-parallel training] in model.hpp).
+#include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstring>
+#include <exception>
+#include <functional>
 
 #include "autodiff/tensor_math.hpp"
 #include "layers/batch_normal.hpp"
@@ -8,6 +12,65 @@
 #include "model/model.hpp"
 
 namespace npdl::model {
+namespace {
+
+// What fit's collectives depend on: the ranks must agree on all of it.
+std::string fit_inputs(const Tensor& X, const Tensor& Y, const FitOptions& o) {
+  char split[32];
+  *std::to_chars(split, split + sizeof split - 1, o.validation_split).ptr = '\0';
+  return "X of shape " + to_string(X.shape()) + " " + to_string(X.dtype()) + " and Y of shape " +
+         to_string(Y.shape()) + " " + to_string(Y.dtype()) + ", batch_size " +
+         std::to_string(o.batch_size) + ", epochs " + std::to_string(o.epochs) + ", shuffle " +
+         (o.shuffle ? "on" : "off") + ", validation_split " + split;
+}
+
+// "rank r of n<between><text>" for each rank `pick` selects, joined by "; "
+// (each text without its leading mark).
+std::string by_rank(const std::vector<std::string>& all, const std::string& between,
+                    const std::function<bool(std::size_t)>& pick) {
+  std::string out;
+  for (std::size_t r = 0; r < all.size(); ++r) {
+    if (!pick(r)) continue;
+    out += (out.empty() ? "rank " : "; rank ") + std::to_string(r) + " of " +
+           std::to_string(all.size()) + between + all[r].substr(1);
+  }
+  return out;
+}
+
+// What every rank says when the gathered texts differ: the ranks whose own
+// checks failed, or else rank 0 and every rank that holds something else.
+std::string disagreement_of(const std::vector<std::string>& all) {
+  const auto failed = [&](std::size_t r) { return all[r][0] == '!'; };
+  for (std::size_t r = 0; r < all.size(); ++r) {
+    if (failed(r)) return by_rank(all, ": ", failed);
+  }
+  return "every rank must pass fit the same X and Y and the same options; " +
+         by_rank(all, " has ", [&](std::size_t r) { return r == 0 || all[r] != all[0]; });
+}
+
+}  // namespace
+
+std::int64_t Model::agree_on_fit(const Tensor& X, const Tensor& Y, const FitOptions& o) {
+  // One allgather, before anything moves: each rank's own checks' error
+  // ("!...") or what it holds ("=..."). The same texts give every rank the
+  // same verdict, so no rank goes on to a collective the others skip.
+  std::string mine;
+  std::exception_ptr error;
+  std::int64_t n = 0;
+  try {
+    n = check_fit(X, Y, o);
+    mine = "=" + fit_inputs(X, Y, o);
+  } catch (const Error& e) {
+    error = std::current_exception();
+    mine = std::string("!") + e.what();
+  }
+  const std::vector<std::string> all = comm_->allgather(mine);
+  if (std::all_of(all.begin(), all.end(), [&](const std::string& s) { return s == mine; })) {
+    if (error) std::rethrow_exception(error);  // the same error everywhere: its own type
+    return n;
+  }
+  throw ShapeError("Model.fit (data-parallel): " + disagreement_of(all));
+}
 
 void Model::set_communicator(dist::CommunicatorPtr comm) {
   comm_ = std::move(comm);

@@ -377,7 +377,7 @@ std::int64_t Model::check_fit(const Tensor& X, const Tensor& Y, const FitOptions
 }
 
 std::vector<EpochStats> Model::fit(const Tensor& X, const Tensor& Y, const FitOptions& o) {
-  const std::int64_t n = check_fit(X, Y, o);
+  const std::int64_t n = distributed() ? agree_on_fit(X, Y, o) : check_fit(X, Y, o);
   const std::int64_t n_all = X.dim(0);
   const bool holds_out = n < n_all;
   Tensor train_x = holds_out ? slice_rows(X, 0, n) : X;

@@ -152,7 +152,11 @@ class Model {
   ///    (set_gradient_allreduce);
   ///  - fit(X, Y) takes the whole data on every rank (the same X, Y), splits
   ///    each global batch of options.batch_size into per-rank shards, uses
-  ///    rank 0's shuffle, and reports progress and validation on rank 0;
+  ///    rank 0's shuffle, and reports progress and validation on rank 0.
+  ///    First the ranks compare the shapes and dtypes of X and Y and the
+  ///    options (one allgather): ranks that differ would part ways in the
+  ///    collectives, so every rank throws the same ShapeError naming what
+  ///    each holds, before anything moves;
   ///  - save writes the file once, on rank 0.
   /// Use SyncBatchNormal instead of BatchNormal for statistics of the global
   /// batch; with it, N ranks reproduce one process on the global batch.
@@ -185,6 +189,10 @@ class Model {
   bool distributed() const { return comm_ && comm_->size() > 1; }
   // Data-parallel helpers (model/data_parallel.cpp).
   BatchResult train_step_distributed(const Tensor& x, const Tensor& y);
+  /// check_fit on every rank, then the ranks compare what they hold (shapes
+  /// and dtypes of X and Y, fit's options): a difference, or a check that
+  /// failed on some ranks only, is the same ShapeError on every rank.
+  std::int64_t agree_on_fit(const Tensor& X, const Tensor& Y, const FitOptions& o);
   /// The optimiser's step, once every gradient is known to be finite
   /// (ValueError naming `step` and the parameter otherwise).
   void update_if_finite(const std::vector<ParameterPtr>& ps, const std::string& step);

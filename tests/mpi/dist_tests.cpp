@@ -1,7 +1,9 @@
 // Equivalence under MPI (run by CTest through mpirun with 2 and 3 ranks):
 // the all-reduce op and its VJP, SyncBatchNormal on shards against
 // BatchNormal on the whole batch for every axis case of SPEC section 2,
-// and data-parallel training against one process on the global batch.
+// and data-parallel training against one process on the global batch;
+// and (FitAgreement, run alone on 2 ranks) ranks that pass fit different
+// data failing together.
 //
 // Every rank builds the whole batch from the same seeds, trains or runs its
 // shard, and compares with the single-process reference it computes itself,
@@ -518,6 +520,151 @@ TEST(DataParallel, SaveWritesOnceFromRankZeroAndEveryRankCanLoadIt) {
   }
   comm()->barrier();  // everyone has read it before rank 0 removes it
   if (comm()->rank() == 0) std::remove(path.c_str());
+}
+
+// ---------------------------------------------------------------- fit's agreement
+
+// Note [Data-parallel training]: every rank passes fit the same X, Y and
+// options. Ranks that did not once parted ways: with more samples on one
+// rank it trained a step more while the others waited for ever, or rank 0's
+// larger shuffle ended in MPI_ERR_TRUNCATE. Now every rank throws the same
+// ShapeError before any step, naming what each rank has, and the model is
+// as it was. CTest runs these alone with a short timeout
+// (mpi_fit_agreement_2_ranks), so that a hang shows as a failure.
+
+std::string rank_of(int r) {
+  return "rank " + std::to_string(r) + " of " + std::to_string(comm()->size());
+}
+
+// `rows` samples of `features` features, 3 classes; the global batch is
+// 4 samples per rank.
+TrainingData data_of(std::int64_t rows, std::int64_t features = 5, DType dtype = DType::Float64) {
+  std::vector<int> labels;
+  for (std::int64_t i = 0; i < rows; ++i) labels.push_back(int(i % 3));
+  model::FitOptions o;
+  o.epochs = 1;
+  o.batch_size = 4 * comm()->size();
+  o.log = nullptr;
+  return {Tensor::randn({rows, features}, 50, dtype), model::one_hot(labels, 3, dtype), o};
+}
+
+// A model with state to lose: one data-parallel step taken (rank 0's
+// weights broadcast, momentum's velocities, running statistics).
+std::unique_ptr<model::Model> after_one_step() {
+  auto m = small_network(true, DType::Float64, "momentum");
+  const TrainingData d = data_of(3);
+  m->train_on_batch(d.X, d.Y);
+  return m;
+}
+
+std::vector<double> state_of(const model::Model& m) {
+  std::vector<double> all = all_weights(m).to_vector();
+  for (const auto& l : m.layers()) {
+    if (const auto* bn = dynamic_cast<const layers::BatchNormal*>(l.get())) {
+      for (const Tensor& t : {bn->running_mean(), bn->running_var()}) {
+        if (!t.defined()) continue;  // not built yet
+        const std::vector<double> v = t.to_vector();
+        all.insert(all.end(), v.begin(), v.end());
+      }
+    }
+  }
+  all.push_back(double(m.steps()));
+  all.push_back(double(m.optimizer()->iterations()));
+  return all;
+}
+
+// fit must throw the same ShapeError on every rank, holding every needle,
+// and leave the model as it was.
+void expect_refused_on_every_rank(model::Model& m, const TrainingData& d,
+                                  const std::vector<std::string>& needles) {
+  const std::vector<double> before = state_of(m);
+  std::string message;
+  try {
+    m.fit(d.X, d.Y, d.options);
+    ADD_FAILURE() << "expected a ShapeError on " << rank_of(comm()->rank());
+  } catch (const ShapeError& e) {
+    message = e.what();
+  }
+  for (const std::string& needle : needles) {
+    EXPECT_NE(message.find(needle), std::string::npos) << "'" << needle << "' not in " << message;
+  }
+  for (const std::string& other : comm()->allgather(message)) EXPECT_EQ(other, message);
+  EXPECT_EQ(state_of(m), before);
+}
+
+TEST(FitAgreement, RankZeroWithMoreSamplesStopsEveryRank) {
+  const int n = comm()->size();
+  auto m = after_one_step();
+  const TrainingData d = data_of(comm()->rank() == 0 ? 12 * n : 8 * n);
+  expect_refused_on_every_rank(
+      *m, d,
+      {"every rank must pass fit the same X and Y",
+       rank_of(0) + " has X of shape (" + std::to_string(12 * n) + ", 5) float64",
+       rank_of(n - 1) + " has X of shape (" + std::to_string(8 * n) + ", 5) float64"});
+}
+
+TEST(FitAgreement, LastRankWithMoreSamplesStopsEveryRank) {
+  const int n = comm()->size();
+  auto m = after_one_step();
+  const TrainingData d = data_of(comm()->rank() == n - 1 ? 12 * n : 8 * n);
+  expect_refused_on_every_rank(
+      *m, d,
+      {rank_of(0) + " has X of shape (" + std::to_string(8 * n) + ", 5)",
+       rank_of(n - 1) + " has X of shape (" + std::to_string(12 * n) + ", 5)"});
+}
+
+// Unbuilt, so that no rank's first layer refuses its samples on its own:
+// only the comparison of the ranks' shapes can find the odd one.
+TEST(FitAgreement, AnotherFeatureShapeOnTheLastRankStopsEveryRank) {
+  const int n = comm()->size();
+  auto m = std::make_unique<model::Model>();
+  m->add<layers::Linear>(6);
+  m->add<layers::SyncBatchNormal>(1e-5, 0.9, 0, "zero", "one", comm());
+  m->add<layers::Dense>(3, 0, "glorot_uniform", "softmax");
+  m->compile("scce", "momentum");
+  m->set_communicator(comm());
+  const TrainingData d = data_of(8 * n, comm()->rank() == n - 1 ? 6 : 5);
+  expect_refused_on_every_rank(
+      *m, d,
+      {rank_of(0) + " has X of shape (" + std::to_string(8 * n) + ", 5)",
+       rank_of(n - 1) + " has X of shape (" + std::to_string(8 * n) + ", 6)"});
+  EXPECT_TRUE(m->params().empty()) << "built despite the error";
+}
+
+TEST(FitAgreement, AnotherDtypeOnTheLastRankStopsEveryRank) {
+  const int n = comm()->size();
+  auto m = after_one_step();
+  const TrainingData d =
+      data_of(8 * n, 5, comm()->rank() == n - 1 ? DType::Float32 : DType::Float64);
+  expect_refused_on_every_rank(
+      *m, d,
+      {rank_of(0) + " has X of shape (" + std::to_string(8 * n) + ", 5) float64 and Y of shape (" +
+           std::to_string(8 * n) + ", 3) float64",
+       rank_of(n - 1) + " has X of shape (" + std::to_string(8 * n) +
+           ", 5) float32 and Y of shape (" + std::to_string(8 * n) + ", 3) float32"});
+}
+
+TEST(FitAgreement, OtherOptionsOnTheLastRankStopEveryRank) {
+  const int n = comm()->size();
+  auto m = after_one_step();
+  TrainingData d = data_of(8 * n);
+  if (comm()->rank() == n - 1) d.options.epochs = 2;
+  expect_refused_on_every_rank(*m, d,
+                               {"batch_size " + std::to_string(4 * n) + ", epochs 1",
+                                rank_of(n - 1) + " has X", "epochs 2"});
+}
+
+// A check that fails on one rank only (its Y one sample short) fails on
+// every rank, naming the rank, instead of leaving the others in a step.
+TEST(FitAgreement, ABadBatchOnOneRankStopsEveryRank) {
+  const int n = comm()->size();
+  auto m = after_one_step();
+  TrainingData d = data_of(8 * n);
+  if (comm()->rank() == n - 1) d.Y = model::slice_rows(d.Y, 0, 8 * n - 1);
+  expect_refused_on_every_rank(
+      *m, d,
+      {rank_of(n - 1) + ": Model.fit: X and Y must hold the same number of samples",
+       std::to_string(8 * n - 1) + " samples"});
 }
 
 }  // namespace
