@@ -297,8 +297,9 @@ Size2 window_output_size(Size2 input, Size2 window, Size2 stride, const Padding2
   if (padding.top < 0 || padding.bottom < 0 || padding.left < 0 || padding.right < 0) {
     throw ValueError(name + ": padding must be >= 0, got " + padding_text(padding));
   }
-  // The sizes are >= 0 and the window and stride >= 1 by now: these sums are
-  // the only arithmetic of the geometry that can overflow.
+  // With the window and stride >= 1 and the padding >= 0, these sums are the
+  // only arithmetic of the geometry that can overflow: (padded - window) /
+  // stride + 1 cannot once padded fits.
   Size2 padded{0, 0};
   const char* overflowing = nullptr;
   if (__builtin_add_overflow(input.h, padding.top, &padded.h) ||

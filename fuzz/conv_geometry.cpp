@@ -364,8 +364,9 @@ PoolRef reference_pool(const Case& c, const Prediction& p, bool max, const Tenso
         }
       }
   r.y.terms = c.KH * c.KW;
-  r.gx.terms = r.hx.terms = c.KH * c.KW * ((c.KH + c.stride.h - 1) / c.stride.h) *
-                            ((c.KW + c.stride.w - 1) / c.stride.w);
+  // Windows overlapping one element: ceil(k / stride) along each axis.
+  r.gx.terms = r.hx.terms = c.KH * c.KW * ((c.KH - 1) / c.stride.h + 1) *
+                            ((c.KW - 1) / c.stride.w + 1);
   return r;
 }
 

@@ -144,8 +144,7 @@ void Convolution::build(const Shape& input_shape) {
   }
   const Size2 plane{input_shape[1], input_shape[2]};
   const Padding2d padding = padding_spec_.resolve(plane, filter_size_, stride_);
-  // Throws (filter larger than the padded input, filters too many to
-  // count) before any state changes.
+  // Throws (filter larger than the padded input) before any state changes.
   const Size2 out = math::window_output_size(plane, filter_size_, stride_, padding, "Convolution");
   const Shape w_shape{nb_filter_, input_shape[0], filter_size_.h, filter_size_.w};
   // The initializers multiply the filters' sizes, and conv2d counts each
