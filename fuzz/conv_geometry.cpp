@@ -260,7 +260,7 @@ Prediction predict(const Case& c) {
 /// terms: what a float computation of it may be off by, times epsilon.
 struct Ref {
   std::vector<double> value, magnitude;
-  std::int64_t terms = 1;  // at most, per element
+  double terms = 1;  // at most, per element (a double: sizes may be near 2^63)
   explicit Ref(i128 n = 0) : value(static_cast<std::size_t>(n)), magnitude(value.size()) {}
   void add(std::int64_t at, double term) { add(at, term, std::fabs(term)); }
   /// A term that is itself a sum, of terms of magnitude `size` in all.
@@ -305,9 +305,10 @@ ConvRef reference_conv(const Case& c, const Prediction& p, const Tensor& x, cons
     r.gx.add(xi, g.at(y) * w.at(wi));
     r.gw.add(wi, g.at(y) * x.at(xi));
   });
-  r.y.terms = c.C * c.KH * c.KW;
-  r.gx.terms = c.F * c.KH * c.KW;
-  r.gw.terms = c.N * p.OH * p.OW;
+  const double window = static_cast<double>(c.KH) * c.KW;
+  r.y.terms = static_cast<double>(c.C) * window;
+  r.gx.terms = static_cast<double>(c.F) * window;
+  r.gw.terms = static_cast<double>(c.N) * static_cast<double>(p.OH) * static_cast<double>(p.OW);
   return r;
 }
 
@@ -335,7 +336,7 @@ PoolRef reference_pool(const Case& c, const Prediction& p, bool max, const Tenso
                        const Tensor& g, const Tensor& u, const Tensor& a) {
   PoolRef r{Ref(product({c.N, c.C, p.OH, p.OW})), Ref(product({c.N, c.C, c.H, c.W})), {},
             Ref(product({c.N, c.C, c.H, c.W}))};
-  const double k = static_cast<double>(c.KH * c.KW);
+  const double k = static_cast<double>(c.KH) * static_cast<double>(c.KW);
   std::int64_t o = 0;
   for (std::int64_t q = 0; q < c.N * c.C; ++q)
     for (std::int64_t oh = 0; oh < p.OH; ++oh)
@@ -363,10 +364,10 @@ PoolRef reference_pool(const Case& c, const Prediction& p, bool max, const Tenso
           r.hx.add(i, 2 * u.at(o) * mean_a / k, std::fabs(2 * u.at(o)) * mean_abs_a / k);
         }
       }
-  r.y.terms = c.KH * c.KW;
+  r.y.terms = k;
   // Windows overlapping one element: ceil(k / stride) along each axis.
-  r.gx.terms = r.hx.terms = c.KH * c.KW * ((c.KH - 1) / c.stride.h + 1) *
-                            ((c.KW - 1) / c.stride.w + 1);
+  r.gx.terms = r.hx.terms = r.y.terms * static_cast<double>((c.KH - 1) / c.stride.h + 1) *
+                            static_cast<double>((c.KW - 1) / c.stride.w + 1);
   return r;
 }
 

@@ -30,7 +30,7 @@ for t in "${targets[@]}"; do
     -artifact_prefix="build-fuzz/artifacts/$t-" "build-fuzz/corpus/$t" "fuzz/corpus/$t" \
     > "build-fuzz/artifacts/$t.log" 2>&1 || status=$?
   # The whole log is in build-fuzz/artifacts/<target>.log; here the summary.
-  grep -E '^#[0-9]+ +(INITED|DONE)|^stat::(number_of_executed_units|peak_rss_mb)|ERROR|SUMMARY|graph_diff:|conv_geometry:' \
+  grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|^stat::(number_of_executed_units|peak_rss_mb)|ERROR|SUMMARY|graph_diff:|conv_geometry:' \
     "build-fuzz/artifacts/$t.log" || true
   [ "$status" -eq 0 ] || { echo "fuzz_$t found a crash: see build-fuzz/artifacts/"; exit 1; }
 done
