@@ -313,8 +313,7 @@ Size2 window_output_size(Size2 input, Size2 window, Size2 stride, const Padding2
     throw ShapeError(name + ": padding " + padding_text(padding) + " of an input of " +
                      pair_text(input) + " overflows the padded " + overflowing +
                      ": expected input + padding <= " +
-                     std::to_string(std::numeric_limits<std::int64_t>::max()) +
-                     " along each axis");
+                     std::to_string(std::numeric_limits<std::int64_t>::max()) + " along each axis");
   }
   if (window.h > padded.h || window.w > padded.w) {
     throw ShapeError(name + ": a window of " + pair_text(window) +

@@ -252,8 +252,8 @@ Var Graph::record_inputs(const OpInfo& info, const Var* const* first, std::size_
       constants[i] = in.value();
     }
   }
-  Node* node = requires_grad ? make_node(info, first, count, std::move(saved), std::move(vjp))
-                             : nullptr;
+  Node* node =
+      requires_grad ? make_node(info, first, count, std::move(saved), std::move(vjp)) : nullptr;
   for (std::size_t i = 0; i < count; ++i) {
     if (sources[i] == kConstantInput) sources[i] = add_leaf(kConstant, constants[i], "", false);
   }

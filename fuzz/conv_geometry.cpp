@@ -66,8 +66,8 @@ constexpr i128 kMaxElements = 1 << 16;
 constexpr std::int64_t kMaxElementsForDifferences = 40;
 
 enum class Kind { Conv2d, InputGrad, WeightGrad, MaxPool, MeanPool, MeanPoolBackward, Layer };
-const char* const kKindNames[] = {"conv2d",   "conv2d_input_grad", "conv2d_weight_grad",
-                                  "max_pool2d", "mean_pool2d", "mean_pool2d_backward",
+const char* const kKindNames[] = {"conv2d",     "conv2d_input_grad", "conv2d_weight_grad",
+                                  "max_pool2d", "mean_pool2d",       "mean_pool2d_backward",
                                   "Convolution"};
 enum class LayerPadding { Valid, Same, Explicit };
 
@@ -118,7 +118,7 @@ enum class Verdict {
 struct Prediction {
   Verdict verdict = Verdict::Run;
   std::int64_t OH = 0, OW = 0;
-  Padding2d pad;         // as resolved (the layer's "same")
+  Padding2d pad;          // as resolved (the layer's "same")
   bool connects = false;  // the layer: refused by its forward once connected
 };
 
@@ -205,10 +205,9 @@ Prediction predict(const Case& c) {
     case Kind::WeightGrad: {
       // Shapes first (the primitives' arguments), then the window, then the
       // output and one sample's unrolled input (C*KH*KW by OH*OW).
-      const bool bad_shape =
-          c.kind == Kind::InputGrad    ? shape_fault({c.N, c.C, c.H, c.W})
-          : c.kind == Kind::WeightGrad ? shape_fault({c.F, c.C, c.KH, c.KW})
-                                       : false;
+      const bool bad_shape = c.kind == Kind::InputGrad    ? shape_fault({c.N, c.C, c.H, c.W})
+                             : c.kind == Kind::WeightGrad ? shape_fault({c.F, c.C, c.KH, c.KW})
+                                                          : false;
       r = predict_window(c, c.pad);
       r.verdict = combine(bad_shape, r.verdict);
       if (r.verdict != Verdict::Run) return r;
@@ -220,8 +219,8 @@ Prediction predict(const Case& c) {
     case Kind::MeanPool:
     case Kind::MeanPoolBackward:
       r = predict_window(c, {});
-      r.verdict = combine(c.kind == Kind::MeanPoolBackward && shape_fault({c.N, c.C, c.H, c.W}),
-                          r.verdict);
+      r.verdict =
+          combine(c.kind == Kind::MeanPoolBackward && shape_fault({c.N, c.C, c.H, c.W}), r.verdict);
       if (r.verdict != Verdict::Run) return r;
       break;
     case Kind::Layer:
@@ -334,7 +333,9 @@ std::int64_t choose(const Tensor& x, const std::vector<std::int64_t>& window) {
 
 PoolRef reference_pool(const Case& c, const Prediction& p, bool max, const Tensor& x,
                        const Tensor& g, const Tensor& u, const Tensor& a) {
-  PoolRef r{Ref(product({c.N, c.C, p.OH, p.OW})), Ref(product({c.N, c.C, c.H, c.W})), {},
+  PoolRef r{Ref(product({c.N, c.C, p.OH, p.OW})),
+            Ref(product({c.N, c.C, c.H, c.W})),
+            {},
             Ref(product({c.N, c.C, c.H, c.W}))};
   const double k = static_cast<double>(c.KH) * static_cast<double>(c.KW);
   std::int64_t o = 0;
@@ -410,7 +411,8 @@ bool bit_identical(const Tensor& a, const Tensor& b) {
 void expect_identical(const Case& c, const char* what, const std::vector<Tensor>& a,
                       const std::vector<Tensor>& b) {
   for (std::size_t i = 0; i < a.size(); ++i) {
-    if (!bit_identical(a[i], b[i])) finding(c, std::string(what) + " (result " + std::to_string(i) + ")");
+    if (!bit_identical(a[i], b[i]))
+      finding(c, std::string(what) + " (result " + std::to_string(i) + ")");
   }
 }
 
@@ -521,14 +523,13 @@ void run_conv(const Case& c, const Prediction& p) {
     const Var vx = graph.variable(x), vw = graph.variable(w);
     const Var y = ops::conv2d(vx, vw, c.stride, c.pad);
     y.backward(g);
-    return std::vector<Tensor>{
-        y.value(),
-        both.gx,
-        both.gw,
-        vx.grad(),
-        vw.grad(),
-        npdl::math::conv2d_input_grad(g, w, xs, c.stride, c.pad),
-        npdl::math::conv2d_weight_grad(x, g, ws, c.stride, c.pad)};
+    return std::vector<Tensor>{y.value(),
+                               both.gx,
+                               both.gw,
+                               vx.grad(),
+                               vw.grad(),
+                               npdl::math::conv2d_input_grad(g, w, xs, c.stride, c.pad),
+                               npdl::math::conv2d_weight_grad(x, g, ws, c.stride, c.pad)};
   });
   expect_close(c, "conv2d's forward", got[0], ref.y);
   expect_close(c, "conv2d's input gradient", got[1], ref.gx);
@@ -548,15 +549,15 @@ void run_primitive(const Case& c, const Prediction& p) {
                                      g.astype(DType::Float64));
   npdl::Graph graph;
   if (c.kind == Kind::InputGrad) {
-    expect_close(c, "conv2d_input_grad",
-                 ops::conv2d_input_grad(graph.variable(g), graph.variable(w), xs, c.stride, c.pad)
-                     .value(),
-                 ref.gx);
+    expect_close(
+        c, "conv2d_input_grad",
+        ops::conv2d_input_grad(graph.variable(g), graph.variable(w), xs, c.stride, c.pad).value(),
+        ref.gx);
   } else {
-    expect_close(c, "conv2d_weight_grad",
-                 ops::conv2d_weight_grad(graph.variable(x), graph.variable(g), ws, c.stride, c.pad)
-                     .value(),
-                 ref.gw);
+    expect_close(
+        c, "conv2d_weight_grad",
+        ops::conv2d_weight_grad(graph.variable(x), graph.variable(g), ws, c.stride, c.pad).value(),
+        ref.gw);
   }
 }
 
@@ -726,8 +727,8 @@ void run_refused(const Case& c, Verdict verdict, bool connects) {
         try {
           layer.forward(x.value());
         } catch (const npdl::Error&) {
-          if (!connects && (layer.connected() || layer.W() != nullptr ||
-                            !layer.output_shape().empty())) {
+          if (!connects &&
+              (layer.connected() || layer.W() != nullptr || !layer.output_shape().empty())) {
             finding(c, "a layer that refused to connect changed");
           }
           throw;

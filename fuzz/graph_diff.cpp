@@ -433,7 +433,8 @@ RunResult run(Program& p, Mode mode, DType dtype, bool decoding = false) {
     options.create_graph = mode == Mode::CreateGraph;
     graph.backward(values.back(), Var(w), options);
     for (const Var& leaf : leaves) r.leaf_grads.push_back(leaf.grad());
-    if (mode == Mode::CreateGraph) r.second = differentiate_again(graph, leaves, directions(p, dtype));
+    if (mode == Mode::CreateGraph)
+      r.second = differentiate_again(graph, leaves, directions(p, dtype));
     if (mode == Mode::Full) {
       for (const auto& vertex : boost::make_iterator_range(boost::vertices(graph.impl()))) {
         const Tensor& g = graph.impl()[vertex].grad.value();

@@ -28,12 +28,12 @@ std::optional<std::pair<std::int64_t, std::int64_t>> same_padding(std::int64_t i
 }
 
 Padding2d same_padding(Size2 input, Size2 filter, Size2 stride) {
-  if (input.h < 0 || input.w < 0 || filter.h < 1 || filter.w < 1 || stride.h < 1 ||
-      stride.w < 1) {
-    throw ValueError("Convolution: 'same' padding expects an input of sizes >= 0 and filter_size "
-                     "and stride >= 1, got an input of " +
-                     pair_text(input) + ", filter_size " + pair_text(filter) + " and stride " +
-                     pair_text(stride));
+  if (input.h < 0 || input.w < 0 || filter.h < 1 || filter.w < 1 || stride.h < 1 || stride.w < 1) {
+    throw ValueError(
+        "Convolution: 'same' padding expects an input of sizes >= 0 and filter_size "
+        "and stride >= 1, got an input of " +
+        pair_text(input) + ", filter_size " + pair_text(filter) + " and stride " +
+        pair_text(stride));
   }
   const auto rows = same_padding(input.h, filter.h, stride.h);
   const auto columns = same_padding(input.w, filter.w, stride.w);

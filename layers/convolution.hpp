@@ -35,7 +35,7 @@ class ConvPadding {
                                             !std::is_same_v<Int, char>,
                                         int> = 0>
   ConvPadding(Int all) : ConvPadding(every_side(to_int64(all))) {}  // NOLINT
-  ConvPadding(Padding2d sides);                                      // NOLINT
+  ConvPadding(Padding2d sides);                                     // NOLINT
 
   /// The zeros per side for an input of (height, width) `input`.
   Padding2d resolve(Size2 input, Size2 filter, Size2 stride) const;

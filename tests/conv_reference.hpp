@@ -40,12 +40,12 @@ inline Tensor reference_conv2d(const Tensor& x, const Tensor& w, math::Size2 s,
   const std::int64_t OW = (x.dim(3) + p.left + p.right - w.dim(3)) / s.w + 1;
   const Shape ys{x.dim(0), w.dim(0), OH, OW};
   std::vector<double> y(static_cast<std::size_t>(numel(ys)), 0.0);
-  for_each_conv_product(x.shape(), w.shape(), s, p,
-                        [&](auto n, auto f, auto c, auto oh, auto ow, auto i, auto j, auto ih,
-                            auto iw) {
-                          y[static_cast<std::size_t>(((n * ys[1] + f) * OH + oh) * OW + ow)] +=
-                              w.at({f, c, i, j}) * x.at({n, c, ih, iw});
-                        });
+  for_each_conv_product(
+      x.shape(), w.shape(), s, p,
+      [&](auto n, auto f, auto c, auto oh, auto ow, auto i, auto j, auto ih, auto iw) {
+        y[static_cast<std::size_t>(((n * ys[1] + f) * OH + oh) * OW + ow)] +=
+            w.at({f, c, i, j}) * x.at({n, c, ih, iw});
+      });
   return Tensor::from_vector(ys, y, DType::Float64);
 }
 
@@ -58,15 +58,15 @@ inline math::Conv2dGrads reference_conv2d_backward(const Tensor& g, const Tensor
   std::vector<double> gw(static_cast<std::size_t>(w.size()), 0.0);
   const Shape& xs = x.shape();
   const Shape& ws = w.shape();
-  for_each_conv_product(xs, ws, s, p,
-                        [&](auto n, auto f, auto c, auto oh, auto ow, auto i, auto j, auto ih,
-                            auto iw) {
-                          const double up = g.at({n, f, oh, ow});
-                          gx[static_cast<std::size_t>(((n * xs[1] + c) * xs[2] + ih) * xs[3] +
-                                                      iw)] += up * w.at({f, c, i, j});
-                          gw[static_cast<std::size_t>(((f * ws[1] + c) * ws[2] + i) * ws[3] +
-                                                      j)] += up * x.at({n, c, ih, iw});
-                        });
+  for_each_conv_product(
+      xs, ws, s, p,
+      [&](auto n, auto f, auto c, auto oh, auto ow, auto i, auto j, auto ih, auto iw) {
+        const double up = g.at({n, f, oh, ow});
+        gx[static_cast<std::size_t>(((n * xs[1] + c) * xs[2] + ih) * xs[3] + iw)] +=
+            up * w.at({f, c, i, j});
+        gw[static_cast<std::size_t>(((f * ws[1] + c) * ws[2] + i) * ws[3] + j)] +=
+            up * x.at({n, c, ih, iw});
+      });
   return {Tensor::from_vector(xs, gx, DType::Float64), Tensor::from_vector(ws, gw, DType::Float64)};
 }
 

@@ -554,17 +554,19 @@ TEST_P(CheckedModeConditioning, StillCatchesTheBuggyStd) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    WellAndIllConditioned, CheckedModeConditioning,
-    ::testing::Values(Conditioning{{64, 16}, 0, 0.0}, Conditioning{{64, 16}, 0, 1e4},
-                      Conditioning{{8, 3, 4, 4}, 1, 0.0}, Conditioning{{8, 3, 4, 4}, 1, 1e4},
-                      Conditioning{{6, 5, 4}, -1, 3e3}),
-    [](const ::testing::TestParamInfo<Conditioning>& info) {
-      std::string n = "shape";
-      for (auto d : info.param.shape) n += "_" + std::to_string(d);
-      return n + "_axis_" + (info.param.axis < 0 ? "m1" : std::to_string(info.param.axis)) +
-             "_offset_" + std::to_string(static_cast<long>(info.param.offset));
-    });
+INSTANTIATE_TEST_SUITE_P(WellAndIllConditioned, CheckedModeConditioning,
+                         ::testing::Values(Conditioning{{64, 16}, 0, 0.0},
+                                           Conditioning{{64, 16}, 0, 1e4},
+                                           Conditioning{{8, 3, 4, 4}, 1, 0.0},
+                                           Conditioning{{8, 3, 4, 4}, 1, 1e4},
+                                           Conditioning{{6, 5, 4}, -1, 3e3}),
+                         [](const ::testing::TestParamInfo<Conditioning>& info) {
+                           std::string n = "shape";
+                           for (auto d : info.param.shape) n += "_" + std::to_string(d);
+                           return n + "_axis_" +
+                                  (info.param.axis < 0 ? "m1" : std::to_string(info.param.axis)) +
+                                  "_offset_" + std::to_string(static_cast<long>(info.param.offset));
+                         });
 
 }  // namespace
 }  // namespace npdl::layers

@@ -99,9 +99,8 @@ std::string compare_hvp_with_differences(const GraphFunction& f, const std::vect
     // The differences' truncation error is about a third of |d1 - d2|; a
     // lost contribution is off by a sizeable fraction of H v.
     const double truncation = max_abs(math::sub(d1[i], d2[i]));
-    const TensorComparison second = compare_tensors("H v, input " + std::to_string(i),
-                                                    hv[i].value(), d1[i],
-                                                    2 * truncation + 1e-8 * scale, 0);
+    const TensorComparison second = compare_tensors(
+        "H v, input " + std::to_string(i), hv[i].value(), d1[i], 2 * truncation + 1e-8 * scale, 0);
     if (!second.ok) return second.describe();
   }
   return "";
