@@ -6,10 +6,12 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <exception>
 #include <mutex>
 #include <string>
 #include <system_error>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "autodiff/error.hpp"
@@ -78,6 +80,9 @@ bool spin_until(Done done) {
   }
 }
 
+// Runs chunk c of the current job.
+using ChunkFn = detail::CallRef<int>;
+
 class Pool {
  public:
   ~Pool() { resize(1); }
@@ -104,18 +109,27 @@ class Pool {
   // thread runs a chunk does not change its bits (Note [Chunk boundaries]).
   // A claim carries the job's generation, so a worker that read one job and
   // was descheduled before claiming cannot claim a chunk of the next.
-  void run(int chunks, const std::function<void(int)>& job) {
+  //
+  // Note [Exceptions across threads]
+  // An exception from a chunk must reach the caller of parallel_for, on
+  // whichever thread the chunk ran, and only when no chunk of the job can
+  // touch the caller's data any more: unwinding destroys the caller's frame
+  // and whatever the chunks point into. (An exception left to escape a
+  // worker ends the process; one that unwound the caller while workers ran
+  // had them call a destroyed job.) So each thread runs a chunk under a
+  // catch. The first exception of a job is kept (std::exception_ptr keeps
+  // its type and the object itself), later ones are dropped, and the thread
+  // that caught it claims every chunk nobody has claimed yet, which then
+  // never starts. Those count as finished, so the caller's wait for all
+  // chunks ends as soon as the chunks that did start have ended; only then
+  // does run() rethrow, after clearing the job, and the workers wait for the
+  // next one as after any job. A parallel_for within a chunk runs inline
+  // in the chunk's thread (ParallelRegion below), so its exceptions leave
+  // through the outer chunk like any other. On success a chunk costs a try
+  // block, no allocation and no lock.
+  void run(int chunks, ChunkFn job) {
     std::lock_guard<std::mutex> serial(run_mutex_);
-    std::uint64_t generation = 0;
-    {
-      std::lock_guard<std::mutex> g(mutex_);
-      job_ = &job;
-      chunks_ = chunks;
-      finished_.store(0, std::memory_order_relaxed);
-      generation = generation_.load(std::memory_order_relaxed) + 1;
-      next_claim_.store(claim_tag(generation), std::memory_order_relaxed);
-      generation_.store(generation, std::memory_order_release);
-    }
+    const std::uint64_t generation = publish(chunks, job);
     if (size() > 1) wake_.notify_all();
     run_claimed(generation, chunks, job, /*by_worker=*/false);
     const auto all_finished = [&] { return finished_.load(std::memory_order_acquire) == chunks; };
@@ -123,8 +137,7 @@ class Pool {
       std::unique_lock<std::mutex> g(mutex_);
       done_.wait(g, all_finished);
     }
-    std::lock_guard<std::mutex> g(mutex_);
-    job_ = nullptr;
+    if (std::exception_ptr error = retire()) std::rethrow_exception(std::move(error));
   }
 
  private:
@@ -153,39 +166,91 @@ class Pool {
     }
   }
 
+  // Makes `job` the current job; returns its generation.
+  std::uint64_t publish(int chunks, ChunkFn job) {
+    std::lock_guard<std::mutex> g(mutex_);
+    job_ = job;
+    chunks_ = chunks;
+    finished_.store(0, std::memory_order_relaxed);
+    const std::uint64_t generation = generation_.load(std::memory_order_relaxed) + 1;
+    next_claim_.store(claim_tag(generation), std::memory_order_relaxed);
+    generation_.store(generation, std::memory_order_release);
+    return generation;
+  }
+
+  // Ends the current job, whose chunks have all finished; returns its first
+  // exception, if any.
+  std::exception_ptr retire() {
+    std::lock_guard<std::mutex> g(mutex_);
+    job_ = ChunkFn();
+    return std::exchange(error_, nullptr);
+  }
+
   // The upper 32 bits of next_claim_ tag the job's generation, the lower
   // count the chunks claimed (Note [Claimed chunks]).
   static std::uint64_t claim_tag(std::uint64_t generation) { return generation << 32; }
 
+  static bool claimable(std::uint64_t claim, std::uint64_t tag, int chunks) {
+    return (claim & ~kClaimCountMask) == tag && static_cast<int>(claim & kClaimCountMask) < chunks;
+  }
+
   // Claims and runs chunks of the job of `generation` until none is left or
   // another job has begun.
-  void run_claimed(std::uint64_t generation, int chunks, const std::function<void(int)>& job,
-                   bool by_worker) {
+  void run_claimed(std::uint64_t generation, int chunks, ChunkFn job, bool by_worker) {
     const std::uint64_t tag = claim_tag(generation);
     for (;;) {
       std::uint64_t claim = next_claim_.load(std::memory_order_acquire);
       do {
-        if ((claim & ~kClaimCountMask) != (tag & ~kClaimCountMask)) return;
-        if (static_cast<int>(claim & kClaimCountMask) >= chunks) return;
+        if (!claimable(claim, tag, chunks)) return;
       } while (!next_claim_.compare_exchange_weak(claim, claim + 1, std::memory_order_acq_rel));
-      job(static_cast<int>(claim & kClaimCountMask));
-      if (by_worker) {
-        // Under the lock, so that a caller about to sleep on done_ cannot
-        // miss the notification.
-        {
-          std::lock_guard<std::mutex> g(mutex_);
-          finished_.fetch_add(1, std::memory_order_release);
-        }
-        done_.notify_one();
-      } else {
-        finished_.fetch_add(1, std::memory_order_release);
+      int finished = 1;
+      if (!run_chunk(job, static_cast<int>(claim & kClaimCountMask))) {
+        finished += claim_the_rest(tag, chunks);
       }
+      report_finished(finished, by_worker);
+    }
+  }
+
+  // Runs one chunk; false when it threw (Note [Exceptions across threads]).
+  bool run_chunk(ChunkFn job, int chunk) {
+    try {
+      job(chunk);
+      return true;
+    } catch (...) {
+      std::lock_guard<std::mutex> g(mutex_);
+      if (!error_) error_ = std::current_exception();
+      return false;
+    }
+  }
+
+  // Claims every chunk of the job not claimed yet, so that none of them
+  // starts; returns how many.
+  int claim_the_rest(std::uint64_t tag, int chunks) {
+    std::uint64_t claim = next_claim_.load(std::memory_order_acquire);
+    do {
+      if (!claimable(claim, tag, chunks)) return 0;
+    } while (!next_claim_.compare_exchange_weak(claim, tag + static_cast<std::uint64_t>(chunks),
+                                                std::memory_order_acq_rel));
+    return chunks - static_cast<int>(claim & kClaimCountMask);
+  }
+
+  void report_finished(int finished, bool by_worker) {
+    if (by_worker) {
+      // Under the lock, so that a caller about to sleep on done_ cannot
+      // miss the notification.
+      {
+        std::lock_guard<std::mutex> g(mutex_);
+        finished_.fetch_add(finished, std::memory_order_release);
+      }
+      done_.notify_one();
+    } else {
+      finished_.fetch_add(finished, std::memory_order_release);
     }
   }
 
   void work(std::uint64_t seen) {
     for (;;) {
-      const std::function<void(int)>* job = nullptr;
+      ChunkFn job;
       int chunks = 0;
       spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; });
       {
@@ -196,7 +261,7 @@ class Pool {
         job = job_;
         chunks = chunks_;
       }
-      if (job != nullptr) run_claimed(seen, chunks, *job, /*by_worker=*/true);
+      if (job) run_claimed(seen, chunks, job, /*by_worker=*/true);
     }
   }
 
@@ -205,8 +270,9 @@ class Pool {
   std::vector<std::thread> workers_;
   std::mutex mutex_, run_mutex_;
   std::condition_variable wake_, done_;
-  const std::function<void(int)>* job_ = nullptr;
+  ChunkFn job_;  // the current job's chunks; refers to the caller's frame
   int chunks_ = 0;
+  std::exception_ptr error_;                  // the current job's first, under mutex_
   std::atomic<int> finished_{0};              // chunks of the current job run to the end
   std::atomic<std::uint64_t> next_claim_{0};  // Note [Claimed chunks]
   std::atomic<std::uint64_t> generation_{0};
@@ -225,6 +291,20 @@ Pool& pool() {
 }
 
 thread_local bool in_parallel_region = false;
+
+// Marks the calling thread as running a chunk while alive, so that a
+// parallel_for within the chunk runs inline (parallel_chunks), and unmarks
+// it however the chunk ends.
+class ParallelRegion {
+ public:
+  ParallelRegion() : outer_(in_parallel_region) { in_parallel_region = true; }
+  ~ParallelRegion() { in_parallel_region = outer_; }
+  ParallelRegion(const ParallelRegion&) = delete;
+  ParallelRegion& operator=(const ParallelRegion&) = delete;
+
+ private:
+  bool outer_;
+};
 
 }  // namespace
 
@@ -265,14 +345,12 @@ std::int64_t chunk_boundary(std::int64_t n, std::int64_t c, std::int64_t chunks)
   return n / chunks >= kAlignedChunk ? exact / kChunkAlignment * kChunkAlignment : exact;
 }
 
-void run_chunks(std::int64_t n, std::int64_t chunks,
-                const std::function<void(std::int64_t, std::int64_t)>& fn) {
-  pool().run(static_cast<int>(chunks), [&](int c) {
-    in_parallel_region = true;
-    const std::int64_t lo = chunk_boundary(n, c, chunks), hi = chunk_boundary(n, c + 1, chunks);
-    fn(lo, hi);
-    in_parallel_region = false;
-  });
+void run_chunks(std::int64_t n, std::int64_t chunks, CallRef<std::int64_t, std::int64_t> fn) {
+  const auto chunk = [&](int c) {
+    const ParallelRegion region;
+    fn(chunk_boundary(n, c, chunks), chunk_boundary(n, c + 1, chunks));
+  };
+  pool().run(static_cast<int>(chunks), ChunkFn(chunk));
 }
 
 }  // namespace detail

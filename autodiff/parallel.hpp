@@ -9,7 +9,7 @@
 // same bits at any thread count (fuzz/graph_diff.cpp checks 1 against 2).
 // set_num_threads may be called while other threads run kernels.
 #include <cstdint>
-#include <functional>
+#include <memory>
 
 namespace npdl {
 
@@ -23,15 +23,36 @@ int get_num_threads();
 inline constexpr std::int64_t kElementGrain = 1 << 15;
 
 namespace detail {
+/// A callable's address and how to call it with Args: what the pool needs of
+/// a body that outlives the call, without the copy (and the allocation) a
+/// std::function would make.
+template <class... Args>
+class CallRef {
+ public:
+  CallRef() = default;
+  template <class Fn>
+  explicit CallRef(Fn& fn)
+      : object_(const_cast<void*>(static_cast<const void*>(std::addressof(fn)))),
+        call_([](void* object, Args... args) { (*static_cast<Fn*>(object))(args...); }) {}
+  void operator()(Args... args) const { call_(object_, args...); }
+  explicit operator bool() const { return call_ != nullptr; }
+
+ private:
+  void* object_ = nullptr;
+  void (*call_)(void*, Args...) = nullptr;
+};
+
 /// How many chunks parallel_for splits [0, n) into (1: run inline).
 std::int64_t parallel_chunks(std::int64_t n, std::int64_t grain);
-void run_chunks(std::int64_t n, std::int64_t chunks,
-                const std::function<void(std::int64_t, std::int64_t)>& fn);
+void run_chunks(std::int64_t n, std::int64_t chunks, CallRef<std::int64_t, std::int64_t> fn);
 }  // namespace detail
 
 /// Runs fn(begin, end) over [0, n) in at most get_num_threads() chunks of at
-/// least `grain` items each; in the calling thread alone when that is one
-/// (then without wrapping fn in a std::function: small tensors pay nothing).
+/// least `grain` items each; in the calling thread alone when that is one.
+/// An exception from fn in any chunk, on any thread, reaches the caller with
+/// its type (the first one when several chunks throw), once every chunk that
+/// started has ended; chunks not yet started by then are skipped (Note
+/// [Exceptions across threads] in parallel.cpp).
 template <class Fn>
 void parallel_for(std::int64_t n, std::int64_t grain, Fn&& fn) {
   if (n <= 0) return;
@@ -39,7 +60,7 @@ void parallel_for(std::int64_t n, std::int64_t grain, Fn&& fn) {
   if (chunks == 1) {
     fn(std::int64_t{0}, n);
   } else {
-    detail::run_chunks(n, chunks, fn);
+    detail::run_chunks(n, chunks, detail::CallRef<std::int64_t, std::int64_t>(fn));
   }
 }
 
