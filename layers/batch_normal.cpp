@@ -34,6 +34,30 @@ std::string number(double v) {
   return os.str();
 }
 
+// Feature `flat` of parameters of `shape`: its index, or its index tuple
+// when every position of a sample is a feature.
+std::string feature_name(const Shape& shape, std::int64_t flat) {
+  if (shape.size() == 1) return std::to_string(flat);
+  Shape index(shape.size());
+  for (int d = static_cast<int>(shape.size()) - 1; d >= 0; --d) {
+    index[d] = flat % shape[d];
+    flat /= shape[d];
+  }
+  return to_string(index);
+}
+
+// Note [Running statistics from outside]: the first element of `t` that
+// does not fit, named.
+void require_each(const Tensor& t, const std::string& layer, const char* what, bool (*fits)(double),
+                  const char* expected) {
+  const std::vector<double> values = t.to_vector();
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (fits(values[i])) continue;
+    throw ValueError(layer + ": " + what + " of feature " + feature_name(t.shape(), i) + " is " +
+                     number(values[i]) + "; expected " + expected);
+  }
+}
+
 Tensor as_stat(const Var& v, const BatchNormLayout& L) {
   return v.value().reshape(L.param_shape).astype(DType::Float64);
 }
@@ -126,6 +150,26 @@ void check_statistics(const BatchNormStats& stats, DType dtype,
   throw ValueError(f.layer + ": the variance of " + f.batch + " overflowed " + to_string(dtype) +
                    ": the input is finite, but its squared deviations from the mean exceed " +
                    number(limit) + "; expected values of a smaller magnitude (scale the input)");
+}
+
+// Note [Running statistics from outside]
+// Inference divides by sqrt(running_var + epsilon): a running variance
+// below zero gives NaN (or, just above -epsilon, an enormous scale), and a
+// NaN or Inf statistic spoils every output, all without an error. Training
+// makes finite statistics with var >= 0 (an M2 is never negative). What
+// comes from outside is checked where it enters: the setters, and
+// Model::load, which checks every tensor of the file before it assigns any.
+// Inference checks again, a read per feature, for whatever got past both
+// (Layer::restore takes a snapshot as it is).
+void check_running_mean(const Tensor& mean, const std::string& layer) {
+  require_each(
+      mean, layer, "running mean", [](double v) { return std::isfinite(v); }, "a finite number");
+}
+
+void check_running_var(const Tensor& var, const std::string& layer) {
+  require_each(
+      var, layer, "running variance", [](double v) { return std::isfinite(v) && v >= 0.0; },
+      "a finite number >= 0 (a variance is never negative)");
 }
 
 BackwardMode parse_backward_mode(const std::string& name) {
@@ -316,6 +360,10 @@ Var BatchNormal::apply(const Var& x, bool training) {
   // Inf in its statistics, without a separate scan of the batch.
   const bool fused = mode_ != BackwardMode::Autodiff;
   check_input(x.value(), training, /*scan_values=*/!fused);
+  if (!training && connected()) {  // Note [Running statistics from outside]
+    check_running_mean(running_mean_, name());
+    check_running_var(running_var_, name());
+  }
   // The fused path finds NaN, Inf and overflow after the dtype may have
   // changed: Note [No change on failure].
   StateGuard guard({this});
@@ -381,6 +429,8 @@ void BatchNormal::set_beta(const Tensor& beta) { beta_->value = checked_param(be
 void BatchNormal::set_running_stats(const Tensor& mean, const Tensor& var) {
   Tensor m = checked_param(mean, "running_mean");
   Tensor v = checked_param(var, "running_var");
+  check_running_mean(m, name());
+  check_running_var(v, name());
   running_mean_ = std::move(m);
   running_var_ = std::move(v);
 }

@@ -74,6 +74,13 @@ struct StatisticsFailure {
 void check_statistics(const BatchNormStats& stats, DType dtype,
                       const std::function<StatisticsFailure()>& describe);
 
+/// Note [Running statistics from outside] (batch_normal.cpp): ValueError
+/// unless every running mean is finite (check_running_mean), or every running
+/// variance finite and >= 0 (check_running_var); the message names `layer`,
+/// the first feature that fails and its value.
+void check_running_mean(const Tensor& mean, const std::string& layer);
+void check_running_var(const Tensor& var, const std::string& layer);
+
 class BatchNormal : public Layer {
  public:
   /// npdl's signature. Throws ValueError for epsilon <= 0 or not finite and
@@ -107,7 +114,9 @@ class BatchNormal : public Layer {
   const Tensor& running_mean() const { return running_mean_; }
   const Tensor& running_var() const { return running_var_; }
   /// Replace parameters or running statistics; ShapeError unless they have
-  /// the parameter shape (the layer must be connected).
+  /// the parameter shape (the layer must be connected); ValueError for
+  /// running statistics that check_running_mean or check_running_var refuse.
+  /// Inference checks the running statistics again.
   void set_gamma(const Tensor& gamma);
   void set_beta(const Tensor& beta);
   void set_running_stats(const Tensor& mean, const Tensor& var);

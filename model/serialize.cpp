@@ -31,11 +31,14 @@ namespace {
 constexpr char kMagic[8] = {'N', 'P', 'D', 'L', 'M', 'O', 'D', 'L'};
 constexpr std::uint32_t kVersion = 1;
 
-/// One tensor of the model's state, and how to put a loaded value back.
+/// One tensor of the model's state, how to put a loaded value back, and
+/// what a loaded value must satisfy beyond shape and dtype (none when
+/// empty; it throws, naming the file `path`).
 struct StateEntry {
   std::string name;
   Tensor value;
   std::function<void(const Tensor&)> assign;
+  std::function<void(const Tensor&, const std::string& path)> check;
 };
 
 std::vector<StateEntry> state_of(const std::vector<std::shared_ptr<layers::Layer>>& stack) {
@@ -48,13 +51,21 @@ std::vector<StateEntry> state_of(const std::vector<std::shared_ptr<layers::Layer
                        " has no input shape yet (call build, fit or predict first)");
     }
     for (const ParameterPtr& p : layer.params()) {
-      out.push_back({prefix + p->name, p->value, [p](const Tensor& t) { p->value = t; }});
+      out.push_back({prefix + p->name, p->value, [p](const Tensor& t) { p->value = t; }, nullptr});
     }
     if (auto* bn = dynamic_cast<layers::BatchNormal*>(&layer)) {
+      // Note [Running statistics from outside] in layers/batch_normal.cpp.
+      const std::string id = prefix.substr(0, prefix.size() - 1);
       out.push_back({prefix + "running_mean", bn->running_mean(),
-                     [bn](const Tensor& t) { bn->set_running_stats(t, bn->running_var()); }});
+                     [bn](const Tensor& t) { bn->set_running_stats(t, bn->running_var()); },
+                     [id](const Tensor& t, const std::string& path) {
+                       layers::check_running_mean(t, path + ": " + id);
+                     }});
       out.push_back({prefix + "running_var", bn->running_var(),
-                     [bn](const Tensor& t) { bn->set_running_stats(bn->running_mean(), t); }});
+                     [bn](const Tensor& t) { bn->set_running_stats(bn->running_mean(), t); },
+                     [id](const Tensor& t, const std::string& path) {
+                       layers::check_running_var(t, path + ": " + id);
+                     }});
     }
   }
   return out;
@@ -277,6 +288,7 @@ void Model::load(const std::string& path) {
       throw DTypeError(path + ": tensor '" + name + "' is " + to_string(t.dtype()) +
                        ", the model's is " + to_string(e.value.dtype()));
     }
+    if (e.check) e.check(t, path);
     loaded.push_back(std::move(t));
   }
   if (r.remaining() != 0) {

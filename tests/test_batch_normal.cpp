@@ -485,6 +485,60 @@ TEST_F(BadInput, SettersCheckShapes) {
   EXPECT_TRUE(Snapshot(bn) == before);
 }
 
+// A running variance below zero (or a running statistic that is NaN or
+// Inf) would make every inference output NaN. The setter refuses it, naming
+// the layer, the feature and the value.
+TEST_F(BadInput, RunningStatisticsThatAreNegativeOrNotFinite) {
+  const Snapshot before(bn);
+  const Tensor mean = Tensor::zeros({3}, DType::Float64);
+  const std::pair<double, std::string> bad[] = {
+      {-1e-3, "-0.001"}, {std::nan(""), "nan"}, {double(INFINITY), "inf"}};
+  for (const auto& [value, text] : bad) {
+    const Tensor var = Tensor::from_vector({3}, {1.0, value, 2.0}, DType::Float64);
+    try {
+      bn.set_running_stats(mean, var);
+      ADD_FAILURE() << "accepted a running variance of " << text;
+    } catch (const ValueError& e) {
+      EXPECT_NE(std::string(e.what()).find("BatchNormal: running variance of feature 1 is " + text),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  const Tensor nan_mean = Tensor::from_vector({3}, {0.0, 0.0, std::nan("")}, DType::Float64);
+  try {
+    bn.set_running_stats(nan_mean, Tensor::ones({3}, DType::Float64));
+    ADD_FAILURE() << "accepted a NaN running mean";
+  } catch (const ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("running mean of feature 2 is nan"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_TRUE(Snapshot(bn) == before);
+  // A variance of zero is legal: epsilon keeps the scale finite.
+  EXPECT_NO_THROW(bn.set_running_stats(mean, Tensor::zeros({3}, DType::Float64)));
+}
+
+// Running statistics that reach the layer past the setters (restore() takes
+// a snapshot as it is) are refused at inference too.
+TEST_F(BadInput, InferenceRefusesANegativeRunningVariance) {
+  Layer::Snapshot edited = bn.snapshot();
+  ASSERT_EQ(edited.state.size(), 2u);
+  edited.state[1].second = Tensor::from_vector({3}, {1.0, 1.0, -4.0}, DType::Float64);
+  bn.restore(edited);
+  const Snapshot before(bn);
+  for (BackwardMode mode : {BackwardMode::Autodiff, BackwardMode::Fused, BackwardMode::Checked}) {
+    bn.set_backward_mode(mode);
+    try {
+      bn.forward(Tensor::randn({4, 3, 2, 2}, 9, DType::Float64), /*training=*/false);
+      ADD_FAILURE() << "inference ran with a running variance of -4";
+    } catch (const ValueError& e) {
+      EXPECT_NE(std::string(e.what()).find("BatchNormal: running variance of feature 2 is -4"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  EXPECT_TRUE(Snapshot(bn) == before);
+}
+
 // Issue 12, item 1: checked mode without false alarms. Features far from
 // zero next to their spread make the float32 composite's own dx inaccurate;
 // checked mode's reference runs in float64 (Note [Checked mode's reference])

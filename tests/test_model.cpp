@@ -252,6 +252,35 @@ TEST_F(FailedLoad, TrailingBytes) {
   expect_unchanged();
 }
 
+// A running variance below zero (or NaN, or Inf) would make every prediction
+// NaN: the file is refused by name before anything is loaded.
+TEST_F(FailedLoad, ARunningVarianceThatIsNegativeOrNotFinite) {
+  const std::string name = "1.BatchNormal.running_var";
+  const std::size_t at = good_bytes_.find(name);
+  ASSERT_NE(at, std::string::npos);
+  ASSERT_EQ(good_bytes_[at + name.size()], 0) << "expected float32";
+  // After the name: dtype (u8), rank (u32), one dimension (i64), data size (u64).
+  const std::size_t feature_3 = at + name.size() + 1 + 4 + 8 + 8 + 3 * sizeof(float);
+  for (const float bad : {-0.5f, std::nanf(""), INFINITY}) {
+    std::string bytes = good_bytes_;
+    std::memcpy(&bytes[feature_3], &bad, sizeof bad);
+    write_bad(bytes);
+    try {
+      model_.load(bad_path());
+      ADD_FAILURE() << "loaded a running variance of " << bad;
+    } catch (const ValueError& e) {
+      const std::string message = e.what();
+      std::ostringstream value;
+      value << bad;
+      EXPECT_NE(message.find(bad_path()), std::string::npos) << message;
+      EXPECT_NE(message.find("1.BatchNormal"), std::string::npos) << message;
+      EXPECT_NE(message.find("running variance of feature 3 is " + value.str()), std::string::npos)
+          << message;
+    }
+    expect_unchanged();
+  }
+}
+
 TEST_F(FailedLoad, MissingFile) {
   EXPECT_THROW(model_.load(path("does_not_exist.bin")), IOError);
   expect_unchanged();
