@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <new>
 #include <numeric>
 #include <thread>
 #include <type_traits>
@@ -381,27 +382,13 @@ ProductSplit split_product(std::int64_t rows, std::int64_t cols, std::int64_t in
   while (split.parts * 2 <= most) split.parts *= 2;
   return split;
 }
-}  // namespace
 
-Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b,
-              ProductThreads threads) {
-  check_same_dtype(a, b, "matmul");
-  if (a.rank() != 2 || b.rank() != 2) {
-    throw ShapeError("matmul expects two rank-2 tensors, got shapes " + to_string(a.shape()) +
-                     " and " + to_string(b.shape()));
-  }
-  const std::int64_t rows = a.shape()[transpose_a ? 1 : 0], inner = a.shape()[transpose_a ? 0 : 1];
-  const std::int64_t b_rows = b.shape()[transpose_b ? 1 : 0], cols = b.shape()[transpose_b ? 0 : 1];
-  if (inner != b_rows) {
-    throw ShapeError("matmul inner sizes differ: " + to_string(a.shape()) + " @ " +
-                     to_string(b.shape()) + " expects the second operand to have " +
-                     std::to_string(inner) + " rows, got " + std::to_string(b_rows));
-  }
-  Tensor out(Shape{rows, cols}, a.dtype());
-  a.check_defined();
-  b.check_defined();
-  if (inner == 0) out.fill(0.0);  // a sum of nothing
-  if (inner == 0 || out.size() == 0) return out;
+// out = op(a) @ op(b), shapes already checked, shared among threads as
+// `threads` says.
+void multiply_into(Tensor& out, const Tensor& a, const Tensor& b, bool transpose_a,
+                   bool transpose_b, ProductThreads threads) {
+  const std::int64_t rows = out.shape()[0], cols = out.shape()[1];
+  const std::int64_t inner = a.shape()[transpose_a ? 0 : 1];
   dispatch(a.dtype(), [&](auto zero) {
     using T = decltype(zero);
     const ProductSplit split = threads == ProductThreads::Shared ? split_product(rows, cols, inner)
@@ -424,6 +411,39 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose
       }
     });
   });
+}
+}  // namespace
+
+Tensor matmul(const Tensor& a, const Tensor& b, bool transpose_a, bool transpose_b,
+              ProductThreads threads) {
+  check_same_dtype(a, b, "matmul");
+  if (a.rank() != 2 || b.rank() != 2) {
+    throw ShapeError("matmul expects two rank-2 tensors, got shapes " + to_string(a.shape()) +
+                     " and " + to_string(b.shape()));
+  }
+  const std::int64_t rows = a.shape()[transpose_a ? 1 : 0], inner = a.shape()[transpose_a ? 0 : 1];
+  const std::int64_t b_rows = b.shape()[transpose_b ? 1 : 0], cols = b.shape()[transpose_b ? 0 : 1];
+  if (inner != b_rows) {
+    throw ShapeError("matmul inner sizes differ: " + to_string(a.shape()) + " @ " +
+                     to_string(b.shape()) + " expects the second operand to have " +
+                     std::to_string(inner) + " rows, got " + std::to_string(b_rows));
+  }
+  Tensor out(Shape{rows, cols}, a.dtype());
+  a.check_defined();
+  b.check_defined();
+  if (inner == 0) out.fill(0.0);  // a sum of nothing
+  if (inner == 0 || out.size() == 0) return out;
+  // Eigen's product code allocates its own blocks and copies of strided
+  // operands, and reports a failure as std::bad_alloc (on whichever thread
+  // ran the piece: Note [Exceptions across threads]); every error of this
+  // library derives from npdl::Error, so it becomes a MemoryError here.
+  try {
+    multiply_into(out, a, b, transpose_a, transpose_b, threads);
+  } catch (const std::bad_alloc&) {
+    throw MemoryError("matmul " + to_string(a.shape()) + " @ " + to_string(b.shape()) +
+                      ": cannot allocate the product's working buffers: the system has no "
+                      "memory left for them");
+  }
   return out;
 }
 

@@ -12,8 +12,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <new>
 #include <random>
 #include <thread>
 
@@ -303,6 +305,92 @@ TEST(Resources, ATensorTooLargeToAllocateIsAMemoryErrorAndWorkGoesOn) {
   const Var s = ops::sum(ops::square(a));
   g.backward(s);
   EXPECT_DOUBLE_EQ(s.value().item(), 4.0);
+}
+
+// Bytes of address space the process has mapped (what RLIMIT_AS limits).
+std::size_t address_space_in_use() {
+  std::ifstream statm("/proc/self/statm");
+  std::size_t pages = 0;
+  statm >> pages;
+  return pages * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+}
+
+// How product_beyond_memory ended (its child's exit code).
+enum ProductOutcome : int {
+  kProductFailedCleanly = 0,
+  kNoAddressLimit = 10,
+  kLimitTooLoose,
+  kNoError,
+  kBadAlloc,
+  kAnotherError,
+  kMessageWithoutShapes,
+  kStateChanged,
+  kWrongAfterwards,
+};
+
+// A product whose operands exist but whose internal buffer cannot be had,
+// at `threads` threads, in a process of its own (the address-space limit
+// must not outlive it). With one output column Eigen copies the strided
+// column of the right operand into a buffer of `inner` floats (64 MiB),
+// far more than the limit leaves; the left operand (4 GiB, never written)
+// costs address space only, and its 64 rows split into two chunks.
+int product_beyond_memory(int threads) {
+  set_num_threads(threads);
+  constexpr std::int64_t rows = 64, inner = std::int64_t{1} << 24;
+  const Tensor a = Tensor::empty({rows, inner});
+  const ParameterPtr w = make_parameter(Tensor::ones({inner, 1}), "w");
+  Graph g;
+  const Var x = g.input(a), wv = g.param(w);
+  const std::size_t vertices = g.size();
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_AS, &limit) != 0) return kNoAddressLimit;
+  const rlim_t before = limit.rlim_cur;
+  limit.rlim_cur = address_space_in_use() + (std::size_t{16} << 20);
+  if (::setrlimit(RLIMIT_AS, &limit) != 0) return kNoAddressLimit;
+  if (void* probe = std::malloc(inner * sizeof(float)); probe != nullptr) return kLimitTooLoose;
+  int outcome = kNoError;
+  try {
+    (void)ops::matmul(x, wv);
+  } catch (const MemoryError& e) {
+    const bool named = std::string(e.what()).find("(64, 16777216) @ (16777216, 1)") != std::string::npos;
+    outcome = named ? kProductFailedCleanly : kMessageWithoutShapes;
+  } catch (const std::bad_alloc&) {
+    outcome = kBadAlloc;
+  } catch (...) {
+    outcome = kAnotherError;
+  }
+  limit.rlim_cur = before;
+  if (::setrlimit(RLIMIT_AS, &limit) != 0) return kNoAddressLimit;
+  if (outcome != kProductFailedCleanly) return outcome;
+  const float* wp = w->value.data<float>();
+  if (g.size() != vertices || w->grad.defined() || std::count(wp, wp + inner, 1.0f) != inner) {
+    return kStateChanged;
+  }
+  const Tensor fits = ops::matmul(Var(Tensor::ones({rows, 256})), Var(Tensor::ones({256, 1}))).value();
+  const float* f = fits.data<float>();
+  return std::count(f, f + rows, 256.0f) == rows ? kProductFailedCleanly : kWrongAfterwards;
+}
+
+// An allocation inside Eigen's product code is a MemoryError naming the
+// product, like a tensor's, and leaves the graph and the parameter as they
+// were; at 2 threads it may fail on a worker.
+TEST(Resources, AProductWhoseBufferCannotBeAllocatedIsAMemoryError) {
+  const int saved_threads = get_num_threads();
+  set_num_threads(1);  // a fork copies this thread only: the child starts its own workers
+  for (int threads : {1, 2}) {
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0) << std::strerror(errno);
+    if (child == 0) ::_exit(product_beyond_memory(threads));
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFEXITED(status)) << "at " << threads << " threads the child died of signal "
+                                   << (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    EXPECT_EQ(WEXITSTATUS(status), kProductFailedCleanly)
+        << "at " << threads << " threads; 10: no address-space limit, 11: limit too loose, "
+        << "12: no error, 13: std::bad_alloc, 14: another error, 15: message without the "
+        << "shapes, 16: graph or parameter changed, 17: a product that fits went wrong";
+  }
+  set_num_threads(saved_threads);
 }
 
 // The sum over an empty axis of a (0, 2^40) tensor is 2^40 zeros: a valid
