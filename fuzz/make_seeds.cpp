@@ -121,5 +121,18 @@ int main(int argc, char** argv) {
             bytes);
     }
   }
+
+  // thread_pool: byte strings for each thread count (1..4, from the last
+  // byte), jobs drawn from the rest.
+  for (int threads = 1; threads <= 4; ++threads) {
+    for (int variant = 0; variant < 2; ++variant) {
+      std::string bytes(128, '\0');
+      for (char& c : bytes) c = static_cast<char>(gen());
+      bytes.back() = static_cast<char>(threads - 1);
+      write(root / "thread_pool" /
+                ("threads_" + std::to_string(threads) + "_" + std::to_string(variant)),
+            bytes);
+    }
+  }
   return 0;
 }

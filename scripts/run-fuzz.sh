@@ -14,7 +14,7 @@ scripts/install-deps.sh clang libclang-rt-14-dev
 seconds=${1:-20}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(npy_reader idx_reader model_load cli_args graph_diff conv_geometry)
+[ ${#targets[@]} -gt 0 ] || targets=(npy_reader idx_reader model_load cli_args graph_diff conv_geometry thread_pool)
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DNPDL_BUILD_FUZZERS=ON -DNPDL_SANITIZE=address,undefined \
   -DNPDL_BUILD_TESTS=OFF -DNPDL_BUILD_EXAMPLES=OFF > /dev/null
@@ -30,7 +30,7 @@ for t in "${targets[@]}"; do
     -artifact_prefix="build-fuzz/artifacts/$t-" "build-fuzz/corpus/$t" "fuzz/corpus/$t" \
     > "build-fuzz/artifacts/$t.log" 2>&1 || status=$?
   # The whole log is in build-fuzz/artifacts/<target>.log; here the summary.
-  grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|^stat::(number_of_executed_units|peak_rss_mb)|ERROR|SUMMARY|graph_diff:|conv_geometry:' \
+  grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|^stat::(number_of_executed_units|peak_rss_mb)|ERROR|SUMMARY|graph_diff:|conv_geometry:|thread_pool:' \
     "build-fuzz/artifacts/$t.log" || true
   [ "$status" -eq 0 ] || { echo "fuzz_$t found a crash: see build-fuzz/artifacts/"; exit 1; }
 done
