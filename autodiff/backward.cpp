@@ -13,7 +13,7 @@
 #include <optional>
 
 #include "autodiff/graph.hpp"
-#include "autodiff/tensor_math.hpp"
+#include "tensor/tensor_math.hpp"
 
 namespace npdl {
 namespace {

@@ -4,7 +4,7 @@
 #include <limits>
 #include <sstream>
 
-#include "autodiff/tensor_math.hpp"
+#include "tensor/tensor_math.hpp"
 
 namespace npdl {
 namespace {

@@ -1,6 +1,6 @@
 #include "autodiff/graph.hpp"
 
-#include "autodiff/tensor_math.hpp"
+#include "tensor/tensor_math.hpp"
 
 namespace npdl {
 namespace {

@@ -17,7 +17,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "autodiff/tensor.hpp"
+#include "tensor/tensor.hpp"
 
 namespace npdl {
 

@@ -1,5 +1,5 @@
 // Issue 10: which matrix product npdl should call. npdl's own (Eigen's GEMM,
-// compiled per instruction-set level, autodiff/kernels/level.cpp) at every
+// compiled per instruction-set level, tensor/kernels/level.cpp) at every
 // level this CPU runs, against the BLAS loaded in the process (OpenBLAS,
 // whose kernels are chosen at run time, when LibTorch brought
 // libblas.so.3), on one thread, at the MLP's shapes: batch x 784 @ 784 x 100
@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "autodiff/kernels/kernels.hpp"
 #include "bench_common.hpp"
+#include "tensor/kernels/kernels.hpp"
 
 namespace npdl::bench {
 namespace {

@@ -4,10 +4,10 @@
 #include <vector>
 
 #include "autodiff/hessian.hpp"
-#include "autodiff/parallel.hpp"
-#include "autodiff/storage.hpp"
 #include "bench_common.hpp"
 #include "ops/ops.hpp"
+#include "tensor/parallel.hpp"
+#include "tensor/storage.hpp"
 
 namespace npdl::bench {
 namespace {

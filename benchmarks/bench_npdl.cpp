@@ -12,14 +12,14 @@
 #include <optional>
 
 #include "autodiff/graph.hpp"
-#include "autodiff/parallel.hpp"
-#include "autodiff/storage.hpp"
-#include "autodiff/tensor.hpp"
 #include "bench_common.hpp"
-#include "dist/communicator.hpp"
-#include "layers/batch_normal.hpp"
-#include "layers/sync_batch_normal.hpp"
+#include "distributed/communicator.hpp"
+#include "layers/batch_norm/batch_normal.hpp"
+#include "layers/batch_norm/sync_batch_normal.hpp"
 #include "ops/ops.hpp"
+#include "tensor/parallel.hpp"
+#include "tensor/storage.hpp"
+#include "tensor/tensor.hpp"
 
 namespace npdl::bench {
 

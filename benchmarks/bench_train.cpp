@@ -5,13 +5,13 @@
 #include <memory>
 #include <vector>
 
-#include "autodiff/parallel.hpp"
-#include "autodiff/tensor.hpp"
 #include "bench_common.hpp"
 #include "layers/activation.hpp"
-#include "layers/batch_normal.hpp"
+#include "layers/batch_norm/batch_normal.hpp"
 #include "layers/linear.hpp"
 #include "model/model.hpp"
+#include "tensor/parallel.hpp"
+#include "tensor/tensor.hpp"
 
 namespace npdl::bench {
 

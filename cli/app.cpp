@@ -2,10 +2,10 @@
 // error becomes one line on `err` and a non-zero exit status.
 #include <ostream>
 
-#include "autodiff/error.hpp"
 #include "cli/cli.hpp"
 #include "cli/commands.hpp"
 #include "cli/report.hpp"
+#include "tensor/error.hpp"
 
 namespace npdl::cli {
 namespace {

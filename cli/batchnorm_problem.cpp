@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "autodiff/tensor_math.hpp"
 #include "io/npy.hpp"
+#include "tensor/tensor_math.hpp"
 
 namespace npdl::cli {
 namespace {

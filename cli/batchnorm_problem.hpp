@@ -10,7 +10,7 @@
 
 #include "autodiff/gradcheck.hpp"
 #include "cli/report.hpp"
-#include "layers/batch_normal.hpp"
+#include "layers/batch_norm/batch_normal.hpp"
 
 namespace npdl::cli {
 
@@ -77,7 +77,7 @@ struct GradientAgreement {
 /// The three pairs for each of dx, dgamma and dbeta, with tolerances that
 /// suit the problem's dtype. For a float32 problem, "autodiff vs finite
 /// diff" is informational (the float32 composite's own rounding, Note
-/// [Checked mode's reference] in layers/batch_normal.cpp) and the fused
+/// [Checked mode's reference] in layers/batch_norm/batch_normal.cpp) and the fused
 /// gradients are compared with the composite run in float64, as checked
 /// mode does.
 std::vector<GradientAgreement> compare_gradients(const BatchNormProblem& p,

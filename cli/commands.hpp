@@ -7,9 +7,9 @@
 #include <iosfwd>
 #include <memory>
 
-#include "autodiff/error.hpp"
 #include "cli/cli.hpp"
 #include "cli/integer_option.hpp"
+#include "tensor/error.hpp"
 
 namespace npdl::cli {
 

@@ -10,10 +10,10 @@
 #include <ostream>
 #include <set>
 
-#include "autodiff/tensor_math.hpp"
 #include "cli/batchnorm_problem.hpp"
 #include "cli/commands.hpp"
 #include "cli/report.hpp"
+#include "tensor/tensor_math.hpp"
 
 namespace npdl::cli {
 namespace {
@@ -387,7 +387,7 @@ class Explanation {
     std::string where;
     if (s.title.find("fused") != std::string::npos) {
       value = fused_gradients(p_)[0];
-      where = "the fused backward's dx (the kernel in layers/batch_norm_kernels.cpp)";
+      where = "the fused backward's dx (the kernel in layers/batch_norm/kernels.cpp)";
     } else if (symbol.size() > 1 && symbol[0] == 'd') {
       const auto v = names_.find(symbol.substr(1));
       if (!v || !g_[*v].grad.value().defined()) return;

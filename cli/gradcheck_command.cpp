@@ -6,7 +6,7 @@
 #include "cli/batchnorm_problem.hpp"
 #include "cli/commands.hpp"
 #include "cli/report.hpp"
-#include "layers/batch_norm_double_backward.hpp"
+#include "layers/batch_norm/double_backward.hpp"
 
 namespace npdl::cli {
 namespace {

@@ -134,7 +134,7 @@ struct Measurement {
 Measurement measure(model::Model& m, const Tensor& x, const Tensor& y, const Options& o) {
   // BatchNormal keeps its fused mode: under create_graph its backward
   // becomes nodes whose VJPs are the hand-derived double backward
-  // (layers/batch_norm_second_order.hpp), checked against the composite of
+  // (layers/batch_norm/second_order.hpp), checked against the composite of
   // primitives differentiated twice in tests/test_batch_norm_second_order.cpp.
   Graph graph;
   const Var loss = m.record_loss(graph, x, y, /*training=*/true);

@@ -40,11 +40,11 @@
 #include <string>
 #include <vector>
 
-#include "autodiff/conv_math.hpp"
 #include "autodiff/graph.hpp"
-#include "autodiff/parallel.hpp"
 #include "layers/convolution.hpp"
 #include "ops/ops.hpp"
+#include "tensor/conv_math.hpp"
+#include "tensor/parallel.hpp"
 
 namespace {
 

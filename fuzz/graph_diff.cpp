@@ -44,9 +44,9 @@
 #include <vector>
 
 #include "autodiff/graph.hpp"
-#include "autodiff/parallel.hpp"
-#include "autodiff/tensor_math.hpp"
 #include "ops/ops.hpp"
+#include "tensor/parallel.hpp"
+#include "tensor/tensor_math.hpp"
 
 namespace {
 

@@ -11,9 +11,9 @@
 #include <cstdlib>
 #include <vector>
 
-#include "autodiff/error.hpp"
 #include "fuzz/fuzz_support.hpp"
 #include "io/idx.hpp"
+#include "tensor/error.hpp"
 
 namespace {
 

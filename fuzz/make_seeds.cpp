@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "autodiff/random.hpp"
 #include "fuzz/seed_model.hpp"
 #include "io/npy.hpp"
+#include "tensor/random.hpp"
 
 namespace fs = std::filesystem;
 using npdl::DType;

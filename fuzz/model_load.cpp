@@ -6,10 +6,10 @@
 #include <cstring>
 #include <vector>
 
-#include "autodiff/error.hpp"
-#include "autodiff/random.hpp"
 #include "fuzz/fuzz_support.hpp"
 #include "fuzz/seed_model.hpp"
+#include "tensor/error.hpp"
+#include "tensor/random.hpp"
 
 namespace {
 

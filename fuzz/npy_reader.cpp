@@ -5,9 +5,9 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "autodiff/error.hpp"
 #include "fuzz/fuzz_support.hpp"
 #include "io/npy.hpp"
+#include "tensor/error.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string path = npdl::fuzz::write_scratch("input.npy", data, size);

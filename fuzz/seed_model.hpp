@@ -2,7 +2,7 @@
 // The model that fuzz_model_load loads into and fuzz_make_seeds saves: small,
 // with every kind of saved state (weights, biases, gamma/beta and the
 // BatchNormal running statistics).
-#include "layers/batch_normal.hpp"
+#include "layers/batch_norm/batch_normal.hpp"
 #include "layers/linear.hpp"
 #include "model/model.hpp"
 

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "autodiff/tensor.hpp"
+#include "tensor/tensor.hpp"
 
 namespace npdl::io {
 

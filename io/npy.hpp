@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "autodiff/tensor.hpp"
+#include "tensor/tensor.hpp"
 
 namespace npdl::io {
 

@@ -2,8 +2,8 @@
 
 #include <cmath>
 
-#include "autodiff/random.hpp"
 #include "ops/ops.hpp"
+#include "tensor/random.hpp"
 
 namespace npdl::layers {
 

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <map>
 
-#include "autodiff/random.hpp"
+#include "tensor/random.hpp"
 
 namespace npdl::initializers {
 namespace {

@@ -11,7 +11,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "autodiff/tensor.hpp"
+#include "tensor/tensor.hpp"
 
 namespace npdl::initializers {
 

@@ -1,6 +1,6 @@
 #include "layers/layer.hpp"
 
-#include "autodiff/tensor_math.hpp"
+#include "tensor/tensor_math.hpp"
 
 namespace npdl::layers {
 
@@ -49,6 +49,36 @@ void Layer::match_dtype(DType dtype) {
     if (p->grad.defined()) p->grad = p->grad.astype(dtype);
   }
   for (Tensor* t : state_tensors()) *t = t->astype(dtype);
+}
+
+std::vector<Layer::NamedState> Layer::state() {
+  const std::vector<Tensor*> tensors = state_tensors();
+  const std::vector<std::string> names = state_names();
+  std::vector<NamedState> out;
+  for (std::size_t i = 0; i < tensors.size(); ++i) out.push_back({names.at(i), *tensors[i]});
+  return out;
+}
+
+void Layer::check_state(std::size_t, const Tensor&, const std::string&) const {}
+
+void Layer::set_state(std::size_t index, const Tensor& value, const std::string& who) {
+  const std::vector<Tensor*> tensors = state_tensors();
+  if (index >= tensors.size()) {
+    throw ValueError(who + ": " + name() + " has " + std::to_string(tensors.size()) +
+                     " state tensors, got index " + std::to_string(index));
+  }
+  Tensor& current = *tensors[index];
+  const std::string what = who + ": " + state_names().at(index);
+  if (value.shape() != current.shape()) {
+    throw ShapeError(what + " has shape " + npdl::to_string(current.shape()) + ", got " +
+                     npdl::to_string(value.shape()));
+  }
+  if (value.dtype() != current.dtype()) {
+    throw DTypeError(what + " is " + npdl::to_string(current.dtype()) + ", got " +
+                     npdl::to_string(value.dtype()));
+  }
+  check_state(index, value, who);
+  current = value;
 }
 
 Layer::Snapshot Layer::snapshot() {

@@ -48,6 +48,25 @@ class Layer {
   virtual std::vector<ParameterPtr> params() const { return {}; }
   std::vector<Tensor> grads() const;
 
+  /// State besides the parameters that is not trained by gradients
+  /// (BatchNormal's running statistics): what a saved model holds besides
+  /// params(), and what data-parallel training copies from rank 0. Code
+  /// above the layers (model/) reaches it through these three calls, without
+  /// knowing the layer's type.
+  struct NamedState {
+    std::string name;  // "running_mean"
+    Tensor value;
+  };
+  /// The state tensors, in a fixed order (empty for most layers).
+  std::vector<NamedState> state();
+  /// Throws (ValueError naming `who`) unless `value` may become state tensor
+  /// `index`, beyond its shape and dtype; changes nothing.
+  virtual void check_state(std::size_t index, const Tensor& value, const std::string& who) const;
+  /// Replaces state tensor `index` (state()'s order). ShapeError or
+  /// DTypeError unless `value` has the current shape and dtype, and what
+  /// check_state throws; on failure nothing changes.
+  void set_state(std::size_t index, const Tensor& value, const std::string& who);
+
   /// Note [No change on failure]
   /// A call that throws leaves the layer as it was: parameters (values,
   /// gradients, dtype), running statistics and whether it is connected. A
@@ -72,6 +91,8 @@ class Layer {
   /// Tensors besides params() that follow the parameters' dtype and that a
   /// failed call restores (BatchNormal's running statistics).
   virtual std::vector<Tensor*> state_tensors() { return {}; }
+  /// The names of state_tensors(), in their order.
+  virtual std::vector<std::string> state_names() const { return {}; }
   /// Before the first successful forward, params() and state_tensors()
   /// follow the input's dtype (a float64 gradient check then runs in
   /// float64 throughout); after it, another dtype is a DTypeError.

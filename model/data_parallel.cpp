@@ -6,10 +6,9 @@
 #include <exception>
 #include <functional>
 
-#include "autodiff/tensor_math.hpp"
-#include "layers/batch_normal.hpp"
-#include "model/gradient_buckets.hpp"
+#include "model/detail/gradient_buckets.hpp"
 #include "model/model.hpp"
+#include "tensor/tensor_math.hpp"
 
 namespace npdl::model {
 namespace {
@@ -113,13 +112,13 @@ void Model::broadcast_state_from_rank0(const Shape& sample_shape) {
     comm_->broadcast(value, 0);
     p->value = value;
   }
-  for (const auto& l : layers_) {
-    auto* bn = dynamic_cast<layers::BatchNormal*>(l.get());
-    if (bn == nullptr) continue;
-    Tensor mean = bn->running_mean().clone(), var = bn->running_var().clone();
-    comm_->broadcast(mean, 0);
-    comm_->broadcast(var, 0);
-    bn->set_running_stats(mean, var);
+  for (const auto& l : layers_) {  // running statistics and the like
+    const std::vector<layers::Layer::NamedState> state = l->state();
+    for (std::size_t k = 0; k < state.size(); ++k) {
+      Tensor value = state[k].value.clone();
+      comm_->broadcast(value, 0);
+      l->set_state(k, value, l->name());
+    }
   }
   state_broadcast_ = true;
 }

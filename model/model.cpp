@@ -10,11 +10,10 @@
 #include <numeric>
 #include <sstream>
 
-#include "autodiff/random.hpp"
-#include "autodiff/tensor_math.hpp"
 #include "layers/activation.hpp"
-#include "layers/batch_normal.hpp"
 #include "layers/linear.hpp"
+#include "tensor/random.hpp"
+#include "tensor/tensor_math.hpp"
 
 namespace npdl::model {
 namespace {

@@ -22,7 +22,7 @@
 #include <utility>
 #include <vector>
 
-#include "dist/communicator.hpp"
+#include "distributed/communicator.hpp"
 #include "layers/layer.hpp"
 #include "model/objectives.hpp"
 #include "model/optimizers.hpp"
@@ -47,7 +47,7 @@ struct FitOptions {
 };
 
 /// How the data-parallel step sums the gradients over the ranks (Note
-/// [Overlapped gradient all-reduce] in model/gradient_buckets.hpp).
+/// [Overlapped gradient all-reduce] in model/detail/gradient_buckets.hpp).
 struct GradientAllReduce {
   /// Start each bucket's all-reduce during the backward sweep, as soon as
   /// its gradients are final, instead of all of them after the sweep. The

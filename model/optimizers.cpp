@@ -7,11 +7,11 @@
 #include <sstream>
 #include <type_traits>
 
-#include "autodiff/kernels/per_level.hpp"
-#include "model/optimizer_level.hpp"
+#include "model/detail/optimizer_level.hpp"
+#include "tensor/kernels/per_level.hpp"
 
 // Each level's table() is defined by optimizer_level.cpp compiled for that
-// level (Note [Kernels per instruction set] in autodiff/kernels/kernels.hpp).
+// level (Note [Kernels per instruction set] in tensor/kernels/kernels.hpp).
 NPDL_PER_LEVEL_TABLES(npdl::model::optimizer_level,
                       ::npdl::model::optimizer_level::OptimizerKernelTable)
 

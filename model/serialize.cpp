@@ -22,7 +22,6 @@
 #include <iterator>
 #include <limits>
 
-#include "layers/batch_normal.hpp"
 #include "model/model.hpp"
 
 namespace npdl::model {
@@ -53,18 +52,16 @@ std::vector<StateEntry> state_of(const std::vector<std::shared_ptr<layers::Layer
     for (const ParameterPtr& p : layer.params()) {
       out.push_back({prefix + p->name, p->value, [p](const Tensor& t) { p->value = t; }, nullptr});
     }
-    if (auto* bn = dynamic_cast<layers::BatchNormal*>(&layer)) {
-      // Note [Running statistics from outside] in layers/batch_normal.cpp.
-      const std::string id = prefix.substr(0, prefix.size() - 1);
-      out.push_back({prefix + "running_mean", bn->running_mean(),
-                     [bn](const Tensor& t) { bn->set_running_stats(t, bn->running_var()); },
-                     [id](const Tensor& t, const std::string& path) {
-                       layers::check_running_mean(t, path + ": " + id);
-                     }});
-      out.push_back({prefix + "running_var", bn->running_var(),
-                     [bn](const Tensor& t) { bn->set_running_stats(bn->running_mean(), t); },
-                     [id](const Tensor& t, const std::string& path) {
-                       layers::check_running_var(t, path + ": " + id);
+    // Note [Running statistics from outside] in layers/batch_norm/batch_normal.cpp:
+    // a loaded state tensor is checked before anything is assigned.
+    const std::string id = prefix.substr(0, prefix.size() - 1);
+    layers::Layer* owner = stack[i].get();
+    const std::vector<layers::Layer::NamedState> state = owner->state();
+    for (std::size_t k = 0; k < state.size(); ++k) {
+      out.push_back({prefix + state[k].name, state[k].value,
+                     [owner, k, id](const Tensor& t) { owner->set_state(k, t, id); },
+                     [owner, k, id](const Tensor& t, const std::string& path) {
+                       owner->check_state(k, t, path + ": " + id);
                      }});
     }
   }

@@ -1,8 +1,8 @@
 // Activations. Each saves its output when the VJP is cheapest from it.
-#include "autodiff/tensor_math.hpp"
+#include "ops/detail/record.hpp"
 #include "ops/info.hpp"
 #include "ops/ops.hpp"
-#include "ops/record.hpp"
+#include "tensor/tensor_math.hpp"
 
 namespace npdl::ops {
 namespace m = npdl::math;

@@ -1,11 +1,11 @@
 // conv2d and the two halves of its VJP: forward, VJP and formula text. The
-// matrix-product lowering and its derivation are in autodiff/conv_math.cpp
+// matrix-product lowering and its derivation are in tensor/conv_math.cpp
 // (Note [Convolution as matrix products]).
 #include "ops/conv.hpp"
 
-#include "autodiff/conv_math.hpp"
+#include "ops/detail/record.hpp"
 #include "ops/info.hpp"
-#include "ops/record.hpp"
+#include "tensor/conv_math.hpp"
 
 namespace npdl::ops {
 using detail::record;

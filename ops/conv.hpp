@@ -1,12 +1,12 @@
 #pragma once
 // Convolution and pooling ops on NCHW graph values (ops/conv.cpp,
-// ops/pool.cpp). Their kernels are in autodiff/conv_math.hpp.
+// ops/pool.cpp). Their kernels are in tensor/conv_math.hpp.
 #include <cstdint>
 #include <memory>
 #include <vector>
 
-#include "autodiff/conv_math.hpp"
 #include "autodiff/graph.hpp"
+#include "tensor/conv_math.hpp"
 
 namespace npdl::ops {
 

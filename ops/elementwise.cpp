@@ -1,10 +1,10 @@
 // Elementwise primitives: forward, VJP and the VJP's formula, one op each.
 #include <cmath>
 
-#include "autodiff/tensor_math.hpp"
+#include "ops/detail/record.hpp"
 #include "ops/info.hpp"
 #include "ops/ops.hpp"
-#include "ops/record.hpp"
+#include "tensor/tensor_math.hpp"
 
 namespace npdl::ops {
 namespace m = npdl::math;

@@ -4,10 +4,10 @@
 #include <string>
 #include <vector>
 
-#include "autodiff/conv_math.hpp"
 #include "ops/conv.hpp"
+#include "ops/detail/record.hpp"
 #include "ops/info.hpp"
-#include "ops/record.hpp"
+#include "tensor/conv_math.hpp"
 
 namespace npdl::ops {
 using detail::record;

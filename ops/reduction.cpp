@@ -1,8 +1,8 @@
 // Reductions over any set of axes.
-#include "autodiff/tensor_math.hpp"
+#include "ops/detail/record.hpp"
 #include "ops/info.hpp"
 #include "ops/ops.hpp"
-#include "ops/record.hpp"
+#include "tensor/tensor_math.hpp"
 
 namespace npdl::ops {
 namespace m = npdl::math;

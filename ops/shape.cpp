@@ -1,8 +1,8 @@
 // Shape ops: they move no arithmetic, only layout.
-#include "autodiff/tensor_math.hpp"
+#include "ops/detail/record.hpp"
 #include "ops/info.hpp"
 #include "ops/ops.hpp"
-#include "ops/record.hpp"
+#include "tensor/tensor_math.hpp"
 
 namespace npdl::ops {
 namespace m = npdl::math;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Note [Kernels per instruction set] (autodiff/kernels/kernels.hpp): checks
+# Note [Kernels per instruction set] (tensor/kernels/kernels.hpp): checks
 # that the kernel objects of each level cannot leak into another level.
 # Usage: kernel_symbols.sh LEVEL=OBJECT... (a level may come with several
 # objects, one per per-level source)

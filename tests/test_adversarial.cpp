@@ -12,8 +12,8 @@
 #include <limits>
 #include <thread>
 
-#include "autodiff/gradcheck_gtest.hpp"
 #include "npdl.hpp"
+#include "tests/gradcheck_gtest.hpp"
 #include "tests/temp_dir_test.hpp"
 
 namespace npdl {

@@ -1,5 +1,5 @@
 // The hand-derived double backward of batch normalisation (Note [Batch-norm
-// double backward] in layers/batch_norm_double_backward.cpp) against float64
+// double backward] in layers/batch_norm/double_backward.cpp) against float64
 // central differences of the first backward itself:
 //   L2(x, gamma, dy) = <ggx, dx> + <gggamma, dgamma> + <ggbeta, dbeta>,
 //   (dx, dgamma, dbeta) = batchnorm_backward_train(dy, x, gamma, stats(x)).
@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "autodiff/gradcheck.hpp"
-#include "layers/batch_norm_double_backward.hpp"
+#include "layers/batch_norm/double_backward.hpp"
 #include "npdl.hpp"
 
 namespace npdl::layers {

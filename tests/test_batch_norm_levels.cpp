@@ -1,6 +1,6 @@
 // Issue 10: batch norm's fused kernels at every instruction-set level
-// (layers/batch_norm_level.cpp; Note [Kernels per instruction set] in
-// autodiff/kernels/kernels.hpp). Every level this CPU runs must give the
+// (layers/batch_norm/detail/level.cpp; Note [Kernels per instruction set] in
+// tensor/kernels/kernels.hpp). Every level this CPU runs must give the
 // default level's results within the dtype's rounding (a wider vector sums
 // a block in another order), and at each level the results must be the
 // same bit for bit at any thread count (Note [Feature groups]).
@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "autodiff/kernels/per_level.hpp"
 #include "npdl.hpp"
+#include "tensor/kernels/per_level.hpp"
 
 namespace npdl::layers {
 namespace {

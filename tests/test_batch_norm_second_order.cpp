@@ -5,8 +5,8 @@
 // products through the layer in every backward mode.
 #include <gtest/gtest.h>
 
-#include "autodiff/gradcheck_gtest.hpp"
 #include "npdl.hpp"
+#include "tests/gradcheck_gtest.hpp"
 
 namespace npdl::layers {
 namespace {

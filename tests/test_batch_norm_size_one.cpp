@@ -17,8 +17,8 @@
 #include <string>
 #include <vector>
 
-#include "autodiff/gradcheck_gtest.hpp"
 #include "npdl.hpp"
+#include "tests/gradcheck_gtest.hpp"
 
 namespace npdl::layers {
 namespace {

@@ -3,8 +3,8 @@
 //   dx = (gamma * invstd / M) * (M dy - sum(dy) - xhat * sum(dy * xhat)).
 #include <gtest/gtest.h>
 
-#include "autodiff/gradcheck_gtest.hpp"
 #include "npdl.hpp"
+#include "tests/gradcheck_gtest.hpp"
 
 namespace npdl {
 namespace {

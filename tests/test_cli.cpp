@@ -12,11 +12,11 @@
 #include <regex>
 #include <sstream>
 
-#include "autodiff/tensor_math.hpp"
 #include "cli/batchnorm_problem.hpp"
 #include "cli/cli.hpp"
 #include "io/npy.hpp"
-#include "layers/batch_normal.hpp"
+#include "layers/batch_norm/batch_normal.hpp"
+#include "tensor/tensor_math.hpp"
 #include "tests/temp_dir_test.hpp"
 
 namespace npdl {

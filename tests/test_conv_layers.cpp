@@ -6,9 +6,9 @@
 #include <cstring>
 #include <limits>
 
-#include "autodiff/gradcheck_gtest.hpp"
 #include "npdl.hpp"
 #include "tests/conv_reference.hpp"
+#include "tests/gradcheck_gtest.hpp"
 #include "tests/layer_gradcheck.hpp"
 #include "tests/temp_dir_test.hpp"
 
@@ -66,7 +66,8 @@ void expect_layer_matches_reference(const Shape& x_shape, std::int64_t filters, 
     const Tensor x = Tensor::randn(x_shape, 12, dtype);
     const Tensor y = layer.forward(x);
     const Tensor w = layer.W()->value.astype(DType::Float64), b = layer.b()->value;
-    const Tensor conv = testing::reference_conv2d(x.astype(DType::Float64), w, stride, layer.padding());
+    const Tensor conv =
+        testing::reference_conv2d(x.astype(DType::Float64), w, stride, layer.padding());
     const double tol = dtype == DType::Float64 ? 1e-12 : 1e-5;
     auto expect_close = [&](const char* name, const Tensor& got, const Tensor& want) {
       const auto cmp = compare_tensors(name, got, want, tol, tol);
@@ -76,8 +77,8 @@ void expect_layer_matches_reference(const Shape& x_shape, std::int64_t filters, 
     const Tensor g = Tensor::randn(y.shape(), 13, dtype);
     const Tensor gx = layer.backward(g);
     const Tensor g64 = g.astype(DType::Float64);
-    const math::Conv2dGrads ref = testing::reference_conv2d_backward(
-        g64, x.astype(DType::Float64), w, stride, layer.padding());
+    const math::Conv2dGrads ref = testing::reference_conv2d_backward(g64, x.astype(DType::Float64),
+                                                                     w, stride, layer.padding());
     expect_close("gx", gx, ref.gx);
     expect_close("gW", layer.W()->grad, ref.gw);
     expect_close("gb", layer.b()->grad, math::sum(g64, {0, 2, 3}));
@@ -130,7 +131,9 @@ TEST(Convolution, GeometryThatOverflowsIsAShapeErrorAndTheLayerStaysUnconnected)
   };
   const Case cases[] = {
       // 4 * 1 + (2^63 - 1) rows of padded input for 5 outputs.
-      {{huge, 3}, 1, "same",
+      {{huge, 3},
+       1,
+       "same",
        "'same' padding with filter_size (9223372036854775807, 3) and stride (1, 1) on an input of "
        "(5, 5): expected a padded height"},
       {{3, huge}, {1, 2}, "same", "filter_size (3, 9223372036854775807)"},

@@ -7,9 +7,9 @@
 #include <limits>
 #include <memory>
 
-#include "autodiff/gradcheck_gtest.hpp"
 #include "npdl.hpp"
 #include "tests/conv_reference.hpp"
+#include "tests/gradcheck_gtest.hpp"
 
 namespace npdl {
 namespace {
@@ -335,11 +335,13 @@ TEST(Conv2d, HugeStridesAndPaddingThatFitAreComputed) {
     const Tensor y = math::conv2d(x, w, stride, pad);
     EXPECT_EQ(y.shape(), (Shape{1, 1, 1, 1}));
     EXPECT_EQ(y.to_vector(), (std::vector<double>{0.0}));
-    const math::Conv2dGrads g = math::conv2d_backward(rnd({1, 1, 1, 1}, 3, dtype), x, w, stride, pad);
+    const math::Conv2dGrads g =
+        math::conv2d_backward(rnd({1, 1, 1, 1}, 3, dtype), x, w, stride, pad);
     EXPECT_EQ(g.gx.to_vector(), (std::vector<double>{0.0}));
     EXPECT_EQ(g.gw.to_vector(), (std::vector<double>{0.0}));
     // Two rows 2^62 apart, both in the padding.
-    const Tensor y2 = math::conv2d(x, w, {kHalfMax, 1}, {std::int64_t{1} << 61, std::int64_t{1} << 61, 0, 0});
+    const Tensor y2 =
+        math::conv2d(x, w, {kHalfMax, 1}, {std::int64_t{1} << 61, std::int64_t{1} << 61, 0, 0});
     EXPECT_EQ(y2.to_vector(), (std::vector<double>{0.0, 0.0}));
   }
 }
@@ -570,7 +572,8 @@ TEST(MaxPool2d, TwoNaNsInAWindowSendTheGradientToTheFirst) {
   for (DType dtype : {DType::Float64, DType::Float32}) {
     for (std::int64_t stride : {1, 2, 3}) {
       Graph graph;
-      const Var x = graph.variable(Tensor::from_vector({1, 1, 1, 7}, row, DType::Float64).astype(dtype));
+      const Var x =
+          graph.variable(Tensor::from_vector({1, 1, 1, 7}, row, DType::Float64).astype(dtype));
       const Var y = ops::max_pool2d(x, {1, 4}, {1, stride});
       y.backward(Tensor::ones(y.shape(), dtype));
       // Windows start at 0, stride, ... and those holding index 2 send their

@@ -6,8 +6,8 @@
 #include <cmath>
 #include <map>
 
-#include "autodiff/gradcheck_gtest.hpp"
 #include "npdl.hpp"
+#include "tests/gradcheck_gtest.hpp"
 
 namespace npdl {
 namespace {

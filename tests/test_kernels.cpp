@@ -1,5 +1,5 @@
 // Issue 10: the kernels compiled per instruction-set level (Note [Kernels per
-// instruction set] in autodiff/kernels/kernels.hpp). Every level this CPU
+// instruction set] in tensor/kernels/kernels.hpp). Every level this CPU
 // can run must give the default level's results: bit for bit where the
 // arithmetic and its order are the same (elementwise +, -, *, /, negation,
 // squares, square roots, max, comparisons, float64 accumulation), within a
@@ -18,8 +18,8 @@
 #include <string>
 #include <vector>
 
-#include "autodiff/error.hpp"
-#include "autodiff/kernels/kernels.hpp"
+#include "tensor/error.hpp"
+#include "tensor/kernels/kernels.hpp"
 
 namespace npdl::kernels {
 namespace {
@@ -213,7 +213,7 @@ TYPED_TEST(KernelLevels, SoftmaxMatchesDefaultWithinRounding) {
   }
 }
 
-// Note [exp underflow] (autodiff/kernels/level.cpp): at every level, and in
+// Note [exp underflow] (tensor/kernels/level.cpp): at every level, and in
 // every position of a vector (lanes and the scalar tail), exp of an argument
 // whose result is below the smallest normal number rounds as libm's does.
 TYPED_TEST(KernelLevels, ExpUnderflowDoesNotDependOnPosition) {

@@ -7,8 +7,8 @@
 
 #include <cmath>
 
-#include "autodiff/gradcheck_gtest.hpp"
 #include "npdl.hpp"
+#include "tests/gradcheck_gtest.hpp"
 #include "tests/layer_gradcheck.hpp"
 
 namespace npdl::layers {
@@ -212,6 +212,45 @@ TEST(Linear, RecordsOnTheGraphWithItsParametersAsParams) {
   const Tensor expected_db = math::scale(math::sum(y.value(), {0}), 2.0);
   const math::MaxDiff d = math::max_abs_diff(layer.b()->grad, expected_db);
   EXPECT_LT(d.abs, 1e-5);
+}
+
+// The layer state API that model/ uses without knowing layer types: a
+// BatchNormal's running statistics by name, replaced one at a time with
+// every check, and nothing changed by a refused value.
+TEST(LayerState, NamesChecksAndReplacesStateWithoutKnowingTheLayer) {
+  Linear dense(2, 3);
+  dense.connect_to(Shape{3});
+  EXPECT_TRUE(dense.state().empty());
+
+  BatchNormal bn(1e-5, 0.9, 1);
+  bn.connect_to(Shape{3, 2, 2});
+  Layer& layer = bn;
+  const std::vector<Layer::NamedState> state = layer.state();
+  ASSERT_EQ(state.size(), 2u);
+  EXPECT_EQ(state[0].name, "running_mean");
+  EXPECT_EQ(state[1].name, "running_var");
+  EXPECT_EQ(state[1].value.shape(), (Shape{3}));
+
+  const Tensor var = Tensor::from_vector({3}, {0.5, 2.0, 0.0}, state[1].value.dtype());
+  layer.set_state(1, var, "bn");
+  EXPECT_EQ(bn.running_var().to_vector(), var.to_vector());
+
+  const Tensor before = bn.running_var().clone();
+  const Tensor negative = Tensor::from_vector({3}, {1.0, -2.0, 1.0}, var.dtype());
+  EXPECT_THROW(layer.check_state(1, negative, "bn"), ValueError);
+  EXPECT_THROW(layer.set_state(1, negative, "bn"), ValueError);
+  EXPECT_THROW(layer.set_state(1, Tensor::ones({4}, var.dtype()), "bn"), ShapeError);
+  EXPECT_THROW(layer.set_state(1, Tensor::ones({3}, DType::Float64), "bn"), DTypeError);
+  EXPECT_THROW(layer.set_state(2, var, "bn"), ValueError);
+  EXPECT_EQ(bn.running_var().to_vector(), before.to_vector());
+  try {
+    layer.set_state(1, negative, "model.bin: 1.BatchNormal");
+    ADD_FAILURE() << "accepted a negative running variance";
+  } catch (const ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("model.bin: 1.BatchNormal: running variance of feature 1"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 }  // namespace

@@ -8,8 +8,8 @@
 #include <fstream>
 #include <iterator>
 
-#include "autodiff/tensor.hpp"
 #include "io/npy.hpp"
+#include "tensor/tensor.hpp"
 #include "tests/temp_dir_test.hpp"
 
 namespace npdl {

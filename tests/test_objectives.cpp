@@ -4,8 +4,8 @@
 
 #include <cmath>
 
-#include "autodiff/gradcheck_gtest.hpp"
 #include "npdl.hpp"
+#include "tests/gradcheck_gtest.hpp"
 
 namespace npdl::model {
 namespace {

@@ -2,8 +2,8 @@
 // shapes, broadcasting included (one shared gradient-check assertion).
 #include <gtest/gtest.h>
 
-#include "autodiff/gradcheck_gtest.hpp"
 #include "npdl.hpp"
+#include "tests/gradcheck_gtest.hpp"
 
 namespace npdl {
 namespace {

@@ -1,6 +1,6 @@
 // Issue 10: the optimisers' updates at every instruction-set level
-// (model/optimizer_level.cpp; Note [Kernels per instruction set] in
-// autodiff/kernels/kernels.hpp). Every level this CPU runs must give the
+// (model/detail/optimizer_level.cpp; Note [Kernels per instruction set] in
+// tensor/kernels/kernels.hpp). Every level this CPU runs must give the
 // default level's parameters: bit for bit where an update is elementwise
 // +, -, *, /, max and abs (SGD, the momenta, Adamax, clipping), within a few
 // units in the last place where it takes square roots, which Eigen computes
@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "autodiff/kernels/per_level.hpp"
 #include "npdl.hpp"
+#include "tensor/kernels/per_level.hpp"
 
 namespace npdl::model {
 namespace {

@@ -3,11 +3,11 @@
 // thread count (Note [Feature groups], Note [Parallel reductions]).
 #include <gtest/gtest.h>
 
-#include "autodiff/parallel.hpp"
-#include "autodiff/storage.hpp"
-#include "autodiff/tensor.hpp"
-#include "autodiff/tensor_math.hpp"
-#include "layers/batch_norm_kernels.hpp"
+#include "layers/batch_norm/kernels.hpp"
+#include "tensor/parallel.hpp"
+#include "tensor/storage.hpp"
+#include "tensor/tensor.hpp"
+#include "tensor/tensor_math.hpp"
 
 namespace npdl {
 namespace {

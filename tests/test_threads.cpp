@@ -170,7 +170,7 @@ TEST(Threads, SetNumThreadsWhileOtherThreadsRunKernels) {
   EXPECT_EQ(mismatches.load(), 0) << "of " << runs.load() << " runs";
 }
 
-// Note [Claimed chunks] in autodiff/parallel.cpp: whoever is awake claims
+// Note [Claimed chunks] in tensor/parallel.cpp: whoever is awake claims
 // the next chunk. Many short jobs in a row (so workers wake late and meet
 // the next job), three threads on two cores, and a slow item now and then:
 // every item of every job must run exactly once.
@@ -192,7 +192,7 @@ TEST(Threads, EveryChunkRunsExactlyOnceWhateverThreadClaimsIt) {
   EXPECT_EQ(wrong, 0) << "items run other than once";
 }
 
-// Note [Exceptions across threads] in autodiff/parallel.cpp. The tests below
+// Note [Exceptions across threads] in tensor/parallel.cpp. The tests below
 // run jobs of get_num_threads() one-item chunks. The caller's chunk waits
 // until a worker has started one, so that both kinds of thread hold a chunk
 // of the job when one of them throws.
@@ -328,9 +328,8 @@ TEST(Threads, WhenEveryChunkThrowsOneErrorReachesTheCaller) {
   ThreadCountGuard restore;
   set_num_threads(4);
   for (int job = 0; job < kJobsPerCase; ++job) {
-    const JobOutcome out = run_split_job([&](bool on_caller, JobLog&) {
-      throw GraphError(on_caller ? "caller" : "worker");
-    });
+    const JobOutcome out = run_split_job(
+        [&](bool on_caller, JobLog&) { throw GraphError(on_caller ? "caller" : "worker"); });
     const std::string what = message_if<GraphError>(out.error);
     EXPECT_TRUE(what == "caller" || what == "worker") << what;
   }

@@ -1,0 +1,402 @@
+#include "layers/batch_norm/batch_normal.hpp"
+
+#include <Eigen/Core>
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <sstream>
+
+#include "autodiff/gradcheck.hpp"
+#include "layers/batch_norm/composite.hpp"
+#include "ops/ops.hpp"
+#include "tensor/tensor_math.hpp"
+
+namespace npdl::layers {
+namespace {
+
+const OpInfo kFusedTrain{
+    "batch_normal_fused",
+    "y = gamma * (x - mean) * rsqrt(var + epsilon) + beta, statistics in one pass",
+    "dx = (gamma * invstd / M) * (M * dy - sum(dy) - xhat * sum(dy * xhat)), "
+    "dgamma = sum(dy * xhat), dbeta = sum(dy)",
+    false,
+    /*saves_inputs=*/0b111};
+const OpInfo kFusedInfer{
+    "batch_normal_fused_inference",
+    "y = gamma * (x - running_mean) * rsqrt(running_var + epsilon) + beta",
+    "dx = dy * gamma * rsqrt(running_var + epsilon), dgamma = sum(dy * xhat), dbeta = sum(dy)",
+    false,
+    /*saves_inputs=*/0b111};
+
+std::string number(double v) {
+  std::ostringstream os;
+  os.precision(6);
+  os << v;
+  return os.str();
+}
+
+// Feature `flat` of parameters of `shape`: its index, or its index tuple
+// when every position of a sample is a feature.
+std::string feature_name(const Shape& shape, std::int64_t flat) {
+  if (shape.size() == 1) return std::to_string(flat);
+  Shape index(shape.size());
+  for (int d = static_cast<int>(shape.size()) - 1; d >= 0; --d) {
+    index[d] = flat % shape[d];
+    flat /= shape[d];
+  }
+  return to_string(index);
+}
+
+// Note [Running statistics from outside]: the first element of `t` that
+// does not fit, named.
+void require_each(const Tensor& t, const std::string& layer, const char* what, bool (*fits)(double),
+                  const char* expected) {
+  const std::vector<double> values = t.to_vector();
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (fits(values[i])) continue;
+    throw ValueError(layer + ": " + what + " of feature " + feature_name(t.shape(), i) + " is " +
+                     number(values[i]) + "; expected " + expected);
+  }
+}
+
+// Note [Checked mode's reference]
+// The checked mode runs reverse mode through the composite `f` on the saved
+// inputs and compares it with the fused gradients. The composite runs in
+// float64 on the inputs promoted from their dtype, whatever that dtype is:
+// recorded in float32, the composite rounds the batch mean to float32, and
+// on features far from zero next to their spread (x = 1e4 + N(0, 1)) its
+// own dx is off by tens of percent while the fused kernel, which keeps the
+// statistics in float64, is right to about 1e-6. A float32 reference would
+// blame the fused kernel for the reference's rounding. The tolerance is the
+// fused gradient's dtype's, its absolute part scaled by the gradient's root
+// mean square.
+void expect_agreement(const GraphFunction& composite, const VjpArgs& c, const BatchNormGrads& g) {
+  GradModeGuard recording(true);  // backward may run under a NoGradGuard
+  const auto f64 = [](const Tensor& t) { return t.astype(DType::Float64); };
+  const std::vector<Tensor> autodiff = reverse_mode_gradients(
+      composite, {f64(c.input(0).value()), f64(c.input(1).value()), f64(c.input(2).value())},
+      f64(c.grad.value()));
+  const std::pair<const char*, const Tensor*> fused[] = {
+      {"dx", &g.dx}, {"dgamma", &g.dgamma}, {"dbeta", &g.dbeta}};
+  for (int i = 0; i < 3; ++i) {
+    expect_close(std::string("BatchNormal checked backward (") + fused[i].first + ")", autodiff[i],
+                 *fused[i].second);
+  }
+}
+
+[[noreturn]] void throw_non_finite(const std::string& layer, const std::string& batch,
+                                   const std::string& detail) {
+  throw ValueError(layer + ": " + batch + " contains NaN or Inf" + detail +
+                   "; expected finite values");
+}
+
+std::string training_batch(const Shape& shape) {
+  return "the training batch of shape " + to_string(shape);
+}
+
+[[noreturn]] void throw_non_finite(const Shape& shape) {
+  throw_non_finite("BatchNormal", training_batch(shape), "");
+}
+
+double largest_finite(DType dtype) {
+  return dtype == DType::Float32 ? double(std::numeric_limits<float>::max())
+                                 : std::numeric_limits<double>::max();
+}
+
+// BatchNormal's batch, described when its statistics fail.
+StatisticsFailure describe_batch(const Tensor& x) {
+  StatisticsFailure f{"BatchNormal", training_batch(x.shape()), std::nullopt};
+  if (!math::all_finite(x)) f.non_finite = "";
+  return f;
+}
+
+// Largest |x|, to tell whether the variance could overflow the dtype.
+double max_magnitude(const Tensor& x) {
+  if (x.size() == 0) return 0.0;
+  return dispatch(x.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    return double(Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(x.data<T>(), x.size())
+                      .abs()
+                      .maxCoeff());
+  });
+}
+
+}  // namespace
+
+// Note [Statistics overflow]
+// A finite batch can still have a variance beyond the dtype's range
+// (float32 values near 1e19 and beyond, float64 near 1e154): the squared
+// deviations overflow. Every mode applies one rule, on the float64
+// statistics: the batch fails when its mean or variance is not finite in the
+// input's dtype, and the message tells NaN/Inf in the input from overflow.
+// SyncBatchNormal applies the same rule to the global statistics, which are
+// the same bits on every rank, so every rank fails together (its `describe`
+// then agrees across ranks on where the NaN or Inf is).
+void check_statistics(const BatchNormStats& stats, DType dtype,
+                      const std::function<StatisticsFailure()>& describe) {
+  const double limit = largest_finite(dtype);
+  const auto fits = [limit](const Tensor& t) {
+    for (double v : t.to_vector()) {
+      if (!(std::fabs(v) <= limit)) return false;  // NaN fails too
+    }
+    return true;
+  };
+  if (fits(stats.mean) && fits(stats.var)) return;
+  const StatisticsFailure f = describe();
+  if (f.non_finite) throw_non_finite(f.layer, f.batch, *f.non_finite);
+  throw ValueError(f.layer + ": the variance of " + f.batch + " overflowed " + to_string(dtype) +
+                   ": the input is finite, but its squared deviations from the mean exceed " +
+                   number(limit) + "; expected values of a smaller magnitude (scale the input)");
+}
+
+// Note [Running statistics from outside]
+// Inference divides by sqrt(running_var + epsilon): a running variance
+// below zero gives NaN (or, just above -epsilon, an enormous scale), and a
+// NaN or Inf statistic spoils every output, all without an error. Training
+// makes finite statistics with var >= 0 (an M2 is never negative). What
+// comes from outside is checked where it enters: the setters, and
+// Model::load, which checks every tensor of the file before it assigns any.
+// Inference checks again, a read per feature, for whatever got past both
+// (Layer::restore takes a snapshot as it is).
+void check_running_mean(const Tensor& mean, const std::string& layer) {
+  require_each(
+      mean, layer, "running mean", [](double v) { return std::isfinite(v); }, "a finite number");
+}
+
+void check_running_var(const Tensor& var, const std::string& layer) {
+  require_each(
+      var, layer, "running variance", [](double v) { return std::isfinite(v) && v >= 0.0; },
+      "a finite number >= 0 (a variance is never negative)");
+}
+
+BackwardMode parse_backward_mode(const std::string& name) {
+  if (name == "autodiff") return BackwardMode::Autodiff;
+  if (name == "fused") return BackwardMode::Fused;
+  if (name == "checked") return BackwardMode::Checked;
+  throw ValueError("unknown backward mode '" + name + "'; expected autodiff, fused or checked");
+}
+
+std::string backward_mode_name(BackwardMode mode) {
+  switch (mode) {
+    case BackwardMode::Autodiff:
+      return "autodiff";
+    case BackwardMode::Fused:
+      return "fused";
+    case BackwardMode::Checked:
+      return "checked";
+  }
+  return "?";
+}
+
+Var batchnorm_fused_train(const Var& x, const Var& gamma, const Var& beta, const BatchNormLayout& L,
+                          double eps, bool checked, Variant variant, BatchNormStats* stats_out,
+                          bool require_finite, DoubleBackward double_backward) {
+  BatchNormStats stats;
+  Tensor y = batchnorm_forward_train(x.value(), gamma.value(), beta.value(), L, eps, stats,
+                                     variant == Variant::NpdlStd);
+  if (require_finite) {  // Note [Statistics overflow]
+    check_statistics(stats, x.dtype(), [&] { return describe_batch(x.value()); });
+  }
+  if (stats_out != nullptr) *stats_out = stats;
+  Graph* graph = common_graph({&x, &gamma, &beta}, kFusedTrain.name);
+  if (graph == nullptr) return Var(std::move(y));
+  return graph->record(
+      kFusedTrain, {&x, &gamma, &beta}, std::move(y), {stats.mean, stats.invstd},
+      [L, eps, variant, checked, double_backward](const VjpArgs& c) -> Vars {
+        const BatchNormStats s{c.saved[0], Tensor(), c.saved[1]};
+        if (c.create_graph && !checked) {
+          return batchnorm_train_grads_on_graph(c, L, eps, variant, s, double_backward, checked);
+        }
+        const BatchNormGrads g =
+            batchnorm_backward_train(c.grad.value(), c.input(0).value(), c.input(1).value(), s, L);
+        if (checked) {
+          expect_agreement(
+              [&](const std::vector<Var>& v) {
+                return batchnorm_composite_train(v[0], v[1], v[2], L, eps, variant);
+              },
+              c, g);
+          if (c.create_graph) {  // and the second order, when its VJPs run
+            return batchnorm_train_grads_on_graph(c, L, eps, variant, s, double_backward, checked);
+          }
+        }
+        return {Var(g.dx), Var(g.dgamma), Var(g.dbeta)};
+      });
+}
+
+Var batchnorm_fused_infer(const Var& x, const Var& gamma, const Var& beta, const BatchNormLayout& L,
+                          double eps, const Tensor& rm, const Tensor& rv, bool checked) {
+  Tensor y = batchnorm_forward_infer(x.value(), gamma.value(), beta.value(), rm, rv, L, eps);
+  Graph* graph = common_graph({&x, &gamma, &beta}, kFusedInfer.name);
+  if (graph == nullptr) return Var(std::move(y));
+  return graph->record(
+      kFusedInfer, {&x, &gamma, &beta}, std::move(y), {},
+      [L, eps, rm, rv, checked](const VjpArgs& c) -> Vars {
+        if (c.create_graph) return batchnorm_infer_grads_on_graph(c, L, eps, rm, rv);
+        const BatchNormGrads g = batchnorm_backward_infer(c.grad.value(), c.input(0).value(),
+                                                          c.input(1).value(), rm, rv, L, eps);
+        if (checked) {
+          expect_agreement(
+              [&](const std::vector<Var>& v) {
+                return batchnorm_composite_infer(v[0], v[1], v[2], L, eps, rm.astype(v[0].dtype()),
+                                                 rv.astype(v[0].dtype()));
+              },
+              c, g);
+        }
+        return {Var(g.dx), Var(g.dgamma), Var(g.dbeta)};
+      });
+}
+
+BatchNormal::BatchNormal(double epsilon, double momentum, int axis,
+                         initializers::InitSpec beta_init, initializers::InitSpec gamma_init)
+    : epsilon_(epsilon),
+      momentum_(momentum),
+      axis_(axis),
+      beta_init_(std::move(beta_init)),
+      gamma_init_(std::move(gamma_init)) {
+  if (!(std::isfinite(epsilon) && epsilon > 0)) {
+    throw ValueError("BatchNormal: epsilon must be a finite number > 0, got " + number(epsilon));
+  }
+  if (!(momentum >= 0.0 && momentum <= 1.0)) {
+    throw ValueError("BatchNormal: momentum must lie in [0, 1], got " + number(momentum));
+  }
+}
+
+void BatchNormal::build(const Shape& input_shape) {
+  Shape batch{2};
+  batch.insert(batch.end(), input_shape.begin(), input_shape.end());
+  BatchNormLayout layout = batchnorm_layout(batch, axis_);  // throws on a bad axis or rank
+  if (layout.features == 0) {
+    throw ShapeError("BatchNormal expects at least one feature, got samples of shape " +
+                     to_string(input_shape) + " (axis " + std::to_string(axis_) + ")");
+  }
+  ParameterPtr gamma = make_parameter(gamma_init_(layout.param_shape, DType::Float32), "gamma");
+  ParameterPtr beta = make_parameter(beta_init_(layout.param_shape, DType::Float32), "beta");
+  gamma->grad = Tensor::zeros(layout.param_shape, DType::Float32);
+  beta->grad = Tensor::zeros(layout.param_shape, DType::Float32);
+  layout_ = std::move(layout);
+  gamma_ = std::move(gamma);
+  beta_ = std::move(beta);
+  running_mean_ = Tensor::zeros(layout_.param_shape, DType::Float32);
+  running_var_ = Tensor::ones(layout_.param_shape, DType::Float32);
+}
+
+const BatchNormLayout& BatchNormal::layout() const {
+  if (!connected()) {
+    throw GraphError("BatchNormal is not connected yet: call connect_to or forward first");
+  }
+  return layout_;
+}
+
+void BatchNormal::check_input(const Tensor& x, bool training, bool scan_values) const {
+  const BatchNormLayout L = batchnorm_layout(x.shape(), axis_);
+  if (x.size() == 0) {
+    throw ShapeError(
+        "BatchNormal expects a non-empty input (at least one feature and one "
+        "sample), got shape " +
+        to_string(x.shape()) + " with " + std::to_string(L.features) +
+        " features and M = " + std::to_string(L.M));
+  }
+  const bool rank_fits = x.rank() == static_cast<int>(input_shape().size()) + 1;
+  if (connected() && (!rank_fits || L.param_shape != layout_.param_shape)) {
+    throw ShapeError("BatchNormal expects inputs of rank " +
+                     std::to_string(input_shape().size() + 1) + " whose features have shape " +
+                     to_string(layout_.param_shape) + " (axis " + std::to_string(axis_) +
+                     "), got an input of shape " + to_string(x.shape()));
+  }
+  if (!training) return;
+  if (L.M < 2) {
+    throw ValueError(
+        "BatchNormal in training needs at least 2 elements per feature to estimate "
+        "a variance, got M = " +
+        std::to_string(L.M) + " for input shape " + to_string(x.shape()));
+  }
+  if (scan_values && !math::all_finite(x)) throw_non_finite(x.shape());
+}
+
+Var BatchNormal::apply(const Var& x, bool training) {
+  // Validation comes before any state changes. The fused path sees NaN and
+  // Inf in its statistics, without a separate scan of the batch.
+  const bool fused = mode_ != BackwardMode::Autodiff;
+  check_input(x.value(), training, /*scan_values=*/!fused);
+  if (!training && connected()) {  // Note [Running statistics from outside]
+    check_running_mean(running_mean_, name());
+    check_running_var(running_var_, name());
+  }
+  // The fused path finds NaN, Inf and overflow after the dtype may have
+  // changed: Note [No change on failure].
+  StateGuard guard({this});
+  // Inputs fit when their features do: a per-channel layer takes any
+  // spatial size, so the base class's exact shape check does not apply.
+  if (!connected()) connect_to(Shape(x.shape().begin() + 1, x.shape().end()));
+  match_dtype(x.dtype());
+  const BatchNormLayout L = batchnorm_layout(x.shape(), axis_);
+  // Note [Statistics overflow]: the composite's own statistics are in the
+  // input's dtype; a batch large enough to overflow is checked first on
+  // float64 statistics, so that nothing is recorded for it.
+  if (!fused && training && max_magnitude(x.value()) > 0.5 * std::sqrt(largest_finite(x.dtype()))) {
+    BatchNormStats exact;
+    batchnorm_forward_train(x.value(), gamma_->value, beta_->value, L, epsilon_, exact);
+    check_statistics(exact, x.dtype(), [&] { return describe_batch(x.value()); });
+  }
+  Graph* graph = x.graph();
+  std::optional<Graph::CompositeScope> scope;
+  if (graph != nullptr) scope.emplace(*graph, name());
+  const Var gamma = graph != nullptr ? graph->param(gamma_) : Var(gamma_->value);
+  const Var beta = graph != nullptr ? graph->param(beta_) : Var(beta_->value);
+  BatchNormStats stats;
+  const bool checked = mode_ == BackwardMode::Checked;
+  Var y;
+  if (!fused) {
+    y = training
+            ? batchnorm_composite_train(x, gamma, beta, L, epsilon_, variant_, &stats)
+            : batchnorm_composite_infer(x, gamma, beta, L, epsilon_, running_mean_, running_var_);
+    if (training) check_statistics(stats, x.dtype(), [&] { return describe_batch(x.value()); });
+  } else {
+    y = training ? batchnorm_fused_train(x, gamma, beta, L, epsilon_, checked, variant_, &stats,
+                                         /*require_finite=*/true, double_backward_)
+                 : batchnorm_fused_infer(x, gamma, beta, L, epsilon_, running_mean_, running_var_,
+                                         checked);
+  }
+  if (training) update_running_stats(stats, L.M);
+  fix_dtype();
+  guard.commit();
+  return y;
+}
+
+void BatchNormal::update_running_stats(const BatchNormStats& stats, std::int64_t M) {
+  // SPEC section 2 (npdl itself keeps no running statistics): momentum
+  // weighs the old value. The batch variance is biased (divided by M); the
+  // running one estimates the population's, so it is scaled by M / (M - 1).
+  const DType dtype = running_mean_.dtype();
+  const Tensor mean = stats.mean.astype(dtype), var = stats.var.astype(dtype);
+  const double unbias = double(M) / double(M - 1);
+  running_mean_ =
+      math::add(math::scale(running_mean_, momentum_), math::scale(mean, 1.0 - momentum_));
+  running_var_ =
+      math::add(math::scale(running_var_, momentum_), math::scale(var, (1.0 - momentum_) * unbias));
+}
+
+Tensor BatchNormal::checked_param(const Tensor& t, const char* what) const {
+  check_same_shape(layout().param_shape, t.shape(), std::string("BatchNormal ") + what);
+  return t.astype(gamma_->value.dtype());
+}
+
+void BatchNormal::set_gamma(const Tensor& gamma) { gamma_->value = checked_param(gamma, "gamma"); }
+void BatchNormal::set_beta(const Tensor& beta) { beta_->value = checked_param(beta, "beta"); }
+
+void BatchNormal::check_state(std::size_t index, const Tensor& value,
+                              const std::string& who) const {
+  if (index == 0) check_running_mean(value, who);
+  if (index == 1) check_running_var(value, who);
+}
+
+void BatchNormal::set_running_stats(const Tensor& mean, const Tensor& var) {
+  Tensor m = checked_param(mean, "running_mean");
+  Tensor v = checked_param(var, "running_var");
+  check_running_mean(m, name());
+  check_running_var(v, name());
+  running_mean_ = std::move(m);
+  running_var_ = std::move(v);
+}
+
+}  // namespace npdl::layers

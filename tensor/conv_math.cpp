@@ -1,0 +1,552 @@
+#include "tensor/conv_math.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+
+#include "tensor/parallel.hpp"
+#include "tensor/tensor_math.hpp"
+
+namespace npdl::math {
+namespace {
+
+std::string pair_text(Size2 s) {
+  return "(" + std::to_string(s.h) + ", " + std::to_string(s.w) + ")";
+}
+
+std::string padding_text(const Padding2d& p) {
+  return "(top " + std::to_string(p.top) + ", bottom " + std::to_string(p.bottom) + ", left " +
+         std::to_string(p.left) + ", right " + std::to_string(p.right) + ")";
+}
+
+// A shape the caller gives as a value (the gradient primitives take x's or
+// w's) is held to what a tensor's shape is: sizes >= 0 whose product fits.
+void check_countable(const Shape& s, const char* what, const char* role) {
+  try {
+    numel(s);
+  } catch (const ShapeError& e) {
+    throw ShapeError(std::string(what) + ": " + role + ": " + e.what());
+  }
+}
+
+void check_nchw(const Shape& x, const char* what) {
+  if (x.size() != 4) {
+    throw ShapeError(std::string(what) + " expects a 4-D input (N, C, H, W), got shape " +
+                     to_string(x));
+  }
+}
+
+// Note [Convolution as matrix products]
+// Each sample's receptive fields are unrolled into the columns of a matrix
+// (im2col): row (c, i, j), column (oh, ow) holds xpad[c, oh*sh + i, ow*sw + j].
+// With W viewed as the (F, C*KH*KW) matrix Wm the convolution is one matrix
+// product, Y = Wm @ col, and its VJPs are two more:
+//   gW   = sum over samples of gY @ col^T
+//   gcol = Wm^T @ gY, then col2im adds each column entry back to the input
+//          element it was copied from (the adjoint of im2col).
+// Samples are processed in groups whose columns sit side by side in one col
+// matrix, so each product is large enough for math::matmul to run near its
+// peak while col stays small. The grouping depends only on the shapes, never
+// on the thread count, and the per-group partial gW are added in group
+// order: results are the same bit for bit at any thread count.
+struct ConvGeometry {
+  std::int64_t N, C, H, W, F, KH, KW, OH, OW, sh, sw, pt, pl;
+  std::int64_t rows() const { return C * KH * KW; }  // of col
+  std::int64_t plane() const { return OH * OW; }
+};
+
+// Elements of col per group, at most (unless one sample alone needs more).
+constexpr std::int64_t kColBudget = std::int64_t{1} << 19;
+// Groups wanted at least, so that threads have work to share on small layers.
+constexpr std::int64_t kMinGroups = 8;
+
+struct Groups {
+  std::int64_t size, count;
+  // Several groups already share the threads; one group (a single sample)
+  // leaves them to its products. Decided by shape, so the bits stay the same
+  // at any thread count.
+  ProductThreads product_threads() const {
+    return count > 1 ? ProductThreads::CallerOnly : ProductThreads::Shared;
+  }
+};
+
+Groups plan_groups(const ConvGeometry& g) {
+  const std::int64_t per_sample = g.rows() * g.plane();  // fits: conv_geometry counted it
+  // The whole batch's col may not be countable; then every sample is a group.
+  std::int64_t total = 0;
+  const std::int64_t by_memory = __builtin_mul_overflow(g.N, per_sample, &total)
+                                     ? g.N
+                                     : total / kColBudget + (total % kColBudget != 0);
+  const std::int64_t wanted = std::max(by_memory, std::min(g.N, kMinGroups));
+  const std::int64_t size = (g.N + wanted - 1) / wanted;
+  return {size, (g.N + size - 1) / size};
+}
+
+// Range [lo, hi) of output columns ow whose input column ow*sw - pl + j lies
+// inside [0, W), with lo <= hi <= OW. A filter wider than the input and its
+// right padding has columns j that see only the left padding at every
+// output column: their first inside column lies past OW, and lo must stop
+// at OW, or im2col would fill beyond the run (and from d + lo down to d + OW).
+std::pair<std::int64_t, std::int64_t> valid_columns(const ConvGeometry& g, std::int64_t j) {
+  const std::int64_t first = g.pl - j;  // ow * sw must reach at least this
+  // ceil(first / sw) as (first - 1) / sw + 1: first + sw - 1 overflows for a huge stride.
+  const std::int64_t lo = std::min(g.OW, first <= 0 ? 0 : (first - 1) / g.sw + 1);
+  const std::int64_t last = g.W - 1 + g.pl - j;  // ow * sw must stay at most this
+  const std::int64_t hi = last < 0 ? 0 : std::min(g.OW, last / g.sw + 1);
+  return {lo, std::max(lo, hi)};
+}
+
+// Calls fn(dst, src, lo, hi) for every (row of col, sample, output row) of
+// samples [n0, n1): dst is the col index of the run's OW entries, src the
+// input index that ow = 0 would read (it may lie before the plane: only
+// entries ow in [lo, hi) are inside the input; the rest read padding, and
+// lo == hi when the whole run lies in the padding).
+template <class Fn>
+void for_each_col_run(const ConvGeometry& g, std::int64_t n0, std::int64_t n1, Fn&& fn) {
+  const std::int64_t cols = (n1 - n0) * g.plane();
+  for (std::int64_t c = 0; c < g.C; ++c) {
+    for (std::int64_t i = 0; i < g.KH; ++i) {
+      for (std::int64_t j = 0; j < g.KW; ++j) {
+        const std::int64_t row = (c * g.KH + i) * g.KW + j;
+        const auto [lo, hi] = valid_columns(g, j);
+        for (std::int64_t n = n0; n < n1; ++n) {
+          const std::int64_t plane = (n * g.C + c) * g.H * g.W;
+          for (std::int64_t oh = 0; oh < g.OH; ++oh) {
+            const std::int64_t dst = row * cols + (n - n0) * g.plane() + oh * g.OW;
+            const std::int64_t ih = oh * g.sh - g.pt + i;
+            const bool inside = ih >= 0 && ih < g.H;
+            fn(dst, inside ? plane + ih * g.W - g.pl + j : -1, lo, inside ? hi : lo);
+          }
+        }
+      }
+    }
+  }
+}
+
+template <class T>
+void im2col(const ConvGeometry& g, const T* x, std::int64_t n0, std::int64_t n1, T* col) {
+  for_each_col_run(g, n0, n1,
+                   [&](std::int64_t dst, std::int64_t src, std::int64_t lo, std::int64_t hi) {
+                     T* d = col + dst;
+                     std::fill(d, d + lo, T(0));
+                     if (hi > lo) {
+                       if (g.sw == 1) {
+                         std::copy(x + (src + lo), x + (src + hi), d + lo);
+                       } else {
+                         for (std::int64_t ow = lo; ow < hi; ++ow) d[ow] = x[src + ow * g.sw];
+                       }
+                     }
+                     std::fill(d + hi, d + g.OW, T(0));
+                   });
+}
+
+// The adjoint of im2col: adds every col entry to the input element it came from.
+template <class T>
+void col2im_add(const ConvGeometry& g, const T* col, std::int64_t n0, std::int64_t n1, T* x) {
+  for_each_col_run(g, n0, n1,
+                   [&](std::int64_t dst, std::int64_t src, std::int64_t lo, std::int64_t hi) {
+                     const T* s = col + dst;
+                     for (std::int64_t ow = lo; ow < hi; ++ow) x[src + ow * g.sw] += s[ow];
+                   });
+}
+
+// A product's (F, group columns) layout -> NCHW samples n0..n1 of y.
+template <class T>
+void scatter_to_nchw(const ConvGeometry& g, std::int64_t n0, std::int64_t n1, const T* product,
+                     T* y) {
+  const std::int64_t cols = (n1 - n0) * g.plane();
+  for (std::int64_t n = n0; n < n1; ++n) {
+    for (std::int64_t f = 0; f < g.F; ++f) {
+      const T* from = product + f * cols + (n - n0) * g.plane();
+      std::copy(from, from + g.plane(), y + (n * g.F + f) * g.plane());
+    }
+  }
+}
+
+// NCHW samples n0..n1 of gy -> the (F, group columns) layout of a product.
+template <class T>
+void gather_from_nchw(const ConvGeometry& g, std::int64_t n0, std::int64_t n1, const T* gy,
+                      T* product) {
+  const std::int64_t cols = (n1 - n0) * g.plane();
+  for (std::int64_t n = n0; n < n1; ++n) {
+    for (std::int64_t f = 0; f < g.F; ++f) {
+      const T* from = gy + (n * g.F + f) * g.plane();
+      std::copy(from, from + g.plane(), product + f * cols + (n - n0) * g.plane());
+    }
+  }
+}
+
+// The geometry of conv2d on an input of shape xs with filters of shape ws;
+// `what` names the op in errors.
+ConvGeometry conv_geometry(const Shape& xs, const Shape& ws, Size2 stride, const Padding2d& padding,
+                           const char* what) {
+  check_nchw(xs, what);
+  if (ws.size() != 4) {
+    throw ShapeError(std::string(what) + " expects 4-D filters (F, C, KH, KW), got shape " +
+                     to_string(ws));
+  }
+  if (ws[1] != xs[1]) {
+    throw ShapeError(std::string(what) + ": filters of shape " + to_string(ws) + " expect " +
+                     std::to_string(ws[1]) + " input channels, got an input of shape " +
+                     to_string(xs) + " with " + std::to_string(xs[1]));
+  }
+  check_countable(xs, what, "the input");
+  check_countable(ws, what, "the filters");
+  const Size2 out = window_output_size({xs[2], xs[3]}, {ws[2], ws[3]}, stride, padding, what);
+  // One sample's col (Note [Convolution as matrix products]) and the output
+  // are counted before anything multiplies their sizes.
+  check_countable({xs[1], ws[2], ws[3], out.h, out.w}, what,
+                  "one sample's receptive fields (C, KH, KW, OH, OW)");
+  check_countable({xs[0], ws[0], out.h, out.w}, what, "the output (N, F, OH, OW)");
+  return {xs[0], xs[1], xs[2],    xs[3],    ws[0],       ws[2],       ws[3],
+          out.h, out.w, stride.h, stride.w, padding.top, padding.left};
+}
+
+Shape output_shape(const ConvGeometry& g) { return {g.N, g.F, g.OH, g.OW}; }
+
+template <class T>
+void conv2d_forward(const ConvGeometry& g, const Tensor& x, const Tensor& w, Tensor& y) {
+  const Groups groups = plan_groups(g);
+  const Tensor wm = w.reshape({g.F, g.rows()});
+  parallel_for(groups.count, 1, [&](std::int64_t first, std::int64_t last) {
+    for (std::int64_t k = first; k < last; ++k) {
+      const std::int64_t n0 = k * groups.size, n1 = std::min(g.N, n0 + groups.size);
+      Tensor col({g.rows(), (n1 - n0) * g.plane()}, x.dtype());
+      im2col(g, x.data<T>(), n0, n1, col.data<T>());
+      Tensor product = matmul(wm, col, false, false, groups.product_threads());
+      scatter_to_nchw(g, n0, n1, product.data<T>(), y.data<T>());
+    }
+  });
+}
+
+// The gradients of conv2d that are wanted (gx needs w, gw needs x; the
+// other may be undefined): both in one pass over the groups of samples for a
+// first-order VJP, which shares gy's gathering between them, or one alone
+// for the primitives conv2d_input_grad and conv2d_weight_grad. Either way
+// each result comes from the same products in the same order: gx and gw are
+// the same bit for bit as when computed together.
+template <class T>
+Conv2dGrads conv2d_grads(const ConvGeometry& g, const Tensor& gy, const Tensor& x, const Tensor& w,
+                         bool want_gx, bool want_gw) {
+  const Groups groups = plan_groups(g);
+  const DType dtype = gy.dtype();
+  const Tensor wm = want_gx ? w.reshape({g.F, g.rows()}) : Tensor();
+  Tensor gx = want_gx ? Tensor::zeros({g.N, g.C, g.H, g.W}, dtype) : Tensor();
+  std::vector<Tensor> gw_parts(want_gw ? static_cast<std::size_t>(groups.count) : 0);
+  parallel_for(groups.count, 1, [&](std::int64_t first, std::int64_t last) {
+    for (std::int64_t k = first; k < last; ++k) {
+      const std::int64_t n0 = k * groups.size, n1 = std::min(g.N, n0 + groups.size);
+      const std::int64_t cols = (n1 - n0) * g.plane();
+      Tensor gy_group({g.F, cols}, dtype);
+      gather_from_nchw(g, n0, n1, gy.data<T>(), gy_group.data<T>());
+      if (want_gw) {
+        Tensor col({g.rows(), cols}, dtype);
+        im2col(g, x.data<T>(), n0, n1, col.data<T>());
+        gw_parts[k] = matmul(gy_group, col, false, true, groups.product_threads());
+      }
+      if (want_gx) {
+        const Tensor gcol = matmul(wm, gy_group, true, false, groups.product_threads());
+        col2im_add(g, gcol.data<T>(), n0, n1, gx.data<T>());
+      }
+    }
+  });
+  Tensor gw;
+  if (want_gw) {
+    gw = gw_parts[0];
+    for (std::size_t k = 1; k < gw_parts.size(); ++k) add_inplace(gw, gw_parts[k]);
+    gw = gw.reshape({g.F, g.C, g.KH, g.KW});
+  }
+  return {std::move(gx), std::move(gw)};
+}
+
+// Pooling: windows never padded; each (n, c) plane is independent.
+struct PoolGeometry {
+  std::int64_t planes, H, W, OH, OW, kh, kw, sh, sw;
+};
+
+PoolGeometry pool_geometry(const Shape& xs, Size2 window, Size2 stride, const char* what) {
+  const Size2 out = window_output_size({xs[2], xs[3]}, window, stride, {}, what);
+  return {xs[0] * xs[1], xs[2], xs[3], out.h, out.w, window.h, window.w, stride.h, stride.w};
+}
+
+template <class Fn>
+void for_each_plane(const PoolGeometry& p, Fn&& fn) {
+  const std::int64_t grain =
+      std::max<std::int64_t>(1, kElementGrain / std::max<std::int64_t>(1, p.H * p.W));
+  parallel_for(p.planes, grain, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t q = lo; q < hi; ++q) fn(q);
+  });
+}
+
+Shape pooled_shape(const Shape& xs, const PoolGeometry& p) { return {xs[0], xs[1], p.OH, p.OW}; }
+
+}  // namespace
+
+Size2 window_output_size(Size2 input, Size2 window, Size2 stride, const Padding2d& padding,
+                         const char* what) {
+  const std::string name(what);
+  if (window.h < 1 || window.w < 1) {
+    throw ValueError(name + ": window (filter or pool) sizes must be >= 1, got " +
+                     pair_text(window));
+  }
+  if (stride.h < 1 || stride.w < 1) {
+    throw ValueError(name + ": strides must be >= 1, got " + pair_text(stride));
+  }
+  if (padding.top < 0 || padding.bottom < 0 || padding.left < 0 || padding.right < 0) {
+    throw ValueError(name + ": padding must be >= 0, got " + padding_text(padding));
+  }
+  // With the window and stride >= 1 and the padding >= 0, these sums are the
+  // only arithmetic of the geometry that can overflow: (padded - window) /
+  // stride + 1 cannot once padded fits.
+  Size2 padded{0, 0};
+  const char* overflowing = nullptr;
+  if (__builtin_add_overflow(input.h, padding.top, &padded.h) ||
+      __builtin_add_overflow(padded.h, padding.bottom, &padded.h)) {
+    overflowing = "height";
+  } else if (__builtin_add_overflow(input.w, padding.left, &padded.w) ||
+             __builtin_add_overflow(padded.w, padding.right, &padded.w)) {
+    overflowing = "width";
+  }
+  if (overflowing != nullptr) {
+    throw ShapeError(name + ": padding " + padding_text(padding) + " of an input of " +
+                     pair_text(input) + " overflows the padded " + overflowing +
+                     ": expected input + padding <= " +
+                     std::to_string(std::numeric_limits<std::int64_t>::max()) + " along each axis");
+  }
+  if (window.h > padded.h || window.w > padded.w) {
+    throw ShapeError(name + ": a window of " + pair_text(window) +
+                     " needs a (padded) input at least that large, got an input of " +
+                     pair_text(input) + " padded to " + pair_text(padded));
+  }
+  return {(padded.h - window.h) / stride.h + 1, (padded.w - window.w) / stride.w + 1};
+}
+
+Tensor conv2d(const Tensor& x, const Tensor& w, Size2 stride, const Padding2d& padding) {
+  const ConvGeometry g = conv_geometry(x.shape(), w.shape(), stride, padding, "conv2d");
+  check_same_dtype(x, w, "conv2d");
+  Tensor y(output_shape(g), x.dtype());
+  if (y.size() == 0) return y;
+  dispatch(x.dtype(), [&](auto zero) { conv2d_forward<decltype(zero)>(g, x, w, y); });
+  return y;
+}
+
+Conv2dGrads conv2d_backward(const Tensor& gy, const Tensor& x, const Tensor& w, Size2 stride,
+                            const Padding2d& padding) {
+  const ConvGeometry g = conv_geometry(x.shape(), w.shape(), stride, padding, "conv2d");
+  check_same_dtype(x, w, "conv2d");
+  check_same_shape(output_shape(g), gy.shape(), "conv2d_backward: gy");
+  check_same_dtype(x, gy, "conv2d_backward");
+  if (g.N == 0) return {Tensor::zeros(x.shape(), x.dtype()), Tensor::zeros(w.shape(), w.dtype())};
+  return dispatch(x.dtype(), [&](auto zero) {
+    return conv2d_grads<decltype(zero)>(g, gy, x, w, /*want_gx=*/true, /*want_gw=*/true);
+  });
+}
+
+Tensor conv2d_input_grad(const Tensor& gy, const Tensor& w, const Shape& x_shape, Size2 stride,
+                         const Padding2d& padding) {
+  const ConvGeometry g = conv_geometry(x_shape, w.shape(), stride, padding, "conv2d_input_grad");
+  check_same_shape(output_shape(g), gy.shape(),
+                   "conv2d_input_grad: the upstream gradient (conv2d's output shape for an input "
+                   "of shape " +
+                       to_string(x_shape) + ")");
+  check_same_dtype(gy, w, "conv2d_input_grad");
+  if (g.N == 0) return Tensor::zeros(x_shape, gy.dtype());
+  return dispatch(gy.dtype(), [&](auto zero) {
+    return conv2d_grads<decltype(zero)>(g, gy, Tensor(), w, /*want_gx=*/true, /*want_gw=*/false).gx;
+  });
+}
+
+Tensor conv2d_weight_grad(const Tensor& x, const Tensor& gy, const Shape& w_shape, Size2 stride,
+                          const Padding2d& padding) {
+  const ConvGeometry g = conv_geometry(x.shape(), w_shape, stride, padding, "conv2d_weight_grad");
+  check_same_shape(output_shape(g), gy.shape(),
+                   "conv2d_weight_grad: the upstream gradient (conv2d's output shape for filters "
+                   "of shape " +
+                       to_string(w_shape) + ")");
+  check_same_dtype(x, gy, "conv2d_weight_grad");
+  if (g.N == 0) return Tensor::zeros(w_shape, gy.dtype());
+  return dispatch(gy.dtype(), [&](auto zero) {
+    return conv2d_grads<decltype(zero)>(g, gy, x, Tensor(), /*want_gx=*/false, /*want_gw=*/true).gw;
+  });
+}
+
+namespace {
+// One window offset's pass over an output row of max pooling: best[ow] and
+// at[ow] take row[ow * stride] (input index start + ow * stride) where it
+// is larger, or for the window's first offset unconditionally. Strictly
+// greater keeps the first maximum on ties; a NaN wins over numbers (it
+// propagates, as in NumPy's max) and the first NaN stays. Written without
+// branches, with the stride a constant for the common 1 and 2 (kStride 0:
+// the `stride` argument), so that the compiler vectorises it: the branchy
+// loop took a fifth of the CNN's training step.
+template <int kStride, class T>
+void max_pool_row(const T* row, std::int64_t stride, std::int64_t start, std::int64_t n, bool first,
+                  T* best, std::int32_t* at) {
+  const std::int64_t step = kStride > 0 ? kStride : stride;
+  if (first) {
+    for (std::int64_t ow = 0; ow < n; ++ow) {
+      best[ow] = row[ow * step];
+      at[ow] = static_cast<std::int32_t>(start + ow * step);
+    }
+    return;
+  }
+  for (std::int64_t ow = 0; ow < n; ++ow) {
+    const T v = row[ow * step], b = best[ow];
+    // Bitwise, not short-circuit: no branch for the comparison, whose
+    // outcome is a coin toss on real data.
+    const bool take = (v > b) | ((v != v) & (b == b));
+    best[ow] = take ? v : b;
+    at[ow] = take ? static_cast<std::int32_t>(start + ow * step) : at[ow];
+  }
+}
+}  // namespace
+
+Tensor max_pool2d(const Tensor& x, Size2 window, Size2 stride, std::vector<std::int32_t>* argmax) {
+  check_nchw(x.shape(), "max_pool2d");
+  const PoolGeometry p = pool_geometry(x.shape(), window, stride, "max_pool2d");
+  if (p.H * p.W > std::numeric_limits<std::int32_t>::max()) {
+    throw ShapeError("max_pool2d expects planes of at most 2^31 - 1 elements, got " +
+                     to_string(x.shape()));
+  }
+  Tensor y(pooled_shape(x.shape(), p), x.dtype());
+  std::vector<std::int32_t> local;
+  std::vector<std::int32_t>& arg = argmax != nullptr ? *argmax : local;
+  arg.resize(static_cast<std::size_t>(y.size()));
+  dispatch(x.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* xd = x.data<T>();
+    T* yd = y.data<T>();
+    for_each_plane(p, [&](std::int64_t q) {
+      const T* plane = xd + q * p.H * p.W;
+      T* best = yd + q * p.OH * p.OW;
+      std::int32_t* at = arg.data() + q * p.OH * p.OW;
+      for (std::int64_t oh = 0; oh < p.OH; ++oh, best += p.OW, at += p.OW) {
+        // Window offsets (i, j) in row-major order, each over the whole
+        // output row: the inner loop runs along memory.
+        for (std::int64_t i = 0; i < p.kh; ++i) {
+          for (std::int64_t j = 0; j < p.kw; ++j) {
+            const std::int64_t start = (oh * p.sh + i) * p.W + j;
+            const bool first = i == 0 && j == 0;
+            if (p.sw == 1) {
+              max_pool_row<1>(plane + start, 1, start, p.OW, first, best, at);
+            } else if (p.sw == 2) {
+              max_pool_row<2>(plane + start, 2, start, p.OW, first, best, at);
+            } else {
+              max_pool_row<0>(plane + start, p.sw, start, p.OW, first, best, at);
+            }
+          }
+        }
+      }
+    });
+  });
+  return y;
+}
+
+Tensor max_pool2d_backward(const Tensor& gy, const std::vector<std::int32_t>& argmax,
+                           const Shape& x_shape) {
+  if (x_shape.size() != 4 || static_cast<std::int64_t>(argmax.size()) != gy.size() ||
+      gy.rank() != 4 || gy.shape()[0] != x_shape[0] || gy.shape()[1] != x_shape[1]) {
+    throw ShapeError("max_pool2d_backward: upstream gradient of shape " + to_string(gy.shape()) +
+                     " does not fit an input of shape " + to_string(x_shape) + " and " +
+                     std::to_string(argmax.size()) + " recorded maxima");
+  }
+  Tensor gx = Tensor::zeros(x_shape, gy.dtype());
+  const std::int64_t in_plane = x_shape[2] * x_shape[3];
+  const std::int64_t out_plane = gy.shape()[2] * gy.shape()[3];
+  const PoolGeometry p{x_shape[0] * x_shape[1], x_shape[2], x_shape[3], 0, 0, 0, 0, 0, 0};
+  dispatch(gy.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* g = gy.data<T>();
+    T* d = gx.data<T>();
+    for_each_plane(p, [&](std::int64_t q) {
+      for (std::int64_t o = q * out_plane; o < (q + 1) * out_plane; ++o)
+        d[q * in_plane + argmax[static_cast<std::size_t>(o)]] += g[o];
+    });
+  });
+  return gx;
+}
+
+Tensor max_pool2d_gather(const Tensor& a, const std::vector<std::int32_t>& argmax,
+                         const Shape& y_shape) {
+  if (y_shape.size() != 4 || a.rank() != 4 || a.shape()[0] != y_shape[0] ||
+      a.shape()[1] != y_shape[1] || static_cast<std::int64_t>(argmax.size()) != numel(y_shape)) {
+    throw ShapeError("max_pool2d_gather: a tensor of shape " + to_string(a.shape()) +
+                     " does not fit a pooled shape " + to_string(y_shape) + " and " +
+                     std::to_string(argmax.size()) + " recorded maxima");
+  }
+  Tensor y(y_shape, a.dtype());
+  const std::int64_t in_plane = a.shape()[2] * a.shape()[3];
+  const std::int64_t out_plane = y_shape[2] * y_shape[3];
+  const PoolGeometry p{y_shape[0] * y_shape[1], a.shape()[2], a.shape()[3], 0, 0, 0, 0, 0, 0};
+  dispatch(a.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* from = a.data<T>();
+    T* to = y.data<T>();
+    for_each_plane(p, [&](std::int64_t q) {
+      for (std::int64_t o = q * out_plane; o < (q + 1) * out_plane; ++o)
+        to[o] = from[q * in_plane + argmax[static_cast<std::size_t>(o)]];
+    });
+  });
+  return y;
+}
+
+Tensor mean_pool2d(const Tensor& x, Size2 window, Size2 stride) {
+  check_nchw(x.shape(), "mean_pool2d");
+  const PoolGeometry p = pool_geometry(x.shape(), window, stride, "mean_pool2d");
+  Tensor y(pooled_shape(x.shape(), p), x.dtype());
+  dispatch(x.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* xd = x.data<T>();
+    T* yd = y.data<T>();
+    const T scale = T(1) / static_cast<T>(p.kh * p.kw);
+    for_each_plane(p, [&](std::int64_t q) {
+      const T* plane = xd + q * p.H * p.W;
+      T* out = yd + q * p.OH * p.OW;
+      for (std::int64_t oh = 0; oh < p.OH; ++oh) {
+        for (std::int64_t ow = 0; ow < p.OW; ++ow) {
+          T acc = 0;
+          for (std::int64_t i = 0; i < p.kh; ++i) {
+            const T* row = plane + (oh * p.sh + i) * p.W + ow * p.sw;
+            for (std::int64_t j = 0; j < p.kw; ++j) acc += row[j];
+          }
+          out[oh * p.OW + ow] = acc * scale;
+        }
+      }
+    });
+  });
+  return y;
+}
+
+Tensor mean_pool2d_backward(const Tensor& gy, const Shape& x_shape, Size2 window, Size2 stride) {
+  if (x_shape.size() != 4) {
+    throw ShapeError("mean_pool2d_backward expects a 4-D input shape, got " + to_string(x_shape));
+  }
+  check_countable(x_shape, "mean_pool2d_backward", "the input shape");
+  const PoolGeometry p = pool_geometry(x_shape, window, stride, "mean_pool2d_backward");
+  check_same_shape(pooled_shape(x_shape, p), gy.shape(), "mean_pool2d_backward: gy");
+  Tensor gx = Tensor::zeros(x_shape, gy.dtype());
+  dispatch(gy.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* g = gy.data<T>();
+    T* d = gx.data<T>();
+    const T scale = T(1) / static_cast<T>(p.kh * p.kw);
+    for_each_plane(p, [&](std::int64_t q) {
+      T* plane = d + q * p.H * p.W;
+      const T* in = g + q * p.OH * p.OW;
+      for (std::int64_t oh = 0; oh < p.OH; ++oh) {
+        for (std::int64_t ow = 0; ow < p.OW; ++ow) {
+          const T share = in[oh * p.OW + ow] * scale;
+          for (std::int64_t i = 0; i < p.kh; ++i) {
+            T* row = plane + (oh * p.sh + i) * p.W + ow * p.sw;
+            for (std::int64_t j = 0; j < p.kw; ++j) row[j] += share;
+          }
+        }
+      }
+    });
+  });
+  return gx;
+}
+
+}  // namespace npdl::math

@@ -1,0 +1,106 @@
+#pragma once
+// Note [Kernels per instruction set]
+// The hot loops of tensor math (elementwise maps, row reductions, matrix
+// products, softmax) are compiled once per instruction-set level from one
+// source, level.cpp: `default` (the x86-64 baseline, SSE2), `avx2` (AVX2 +
+// FMA) and `avx512` (AVX-512 F/DQ/BW/VL). One table of function pointers is
+// chosen at start-up from what the CPU supports, or from the environment
+// variable NPDL_CPU_CAPABILITY=default|avx2|avx512, so that a library built
+// without -march flags runs on any x86-64 and still uses the CPU's widest
+// vectors. Callers (tensor/tensor_math.cpp) use `kernels::active()` and
+// never name a level.
+// Batch norm's fused kernels (layers/batch_norm/detail/level.cpp) and the
+// optimisers' updates (model/detail/optimizer_level.cpp) are compiled per level the
+// same way, each into a table of its own, chosen with the same level
+// (tensor/kernels/per_level.hpp); CMake's npdl_compile_per_level compiles
+// all three sources.
+//
+// Every level lives in its own namespace, and so does its copy of Eigen
+// (level.cpp is compiled with -DEigen=Eigen_<level>): templates instantiated
+// in a TU compiled with -mavx512f would otherwise share their weak symbols
+// with the baseline instantiations of the same templates, and the linker
+// would keep one copy of each, AVX-512 or not, for every caller.
+// tests/kernel_symbols.sh checks that no level of any per-level source
+// defines a weak symbol outside its namespaces.
+//
+// The functions take raw pointers and element counts only: nothing that
+// could instantiate an npdl or standard-library template inside a level.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace npdl::kernels {
+
+enum class Capability : int { Default = 0, Avx2 = 1, Avx512 = 2 };
+
+enum class UnaryOp : int { Neg, Square, Sqrt, Rsqrt, Exp, Log, Relu, Sigmoid, Tanh, Step };
+enum class BinaryOp : int { Add, Sub, Mul, Div };
+/// Activations with a parameter alpha: leaky_relu (x if x > 0, else alpha x)
+/// and elu (x if x > 0, else alpha (exp(x) - 1)).
+enum class AlphaOp : int { LeakyRelu, Elu };
+
+/// One dtype's kernels. `n` counts elements; outputs may alias inputs
+/// exactly (out == x), never partially.
+template <class T>
+struct TypedKernels {
+  /// out[i] = op(x[i])
+  void (*unary)(UnaryOp op, const T* x, T* out, std::int64_t n);
+  /// out[i] = op(x[i], y[i])
+  void (*binary)(BinaryOp op, const T* x, const T* y, T* out, std::int64_t n);
+  /// out[i] = op(x[i], s)
+  void (*binary_scalar_rhs)(BinaryOp op, const T* x, T s, T* out, std::int64_t n);
+  /// out[i] = op(s, y[i])
+  void (*binary_scalar_lhs)(BinaryOp op, T s, const T* y, T* out, std::int64_t n);
+  /// sum of x[0..n), in T (callers keep n short and accumulate in double)
+  T (*sum)(const T* x, std::int64_t n);
+  /// sum of x[i] * y[i], in T
+  T (*dot)(const T* x, const T* y, std::int64_t n);
+  /// acc[i] += double(x[i])
+  void (*accumulate)(double* acc, const T* x, std::int64_t n);
+  /// acc[i] += double(x[i] * y[i])
+  void (*accumulate_product)(double* acc, const T* x, const T* y, std::int64_t n);
+  /// acc[i] += double(x[i] * s)
+  void (*accumulate_scaled)(double* acc, const T* x, T s, std::int64_t n);
+  /// c = op(a) @ op(b), BLAS-style: op(a) is m x k, op(b) is k x n, c is
+  /// m x n; every matrix is row-major with its rows `ld*` elements apart
+  /// (so a block of a larger matrix can be passed). a is stored (m, k), or
+  /// (k, m) when trans_a; b is stored (k, n), or (n, k) when trans_b.
+  void (*gemm)(std::int64_t m, std::int64_t n, std::int64_t k, const T* a, std::int64_t lda,
+               bool trans_a, const T* b, std::int64_t ldb, bool trans_b, T* c, std::int64_t ldc);
+  /// Softmax (or log-softmax) over the middle axis of x viewed as
+  /// (outer, n, inner), row-major.
+  void (*softmax)(const T* x, T* out, std::int64_t outer, std::int64_t n, std::int64_t inner,
+                  bool log);
+  /// out[i] = op(x[i]) with parameter alpha
+  void (*unary_alpha)(AlphaOp op, const T* x, T alpha, T* out, std::int64_t n);
+};
+
+struct KernelTable {
+  Capability capability;
+  TypedKernels<float> f32;
+  TypedKernels<double> f64;
+};
+
+/// The table chosen at start-up (NPDL_CPU_CAPABILITY, else the CPU's best).
+/// Throws ValueError on the first call when NPDL_CPU_CAPABILITY names an
+/// unknown level or one this CPU cannot run.
+const KernelTable& active();
+
+/// The level NPDL_CPU_CAPABILITY=`requested` selects: the CPU's best when
+/// `requested` is null or empty. Throws ValueError for an unknown name or a
+/// level this CPU cannot run.
+Capability choose_capability(const char* requested);
+
+/// The table of one level; throws ValueError when this CPU cannot run it.
+/// For tests and benchmarks that compare levels.
+const KernelTable& table_for(Capability level);
+
+/// The levels this CPU can run, `default` first.
+std::vector<Capability> supported_capabilities();
+
+/// "default", "avx2", "avx512".
+std::string to_string(Capability level);
+/// Parses a level's name; throws ValueError naming the accepted names.
+Capability parse_capability(const std::string& name);
+
+}  // namespace npdl::kernels
