@@ -184,12 +184,13 @@ GraphFunction forward_for(const BatchNormProblem& p, SecondOrderWay way) {
   if (way == SecondOrderWay::Autodiff) return composite_function(p);
   const layers::BatchNormLayout layout = p.layout;
   const double epsilon = p.epsilon;
-  const layers::Variant variant = p.variant;
   const layers::DoubleBackward how =
       way == SecondOrderWay::Hand ? layers::DoubleBackward::Hand : layers::DoubleBackward::Recorded;
-  return [layout, epsilon, variant, how](const std::vector<Var>& v) {
-    return layers::batchnorm_fused_train(v[0], v[1], v[2], layout, epsilon, false, variant, nullptr,
-                                         false, how);
+  layers::FusedOptions options;
+  options.variant = p.variant;
+  options.double_backward = how;
+  return [layout, epsilon, options](const std::vector<Var>& v) {
+    return layers::batchnorm_fused_train(v[0], v[1], v[2], layout, epsilon, options);
   };
 }
 

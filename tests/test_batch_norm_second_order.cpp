@@ -44,9 +44,11 @@ GraphFunction composite(const BatchNormLayout& L) {
   };
 }
 GraphFunction fused(const BatchNormLayout& L, DoubleBackward how, bool checked = false) {
-  return [L, how, checked](const std::vector<Var>& v) {
-    return batchnorm_fused_train(v[0], v[1], v[2], L, kEps, checked, Variant::Correct, nullptr,
-                                 false, how);
+  FusedOptions options;
+  options.checked = checked;
+  options.double_backward = how;
+  return [L, options](const std::vector<Var>& v) {
+    return batchnorm_fused_train(v[0], v[1], v[2], L, kEps, options);
   };
 }
 

@@ -59,8 +59,10 @@ GraphFunction composite(const BatchNormLayout& L, double eps) {
   };
 }
 GraphFunction fused(const BatchNormLayout& L, double eps, Variant variant = Variant::Correct) {
-  return [L, eps, variant](const std::vector<Var>& v) {
-    return batchnorm_fused_train(v[0], v[1], v[2], L, eps, false, variant);
+  FusedOptions options;
+  options.variant = variant;
+  return [L, eps, options](const std::vector<Var>& v) {
+    return batchnorm_fused_train(v[0], v[1], v[2], L, eps, options);
   };
 }
 
@@ -80,8 +82,9 @@ TEST_P(SpecTable, FusedForwardEqualsCompositeForward) {
   const Inputs in = make_inputs(c, DType::Float64, 10);
   NoGradGuard values_only;
   BatchNormStats sf, sc;
-  const Var yf = batchnorm_fused_train(Var(in.x), Var(in.gamma), Var(in.beta), L, 1e-5, false,
-                                       Variant::Correct, &sf);
+  FusedOptions filling;
+  filling.stats = &sf;
+  const Var yf = batchnorm_fused_train(Var(in.x), Var(in.gamma), Var(in.beta), L, 1e-5, filling);
   const Var yc = batchnorm_composite_train(Var(in.x), Var(in.gamma), Var(in.beta), L, 1e-5,
                                            Variant::Correct, &sc);
   EXPECT_LT(math::max_abs_diff(yf.value(), yc.value()).abs, 1e-12);

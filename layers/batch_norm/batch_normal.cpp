@@ -189,15 +189,17 @@ std::string backward_mode_name(BackwardMode mode) {
 }
 
 Var batchnorm_fused_train(const Var& x, const Var& gamma, const Var& beta, const BatchNormLayout& L,
-                          double eps, bool checked, Variant variant, BatchNormStats* stats_out,
-                          bool require_finite, DoubleBackward double_backward) {
+                          double eps, const FusedOptions& options) {
+  const bool checked = options.checked;
+  const Variant variant = options.variant;
+  const DoubleBackward double_backward = options.double_backward;
   BatchNormStats stats;
   Tensor y = batchnorm_forward_train(x.value(), gamma.value(), beta.value(), L, eps, stats,
                                      variant == Variant::NpdlStd);
-  if (require_finite) {  // Note [Statistics overflow]
+  if (options.require_finite) {  // Note [Statistics overflow]
     check_statistics(stats, x.dtype(), [&] { return describe_batch(x.value()); });
   }
-  if (stats_out != nullptr) *stats_out = stats;
+  if (options.stats != nullptr) *options.stats = stats;
   Graph* graph = common_graph({&x, &gamma, &beta}, kFusedTrain.name);
   if (graph == nullptr) return Var(std::move(y));
   return graph->record(
@@ -352,8 +354,13 @@ Var BatchNormal::apply(const Var& x, bool training) {
             : batchnorm_composite_infer(x, gamma, beta, L, epsilon_, running_mean_, running_var_);
     if (training) check_statistics(stats, x.dtype(), [&] { return describe_batch(x.value()); });
   } else {
-    y = training ? batchnorm_fused_train(x, gamma, beta, L, epsilon_, checked, variant_, &stats,
-                                         /*require_finite=*/true, double_backward_)
+    FusedOptions options;
+    options.checked = checked;
+    options.variant = variant_;
+    options.require_finite = true;
+    options.double_backward = double_backward_;
+    options.stats = &stats;
+    y = training ? batchnorm_fused_train(x, gamma, beta, L, epsilon_, options)
                  : batchnorm_fused_infer(x, gamma, beta, L, epsilon_, running_mean_, running_var_,
                                          checked);
   }

@@ -28,16 +28,27 @@ enum class BackwardMode { Autodiff, Fused, Checked };
 BackwardMode parse_backward_mode(const std::string& name);
 std::string backward_mode_name(BackwardMode mode);
 
+/// How the fused training node behaves; the defaults are the layer's fused
+/// mode without its input checks.
+struct FusedOptions {
+  /// The VJP also runs reverse mode through the composite and throws
+  /// GradientMismatch on disagreement (the checked mode).
+  bool checked = false;
+  Variant variant = Variant::Correct;
+  /// A batch with NaN or Inf (seen in its statistics, which any of them
+  /// poisons) throws ValueError before anything is recorded.
+  bool require_finite = false;
+  /// How the node's gradients are differentiated under create_graph.
+  DoubleBackward double_backward = DoubleBackward::Hand;
+  /// Filled with the batch statistics (float64, parameter shape) when given.
+  BatchNormStats* stats = nullptr;
+};
+
 /// The fused training forward as one recorded node whose VJP is the
-/// hand-derived formula; with `checked`, the VJP also runs reverse mode
-/// through the composite and throws GradientMismatch on disagreement.
-/// With `require_finite`, a batch with NaN or Inf (seen in its statistics,
-/// which any of them poisons) throws ValueError before anything is recorded.
+/// hand-derived formula.
 Var batchnorm_fused_train(const Var& x, const Var& gamma, const Var& beta,
-                          const BatchNormLayout& layout, double epsilon, bool checked = false,
-                          Variant variant = Variant::Correct, BatchNormStats* stats = nullptr,
-                          bool require_finite = false,
-                          DoubleBackward double_backward = DoubleBackward::Hand);
+                          const BatchNormLayout& layout, double epsilon,
+                          const FusedOptions& options = {});
 /// The fused inference forward (an affine map per feature) as one node.
 Var batchnorm_fused_infer(const Var& x, const Var& gamma, const Var& beta,
                           const BatchNormLayout& layout, double epsilon, const Tensor& running_mean,
