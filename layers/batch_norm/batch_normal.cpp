@@ -324,6 +324,54 @@ Var BatchNormal::apply(const Var& x, bool training) {
     check_running_mean(running_mean_, name());
     check_running_var(running_var_, name());
   }
+  return apply_with(x, training, [&](const BatchNormLayout& L) {
+    // Note [Statistics overflow]: the composite's own statistics are in the
+    // input's dtype; a batch large enough to overflow is checked first on
+    // float64 statistics, so that nothing is recorded for it.
+    if (!fused && training &&
+        max_magnitude(x.value()) > 0.5 * std::sqrt(largest_finite(x.dtype()))) {
+      BatchNormStats exact;
+      batchnorm_forward_train(x.value(), gamma_->value, beta_->value, L, epsilon_, exact);
+      check_statistics(exact, x.dtype(), [&] { return describe_batch(x.value()); });
+    }
+    return Recording{[this, L, fused, training](const Var& x, const Var& gamma, const Var& beta,
+                                                BatchNormStats& stats) {
+                       return fused ? record_fused(x, gamma, beta, L, training, stats)
+                                    : record_composite(x, gamma, beta, L, training, stats);
+                     },
+                     L.M};
+  });
+}
+
+Var BatchNormal::record_composite(const Var& x, const Var& gamma, const Var& beta,
+                                  const BatchNormLayout& L, bool training,
+                                  BatchNormStats& stats) const {
+  if (!training) {
+    return batchnorm_composite_infer(x, gamma, beta, L, epsilon_, running_mean_, running_var_);
+  }
+  Var y = batchnorm_composite_train(x, gamma, beta, L, epsilon_, variant_, &stats);
+  check_statistics(stats, x.dtype(), [&] { return describe_batch(x.value()); });
+  return y;
+}
+
+Var BatchNormal::record_fused(const Var& x, const Var& gamma, const Var& beta,
+                              const BatchNormLayout& L, bool training,
+                              BatchNormStats& stats) const {
+  const bool checked = mode_ == BackwardMode::Checked;
+  if (!training) {
+    return batchnorm_fused_infer(x, gamma, beta, L, epsilon_, running_mean_, running_var_, checked);
+  }
+  FusedOptions options;
+  options.checked = checked;
+  options.variant = variant_;
+  options.require_finite = true;
+  options.double_backward = double_backward_;
+  options.stats = &stats;
+  return batchnorm_fused_train(x, gamma, beta, L, epsilon_, options);
+}
+
+Var BatchNormal::apply_with(const Var& x, bool training,
+                            const std::function<Recording(const BatchNormLayout&)>& plan) {
   // The fused path finds NaN, Inf and overflow after the dtype may have
   // changed: Note [No change on failure].
   StateGuard guard({this});
@@ -332,39 +380,15 @@ Var BatchNormal::apply(const Var& x, bool training) {
   if (!connected()) connect_to(Shape(x.shape().begin() + 1, x.shape().end()));
   match_dtype(x.dtype());
   const BatchNormLayout L = batchnorm_layout(x.shape(), axis_);
-  // Note [Statistics overflow]: the composite's own statistics are in the
-  // input's dtype; a batch large enough to overflow is checked first on
-  // float64 statistics, so that nothing is recorded for it.
-  if (!fused && training && max_magnitude(x.value()) > 0.5 * std::sqrt(largest_finite(x.dtype()))) {
-    BatchNormStats exact;
-    batchnorm_forward_train(x.value(), gamma_->value, beta_->value, L, epsilon_, exact);
-    check_statistics(exact, x.dtype(), [&] { return describe_batch(x.value()); });
-  }
+  const Recording recording = plan(L);
   Graph* graph = x.graph();
   std::optional<Graph::CompositeScope> scope;
   if (graph != nullptr) scope.emplace(*graph, name());
   const Var gamma = graph != nullptr ? graph->param(gamma_) : Var(gamma_->value);
   const Var beta = graph != nullptr ? graph->param(beta_) : Var(beta_->value);
   BatchNormStats stats;
-  const bool checked = mode_ == BackwardMode::Checked;
-  Var y;
-  if (!fused) {
-    y = training
-            ? batchnorm_composite_train(x, gamma, beta, L, epsilon_, variant_, &stats)
-            : batchnorm_composite_infer(x, gamma, beta, L, epsilon_, running_mean_, running_var_);
-    if (training) check_statistics(stats, x.dtype(), [&] { return describe_batch(x.value()); });
-  } else {
-    FusedOptions options;
-    options.checked = checked;
-    options.variant = variant_;
-    options.require_finite = true;
-    options.double_backward = double_backward_;
-    options.stats = &stats;
-    y = training ? batchnorm_fused_train(x, gamma, beta, L, epsilon_, options)
-                 : batchnorm_fused_infer(x, gamma, beta, L, epsilon_, running_mean_, running_var_,
-                                         checked);
-  }
-  if (training) update_running_stats(stats, L.M);
+  const Var y = recording.record(x, gamma, beta, stats);
+  if (training) update_running_stats(stats, recording.count);
   fix_dtype();
   guard.commit();
   return y;

@@ -127,9 +127,32 @@ class BatchNormal : public Layer {
   // Shared with SyncBatchNormal (layers/batch_norm/sync_batch_normal.hpp), which
   // validates on every rank and reduces the statistics across ranks.
   void check_input(const Tensor& x, bool training, bool scan_values) const;
-  void update_running_stats(const BatchNormStats& stats, std::int64_t M);
+
+  /// How one pass records the layer, decided once every check that can fail
+  /// before recording has passed: `record` records the normalisation of x
+  /// with the given gamma and beta leaves and fills the batch statistics (in
+  /// training), which update the running ones as from `count` elements per
+  /// feature.
+  struct Recording {
+    std::function<Var(const Var& x, const Var& gamma, const Var& beta, BatchNormStats& stats)>
+        record;
+    std::int64_t count = 0;
+  };
+  /// The skeleton BatchNormal and SyncBatchNormal share (Note [No change on
+  /// failure]): connects on first use, follows the input's dtype, calls
+  /// `plan` with the input's layout (its checks may throw: nothing is
+  /// recorded yet), records inside the layer's composite scope, updates the
+  /// running statistics in training, and restores everything if any of it
+  /// throws.
+  Var apply_with(const Var& x, bool training,
+                 const std::function<Recording(const BatchNormLayout& layout)>& plan);
 
  private:
+  void update_running_stats(const BatchNormStats& stats, std::int64_t M);
+  Var record_composite(const Var& x, const Var& gamma, const Var& beta, const BatchNormLayout& L,
+                       bool training, BatchNormStats& stats) const;
+  Var record_fused(const Var& x, const Var& gamma, const Var& beta, const BatchNormLayout& L,
+                   bool training, BatchNormStats& stats) const;
   Tensor checked_param(const Tensor& t, const char* what) const;
 
   double epsilon_, momentum_;

@@ -207,15 +207,21 @@ Var SyncBatchNormal::apply(const Var& x, bool training) {
     throw ValueError("SyncBatchNormal computes the correct forward only; got the NpdlStd variant");
   }
   agree_on_input(x.value());
-  // Note [No change on failure]: connecting, the dtype and the running
-  // statistics are put back if anything below throws (on every rank alike).
-  StateGuard guard({this});
-  if (!connected()) connect_to(Shape(x.shape().begin() + 1, x.shape().end()));
-  match_dtype(x.dtype());
-  const BatchNormLayout L = batchnorm_layout(x.shape(), axis());
-  // The statistics before anything is recorded or updated: every rank sees
-  // the same global count and the same NaN, so they all throw together.
-  const GlobalStats global = sync_batchnorm_statistics(x.value(), L, epsilon(), *comm_);
+  return apply_with(x, /*training=*/true, [&](const BatchNormLayout& L) {
+    // The statistics before anything is recorded or updated: every rank sees
+    // the same global count and the same NaN, so they all throw together.
+    const GlobalStats global = sync_batchnorm_statistics(x.value(), L, epsilon(), *comm_);
+    check_global_statistics(x.value(), global);
+    return Recording{
+        [this, L, global](const Var& x, const Var& gamma, const Var& beta, BatchNormStats& stats) {
+          stats = global.stats;
+          return record(x, gamma, beta, L, global);
+        },
+        global.count};
+  });
+}
+
+void SyncBatchNormal::check_global_statistics(const Tensor& x, const GlobalStats& global) const {
   if (global.count < 2) {
     throw ValueError(
         "SyncBatchNormal in training needs at least 2 elements per feature over all ranks to "
@@ -227,7 +233,7 @@ Var SyncBatchNormal::apply(const Var& x, bool training) {
   // every rank, so every rank fails here together; NaN or Inf in an input
   // is then named by rank (one agreement step, on failure only).
   check_statistics(global.stats, x.dtype(), [&] {
-    const bool finite = m::all_finite(x.value());
+    const bool finite = m::all_finite(x);
     const std::string where =
         dist::disagreement(*comm_, finite, "input of shape " + to_string(x.shape()));
     StatisticsFailure f{"SyncBatchNormal",
@@ -238,47 +244,37 @@ Var SyncBatchNormal::apply(const Var& x, bool training) {
     if (!where.empty()) f.non_finite = " (" + where + ")";
     return f;
   });
-  Graph* graph = x.graph();
-  std::optional<Graph::CompositeScope> scope;
-  if (graph != nullptr) scope.emplace(*graph, name());
-  const Var gamma = graph != nullptr ? graph->param(this->gamma()) : Var(this->gamma()->value);
-  const Var beta = graph != nullptr ? graph->param(this->beta()) : Var(this->beta()->value);
+}
+
+Var SyncBatchNormal::record(const Var& x, const Var& gamma, const Var& beta,
+                            const BatchNormLayout& L, const GlobalStats& global) const {
   const std::int64_t M = global.count;
   const double eps = epsilon();
   const dist::CommunicatorPtr comm = comm_;
-  Var y;
   if (backward_mode() == BackwardMode::Autodiff) {
-    y = sync_batchnorm_composite_train(x, gamma, beta, L, eps, M, comm);
-  } else {
-    Tensor out = batchnorm_forward_infer(x.value(), gamma.value(), beta.value(), global.stats.mean,
-                                         global.stats.var, L, eps);
-    const bool checked = backward_mode() == BackwardMode::Checked;
-    Graph* g = common_graph({&x, &gamma, &beta}, kSyncFusedTrain.name);
-    if (g == nullptr) {
-      y = Var(std::move(out));
-    } else {
-      y = g->record(
-          kSyncFusedTrain, {&x, &gamma, &beta}, std::move(out),
-          {x.value(), gamma.value(), beta.value(), global.stats.mean, global.stats.invstd},
-          [L, eps, M, comm, checked](const VjpArgs& c) -> Vars {
-            const BatchNormStats s{c.saved[3], Tensor(), c.saved[4]};
-            const FusedGrads grads =
-                sync_backward(c.grad.value(), c.saved[0], c.saved[1], s, M, L, *comm);
-            if (checked) {
-              expect_agreement(
-                  [&](const std::vector<Var>& v) {
-                    return sync_batchnorm_composite_train(v[0], v[1], v[2], L, eps, M, comm);
-                  },
-                  c, grads, *comm);
-            }
-            return {Var(grads.dx), Var(grads.dgamma), Var(grads.dbeta)};
-          });
-    }
+    return sync_batchnorm_composite_train(x, gamma, beta, L, eps, M, comm);
   }
-  update_running_stats(global.stats, M);
-  fix_dtype();
-  guard.commit();
-  return y;
+  Tensor out = batchnorm_forward_infer(x.value(), gamma.value(), beta.value(), global.stats.mean,
+                                       global.stats.var, L, eps);
+  const bool checked = backward_mode() == BackwardMode::Checked;
+  Graph* g = common_graph({&x, &gamma, &beta}, kSyncFusedTrain.name);
+  if (g == nullptr) return Var(std::move(out));
+  return g->record(kSyncFusedTrain, {&x, &gamma, &beta}, std::move(out),
+                   {x.value(), gamma.value(), beta.value(), global.stats.mean, global.stats.invstd},
+                   [L, eps, M, comm, checked](const VjpArgs& c) -> Vars {
+                     const BatchNormStats s{c.saved[3], Tensor(), c.saved[4]};
+                     const FusedGrads grads =
+                         sync_backward(c.grad.value(), c.saved[0], c.saved[1], s, M, L, *comm);
+                     if (checked) {
+                       expect_agreement(
+                           [&](const std::vector<Var>& v) {
+                             return sync_batchnorm_composite_train(v[0], v[1], v[2], L, eps, M,
+                                                                   comm);
+                           },
+                           c, grads, *comm);
+                     }
+                     return {Var(grads.dx), Var(grads.dgamma), Var(grads.dbeta)};
+                   });
 }
 
 }  // namespace npdl::layers

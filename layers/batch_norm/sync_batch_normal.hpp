@@ -70,6 +70,13 @@ class SyncBatchNormal : public BatchNormal {
 
  private:
   void agree_on_input(const Tensor& x);
+  /// ValueError on every rank alike when the global batch is too small or
+  /// its statistics do not fit x's dtype.
+  void check_global_statistics(const Tensor& x, const GlobalStats& global) const;
+  /// The training forward with the global statistics, as the backward mode
+  /// says.
+  Var record(const Var& x, const Var& gamma, const Var& beta, const BatchNormLayout& layout,
+             const GlobalStats& global) const;
   dist::CommunicatorPtr comm_;
 };
 
