@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 
+#include "layers/registry.hpp"
 #include "ops/ops.hpp"
 
 namespace npdl::layers {
@@ -12,23 +13,20 @@ constexpr double kLeakyReluSlope = 0.01;  // Keras' and PyTorch's default
 constexpr double kEluScale = 1.0;
 
 // Every spelling of npdl's activations.get, plus leaky_relu and elu.
-const std::map<std::string, ActivationKind>& registry() {
-  static const std::map<std::string, ActivationKind> r = [] {
-    std::map<std::string, ActivationKind> m;
-    auto add = [&m](std::initializer_list<const char*> spellings, ActivationKind kind) {
-      for (const char* s : spellings) m[s] = kind;
-    };
-    add({"sigmoid", "Sigmoid"}, {"sigmoid"});
-    add({"tanh", "tan", "Tanh"}, {"tanh"});
-    add({"relu", "ReLU", "RELU"}, {"relu"});
-    add({"linear", "Linear"}, {"linear"});
-    add({"softmax", "Softmax"}, {"softmax"});
-    add({"softplus", "soft_plus", "SoftPlus"}, {"softplus"});
-    add({"softsign", "soft_sign", "SoftSign"}, {"softsign"});
-    add({"elliot", "Elliot"}, {"elliot"});
-    add({"symmetric_elliot", "SymmetricElliot"}, {"symmetric_elliot"});
-    add({"leaky_relu", "LeakyReLU"}, {"leaky_relu", kLeakyReluSlope});
-    add({"elu", "ELU"}, {"elu", kEluScale});
+const Registry<ActivationKind>& registry() {
+  static const Registry<ActivationKind> r = [] {
+    Registry<ActivationKind> m("activation");
+    m.add({"sigmoid", "Sigmoid"}, {"sigmoid"});
+    m.add({"tanh", "tan", "Tanh"}, {"tanh"});
+    m.add({"relu", "ReLU", "RELU"}, {"relu"});
+    m.add({"linear", "Linear"}, {"linear"});
+    m.add({"softmax", "Softmax"}, {"softmax"});
+    m.add({"softplus", "soft_plus", "SoftPlus"}, {"softplus"});
+    m.add({"softsign", "soft_sign", "SoftSign"}, {"softsign"});
+    m.add({"elliot", "Elliot"}, {"elliot"});
+    m.add({"symmetric_elliot", "SymmetricElliot"}, {"symmetric_elliot"});
+    m.add({"leaky_relu", "LeakyReLU"}, {"leaky_relu", kLeakyReluSlope});
+    m.add({"elu", "ELU"}, {"elu", kEluScale});
     return m;
   }();
   return r;
@@ -38,22 +36,9 @@ Var abs(const Var& x) { return ops::relu(x) + ops::relu(-x); }
 
 }  // namespace
 
-const std::vector<std::string>& activation_names() {
-  static const std::vector<std::string> names = [] {
-    std::vector<std::string> n;
-    for (const auto& entry : registry()) n.push_back(entry.first);
-    return n;
-  }();
-  return names;
-}
+const std::vector<std::string>& activation_names() { return registry().names(); }
 
-ActivationKind activation_kind(const std::string& name) {
-  const auto it = registry().find(name);
-  if (it != registry().end()) return it->second;
-  std::string valid;
-  for (const std::string& n : activation_names()) valid += (valid.empty() ? "" : ", ") + n;
-  throw ValueError("unknown activation '" + name + "'; expected one of: " + valid);
-}
+ActivationKind activation_kind(const std::string& name) { return registry().get(name); }
 
 Var activate(const ActivationKind& kind, const Var& x) {
   const std::string& n = kind.name;

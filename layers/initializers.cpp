@@ -4,6 +4,7 @@
 #include <cmath>
 #include <map>
 
+#include "layers/registry.hpp"
 #include "tensor/random.hpp"
 
 namespace npdl::initializers {
@@ -34,23 +35,21 @@ class FunctionInitializer : public Initializer {
   InitFunction fn_;
 };
 
-const std::map<std::string, std::function<InitializerPtr()>>& registry() {
-  static const std::map<std::string, std::function<InitializerPtr()>> r = [] {
-    std::map<std::string, std::function<InitializerPtr()>> m;
-    auto add = [&m](const std::string& snake, const std::string& camel, auto make) {
-      m[snake] = make;
-      m[camel] = make;
-    };
-    add("zero", "Zero", [] { return std::make_shared<Zero>(); });
-    add("one", "One", [] { return std::make_shared<One>(); });
-    add("uniform", "Uniform", [] { return std::make_shared<Uniform>(); });
-    add("normal", "Normal", [] { return std::make_shared<Normal>(); });
-    add("lecun_uniform", "LecunUniform", [] { return std::make_shared<LecunUniform>(); });
-    add("glorot_uniform", "GlorotUniform", [] { return std::make_shared<GlorotUniform>(); });
-    add("glorot_normal", "GlorotNormal", [] { return std::make_shared<GlorotNormal>(); });
-    add("he_normal", "HeNormal", [] { return std::make_shared<HeNormal>(); });
-    add("he_uniform", "HeUniform", [] { return std::make_shared<HeUniform>(); });
-    add("orthogonal", "Orthogonal", [] { return std::make_shared<Orthogonal>(); });
+using Factory = std::function<InitializerPtr()>;
+
+const layers::Registry<Factory>& registry() {
+  static const layers::Registry<Factory> r = [] {
+    layers::Registry<Factory> m("initialiser");
+    m.add({"zero", "Zero"}, [] { return std::make_shared<Zero>(); });
+    m.add({"one", "One"}, [] { return std::make_shared<One>(); });
+    m.add({"uniform", "Uniform"}, [] { return std::make_shared<Uniform>(); });
+    m.add({"normal", "Normal"}, [] { return std::make_shared<Normal>(); });
+    m.add({"lecun_uniform", "LecunUniform"}, [] { return std::make_shared<LecunUniform>(); });
+    m.add({"glorot_uniform", "GlorotUniform"}, [] { return std::make_shared<GlorotUniform>(); });
+    m.add({"glorot_normal", "GlorotNormal"}, [] { return std::make_shared<GlorotNormal>(); });
+    m.add({"he_normal", "HeNormal"}, [] { return std::make_shared<HeNormal>(); });
+    m.add({"he_uniform", "HeUniform"}, [] { return std::make_shared<HeUniform>(); });
+    m.add({"orthogonal", "Orthogonal"}, [] { return std::make_shared<Orthogonal>(); });
     return m;
   }();
   return r;
@@ -115,25 +114,9 @@ Tensor Orthogonal::operator()(const Shape& shape, DType dtype) const {
   return dtype == DType::Float64 ? out : out.astype(dtype);
 }
 
-InitializerPtr get(const std::string& name) {
-  const auto& r = registry();
-  const auto it = r.find(name);
-  if (it == r.end()) {
-    std::string valid;
-    for (const auto& n : names()) valid += (valid.empty() ? "" : ", ") + n;
-    throw ValueError("unknown initialiser '" + name + "'; expected one of: " + valid);
-  }
-  return it->second();
-}
+InitializerPtr get(const std::string& name) { return registry().get(name)(); }
 
-const std::vector<std::string>& names() {
-  static const std::vector<std::string> all = [] {
-    std::vector<std::string> v;
-    for (const auto& entry : registry()) v.push_back(entry.first);
-    return v;
-  }();
-  return all;
-}
+const std::vector<std::string>& names() { return registry().names(); }
 
 InitSpec::InitSpec(InitializerPtr init) : init_(std::move(init)) {
   if (!init_) throw ValueError("initialiser is null; expected an initialiser object");

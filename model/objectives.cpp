@@ -4,6 +4,7 @@
 #include <functional>
 #include <map>
 
+#include "layers/registry.hpp"
 #include "ops/ops.hpp"
 
 namespace npdl::model {
@@ -86,20 +87,19 @@ Var SoftmaxCategoricalCrossEntropy::per_batch_from_pre_activation(const Var& z,
 
 namespace {
 
-const std::map<std::string, std::function<ObjectivePtr()>>& registry() {
-  static const std::map<std::string, std::function<ObjectivePtr()>> r = [] {
-    std::map<std::string, std::function<ObjectivePtr()>> m;
-    auto add = [&m](std::initializer_list<const char*> spellings, auto make) {
-      for (const char* s : spellings) m[s] = make;
-    };
-    add({"mse", "MSE", "mean_squared_error", "MeanSquaredError"},
-        [] { return std::make_shared<MeanSquaredError>(); });
-    add({"hed", "HeD", "hellinger_distance", "HellingerDistance"},
-        [] { return std::make_shared<HellingerDistance>(); });
-    add({"bce", "BCE", "binary_cross_entropy", "BinaryCrossEntropy"},
-        [] { return std::make_shared<BinaryCrossEntropy>(); });
-    add({"scce", "SCCE", "softmax_categorical_cross_entropy", "SoftmaxCategoricalCrossEntropy"},
-        [] { return std::make_shared<SoftmaxCategoricalCrossEntropy>(); });
+using Factory = std::function<ObjectivePtr()>;
+
+const layers::Registry<Factory>& registry() {
+  static const layers::Registry<Factory> r = [] {
+    layers::Registry<Factory> m("objective");
+    m.add({"mse", "MSE", "mean_squared_error", "MeanSquaredError"},
+          [] { return std::make_shared<MeanSquaredError>(); });
+    m.add({"hed", "HeD", "hellinger_distance", "HellingerDistance"},
+          [] { return std::make_shared<HellingerDistance>(); });
+    m.add({"bce", "BCE", "binary_cross_entropy", "BinaryCrossEntropy"},
+          [] { return std::make_shared<BinaryCrossEntropy>(); });
+    m.add({"scce", "SCCE", "softmax_categorical_cross_entropy", "SoftmaxCategoricalCrossEntropy"},
+          [] { return std::make_shared<SoftmaxCategoricalCrossEntropy>(); });
     return m;
   }();
   return r;
@@ -107,21 +107,8 @@ const std::map<std::string, std::function<ObjectivePtr()>>& registry() {
 
 }  // namespace
 
-const std::vector<std::string>& objective_names() {
-  static const std::vector<std::string> names = [] {
-    std::vector<std::string> n;
-    for (const auto& entry : registry()) n.push_back(entry.first);
-    return n;
-  }();
-  return names;
-}
+const std::vector<std::string>& objective_names() { return registry().names(); }
 
-ObjectivePtr get_objective(const std::string& name) {
-  const auto it = registry().find(name);
-  if (it != registry().end()) return it->second();
-  std::string valid;
-  for (const std::string& n : objective_names()) valid += (valid.empty() ? "" : ", ") + n;
-  throw ValueError("unknown objective '" + name + "'; expected one of: " + valid);
-}
+ObjectivePtr get_objective(const std::string& name) { return registry().get(name)(); }
 
 }  // namespace npdl::model

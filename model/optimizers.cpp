@@ -7,6 +7,7 @@
 #include <sstream>
 #include <type_traits>
 
+#include "layers/registry.hpp"
 #include "model/detail/optimizer_level.hpp"
 #include "tensor/kernels/per_level.hpp"
 
@@ -246,27 +247,24 @@ namespace {
 using Factory = std::function<OptimizerPtr(const OptimizerOptions&)>;
 
 // npdl's defaults for everything but the common options.
-const std::map<std::string, Factory>& registry() {
-  static const std::map<std::string, Factory> r = [] {
-    std::map<std::string, Factory> m;
-    auto add = [&m](std::initializer_list<const char*> spellings, Factory make) {
-      for (const char* s : spellings) m[s] = make;
-    };
-    add({"sgd", "SGD"}, [](const OptimizerOptions& o) { return std::make_shared<SGD>(o); });
-    add({"momentum", "Momentum"},
-        [](const OptimizerOptions& o) { return std::make_shared<Momentum>(0.9, o); });
-    add({"nesterov_momentum", "NesterovMomentum"},
-        [](const OptimizerOptions& o) { return std::make_shared<NesterovMomentum>(0.9, o); });
-    add({"adagrad", "Adagrad"},
-        [](const OptimizerOptions& o) { return std::make_shared<Adagrad>(1e-6, o); });
-    add({"rmsprop", "RMSprop"},
-        [](const OptimizerOptions& o) { return std::make_shared<RMSprop>(0.9, 1e-6, o); });
-    add({"adadelta", "Adadelta"},
-        [](const OptimizerOptions& o) { return std::make_shared<Adadelta>(0.9, 1e-6, o); });
-    add({"adam", "Adam"},
-        [](const OptimizerOptions& o) { return std::make_shared<Adam>(0.9, 0.999, 1e-8, o); });
-    add({"adamax", "Adamax"},
-        [](const OptimizerOptions& o) { return std::make_shared<Adamax>(0.9, 0.999, 1e-8, o); });
+const layers::Registry<Factory>& registry() {
+  static const layers::Registry<Factory> r = [] {
+    layers::Registry<Factory> m("optimizer");
+    m.add({"sgd", "SGD"}, [](const OptimizerOptions& o) { return std::make_shared<SGD>(o); });
+    m.add({"momentum", "Momentum"},
+          [](const OptimizerOptions& o) { return std::make_shared<Momentum>(0.9, o); });
+    m.add({"nesterov_momentum", "NesterovMomentum"},
+          [](const OptimizerOptions& o) { return std::make_shared<NesterovMomentum>(0.9, o); });
+    m.add({"adagrad", "Adagrad"},
+          [](const OptimizerOptions& o) { return std::make_shared<Adagrad>(1e-6, o); });
+    m.add({"rmsprop", "RMSprop"},
+          [](const OptimizerOptions& o) { return std::make_shared<RMSprop>(0.9, 1e-6, o); });
+    m.add({"adadelta", "Adadelta"},
+          [](const OptimizerOptions& o) { return std::make_shared<Adadelta>(0.9, 1e-6, o); });
+    m.add({"adam", "Adam"},
+          [](const OptimizerOptions& o) { return std::make_shared<Adam>(0.9, 0.999, 1e-8, o); });
+    m.add({"adamax", "Adamax"},
+          [](const OptimizerOptions& o) { return std::make_shared<Adamax>(0.9, 0.999, 1e-8, o); });
     return m;
   }();
   return r;
@@ -274,21 +272,10 @@ const std::map<std::string, Factory>& registry() {
 
 }  // namespace
 
-const std::vector<std::string>& optimizer_names() {
-  static const std::vector<std::string> names = [] {
-    std::vector<std::string> n;
-    for (const auto& entry : registry()) n.push_back(entry.first);
-    return n;
-  }();
-  return names;
-}
+const std::vector<std::string>& optimizer_names() { return registry().names(); }
 
 OptimizerPtr get_optimizer(const std::string& name, const OptimizerOptions& options) {
-  const auto it = registry().find(name);
-  if (it != registry().end()) return it->second(options);
-  std::string valid;
-  for (const std::string& n : optimizer_names()) valid += (valid.empty() ? "" : ", ") + n;
-  throw ValueError("unknown optimizer '" + name + "'; expected one of: " + valid);
+  return registry().get(name)(options);
 }
 
 }  // namespace npdl::model
