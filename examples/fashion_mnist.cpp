@@ -26,6 +26,7 @@
 #include <numeric>
 #include <random>
 
+#include "cli/integer_option.hpp"
 #include "examples/distributed_options.hpp"
 #include "examples/fashion_mnist_data.hpp"
 #include "examples/fashion_mnist_mlp_network.hpp"
@@ -52,7 +53,7 @@ struct Options {
 /// --help and for a bad command line, with CLI11's message.
 Options parse(int argc, char** argv) {
   Options o;
-  const CLI::Range step_count(std::int64_t{1}, std::int64_t{100000000});
+  constexpr std::int64_t kMinSteps = 1, kMaxSteps = 100000000;
   const CLI::Range rate(0.0, 1e6);
   CLI::App app{
       "Trains a 784-100-100-100-10 sigmoid network on Fashion-MNIST with and without\n"
@@ -60,11 +61,11 @@ Options parse(int argc, char** argv) {
       "same batches, and records both test accuracies (CSV, and a PNG with gnuplot).",
       "fashion_mnist"};
   app.add_option("--data", o.data, "folder of the four IDX .gz files")->capture_default_str();
-  app.add_option("--steps", o.steps, "training steps (batches) per network")
-      ->check(step_count)
+  cli::add_integer_option(app, "--steps", o.steps, "training steps (batches) per network",
+                          kMinSteps, kMaxSteps)
       ->capture_default_str();
-  app.add_option("--batch-size", o.batch_size, "samples per step")
-      ->check(CLI::Range(std::int64_t{2}, std::int64_t{60000}))
+  cli::add_integer_option(app, "--batch-size", o.batch_size, "samples per step", std::int64_t{2},
+                          std::int64_t{60000})
       ->capture_default_str();
   app.add_option("--lr", o.lr, "learning rate of both networks")
       ->check(rate)
@@ -74,11 +75,12 @@ Options parse(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--optimizer", o.optimizer, "npdl optimiser: sgd, momentum, adam, ...")
       ->capture_default_str();
-  app.add_option("--eval-every", o.eval_every, "test both networks every this many steps")
-      ->check(step_count)
+  cli::add_integer_option(app, "--eval-every", o.eval_every,
+                          "test both networks every this many steps", kMinSteps, kMaxSteps)
       ->capture_default_str();
   app.add_option("--out", o.out, "folder for the CSV and the PNG")->capture_default_str();
-  app.add_option("--seed", o.seed, "seed of the initial weights and the batch order")
+  cli::add_integer_option(app, "--seed", o.seed, "seed of the initial weights and the batch order",
+                          cli::kMinSeed, cli::kMaxSeed)
       ->capture_default_str();
   fashion_mnist::add_distributed_flag(app, o.distributed);
   try {

@@ -29,6 +29,7 @@
 #include <numeric>
 #include <random>
 
+#include "cli/integer_option.hpp"
 #include "examples/distributed_options.hpp"
 #include "examples/fashion_mnist_cnn_network.hpp"
 #include "examples/fashion_mnist_data.hpp"
@@ -71,11 +72,11 @@ Options parse(int argc, char** argv) {
       "and a PNG with gnuplot).",
       "fashion_mnist_cnn"};
   app.add_option("--data", o.data, "folder of the four IDX .gz files")->capture_default_str();
-  app.add_option("--epochs", o.epochs, "passes over the 60,000 training images")
-      ->check(CLI::Range(1, 1000))
+  cli::add_integer_option(app, "--epochs", o.epochs, "passes over the 60,000 training images", 1,
+                          1000)
       ->capture_default_str();
-  app.add_option("--batch-size", o.batch_size, "samples per step")
-      ->check(CLI::Range(std::int64_t{2}, std::int64_t{60000}))
+  cli::add_integer_option(app, "--batch-size", o.batch_size, "samples per step", std::int64_t{2},
+                          std::int64_t{60000})
       ->capture_default_str();
   app.add_option("--optimizer", o.optimizer, "npdl optimiser: sgd, momentum, nesterov, adam, ...")
       ->capture_default_str();
@@ -85,17 +86,19 @@ Options parse(int argc, char** argv) {
   app.add_option("--decay", o.decay, "learning-rate decay: lr_t = lr / (1 + decay * t)")
       ->check(rate)
       ->capture_default_str();
-  app.add_option("--eval-every", o.eval_every, "test both networks every this many steps")
-      ->check(CLI::Range(std::int64_t{1}, std::int64_t{100000000}))
+  cli::add_integer_option(app, "--eval-every", o.eval_every,
+                          "test both networks every this many steps", std::int64_t{1},
+                          std::int64_t{100000000})
       ->capture_default_str();
-  app.add_option("--threads", o.threads, "threads of npdl's kernels")
-      ->check(CLI::Range(1, 256))
+  cli::add_integer_option(app, "--threads", o.threads, "threads of npdl's kernels", 1, 256)
       ->capture_default_str();
   app.add_option("--out", o.out, "folder for the CSV and the PNG")->capture_default_str();
-  app.add_option("--seed", o.seed, "seed of the initial weights and the batch order")
+  cli::add_integer_option(app, "--seed", o.seed, "seed of the initial weights and the batch order",
+                          cli::kMinSeed, cli::kMaxSeed)
       ->capture_default_str();
-  app.add_option("--max-steps", o.max_steps, "stop after this many steps (0: all the epochs)")
-      ->check(CLI::Range(std::int64_t{0}, std::int64_t{100000000}))
+  cli::add_integer_option(app, "--max-steps", o.max_steps,
+                          "stop after this many steps (0: all the epochs)", std::int64_t{0},
+                          std::int64_t{100000000})
       ->capture_default_str();
   fashion_mnist::add_distributed_flag(app, o.distributed);
   try {

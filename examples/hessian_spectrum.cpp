@@ -28,6 +28,7 @@
 #include <random>
 #include <sstream>
 
+#include "cli/integer_option.hpp"
 #include "examples/fashion_mnist_data.hpp"
 #include "examples/fashion_mnist_mlp_network.hpp"
 #include "npdl.hpp"
@@ -62,14 +63,14 @@ Options parse(int argc, char** argv) {
       "initial weights on the same batches (CSV, and a PNG with gnuplot).",
       "hessian_spectrum"};
   app.add_option("--data", o.data, "folder of the four IDX .gz files")->capture_default_str();
-  app.add_option("--epochs", o.epochs, "passes over the training images")
-      ->check(CLI::Range(1, 1000))
+  cli::add_integer_option(app, "--epochs", o.epochs, "passes over the training images", 1, 1000)
       ->capture_default_str();
-  app.add_option("--max-steps", o.max_steps, "stop after this many steps (0: no limit)")
-      ->check(CLI::Range(std::int64_t{0}, std::int64_t{100000000}))
+  cli::add_integer_option(app, "--max-steps", o.max_steps,
+                          "stop after this many steps (0: no limit)", std::int64_t{0},
+                          std::int64_t{100000000})
       ->capture_default_str();
-  app.add_option("--batch-size", o.batch_size, "samples per step")
-      ->check(CLI::Range(std::int64_t{2}, std::int64_t{60000}))
+  cli::add_integer_option(app, "--batch-size", o.batch_size, "samples per step", std::int64_t{2},
+                          std::int64_t{60000})
       ->capture_default_str();
   app.add_option("--lr", o.lr, "learning rate of both networks")
       ->check(rate)
@@ -79,21 +80,25 @@ Options parse(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--optimizer", o.optimizer, "npdl optimiser: sgd, momentum, adam, ...")
       ->capture_default_str();
-  app.add_option("--eval-every", o.eval_every,
-                 "measure both networks every this many steps (and at 1, 2, 5, 10, ... before)")
-      ->check(CLI::Range(std::int64_t{1}, std::int64_t{100000000}))
+  cli::add_integer_option(
+      app, "--eval-every", o.eval_every,
+      "measure both networks every this many steps (and at 1, 2, 5, 10, ... before)",
+      std::int64_t{1}, std::int64_t{100000000})
       ->capture_default_str();
-  app.add_option("--samples", o.samples, "training images in the Hessian's batch (the first ones)")
-      ->check(CLI::Range(std::int64_t{2}, std::int64_t{60000}))
+  cli::add_integer_option(app, "--samples", o.samples,
+                          "training images in the Hessian's batch (the first ones)",
+                          std::int64_t{2}, std::int64_t{60000})
       ->capture_default_str();
-  app.add_option("--iterations", o.iterations, "Lanczos iterations (Hessian-vector products)")
-      ->check(CLI::Range(1, 1000))
+  cli::add_integer_option(app, "--iterations", o.iterations,
+                          "Lanczos iterations (Hessian-vector products)", 1, 1000)
       ->capture_default_str();
-  app.add_option("--top", o.top, "eigenvalues written per measurement (at most --iterations)")
-      ->check(CLI::Range(1, 1000))
+  cli::add_integer_option(app, "--top", o.top,
+                          "eigenvalues written per measurement (at most --iterations)", 1, 1000)
       ->capture_default_str();
   app.add_option("--out", o.out, "folder for the CSV and the PNG")->capture_default_str();
-  app.add_option("--seed", o.seed, "seed of the initial weights, the batch order and Lanczos")
+  cli::add_integer_option(app, "--seed", o.seed,
+                          "seed of the initial weights, the batch order and Lanczos", cli::kMinSeed,
+                          cli::kMaxSeed)
       ->capture_default_str();
   try {
     app.parse(argc, argv);
