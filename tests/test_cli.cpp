@@ -354,7 +354,7 @@ TEST_F(CliTest, ExplainWalksEveryVertexForwardAndBackward) {
   EXPECT_EQ(vjps, ops);
   EXPECT_GE(ops, 9u);
   // Forward entries name each vertex by the derivation's symbols.
-  for (const std::string& entry :
+  for (const std::string entry :
        {"mean = mean(x)", "xmu = sub(x, mean)", "var = mean(xmu^2)", "invstd = rsqrt(var+eps)",
         "xhat = mul(xmu, invstd)", "y = add(gamma*xhat, beta)"}) {
     EXPECT_NE(r.out.find(entry), std::string::npos) << entry;
@@ -430,7 +430,7 @@ TEST_F(CliTest, GradcheckOnTheBuiltInInputAgreesWithATablePerTensor) {
   const CliResult r = run({"gradcheck", "batchnorm"});
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.err, "");
-  for (const std::string& section : {"dx: gradient with respect to x, shape (4, 3)",
+  for (const std::string section : {"dx: gradient with respect to x, shape (4, 3)",
                                      "dgamma: gradient with respect to gamma, shape (3,)",
                                      "dbeta: gradient with respect to beta, shape (3,)"}) {
     EXPECT_NE(r.out.find(section), std::string::npos) << section;

@@ -233,7 +233,7 @@ TEST_F(NpyTest, OtherDtypesAreNamed) {
 // the message's "size in bits" overflow (undefined behaviour). Named as
 // written instead.
 TEST_F(NpyTest, AnAbsurdDtypeSizeIsNamedAsWritten) {
-  for (const std::string& size : {"6666666666668", "99999", "4x"}) {
+  for (const std::string size : {"6666666666668", "99999", "4x"}) {
     SCOPED_TRACE(size);
     const std::string dict = "{'descr': '<f" + size + "', 'fortran_order': False, 'shape': (), }";
     expect_io_error(write_bytes("d.npy", npy_file(1, dict, 1, std::string(8, '\0'))),
