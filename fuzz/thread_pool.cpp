@@ -210,7 +210,7 @@ std::vector<Tensor> pool_users() {
   npdl::NoGradGuard no_grad;
   static const Tensor a = Tensor::randn({256, 128}, 1), b = Tensor::randn({128, 96}, 2);
   static const Tensor x = Tensor::randn({8, 3, 12, 12}, 3), w = Tensor::randn({4, 3, 3, 3}, 4);
-  return {npdl::matmul(a, b),
+  return {npdl::math::matmul(a, b),
           npdl::ops::conv2d(npdl::Var(x), npdl::Var(w), 1, {1, 1, 1, 1}).value()};
 }
 
