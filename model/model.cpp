@@ -370,7 +370,21 @@ std::int64_t Model::check_fit(const Tensor& X, const Tensor& Y, const FitOptions
                      " ranks one; expected batch_size >= the number of ranks");
   }
   if (n == X.dim(0) && o.validation_data) {
-    check_batch(o.validation_data->first, o.validation_data->second, "fit (validation_data)");
+    const auto& [vx, vy] = *o.validation_data;
+    check_batch(vx, vy, "fit (validation_data)");
+    // Before any step: a model not yet built would otherwise learn only at
+    // the first validation, after a whole epoch, that these do not fit.
+    const auto same_samples = [](const Tensor& a, const Tensor& b) {
+      return Shape(a.shape().begin() + 1, a.shape().end()) ==
+             Shape(b.shape().begin() + 1, b.shape().end());
+    };
+    if (!same_samples(vx, X) || !same_samples(vy, Y)) {
+      throw ShapeError(
+          "Model.fit: validation_data must hold samples shaped as the training "
+          "data's: X " +
+          to_string(X.shape()) + " and Y " + to_string(Y.shape()) + ", got X " +
+          to_string(vx.shape()) + " and Y " + to_string(vy.shape()));
+    }
   }
   return n;
 }

@@ -455,6 +455,36 @@ TEST(Model, FitRefusesABatchLargerThanItsSamplesAndZeroEpochs) {
   }
 }
 
+// Validation data shaped unlike the training data used to fail only at the
+// first validation, after a whole epoch of steps on a model not yet built.
+// It is a ShapeError before any step: the model stays unbuilt, nothing moves.
+TEST(Model, FitRefusesValidationDataShapedUnlikeTheTrainingData) {
+  set_seed(5);
+  const Data d = random_batch(10, 4, 3, 6);
+  const Data narrow = random_batch(6, 3, 3, 7);
+  const Data other_classes = random_batch(6, 4, 2, 8);
+  for (const Data* v : {&narrow, &other_classes}) {
+    Model m;
+    build_batchnorm(m);
+    m.compile("scce", "sgd");
+    const std::mt19937_64 stream = generator();
+    FitOptions o = quiet(1, 5);
+    o.validation_data = std::make_pair(v->x, v->y);
+    try {
+      m.fit(d.x, d.y, o);
+      ADD_FAILURE() << "fit accepted validation data of shapes " << to_string(v->x.shape())
+                    << " and " << to_string(v->y.shape());
+    } catch (const ShapeError& e) {
+      EXPECT_NE(std::string(e.what()).find("validation_data must hold samples shaped as"),
+                std::string::npos)
+          << e.what();
+    }
+    EXPECT_EQ(m.steps(), 0);
+    EXPECT_FALSE(m.layers().front()->connected());
+    EXPECT_TRUE(generator() == stream) << "the random stream moved";
+  }
+}
+
 TEST(Model, ValidationSplitHoldsOutTheLastSamples) {
   set_seed(8);
   const Data d = random_batch(40, 4, 3, 9);
