@@ -1,4 +1,4 @@
-// The CNN benchmarks of issue 11: one training step (forward, loss,
+// The CNN benchmarks: one training step (forward, loss,
 // backward, SGD with momentum 0.9) of the Fashion-MNIST CNN with and
 // without BatchNormal, batch 60 and 256, 1 and 2 threads, in samples per
 // second; and conv2d forward + backward alone on ResNet-like shapes, in
@@ -7,7 +7,7 @@
 //
 // Note [Heap reuse]
 // LibTorch frees every large tensor back to glibc, which returns it to the
-// kernel, so each iteration pays page faults: SPEC section 5 asks for the
+// kernel, so each iteration pays page faults: a fair comparison asks for the
 // peer at its best, with the heap kept. main raises M_MMAP_THRESHOLD to
 // glibc's ceiling (32 MiB on 64-bit; the CNN's largest tensor, the first
 // convolution's output at batch 256, is 22 MB) and stops trimming, before

@@ -1,6 +1,6 @@
 #pragma once
-// Shared by the npdl and LibTorch halves of the CNN benchmark binary
-// (issue 11): the training step of the Fashion-MNIST CNN and conv2d
+// Shared by the npdl and LibTorch halves of the CNN benchmark binary:
+// the training step of the Fashion-MNIST CNN and conv2d
 // forward + backward on ResNet-like shapes.
 #include <benchmark/benchmark.h>
 

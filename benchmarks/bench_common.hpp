@@ -1,6 +1,6 @@
 #pragma once
 // Shared by the npdl and LibTorch halves of the benchmark binary: the
-// workloads of SPEC section 5, the memory-bandwidth floor and the counters
+// four benchmark workloads, the memory-bandwidth floor and the counters
 // every batch-norm benchmark reports.
 //
 // Note [Bandwidth floor]
@@ -79,7 +79,7 @@ std::string bn_name(const Workload& w, const char* impl, Pass p, bool f64, int t
 /// Repetitions of every benchmark; tables show their medians.
 inline constexpr int kRepetitions = 5;
 
-/// SPEC section 5's MLP: 784-100-100-100-10, sigmoid hidden activations,
+/// The benchmark MLP: 784-100-100-100-10, sigmoid hidden activations,
 /// softmax cross-entropy, plain SGD; BatchNormal (npdl's defaults: epsilon
 /// 1e-6, momentum 0.9) before each hidden activation when `batchnorm`.
 inline constexpr std::int64_t kMlpInputs = 784, kMlpHidden = 100, kMlpClasses = 10;

@@ -1,4 +1,4 @@
-// Issue 10: which matrix product npdl should call. npdl's own (Eigen's GEMM,
+// Which matrix product npdl should call. npdl's own (Eigen's GEMM,
 // compiled per instruction-set level, tensor/kernels/level.cpp) at every
 // level this CPU runs, against the BLAS loaded in the process (OpenBLAS,
 // whose kernels are chosen at run time, when LibTorch brought

@@ -1,4 +1,4 @@
-// Issue 14: what a Hessian-vector product costs on SPEC section 5's MLP
+// What a Hessian-vector product costs on the benchmark MLP
 // (784-100-100-100-10, sigmoid, softmax cross-entropy) against a gradient,
 // in time and in peak memory held by tensors (StorageStats), on a lean graph.
 #include <vector>

@@ -1,5 +1,5 @@
-// npdl's benchmarks (issue 6, issue 2's op recording): batch norm fused and
-// composite on the workloads of SPEC section 5, a STREAM triad for the
+// npdl's benchmarks: batch norm fused and
+// composite on the four benchmark workloads, a STREAM triad for the
 // bandwidth floor, and the cost of recording one op; LibTorch's peers are
 // registered beside them when CMake found Torch (bench_torch.cpp).
 //
@@ -219,11 +219,11 @@ void BM_BatchNorm(benchmark::State& state, const Workload& w, Impl impl, Pass pa
   }
 }
 
-// Issue 13: SyncBatchNormal's own arithmetic, on a single-process
+// SyncBatchNormal's own arithmetic, on a single-process
 // communicator (its collectives are then copies), against BatchNormal, both
 // as layers in fused mode: npdl's eager forward and backward, running
 // statistics updated every step. The ratio is what SyncBatchNormal adds per
-// layer before any communication (README, Loopback measurements).
+// layer before any communication (docs/distributed.md, "Loopback measurements").
 void BM_BatchNormLayer(benchmark::State& state, const Workload& w, bool sync, int threads) {
   set_num_threads(threads);
   const BnData d(w, /*f64=*/false);
@@ -247,7 +247,7 @@ void BM_BatchNormLayer(benchmark::State& state, const Workload& w, bool sync, in
   }
 }
 
-// Issue 2: what recording one small op costs (its value computed, a vertex,
+// What recording one small op costs (its value computed, a vertex,
 // two edges and a VJP closure). 1000 ops per graph; the graph's
 // construction and destruction are part of the cost. `mode` is where the ops
 // go: a full graph, a lean one (what a layer records on), or none (values

@@ -1,4 +1,4 @@
-// LibTorch as the peer (SPEC section 5): torch::batch_norm with autograd,
+// LibTorch as the peer: torch::batch_norm with autograd,
 // and the same composite of primitives (mean, sub, mul, mean, add, rsqrt,
 // mul, mul, add) under LibTorch's autograd, at the same thread count.
 #include <dlfcn.h>
@@ -109,7 +109,7 @@ void BM_Torch(benchmark::State& state, const Workload& w, bool native_bn, Pass p
   }
 }
 
-// SPEC section 5's MLP as a LibTorch user writes it; BatchNorm1d's momentum
+// The benchmark MLP as a LibTorch user writes it; BatchNorm1d's momentum
 // 0.1 is npdl's 0.9 (LibTorch weighs the new statistics by momentum).
 torch::nn::Sequential make_torch_mlp(bool batchnorm) {
   torch::nn::Sequential net;

@@ -1,4 +1,4 @@
-// Issue 10: one training step of SPEC section 5's MLP (784-100-100-100-10,
+// One training step of the benchmark MLP (784-100-100-100-10,
 // sigmoid, softmax cross-entropy, plain SGD), with and without BatchNormal
 // before each hidden activation: npdl's Model::train_on_batch here, the same
 // network and optimiser in LibTorch's C++ frontend in bench_torch.cpp.

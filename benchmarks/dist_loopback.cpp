@@ -1,10 +1,10 @@
-// Loopback measurements for data-parallel training (issue 13), run by
+// Loopback measurements for data-parallel training, run by
 // benchmarks/run-dist under mpirun with 1 and 2 ranks, one kernel thread
 // per rank:
 //   1. time per all-reduce (float32 sum) by message size;
 //   2. what SyncBatchNormal adds per layer: its forward + backward beside
 //      BatchNormal's on the same shard, and its two collectives alone;
-//   3. the MLP of SPEC section 5 (784-100-100-100-10, SyncBatchNormal before
+//   3. the benchmark MLP (784-100-100-100-10, SyncBatchNormal before
 //      each sigmoid, softmax cross-entropy, SGD): samples/s for a global
 //      batch of 60 and 256, and the bytes all-reduced per step;
 //   4. the same MLP's step with the gradient all-reduce blocking after the

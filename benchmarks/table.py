@@ -3,9 +3,9 @@
 
 Usage: table.py BEST_RUN.json [TORCH_DEFAULTS_RUN.json]
 
-The training table (issue 10): one MLP training step, npdl against LibTorch
+The training table: one MLP training step, npdl against LibTorch
 at its best (same run) and with its defaults (second file), samples/s and
-the ratio. The batch-norm table (issue 6): forward + backward medians of
+the ratio. The batch-norm table: forward + backward medians of
 npdl (fused, composite) and LibTorch (native, composite), the
 memory-bandwidth floor (8 tensors' bytes at the triad bandwidth of the same
 run) and the ratios the targets are stated in. Standard library only.

@@ -1,4 +1,4 @@
-// npdl bn: BatchNormal on .npy files (SPEC section 3).
+// npdl bn: BatchNormal on .npy files.
 #include <filesystem>
 #include <ostream>
 

@@ -49,7 +49,7 @@ struct Options {
   // 0.9, lr 0.05, decay 2e-3: 91.2% with BatchNormal after 5 epochs), Adam
   // 1e-3 with decay 1e-3 (91.2%) and Adam 3e-3 with decay 1e-2 (lower at
   // every checkpoint from epoch 2), this ended highest: 91.4% with
-  // BatchNormal, 90.1% without (README, "fashion_mnist_cnn"). A constant rate
+  // BatchNormal, 90.1% without (docs/models.md, "Convolutional networks"). A constant rate
   // left the test accuracy wandering by a point between checkpoints.
   std::string optimizer = "adam";
   double lr = 2e-3;

@@ -1,5 +1,5 @@
 #pragma once
-// The convolutional network of issue 11, shared by examples/fashion_mnist_cnn
+// The convolutional network shared by examples/fashion_mnist_cnn
 // and the training-step benchmark: conv 3x3x32 - BatchNormal(axis 1) - relu -
 // max-pool 2 - conv 3x3x64 - BatchNormal(axis 1) - relu - max-pool 2 -
 // flatten - Dense 128 - BatchNormal - relu - Dense 10 softmax (valid

@@ -215,7 +215,7 @@ class Model {
   dist::CommunicatorPtr comm_;
   bool state_broadcast_ = false;  // rank 0's weights reached every rank
   GradientAllReduce allreduce_options_;
-  std::shared_ptr<GradientBuckets> buckets_;  // overlapped path only
+  std::shared_ptr<GradientBuckets> buckets_;  // data-parallel: both all-reduce paths
 };
 
 /// Fraction of rows whose argmax agrees (one column: outputs > 0.5 against

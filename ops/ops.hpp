@@ -3,7 +3,8 @@
 // gradients are enabled, records a vertex whose VJP is stated next to its
 // forward in the op's .cpp file, together with the VJP's formula in words
 // (the OpInfo, which the teaching tools print). Binary ops broadcast as
-// NumPy does; every VJP undoes broadcasting with the one math::unbroadcast.
+// NumPy does; every VJP undoes broadcasting with math::unbroadcast (mul's
+// with math::mul_unbroadcast, the same sum without materialising a * b).
 //
 // Domain errors follow IEEE 754: log(0) = -inf, log(x < 0) = NaN,
 // sqrt(x < 0) = NaN, rsqrt(0) = +inf, rsqrt(x < 0) = NaN. They never throw.

@@ -1,4 +1,4 @@
-// Defects found by adversarial use (issue 15), one regression test or more
+// Defects found by adversarial use, one regression test or more
 // per item: gradient checks that passed on NaN, derivatives at kinks, weight
 // tying, exp underflow, empty and undefined tensors, shape overflow,
 // bounded readers and thread counts, state left unchanged on failure, and

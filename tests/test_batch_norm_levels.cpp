@@ -1,4 +1,4 @@
-// Issue 10: batch norm's fused kernels at every instruction-set level
+// Batch norm's fused kernels at every instruction-set level
 // (layers/batch_norm/detail/level.cpp; Note [Kernels per instruction set] in
 // tensor/kernels/kernels.hpp). Every level this CPU runs must give the
 // default level's results within the dtype's rounding (a wider vector sums

@@ -16,7 +16,7 @@ struct AxisCase {
   int axis;
 };
 
-// Every axis case of SPEC section 2, small enough for finite differences of
+// Every feature-axis case (0, 1, the last, negative), small enough for finite differences of
 // a gradient (two first-order sweeps per element of every input); the last
 // three have axes of size 1 after the feature axis, or as the feature axis.
 const AxisCase kCases[] = {

@@ -1,5 +1,5 @@
 // BatchNormal: autodiff vs fused vs float64 finite differences for every
-// axis case of SPEC section 2, npdl's layer API, running statistics,
+// feature-axis case (0, 1, the last, negative), npdl's layer API, running statistics,
 // numerics at the edges, and every bad input (state compared bit for bit).
 #include <gtest/gtest.h>
 
@@ -542,7 +542,7 @@ TEST_F(BadInput, InferenceRefusesANegativeRunningVariance) {
   EXPECT_TRUE(Snapshot(bn) == before);
 }
 
-// Issue 12, item 1: checked mode without false alarms. Features far from
+// Checked mode without false alarms. Features far from
 // zero next to their spread make the float32 composite's own dx inaccurate;
 // checked mode's reference runs in float64 (Note [Checked mode's reference])
 // and the fused kernel folds the mean's rounding into its constants (Note

@@ -1,4 +1,4 @@
-// Batch normalisation written by hand from primitives (SPEC section 2's
+// Batch normalisation written by hand from primitives (the
 // training forward): reverse mode through it must equal the fused formula
 //   dx = (gamma * invstd / M) * (M dy - sum(dy) - xhat * sum(dy * xhat)).
 #include <gtest/gtest.h>

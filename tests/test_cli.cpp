@@ -85,7 +85,7 @@ void expect_fits_80_columns(const std::string& text) {
   }
 }
 
-// SPEC 2's training forward in float64 from npdl::math, independent of the
+// The training forward in float64 from npdl::math, independent of the
 // layer and its kernels.
 Tensor reference_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta,
                          const Axes& reduced, const Shape& broadcast, double eps) {
@@ -431,8 +431,8 @@ TEST_F(CliTest, GradcheckOnTheBuiltInInputAgreesWithATablePerTensor) {
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.err, "");
   for (const std::string section : {"dx: gradient with respect to x, shape (4, 3)",
-                                     "dgamma: gradient with respect to gamma, shape (3,)",
-                                     "dbeta: gradient with respect to beta, shape (3,)"}) {
+                                    "dgamma: gradient with respect to gamma, shape (3,)",
+                                    "dbeta: gradient with respect to beta, shape (3,)"}) {
     EXPECT_NE(r.out.find(section), std::string::npos) << section;
   }
   EXPECT_NE(flat(r.out).find("All gradients agree."), std::string::npos);
@@ -600,7 +600,7 @@ TEST_F(CliTest, IntegerOptionsTakeTheirWholeRangeInDecimal) {
   EXPECT_TRUE(run({"explain", "batchnorm", "--seed", "8"}).out != ten.out) << "8 is 10";
 }
 
-// Issue 12, item 1: on float32 features far from zero next to their spread,
+// On float32 features far from zero next to their spread,
 // the float32 composite's own error is shown beside the fused kernel's, both
 // against float64; only the fused kernel is held to them; checked mode
 // raises no false alarm.
@@ -617,7 +617,7 @@ TEST_F(CliTest, GradcheckShowsTheFloat32CompositesRoundingWithoutFailing) {
   EXPECT_EQ(r.status, cli::kGradientMismatch) << r.out;
 }
 
-// Issue 15, items 5 and 7: empty and overflowing shapes exit 1 with a
+// Empty and overflowing shapes exit 1 with a
 // message instead of dying on a signal.
 TEST_F(CliTest, EmptyAndOverflowingShapesAreOneLineErrors) {
   const std::string empty = save("empty.npy", Tensor::zeros({4, 0}));

@@ -1,4 +1,4 @@
-// Faults and resources (issue 12, section 4): a save killed at any moment
+// Faults and resources: a save killed at any moment
 // leaves the old model or the new one, never a torn file; a folder that
 // cannot be written or a disk that fills up is an IOError that keeps the old
 // file; long training holds memory flat; a tensor too large for the machine
@@ -34,7 +34,7 @@ std::string read_bytes(const std::string& path) {
   return {std::istreambuf_iterator<char>(in), {}};
 }
 
-/// The Fashion-MNIST MLP of SPEC §5: 784-100-100-100-10, BatchNormal before
+/// The benchmark MLP: 784-100-100-100-10, BatchNormal before
 /// each hidden sigmoid, softmax output.
 void build_fashion_mlp(Model& m) {
   for (int i = 0; i < 3; ++i) {
@@ -352,7 +352,8 @@ int product_beyond_memory(int threads) {
   try {
     (void)ops::matmul(x, wv);
   } catch (const MemoryError& e) {
-    const bool named = std::string(e.what()).find("(64, 16777216) @ (16777216, 1)") != std::string::npos;
+    const bool named =
+        std::string(e.what()).find("(64, 16777216) @ (16777216, 1)") != std::string::npos;
     outcome = named ? kProductFailedCleanly : kMessageWithoutShapes;
   } catch (const std::bad_alloc&) {
     outcome = kBadAlloc;
@@ -366,7 +367,8 @@ int product_beyond_memory(int threads) {
   if (g.size() != vertices || w->grad.defined() || std::count(wp, wp + inner, 1.0f) != inner) {
     return kStateChanged;
   }
-  const Tensor fits = ops::matmul(Var(Tensor::ones({rows, 256})), Var(Tensor::ones({256, 1}))).value();
+  const Tensor fits =
+      ops::matmul(Var(Tensor::ones({rows, 256})), Var(Tensor::ones({256, 1}))).value();
   const float* f = fits.data<float>();
   return std::count(f, f + rows, 256.0f) == rows ? kProductFailedCleanly : kWrongAfterwards;
 }

@@ -1,4 +1,4 @@
-// Issue 10: the kernels compiled per instruction-set level (Note [Kernels per
+// The kernels compiled per instruction-set level (Note [Kernels per
 // instruction set] in tensor/kernels/kernels.hpp). Every level this CPU
 // can run must give the default level's results: bit for bit where the
 // arithmetic and its order are the same (elementwise +, -, *, /, negation,

@@ -1,4 +1,4 @@
-// Issue 10: the optimisers' updates at every instruction-set level
+// The optimisers' updates at every instruction-set level
 // (model/detail/optimizer_level.cpp; Note [Kernels per instruction set] in
 // tensor/kernels/kernels.hpp). Every level this CPU runs must give the
 // default level's parameters: bit for bit where an update is elementwise

@@ -1,4 +1,4 @@
-// What the performance work of issue 6 added to the library: the storage
+// What the performance work  added to the library: the storage
 // pool's byte counters, and kernels whose results do not depend on the
 // thread count (Note [Feature groups], Note [Parallel reductions]).
 #include <gtest/gtest.h>

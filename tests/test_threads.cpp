@@ -1,5 +1,5 @@
-// What may run concurrently (README, "Threads"), each case exactly as the
-// README states it, on std::threads. The results must be those of the same
+// What may run concurrently (docs/reliability.md, "Threads"), each case
+// exactly as that page states it, on std::threads. The results must be those of the same
 // work done on one thread, bit for bit; run under ThreadSanitizer
 // (scripts/run-tests.sh --tsan) these tests also prove the absence of data
 // races on those paths.

@@ -395,7 +395,7 @@ Var BatchNormal::apply_with(const Var& x, bool training,
 }
 
 void BatchNormal::update_running_stats(const BatchNormStats& stats, std::int64_t M) {
-  // SPEC section 2 (npdl itself keeps no running statistics): momentum
+  // The rule (npdl itself keeps no running statistics): momentum
   // weighs the old value. The batch variance is biased (divided by M); the
   // running one estimates the population's, so it is scaled by M / (M - 1).
   const DType dtype = running_mean_.dtype();

@@ -1,5 +1,5 @@
 #pragma once
-// npdl's BatchNormal layer (SPEC section 2), on the graph.
+// npdl's BatchNormal layer, on the graph.
 //
 // Applied to a graph value it records one composite node named
 // "BatchNormal". What is inside depends on the backward mode:

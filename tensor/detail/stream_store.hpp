@@ -3,10 +3,13 @@
 // A normal store first reads the cache line it writes into (write
 // allocate): for y = f(x) over a tensor larger than the last-level cache
 // that is a third of the memory traffic, spent on a line that will not stay
-// in cache anyway. Outputs at least kStreamBytes long are therefore written
-// with non-temporal stores (x86 SSE2; elsewhere a normal store). Values are
-// the same either way; only the path to memory differs. Smaller outputs are
-// stored normally, so that the next op finds them in cache.
+// in cache anyway. A kernel may therefore write a large output with
+// non-temporal stores (x86 SSE2; elsewhere a normal store) through store()
+// below. Values are the same either way; only the path to memory differs.
+// Small outputs should be stored normally, so that the next op finds them
+// in cache: the caller decides where that line lies. Today only batch
+// norm's kernels stream (layers/batch_norm/kernels.cpp holds the threshold);
+// tensor math's elementwise kernels store normally.
 #include <Eigen/Core>
 #include <algorithm>
 #include <cstdint>
@@ -22,9 +25,6 @@ namespace npdl::detail {
 // could hand wider instructions to a CPU that lacks them (Note [Kernels per
 // instruction set]; tests/kernel_symbols.sh checks it).
 
-/// Outputs of elementwise kernels from this size (bytes) on are streamed: the
-/// last-level cache of the machines this was tuned on (32 MiB).
-constexpr std::int64_t kStreamBytes = std::int64_t{32} << 20;
 constexpr std::int64_t kStreamChunk = 1024;
 
 static inline void stream_copy(float* q, const float* tmp, std::int64_t n) {

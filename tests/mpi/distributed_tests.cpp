@@ -1,6 +1,6 @@
 // Equivalence under MPI (run by CTest through mpirun with 2 and 3 ranks):
 // the all-reduce op and its VJP, SyncBatchNormal on shards against
-// BatchNormal on the whole batch for every axis case of SPEC section 2,
+// BatchNormal on the whole batch for every feature-axis case (0, 1, the last, negative),
 // and data-parallel training against one process on the global batch;
 // and (FitAgreement, run alone on 2 ranks) ranks that pass fit different
 // data failing together.
@@ -443,7 +443,7 @@ INSTANTIATE_TEST_SUITE_P(DTypes, OverlappedAllReduce,
 // over samples and positions) - relu - max-pool - flatten - Dense -
 // SyncBatchNormal - relu - Dense softmax, momentum, float64. In float32 the
 // example's curves part ways after some steps, as two summation orders do
-// once a max-pool or relu decision flips (README); in float64 none flips.
+// once a max-pool or relu decision flips (docs/distributed.md); in float64 none flips.
 std::unique_ptr<model::Model> small_cnn(bool sync) {
   set_seed(sync ? 300 + comm()->rank() : 300);  // rank 0's weights must reach every rank
   auto m = std::make_unique<model::Model>();
