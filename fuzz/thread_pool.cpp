@@ -81,12 +81,18 @@ std::string message_of(std::int64_t item) { return "item " + std::to_string(item
 
 [[noreturn]] void throw_kind(Throw kind, std::int64_t item) {
   switch (kind) {
-    case Throw::kShape: throw npdl::ShapeError(message_of(item));
-    case Throw::kValue: throw npdl::ValueError(message_of(item));
-    case Throw::kMemory: throw npdl::MemoryError(message_of(item));
-    case Throw::kBadAlloc: throw std::bad_alloc();
-    case Throw::kStd: throw std::runtime_error(message_of(item));
-    default: throw static_cast<int>(item);
+    case Throw::kShape:
+      throw npdl::ShapeError(message_of(item));
+    case Throw::kValue:
+      throw npdl::ValueError(message_of(item));
+    case Throw::kMemory:
+      throw npdl::MemoryError(message_of(item));
+    case Throw::kBadAlloc:
+      throw std::bad_alloc();
+    case Throw::kStd:
+      throw std::runtime_error(message_of(item));
+    default:
+      throw static_cast<int>(item);
   }
 }
 
@@ -101,8 +107,8 @@ Job read_job(FuzzedDataProvider& in) {
     bool taken = false;
     for (const Thrower& t : job.throwers) taken = taken || t.item == item;
     if (taken) continue;
-    const auto kind = static_cast<Throw>(
-        in.ConsumeIntegralInRange<int>(0, static_cast<int>(Throw::kCount) - 1));
+    const auto kind =
+        static_cast<Throw>(in.ConsumeIntegralInRange<int>(0, static_cast<int>(Throw::kCount) - 1));
     job.throwers.push_back({item, kind});
   }
   job.nested = in.ConsumeBool();
@@ -173,7 +179,8 @@ void run_and_check(const Job& job, Log& log, int threads) {
   } catch (...) {
     error = std::current_exception();
   }
-  if (log.running.load() != 0) finding(job, threads, "a chunk still ran after parallel_for returned");
+  if (log.running.load() != 0)
+    finding(job, threads, "a chunk still ran after parallel_for returned");
   bool all_once = true;
   for (const std::atomic<int>& r : log.runs) {
     if (r.load() > 1) finding(job, threads, "an item ran twice");
@@ -181,8 +188,9 @@ void run_and_check(const Job& job, Log& log, int threads) {
   }
   const std::int64_t mask = log.thrown_mask.load();
   if ((mask != 0) != (error != nullptr)) {
-    finding(job, threads, mask != 0 ? "an item threw and parallel_for returned normally"
-                                    : "parallel_for threw though no item did");
+    finding(job, threads,
+            mask != 0 ? "an item threw and parallel_for returned normally"
+                      : "parallel_for threw though no item did");
   }
   if (error != nullptr && !is_one_thrown(job, mask, error)) {
     finding(job, threads, "the exception that reached the caller is not one that was thrown");
@@ -202,7 +210,8 @@ std::vector<Tensor> pool_users() {
   npdl::NoGradGuard no_grad;
   static const Tensor a = Tensor::randn({256, 128}, 1), b = Tensor::randn({128, 96}, 2);
   static const Tensor x = Tensor::randn({8, 3, 12, 12}, 3), w = Tensor::randn({4, 3, 3, 3}, 4);
-  return {npdl::matmul(a, b), npdl::ops::conv2d(npdl::Var(x), npdl::Var(w), 1, {1, 1, 1, 1}).value()};
+  return {npdl::math::matmul(a, b),
+          npdl::ops::conv2d(npdl::Var(x), npdl::Var(w), 1, {1, 1, 1, 1}).value()};
 }
 
 bool same_bits(const Tensor& a, const Tensor& b) {
