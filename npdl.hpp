@@ -1,5 +1,6 @@
 #pragma once
 // The whole public API of npdl.
+#include "autodiff/catalogue.hpp"
 #include "autodiff/export.hpp"
 #include "autodiff/gradcheck.hpp"
 #include "autodiff/graph.hpp"
@@ -21,6 +22,7 @@
 #include "model/objectives.hpp"
 #include "model/optimizers.hpp"
 #include "model/progress.hpp"
+#include "ops/conv.hpp"
 #include "ops/ops.hpp"
 #include "tensor/conv_math.hpp"
 #include "tensor/error.hpp"

@@ -40,5 +40,6 @@ std::unique_ptr<Command> make_bn_command();
 std::unique_ptr<Command> make_explain_command();
 std::unique_ptr<Command> make_graph_command();
 std::unique_ptr<Command> make_gradcheck_command();
+std::unique_ptr<Command> make_primitives_command();
 
 }  // namespace npdl::cli

@@ -1,5 +1,7 @@
 #include "distributed/all_reduce.hpp"
 
+#include "autodiff/catalogue.hpp"
+
 namespace npdl::dist {
 
 const OpInfo kAllReduceSum{"all_reduce_sum", "y = sum over ranks of x (every rank gets y)",
@@ -44,5 +46,31 @@ Var all_reduce_sum(const Var& x, const CommunicatorPtr& comm) {
     return {Var(reduced(c.grad.value(), *comm))};
   });
 }
+
+// Catalogue entry (Note [One entry per primitive] in autodiff/catalogue.hpp): on
+// one process the sum over ranks is the identity, which is what a single
+// process can check (tests/mpi/ checks it on several). Linear: its second
+// derivative is zero, and its VJP is itself.
+namespace {
+const CommunicatorPtr& one_process() {
+  static const CommunicatorPtr comm = std::make_shared<SingleProcessCommunicator>();
+  return comm;
+}
+
+const catalogue::Primitive kEntries[] = {
+    catalogue::Primitive(kAllReduceSum, "distributed/all_reduce.cpp")
+        .with_samples([] {
+          return catalogue::Samples{{"one process",
+                               [](const std::vector<Var>& v) {
+                                 return all_reduce_sum(v[0], one_process());
+                               },
+                               {catalogue::sample::normal({3, 2}, 600)}}};
+        })
+        .with_random([](const Var& a, const Var&, const catalogue::Choices&) {
+          return all_reduce_sum(a, one_process());
+        }),
+};
+const catalogue::Registration kRegistered(kEntries);
+}  // namespace
 
 }  // namespace npdl::dist

@@ -42,6 +42,7 @@
 
 #include "autodiff/graph.hpp"
 #include "layers/convolution.hpp"
+#include "ops/conv.hpp"
 #include "ops/ops.hpp"
 #include "tensor/conv_math.hpp"
 #include "tensor/parallel.hpp"

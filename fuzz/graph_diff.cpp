@@ -1,4 +1,5 @@
-// Differential fuzz target: random graphs of the primitives in ops/ops.hpp.
+// Differential fuzz target: random graphs of the primitives of the catalogue
+// (every entry with a random application, autodiff/catalogue.hpp).
 //
 // The input decides a program: leaves of random (broadcast-compatible,
 // possibly empty) shapes and dtype, then up to kMaxSteps ops, each reading
@@ -43,6 +44,7 @@
 #include <thread>
 #include <vector>
 
+#include "autodiff/catalogue.hpp"
 #include "autodiff/graph.hpp"
 #include "ops/ops.hpp"
 #include "tensor/parallel.hpp"
@@ -66,43 +68,30 @@ constexpr std::int64_t kMaxElementsForDifferences = 48;
   std::abort();
 }
 
-enum class Op {
-  Add,
-  Sub,
-  Mul,
-  Div,
-  AddScalar,
-  MulScalar,
-  Neg,
-  Square,
-  Sqrt,
-  Rsqrt,
-  Exp,
-  Log,
-  Sum,
-  Mean,
-  Reshape,
-  BroadcastTo,
-  Transpose,
-  Matmul,
-  Relu,
-  Sigmoid,
-  Tanh,
-  Softplus,
-  LeakyRelu,
-  Elu,
-  Softmax,
-  LogSoftmax,
-  kCount
-};
+using npdl::catalogue::Primitive;
+
+/// The op table: every catalogue entry that can be applied to random
+/// operands (Note [One entry per primitive] in autodiff/catalogue.hpp), in
+/// name order. An op added to the library with its entry is drawn here too.
+const std::vector<const Primitive*>& op_table() {
+  static const std::vector<const Primitive*> table = [] {
+    std::vector<const Primitive*> t;
+    for (const Primitive* p : npdl::catalogue::primitives()) {
+      if (p->random != nullptr) t.push_back(p);
+    }
+    if (t.empty()) finding("the catalogue has no op the fuzzer can apply");
+    return t;
+  }();
+  return table;
+}
 
 /// One op of the program, with every choice already made.
 struct Step {
-  Op op;
+  const Primitive* op = nullptr;
   int a = 0, b = 0;        // operands: indices of earlier values
   bool flag = false;       // keepdims / guarded domain / reshape variant
-  double scalar = 0.0;     // for add_scalar, mul_scalar, leaky_relu, elu
-  std::uint32_t bits = 0;  // axes subset, permutation seed, axis, sizes
+  double scalar = 0.0;     // for add_scalar, mul_scalar, leaky_relu, elu, ...
+  std::uint32_t bits = 0;  // axes subset, permutation seed, axis, sizes (Choices)
 };
 
 struct Program {
@@ -123,12 +112,6 @@ struct Program {
   bool fresh_thread = false;
 };
 
-const char* const kOpNames[] = {
-    "add",      "sub",          "mul",       "div",     "add_scalar", "mul_scalar", "neg",
-    "square",   "sqrt",         "rsqrt",     "exp",     "log",        "sum",        "mean",
-    "reshape",  "broadcast_to", "transpose", "matmul",  "relu",       "sigmoid",    "tanh",
-    "softplus", "leaky_relu",   "elu",       "softmax", "log_softmax"};
-static_assert(sizeof kOpNames / sizeof *kOpNames == static_cast<int>(Op::kCount));
 
 /// The program, for the report of a finding.
 void describe(const Program& p) {
@@ -140,7 +123,7 @@ void describe(const Program& p) {
   for (std::size_t i = 0; i < p.steps.size(); ++i) {
     const Step& st = p.steps[i];
     std::fprintf(stderr, "  v%zu = %s(v%d, v%d) flag %d scalar %g bits %u\n",
-                 i + p.leaf_shapes.size(), kOpNames[static_cast<int>(st.op)], st.a, st.b,
+                 i + p.leaf_shapes.size(), st.op->name(), st.a, st.b,
                  int(st.flag), st.scalar, st.bits);
   }
 }
@@ -180,158 +163,24 @@ struct RunResult {
   std::vector<Tensor> second;      // H v (create_graph), empty when refused
 };
 
-Shape reshape_target(const Shape& s, bool flag, std::uint32_t bits) {
-  if (flag) return Shape{-1};
-  Shape t(s.rbegin(), s.rend());  // same count, other layout
-  t.insert(t.begin() + (s.empty() ? 0 : bits % (s.size() + 1)), 1);
-  return t;
-}
-
-Axes permutation(int rank, std::uint32_t bits) {
-  Axes p;
-  for (int i = 0; i < rank; ++i) p.push_back(i);
-  for (int i = rank - 1; i > 0; --i) {
-    std::swap(p[i], p[bits % (i + 1)]);
-    bits /= (i + 1);
+/// Applies one step through its op's entry; throws what the op throws (an
+/// npdl::Error, a ValueError too when the result would hold more than
+/// `limit` elements: {L, 1} + {1, L} of a long axis is valid, but is
+/// gigabytes, which libFuzzer's malloc limit would report as a finding).
+/// An input with a Positive domain is guarded as square(x) + 0.25 when the
+/// step's flag says so; inputs with a domain edge or a kink must stay away
+/// from it for differences to be trusted.
+Var apply(const Step& st, const std::vector<Var>& v, bool& smooth, std::int64_t limit) {
+  const Primitive& op = *st.op;
+  Var operands[2] = {v[st.a], v[st.b]};
+  for (std::size_t i = 0; i < std::min<std::size_t>(op.inputs.size(), 2); ++i) {
+    const npdl::catalogue::InputFacts& facts = op.inputs[i];
+    const bool positive = facts.domain == npdl::catalogue::Domain::Positive;
+    if (positive && st.flag) operands[i] = ops::add_scalar(ops::square(operands[i]), 0.25);
+    if ((positive || facts.kink_at_zero) && min_abs(operands[i].value()) < kMargin) smooth = false;
   }
-  return p;
-}
-
-Axes axes_subset(int rank, std::uint32_t bits) {
-  Axes a;
-  for (int i = 0; i < rank; ++i) {
-    if (bits & (1u << i)) a.push_back((bits >> 8) & 1 ? i - rank : i);  // negative too
-  }
-  return a;
-}
-
-Var rank2_view(const Var& a) {
-  const Shape& s = a.shape();
-  const std::int64_t rows = s.empty() ? 1 : s[0];
-  return ops::reshape(a, {rows, rows == 0 ? 1 : -1});
-}
-
-/// Thrown (and the step dropped) when a step's result would be larger than
-/// the harness allows: {L, 1} + {1, L} of a long axis is valid, but is
-/// gigabytes, which libFuzzer's malloc limit would report as a finding.
-struct TooLarge {};
-
-Shape broadcast_target(const Shape& s, std::uint32_t bits, bool prepend) {
-  Shape target = s;
-  for (std::size_t i = 0; i < target.size(); ++i) {
-    if (target[i] == 1) target[i] = (bits >> (2 * i)) % 4;  // 0..3, 0 too
-  }
-  if (prepend) target.insert(target.begin(), (bits >> 20) % 3 + 1);
-  return target;
-}
-
-void check_result_size(const Step& st, const Var& a, const Var& b, std::int64_t limit) {
-  std::int64_t n = a.value().size();
-  switch (st.op) {
-    case Op::Add:
-    case Op::Sub:
-    case Op::Mul:
-    case Op::Div:
-      n = npdl::numel(npdl::broadcast_shapes(a.shape(), b.shape()));  // may throw ShapeError
-      break;
-    case Op::BroadcastTo:
-      n = npdl::numel(broadcast_target(a.shape(), st.bits, st.flag));
-      break;
-    case Op::Matmul: {
-      const std::int64_t rows = a.rank() == 0 ? 1 : a.shape()[0];
-      n = rows * std::max<std::int64_t>(rows, b.rank() == 2 ? b.shape()[1] : 1);
-      break;
-    }
-    default:
-      break;
-  }
-  if (n > limit) throw TooLarge{};
-}
-
-/// Applies one step; throws what the op throws.
-Var apply(const Step& st, const std::vector<Var>& v, bool& smooth) {
-  const Var& a = v[st.a];
-  const Var& b = v[st.b];
-  auto away_from = [&](const Var& x) {  // the point is far from a kink or pole
-    if (min_abs(x.value()) < kMargin) smooth = false;
-  };
-  // Domain-guarded operand: square(x) + 0.25 > 0 (flag), or x as it is.
-  auto positive = [&](const Var& x) { return st.flag ? ops::add_scalar(ops::square(x), 0.25) : x; };
-  switch (st.op) {
-    case Op::Add:
-      return ops::add(a, b);
-    case Op::Sub:
-      return ops::sub(a, b);
-    case Op::Mul:
-      return ops::mul(a, b);
-    case Op::Div: {
-      const Var d = positive(b);
-      away_from(d);
-      return ops::div(a, d);
-    }
-    case Op::AddScalar:
-      return ops::add_scalar(a, st.scalar);
-    case Op::MulScalar:
-      return ops::mul_scalar(a, st.scalar);
-    case Op::Neg:
-      return ops::neg(a);
-    case Op::Square:
-      return ops::square(a);
-    case Op::Sqrt: {
-      const Var x = positive(a);
-      away_from(x);
-      return ops::sqrt(x);
-    }
-    case Op::Rsqrt: {
-      const Var x = positive(a);
-      away_from(x);
-      return ops::rsqrt(x);
-    }
-    case Op::Exp:
-      return ops::exp(a);
-    case Op::Log: {
-      const Var x = positive(a);
-      away_from(x);
-      return ops::log(x);
-    }
-    case Op::Sum:
-      return ops::sum(a, axes_subset(a.rank(), st.bits), st.flag);
-    case Op::Mean:
-      return ops::mean(a, axes_subset(a.rank(), st.bits), st.flag);
-    case Op::Reshape:
-      return ops::reshape(a, reshape_target(a.shape(), st.flag, st.bits));
-    case Op::BroadcastTo:
-      return ops::broadcast_to(a, broadcast_target(a.shape(), st.bits, st.flag));
-    case Op::Transpose:
-      return ops::transpose(a, permutation(a.rank(), st.bits));
-    case Op::Matmul: {
-      if (a.rank() == 2 && b.rank() == 2 && a.shape()[1] == b.shape()[0]) return ops::matmul(a, b);
-      const Var m = rank2_view(a);
-      return ops::matmul(m, ops::transpose(m));
-    }
-    case Op::Relu:
-      away_from(a);
-      return ops::relu(a);
-    case Op::Sigmoid:
-      return ops::sigmoid(a);
-    case Op::Tanh:
-      return ops::tanh(a);
-    case Op::Softplus:
-      return ops::softplus(a);
-    case Op::LeakyRelu:
-      away_from(a);
-      return ops::leaky_relu(a, st.scalar);
-    case Op::Elu:
-      away_from(a);
-      return ops::elu(a, std::fabs(st.scalar) + 0.1);
-    case Op::Softmax:
-      return ops::softmax(a, static_cast<int>(st.bits % 9) - 4);
-    case Op::LogSoftmax:
-      return ops::log_softmax(a, static_cast<int>(st.bits % 9) - 4);
-    case Op::kCount:
-      break;
-  }
-  finding("unknown op");
+  return op.random(operands[0], operands[1],
+                   npdl::catalogue::Choices{st.bits, st.flag, st.scalar, limit});
 }
 
 Tensor leaf_value(const Program& p, std::size_t i, DType dtype) {
@@ -412,13 +261,10 @@ RunResult run(Program& p, Mode mode, DType dtype, bool decoding = false) {
     s.b %= n;
     if (p.noise_every > 0 && kept.size() % p.noise_every == 0) noise = ops::exp(noise * 0.5);
     try {
-      check_result_size(s, values[s.a], values[s.b], limit);
-      values.push_back(apply(s, values, r.smooth));
+      values.push_back(apply(s, values, r.smooth, limit));
       kept.push_back(s);
     } catch (const npdl::Error&) {
       if (!decoding) finding("a step that succeeded once failed on a replay");
-    } catch (const TooLarge&) {
-      if (!decoding) finding("a step that fitted once was too large on a replay");
     }
   }
   if (decoding) p.steps = kept;
@@ -724,30 +570,17 @@ void run_huge(FuzzedDataProvider& in) {
   } catch (const npdl::ShapeError&) {
     if (broadcastable && !overflows(joint)) finding("add refused shapes it can combine");
   }
-  // Every other op on the empty tensor: a value or an npdl::Error. Sums
-  // over the empty axis and matmul can make a huge non-empty result (zeros):
-  // valid, a MemoryError where the memory is missing (a unit test's
-  // business), gigabytes of zeros otherwise; the harness leaves those out.
-  auto affordable = [](const Shape& result) {
-    try {
-      return npdl::numel(result) <= (std::int64_t{1} << 16);
-    } catch (const npdl::ShapeError&) {
-      return true;  // overflows: the op must refuse it, which is worth running
-    }
-  };
-  const Axes axes = axes_subset(va.rank(), in.ConsumeIntegral<std::uint32_t>());
-  if (affordable(npdl::reduced_shape(sa, npdl::normalize_axes(axes, va.rank()), true))) {
-    expect_fine_or_error([&] { ops::sum(va, axes, true); });
-  }
-  expect_fine_or_error([&] { ops::mean(va, {}, false); });
-  expect_fine_or_error([&] { ops::transpose(va, {}); });
-  expect_fine_or_error([&] { ops::reshape(va, {-1}); });
-  expect_fine_or_error([&] { ops::reshape(va, sb); });
-  expect_fine_or_error([&] { ops::broadcast_to(va, sb); });
-  expect_fine_or_error([&] { ops::softmax(va, -1); });
-  const std::int64_t rows = sa.empty() ? 1 : sa[0];
-  if (affordable({rows, rows})) {
-    expect_fine_or_error([&] { ops::matmul(rank2_view(va), ops::transpose(rank2_view(va))); });
+  // Every op of the table on the empty tensors: a value or an npdl::Error.
+  // Sums over the empty axis and matmul can make a huge non-empty result
+  // (zeros): valid, a MemoryError where the memory is missing (a unit
+  // test's business), gigabytes of zeros otherwise; the ops' random
+  // application refuses results beyond 2^16 elements, which leaves those out.
+  const std::uint32_t bits = in.ConsumeIntegral<std::uint32_t>();
+  const bool flag = in.ConsumeBool();
+  for (const Primitive* op : op_table()) {
+    expect_fine_or_error([&] {
+      op->random(va, vb, npdl::catalogue::Choices{bits, flag, 0.5, std::int64_t{1} << 16});
+    });
   }
 }
 
@@ -788,14 +621,13 @@ Program decode(FuzzedDataProvider& in, bool large, bool long_program) {
   const int n_steps = in.ConsumeIntegralInRange(1, long_program ? kMaxLongSteps : kMaxSteps);
   for (int i = 0; i < n_steps && in.remaining_bytes() > 0; ++i) {
     Step st;
-    st.op = static_cast<Op>(in.ConsumeIntegralInRange(0, static_cast<int>(Op::kCount) - 1));
+    const std::vector<const Primitive*>& table = op_table();
+    st.op = table[in.ConsumeIntegralInRange<std::size_t>(0, table.size() - 1)];
     st.a = in.ConsumeIntegralInRange(0, 31);
     st.b = in.ConsumeIntegralInRange(0, 31);
     st.flag = in.ConsumeBool();
     st.scalar = in.ConsumeIntegralInRange(-8, 8) / 4.0;
     st.bits = in.ConsumeIntegral<std::uint32_t>();
-    // Large mode stays linear in the size: no n x n matmul of a long axis.
-    if (large && st.op == Op::Matmul) st.op = Op::Tanh;
     p.steps.push_back(st);
   }
   return p;

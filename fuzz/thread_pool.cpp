@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "autodiff/graph.hpp"
+#include "ops/conv.hpp"
 #include "ops/ops.hpp"
 #include "tensor/error.hpp"
 #include "tensor/parallel.hpp"

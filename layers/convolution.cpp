@@ -3,6 +3,7 @@
 #include <limits>
 #include <optional>
 
+#include "ops/conv.hpp"
 #include "ops/ops.hpp"
 
 namespace npdl::layers {

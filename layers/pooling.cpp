@@ -1,5 +1,6 @@
 #include "layers/pooling.hpp"
 
+#include "ops/conv.hpp"
 #include "ops/ops.hpp"
 
 namespace npdl::layers {

@@ -50,8 +50,10 @@ const optimizer_level::TypedOptimizerKernels<T>& level_kernels() {
 
 /// One step of `rule` on a parameter, with the state tensors it keeps (of
 /// the parameter's dtype and shape), by the level's kernel.
-void apply(optimizer_level::Rule rule, const optimizer_level::StepParams& step, Tensor& value,
-           const Tensor& grad, Tensor* s0 = nullptr, Tensor* s1 = nullptr) {
+void apply(UpdateRule rule, const optimizer_level::StepParams& step, Tensor& value,
+           const Tensor& grad, std::vector<Tensor>& state) {
+  Tensor* s0 = state.size() > 0 ? &state[0] : nullptr;
+  Tensor* s1 = state.size() > 1 ? &state[1] : nullptr;
   dispatch(value.dtype(), [&](auto zero) {
     using T = decltype(zero);
     level_kernels<T>().update(rule, step, value.data<T>(), grad.data<T>(),
@@ -60,11 +62,53 @@ void apply(optimizer_level::Rule rule, const optimizer_level::StepParams& step, 
   });
 }
 
-optimizer_level::StepParams at_rate(double lr) {
-  optimizer_level::StepParams step;
-  step.lr = lr;
-  return step;
+// The step size of step t (from 1): the learning rate, or with Adam's and
+// Adamax's bias corrections folded in.
+double plain_rate(const RuleParameters&, double lr, std::int64_t) { return lr; }
+double adam_rate(const RuleParameters& h, double lr, std::int64_t t) {
+  return lr * std::sqrt(1 - std::pow(h.beta2, double(t))) / (1 - std::pow(h.beta1, double(t)));
 }
+double adamax_rate(const RuleParameters& h, double lr, std::int64_t t) {
+  return lr / (1 - std::pow(h.beta1, double(t)));
+}
+
+// The hyper-parameters each rule reads, checked; `who` names the optimiser.
+void check_nothing(const std::string&, const RuleParameters&) {}
+void check_momentum(const std::string& who, const RuleParameters& h) {
+  require_decay_rate(who, "momentum", h.momentum);
+}
+void check_epsilon(const std::string& who, const RuleParameters& h) {
+  require_epsilon(who, h.epsilon);
+}
+void check_rho(const std::string& who, const RuleParameters& h) {
+  require_decay_rate(who, "rho", h.rho);
+  require_epsilon(who, h.epsilon);
+}
+void check_betas(const std::string& who, const RuleParameters& h) {
+  require_decay_rate(who, "beta1", h.beta1);
+  require_decay_rate(who, "beta2", h.beta2);
+  require_epsilon(who, h.epsilon);
+}
+
+/// Everything about a rule but its kernel, in UpdateRule's order.
+struct RuleFacts {
+  const char* name;  // npdl's class name
+  int state_slots;   // tensors kept per parameter, zero at the start
+  double (*step_size)(const RuleParameters&, double lr, std::int64_t t);
+  void (*check)(const std::string& who, const RuleParameters&);
+};
+constexpr RuleFacts kRules[kUpdateRuleCount] = {
+    {"SGD", 0, plain_rate, check_nothing},
+    {"Momentum", 1, plain_rate, check_momentum},
+    {"NesterovMomentum", 1, plain_rate, check_momentum},
+    {"Adagrad", 1, plain_rate, check_epsilon},
+    {"RMSprop", 1, plain_rate, check_rho},
+    {"Adadelta", 2, plain_rate, check_rho},
+    {"Adam", 2, adam_rate, check_betas},
+    {"Adamax", 2, adamax_rate, check_betas},
+};
+
+const RuleFacts& facts(UpdateRule rule) { return kRules[static_cast<int>(rule)]; }
 
 Tensor clipped(const Tensor& grad, double clip) {
   if (!(clip > 0)) return grad;
@@ -78,7 +122,12 @@ Tensor clipped(const Tensor& grad, double clip) {
 
 }  // namespace
 
-Optimizer::Optimizer(OptimizerOptions options) : options_(options) {
+Optimizer::Optimizer(UpdateRule rule, RuleParameters parameters, OptimizerOptions options)
+    : rule_(rule), parameters_(parameters), options_(options) {
+  const int index = static_cast<int>(rule);
+  if (index < 0 || index >= kUpdateRuleCount) {
+    throw ValueError("optimizer: expected an UpdateRule, got the value " + std::to_string(index));
+  }
   require(std::isfinite(options.lr) && options.lr >= 0, "optimizer: lr must be finite and >= 0",
           options.lr);
   require(std::isfinite(options.decay) && options.decay >= 0,
@@ -87,7 +136,10 @@ Optimizer::Optimizer(OptimizerOptions options) : options_(options) {
           "optimizer: lr_min must lie in [0, lr_max]", options.lr_min);
   require(!std::isnan(options.clip), "optimizer: clip must be a number (<= 0: no clipping)",
           options.clip);
+  facts(rule).check(name(), parameters);
 }
+
+std::string Optimizer::name() const { return facts(rule_).name; }
 
 double Optimizer::current_lr() const {
   const double lr = options_.lr / (1.0 + options_.decay * static_cast<double>(iterations_));
@@ -130,117 +182,60 @@ void Optimizer::update(const std::vector<ParameterPtr>& params) {
     for (const ParameterPtr& p : params) {
       shapes_.push_back(p->value.shape());
       state_.emplace_back();
-      for (int s = 0; s < state_slots(); ++s) {
+      for (int s = 0; s < facts(rule_).state_slots; ++s) {
         state_.back().push_back(Tensor::zeros(p->value.shape(), p->value.dtype()));
       }
     }
   }
   const double lr = current_lr();
-  ++iterations_;
+  ++iterations_;  // t counts from 1
+  const optimizer_level::StepParams step{facts(rule_).step_size(parameters_, lr, iterations_),
+                                         parameters_};
   for (std::size_t i = 0; i < params.size(); ++i) {
     Parameter& p = *params[i];
     // A buffer shared with someone else (a graph's saved tensor, a caller's
     // copy) must not change under them: update a private copy then.
     if (!p.value.unique()) p.value = p.value.clone();
-    step(i, p.value, clipped(p.grad, options_.clip), lr, iterations_);
+    apply(rule_, step, p.value, clipped(p.grad, options_.clip), state_[i]);
   }
 }
 
-void SGD::step(std::size_t, Tensor& value, const Tensor& grad, double lr, std::int64_t) {
-  apply(optimizer_level::Rule::Sgd, at_rate(lr), value, grad);
-}
-
-Momentum::Momentum(double momentum, OptimizerOptions options)
-    : Optimizer(options), momentum_(momentum) {
-  require_decay_rate("Momentum", "momentum", momentum);
-}
-
-void Momentum::step(std::size_t i, Tensor& value, const Tensor& grad, double lr, std::int64_t) {
-  optimizer_level::StepParams step = at_rate(lr);
-  step.momentum = momentum_;
-  apply(optimizer_level::Rule::Momentum, step, value, grad, &state(i, 0));
-}
-
-void NesterovMomentum::step(std::size_t i, Tensor& value, const Tensor& grad, double lr,
-                            std::int64_t) {
-  optimizer_level::StepParams step = at_rate(lr);
-  step.momentum = momentum_;
-  apply(optimizer_level::Rule::Nesterov, step, value, grad, &state(i, 0));
-}
-
-Adagrad::Adagrad(double epsilon, OptimizerOptions options) : Optimizer(options), epsilon_(epsilon) {
-  require_epsilon("Adagrad", epsilon);
-}
-
-void Adagrad::step(std::size_t i, Tensor& value, const Tensor& grad, double lr, std::int64_t) {
-  optimizer_level::StepParams step = at_rate(lr);
-  step.epsilon = epsilon_;
-  apply(optimizer_level::Rule::Adagrad, step, value, grad, &state(i, 0));
-}
-
-RMSprop::RMSprop(double rho, double epsilon, OptimizerOptions options)
-    : Optimizer(options), rho_(rho), epsilon_(epsilon) {
-  require_decay_rate("RMSprop", "rho", rho);
-  require_epsilon("RMSprop", epsilon);
-}
-
-void RMSprop::step(std::size_t i, Tensor& value, const Tensor& grad, double lr, std::int64_t) {
-  optimizer_level::StepParams step = at_rate(lr);
-  step.rho = rho_;
-  step.epsilon = epsilon_;
-  apply(optimizer_level::Rule::RMSprop, step, value, grad, &state(i, 0));
-}
-
-Adadelta::Adadelta(double rho, double epsilon, OptimizerOptions options)
-    : Optimizer(options), rho_(rho), epsilon_(epsilon) {
-  require_decay_rate("Adadelta", "rho", rho);
-  require_epsilon("Adadelta", epsilon);
-}
-
-void Adadelta::step(std::size_t i, Tensor& value, const Tensor& grad, double lr, std::int64_t) {
-  optimizer_level::StepParams step = at_rate(lr);
-  step.rho = rho_;
-  step.epsilon = epsilon_;
-  apply(optimizer_level::Rule::Adadelta, step, value, grad, &state(i, 0), &state(i, 1));
-}
-
 namespace {
-void check_betas(const char* who, double beta1, double beta2, double epsilon) {
-  require_decay_rate(who, "beta1", beta1);
-  require_decay_rate(who, "beta2", beta2);
-  require_epsilon(who, epsilon);
+RuleParameters momentum_of(double momentum) {
+  RuleParameters h;
+  h.momentum = momentum;
+  return h;
+}
+RuleParameters decay_of(double rho, double epsilon) {
+  RuleParameters h;
+  h.rho = rho;
+  h.epsilon = epsilon;
+  return h;
+}
+RuleParameters betas_of(double beta1, double beta2, double epsilon) {
+  RuleParameters h;
+  h.beta1 = beta1;
+  h.beta2 = beta2;
+  h.epsilon = epsilon;
+  return h;
 }
 }  // namespace
 
+SGD::SGD(OptimizerOptions options) : Optimizer(UpdateRule::Sgd, {}, options) {}
+Momentum::Momentum(double momentum, OptimizerOptions options)
+    : Optimizer(UpdateRule::Momentum, momentum_of(momentum), options) {}
+NesterovMomentum::NesterovMomentum(double momentum, OptimizerOptions options)
+    : Optimizer(UpdateRule::Nesterov, momentum_of(momentum), options) {}
+Adagrad::Adagrad(double epsilon, OptimizerOptions options)
+    : Optimizer(UpdateRule::Adagrad, decay_of(0, epsilon), options) {}
+RMSprop::RMSprop(double rho, double epsilon, OptimizerOptions options)
+    : Optimizer(UpdateRule::RMSprop, decay_of(rho, epsilon), options) {}
+Adadelta::Adadelta(double rho, double epsilon, OptimizerOptions options)
+    : Optimizer(UpdateRule::Adadelta, decay_of(rho, epsilon), options) {}
 Adam::Adam(double beta1, double beta2, double epsilon, OptimizerOptions options)
-    : Optimizer(options), beta1_(beta1), beta2_(beta2), epsilon_(epsilon) {
-  check_betas("Adam", beta1, beta2, epsilon);
-}
-
-void Adam::step(std::size_t i, Tensor& value, const Tensor& grad, double lr, std::int64_t t) {
-  // The bias corrections of both moments folded into one step size.
-  const double a_t =
-      lr * std::sqrt(1 - std::pow(beta2_, double(t))) / (1 - std::pow(beta1_, double(t)));
-  optimizer_level::StepParams step = at_rate(a_t);
-  step.beta1 = beta1_;
-  step.beta2 = beta2_;
-  step.epsilon = epsilon_;
-  apply(optimizer_level::Rule::Adam, step, value, grad, &state(i, 0), &state(i, 1));
-}
-
+    : Optimizer(UpdateRule::Adam, betas_of(beta1, beta2, epsilon), options) {}
 Adamax::Adamax(double beta1, double beta2, double epsilon, OptimizerOptions options)
-    : Optimizer(options), beta1_(beta1), beta2_(beta2), epsilon_(epsilon) {
-  check_betas("Adamax", beta1, beta2, epsilon);
-}
-
-void Adamax::step(std::size_t i, Tensor& value, const Tensor& grad, double lr, std::int64_t t) {
-  const double a_t = lr / (1 - std::pow(beta1_, double(t)));
-  optimizer_level::StepParams step = at_rate(a_t);
-  step.beta1 = beta1_;
-  step.beta2 = beta2_;
-  step.epsilon = epsilon_;
-  apply(optimizer_level::Rule::Adamax, step, value, grad, &state(i, 0), &state(i, 1));
-}
+    : Optimizer(UpdateRule::Adamax, betas_of(beta1, beta2, epsilon), options) {}
 
 namespace {
 

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "autodiff/graph.hpp"
+#include "model/update_rule.hpp"
 
 namespace npdl::model {
 
@@ -31,11 +32,20 @@ struct OptimizerOptions {
   double lr_max = std::numeric_limits<double>::infinity();
 };
 
+/// One mechanism for every optimiser: an update rule with its
+/// hyper-parameters, the common options, and per-parameter state. The rules
+/// are stated once, in a table (model/optimizers.cpp: name, state, step
+/// size, checks) and in the per-level kernels (model/detail/optimizer_level.cpp);
+/// the classes below only name a rule and npdl's defaults for it.
 class Optimizer {
  public:
-  explicit Optimizer(OptimizerOptions options);
+  /// Throws ValueError for a hyper-parameter outside its domain, naming it.
+  Optimizer(UpdateRule rule, RuleParameters parameters, OptimizerOptions options);
   virtual ~Optimizer() = default;
-  virtual std::string name() const = 0;
+  /// npdl's class name: "SGD", "NesterovMomentum", "Adam", ...
+  std::string name() const;
+  UpdateRule rule() const { return rule_; }
+  const RuleParameters& parameters() const { return parameters_; }
 
   /// One step on every parameter. Throws ShapeError when a gradient is
   /// missing or does not fit its parameter, or when the parameters differ
@@ -49,129 +59,60 @@ class Optimizer {
   /// Forgets the steps taken (state and decay), as a fresh optimiser.
   void reset();
 
- protected:
-  /// Updates one parameter (index i into the state) with gradient g, already
-  /// clipped, at learning rate lr; `t` is the step number counted from 1.
-  virtual void step(std::size_t i, Tensor& value, const Tensor& g, double lr, std::int64_t t) = 0;
-  /// Slots of state per parameter (velocity, moments...), zero-initialised.
-  virtual int state_slots() const { return 0; }
-  Tensor& state(std::size_t param, int slot) { return state_[param][slot]; }
-
  private:
   void check(const std::vector<ParameterPtr>& params) const;
 
+  UpdateRule rule_;
+  RuleParameters parameters_;
   OptimizerOptions options_;
   std::int64_t iterations_ = 0;
-  std::vector<std::vector<Tensor>> state_;
-  std::vector<Shape> shapes_;  // of the parameters the state was made for
+  std::vector<std::vector<Tensor>> state_;  // per parameter: the rule's slots
+  std::vector<Shape> shapes_;               // of the parameters the state was made for
 };
 using OptimizerPtr = std::shared_ptr<Optimizer>;
 
 /// p -= lr * g
-class SGD : public Optimizer {
- public:
-  explicit SGD(OptimizerOptions options = {}) : Optimizer(options) {}
-  std::string name() const override { return "SGD"; }
-
- protected:
-  void step(std::size_t i, Tensor& value, const Tensor& g, double lr, std::int64_t t) override;
+struct SGD : Optimizer {
+  explicit SGD(OptimizerOptions options = {});
 };
 
 /// v = momentum * v - lr * g; p += v
-class Momentum : public Optimizer {
- public:
+struct Momentum : Optimizer {
   explicit Momentum(double momentum = 0.9, OptimizerOptions options = {});
-  std::string name() const override { return "Momentum"; }
-
- protected:
-  void step(std::size_t i, Tensor& value, const Tensor& g, double lr, std::int64_t t) override;
-  int state_slots() const override { return 1; }
-  double momentum_;
 };
 
 /// v = momentum * v - lr * g; p += momentum * v - lr * g
-class NesterovMomentum : public Momentum {
- public:
-  explicit NesterovMomentum(double momentum = 0.9, OptimizerOptions options = {})
-      : Momentum(momentum, options) {}
-  std::string name() const override { return "NesterovMomentum"; }
-
- protected:
-  void step(std::size_t i, Tensor& value, const Tensor& g, double lr, std::int64_t t) override;
+struct NesterovMomentum : Optimizer {
+  explicit NesterovMomentum(double momentum = 0.9, OptimizerOptions options = {});
 };
 
 /// c += g^2; p -= lr * g / (sqrt(c) + epsilon)
-class Adagrad : public Optimizer {
- public:
+struct Adagrad : Optimizer {
   explicit Adagrad(double epsilon = 1e-6, OptimizerOptions options = {});
-  std::string name() const override { return "Adagrad"; }
-
- protected:
-  void step(std::size_t i, Tensor& value, const Tensor& g, double lr, std::int64_t t) override;
-  int state_slots() const override { return 1; }
-
- private:
-  double epsilon_;
 };
 
 /// c = rho * c + (1 - rho) * g^2; p -= lr * g / sqrt(c + epsilon)
-class RMSprop : public Optimizer {
- public:
+struct RMSprop : Optimizer {
   explicit RMSprop(double rho = 0.9, double epsilon = 1e-6, OptimizerOptions options = {});
-  std::string name() const override { return "RMSprop"; }
-
- protected:
-  void step(std::size_t i, Tensor& value, const Tensor& g, double lr, std::int64_t t) override;
-  int state_slots() const override { return 1; }
-
- private:
-  double rho_, epsilon_;
 };
 
 /// c = rho * c + (1 - rho) * g^2; u = g * sqrt(d + epsilon) / sqrt(c + epsilon);
 /// p -= lr * u; d = rho * d + (1 - rho) * u^2
-class Adadelta : public Optimizer {
- public:
+struct Adadelta : Optimizer {
   explicit Adadelta(double rho = 0.9, double epsilon = 1e-6, OptimizerOptions options = {});
-  std::string name() const override { return "Adadelta"; }
-
- protected:
-  void step(std::size_t i, Tensor& value, const Tensor& g, double lr, std::int64_t t) override;
-  int state_slots() const override { return 2; }
-
- private:
-  double rho_, epsilon_;
 };
 
 /// m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
 /// p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + epsilon)
-class Adam : public Optimizer {
- public:
+struct Adam : Optimizer {
   explicit Adam(double beta1 = 0.9, double beta2 = 0.999, double epsilon = 1e-8,
                 OptimizerOptions options = {});
-  std::string name() const override { return "Adam"; }
-
- protected:
-  void step(std::size_t i, Tensor& value, const Tensor& g, double lr, std::int64_t t) override;
-  int state_slots() const override { return 2; }
-
- private:
-  double beta1_, beta2_, epsilon_;
 };
 
 /// m = b1 m + (1 - b1) g; u = max(b2 u, |g|); p -= lr / (1 - b1^t) * m / (u + epsilon)
-class Adamax : public Optimizer {
- public:
+struct Adamax : Optimizer {
   explicit Adamax(double beta1 = 0.9, double beta2 = 0.999, double epsilon = 1e-8,
                   OptimizerOptions options = {});
-  std::string name() const override { return "Adamax"; }
-
- protected:
-  void step(std::size_t i, Tensor& value, const Tensor& g, double lr, std::int64_t t) override;
-  int state_slots() const override { return 2; }
-
- private:
-  double beta1_, beta2_, epsilon_;
 };
 
 /// The optimiser of a name, with npdl's defaults ("sgd", "SGD", "momentum",

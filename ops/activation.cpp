@@ -1,7 +1,10 @@
 // Activations. Each saves its output when the VJP is cheapest from it.
+#include <cmath>
+
+#include "ops/detail/entries.hpp"
 #include "ops/detail/record.hpp"
-#include "ops/info.hpp"
 #include "ops/ops.hpp"
+#include "autodiff/catalogue.hpp"
 #include "tensor/tensor_math.hpp"
 
 namespace npdl::ops {
@@ -128,5 +131,91 @@ Var log_softmax(const Var& a, int axis_in) {
                   return {sub(c.grad, mul(exp(c.output()), sum(c.grad, {axis}, true)))};
                 });
 }
+
+// Catalogue entries (Note [One entry per primitive] in autodiff/catalogue.hpp).
+namespace {
+using namespace catalogue;  // NOLINT: the entries below are written in its words
+using detail::unary_samples;
+constexpr const char* kFile = "ops/activation.cpp";
+constexpr InputFacts kKinked{Domain::Real, /*kink_at_zero=*/true};
+using Along = Var (*)(const Var&, int);
+
+// The kinked activations: every rank (unary_samples), and squared with
+// another slope, so that the second derivative is not zero where it exists.
+template <class Op>
+Samples kinked_samples(double alpha) {
+  Samples s = unary_samples(Op::plain, Domain::Real);
+  s.push_back({"squared, alpha " + std::to_string(alpha),
+               [alpha](const std::vector<Var>& v) { return square(Op::with(v[0], alpha)); },
+               {sample::normal({2, 3}, 61)}});
+  return s;
+}
+struct LeakyRelu {
+  static Var plain(const Var& a) { return leaky_relu(a); }
+  static Var with(const Var& a, double alpha) { return leaky_relu(a, alpha); }
+};
+struct Elu {
+  static Var plain(const Var& a) { return elu(a); }
+  static Var with(const Var& a, double alpha) { return elu(a, alpha); }
+};
+
+// Along every axis of a rank-3 tensor, a negative one too.
+template <Along op>
+Samples along_every_axis() {
+  Samples s;
+  const Tensor x = sample::normal({2, 3, 4}, 62);
+  for (int axis : {0, 1, 2, -1}) {
+    s.push_back({"axis " + std::to_string(axis),
+                 [axis](const std::vector<Var>& v) { return op(v[0], axis); }, {x}});
+  }
+  return s;
+}
+
+template <Along op>
+Var random_along(const Var& a, const Var&, const Choices& c) {
+  return op(a, static_cast<int>(c.bits % 9) - 4);
+}
+
+const Primitive kEntries[] = {
+    Primitive(info::kRelu, kFile)
+        .with_inputs({kKinked})
+        .with_samples([] {
+          Samples s = unary_samples(relu, Domain::Real);
+          s.push_back({"squared", [](const std::vector<Var>& v) { return square(relu(v[0])); },
+                       {sample::normal({2, 3}, 63)}});
+          return s;
+        })
+        .with_random([](const Var& a, const Var&, const Choices&) { return relu(a); })
+        .with_kernel({"relu", -5, 5, 0}),
+    Primitive(info::kSigmoid, kFile)
+        .with_samples([] { return unary_samples(sigmoid, Domain::Real); })
+        .with_random([](const Var& a, const Var&, const Choices&) { return sigmoid(a); })
+        .with_kernel({"sigmoid", -30, 30, 4}),
+    Primitive(info::kTanh, kFile)
+        .with_samples([] { return unary_samples(tanh, Domain::Real); })
+        .with_random([](const Var& a, const Var&, const Choices&) { return tanh(a); })
+        .with_kernel({"tanh", -10, 10, 4}),
+    Primitive(info::kSoftplus, kFile)
+        .with_samples([] { return unary_samples(softplus, Domain::Real); })
+        .with_random([](const Var& a, const Var&, const Choices&) { return softplus(a); }),
+    Primitive(info::kLeakyRelu, kFile)
+        .with_inputs({kKinked})
+        .with_samples([] { return kinked_samples<LeakyRelu>(0.1); })
+        .with_random([](const Var& a, const Var&, const Choices& c) { return leaky_relu(a, c.scalar); }),
+    Primitive(info::kElu, kFile)
+        .with_inputs({kKinked})
+        .with_samples([] { return kinked_samples<Elu>(0.7); })
+        .with_random([](const Var& a, const Var&, const Choices& c) {
+          return elu(a, std::fabs(c.scalar) + 0.1);
+        }),
+    Primitive(info::kSoftmax, kFile)
+        .with_samples(along_every_axis<softmax>)
+        .with_random(random_along<softmax>),
+    Primitive(info::kLogSoftmax, kFile)
+        .with_samples(along_every_axis<log_softmax>)
+        .with_random(random_along<log_softmax>),
+};
+const Registration kRegistered(kEntries);
+}  // namespace
 
 }  // namespace npdl::ops

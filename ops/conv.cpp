@@ -4,7 +4,8 @@
 #include "ops/conv.hpp"
 
 #include "ops/detail/record.hpp"
-#include "ops/info.hpp"
+#include "ops/ops.hpp"
+#include "autodiff/catalogue.hpp"
 #include "tensor/conv_math.hpp"
 
 namespace npdl::ops {
@@ -39,8 +40,6 @@ const OpInfo kConv2dWeightGrad{
 // with the three ops, so derivatives of any order stay convolutions. A
 // first-order VJP of conv2d, where nothing records, runs the kernel that
 // computes gx and gw in one pass (math::conv2d_backward) instead.
-
-namespace {}  // namespace
 
 Var conv2d(const Var& x, const Var& w, Size2 stride, Padding2d padding) {
   // The kernel validates everything before computing: on bad input nothing is recorded.
@@ -86,5 +85,84 @@ Var conv2d_weight_grad(const Var& x, const Var& g, const Shape& w_shape, Size2 s
                           c.needs_input_grad(1) ? conv2d(x, c.grad, stride, padding) : Var()};
                 });
 }
+
+// Catalogue entries (Note [One entry per primitive] in autodiff/catalogue.hpp).
+// The ops are bilinear, so most samples square the result: then the second
+// derivative in the inputs is not zero, and the sample checks the VJP of
+// the VJP (in the upstream gradient) as well.
+namespace {
+using namespace catalogue;  // NOLINT: the entries below are written in its words
+constexpr const char* kFile = "ops/conv.cpp";
+constexpr const char* kGeometryFuzzer = "conv_geometry";
+using V = const std::vector<Var>&;
+
+GraphFunction maybe_squared(GraphFunction f, bool squared) {
+  if (!squared) return f;
+  return [f](V v) { return square(f(v)); };
+}
+
+Sample conv_sample(const char* what, Size2 stride, Padding2d padding, bool squared, Shape x,
+                   Shape w, std::uint64_t seed) {
+  return {what,
+          maybe_squared([=](V v) { return conv2d(v[0], v[1], stride, padding); }, squared),
+          {sample::normal(std::move(x), seed), sample::normal(std::move(w), seed + 1)}};
+}
+
+Samples conv2d_samples() {
+  return {conv_sample("3x3", 1, {}, false, {2, 2, 5, 5}, {3, 2, 3, 3}, 101),
+          conv_sample("2x3, squared", 1, {}, true, {1, 2, 4, 5}, {2, 2, 2, 3}, 103),
+          conv_sample("stride 2, padded; last row and column in no window", 2, {1, 1, 1, 1}, true,
+                      {2, 2, 6, 6}, {2, 2, 3, 3}, 105),
+          conv_sample("a stride per axis, asymmetric padding", {2, 1}, {0, 1, 2, 0}, false,
+                      {1, 2, 5, 4}, {3, 2, 2, 3}, 107),
+          conv_sample("1x1 filter", 1, {}, true, {2, 3, 4, 4}, {2, 3, 1, 1}, 109),
+          conv_sample("1x1 filter, stride 2", 2, {}, true, {1, 2, 5, 5}, {3, 2, 1, 1}, 111),
+          conv_sample("one channel", 1, {1, 1, 1, 1}, true, {2, 1, 4, 4}, {2, 1, 3, 3}, 113),
+          conv_sample("filter wider than input and padding: columns that see only padding",
+                      {1, 2}, {0, 0, 3, 0}, true, {1, 2, 1, 2}, {2, 2, 1, 4}, 152),
+          conv_sample("5x5 filter, padding 2, on a 3x1 input", 1, {2, 2, 2, 2}, true,
+                      {2, 2, 3, 1}, {3, 2, 5, 5}, 154)};
+}
+
+// The input's size is an argument: 8 x 7 and 7 x 7 both give 3 x 3 with a
+// 3 x 3 filter and stride 2, and the last row of 8 gets no gradient.
+Samples conv2d_input_grad_samples() {
+  auto input_grad = [](Shape x_shape, Size2 stride, Padding2d padding, bool squared) {
+    return maybe_squared(
+        [=](V v) { return conv2d_input_grad(v[0], v[1], x_shape, stride, padding); }, squared);
+  };
+  return {{"8x7 input, stride 2", input_grad({1, 2, 8, 7}, 2, {}, false),
+           {sample::normal({1, 3, 3, 3}, 115), sample::normal({3, 2, 3, 3}, 116)}},
+          {"asymmetric padding, squared", input_grad({2, 2, 5, 4}, 1, {1, 0, 0, 1}, true),
+           {sample::normal({2, 3, 4, 4}, 117), sample::normal({3, 2, 3, 2}, 118)}}};
+}
+
+Samples conv2d_weight_grad_samples() {
+  auto weight_grad = [](Shape w_shape, Size2 stride, Padding2d padding, bool squared) {
+    return maybe_squared(
+        [=](V v) { return conv2d_weight_grad(v[0], v[1], w_shape, stride, padding); }, squared);
+  };
+  return {{"8x7 input, stride 2", weight_grad({3, 2, 3, 3}, 2, {}, false),
+           {sample::normal({1, 2, 8, 7}, 119), sample::normal({1, 3, 3, 3}, 120)}},
+          {"asymmetric padding, squared", weight_grad({3, 2, 3, 2}, 1, {1, 0, 0, 1}, true),
+           {sample::normal({2, 2, 5, 4}, 121), sample::normal({2, 3, 4, 4}, 122)}}};
+}
+
+const Primitive kEntries[] = {
+    Primitive(info::kConv2d, kFile)
+        .with_inputs({{}, {}})
+        .with_samples(conv2d_samples)
+        .with_own_fuzzer(kGeometryFuzzer),
+    Primitive(info::kConv2dInputGrad, kFile)
+        .with_inputs({{}, {}})
+        .with_samples(conv2d_input_grad_samples)
+        .with_own_fuzzer(kGeometryFuzzer),
+    Primitive(info::kConv2dWeightGrad, kFile)
+        .with_inputs({{}, {}})
+        .with_samples(conv2d_weight_grad_samples)
+        .with_own_fuzzer(kGeometryFuzzer),
+};
+const Registration kRegistered(kEntries);
+}  // namespace
 
 }  // namespace npdl::ops

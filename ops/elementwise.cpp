@@ -1,9 +1,10 @@
 // Elementwise primitives: forward, VJP and the VJP's formula, one op each.
 #include <cmath>
 
+#include "ops/detail/entries.hpp"
 #include "ops/detail/record.hpp"
-#include "ops/info.hpp"
 #include "ops/ops.hpp"
+#include "autodiff/catalogue.hpp"
 #include "tensor/tensor_math.hpp"
 
 namespace npdl::ops {
@@ -120,6 +121,101 @@ Var log(const Var& a) {
   return record(info::kLog, {&a}, m::log(a.value()), {},
                 [](const VjpArgs& c) -> Vars { return {div(c.grad, c.input(0))}; });
 }
+
+// Catalogue entries (Note [One entry per primitive] in autodiff/catalogue.hpp).
+namespace {
+using namespace catalogue;  // NOLINT: the entries below are written in its words
+using detail::binary_samples;
+using detail::check_random_size;
+using detail::unary_samples;
+constexpr const char* kFile = "ops/elementwise.cpp";
+constexpr InputFacts kReal{}, kPositive{Domain::Positive};
+
+template <detail::BinaryFn op>
+Var broadcasting(const Var& a, const Var& b, const Choices& c) {
+  check_random_size(numel(broadcast_shapes(a.shape(), b.shape())), c, "a binary op");
+  return op(a, b);
+}
+
+// A linear op squared: its second derivative is then not zero.
+template <detail::UnaryFn op>
+Samples squared_samples() {
+  return {{"square of it", [](const std::vector<Var>& v) { return square(op(v[0])); },
+           {sample::normal({2, 3}, 21)}}};
+}
+
+const Primitive kEntries[] = {
+    Primitive(info::kAdd, kFile)
+        .with_inputs({kReal, kReal})
+        .with_samples([] { return binary_samples(add, Domain::Real); })
+        .with_random(broadcasting<add>),
+    Primitive(info::kSub, kFile)
+        .with_inputs({kReal, kReal})
+        .with_samples([] { return binary_samples(sub, Domain::Real); })
+        .with_random(broadcasting<sub>),
+    Primitive(info::kMul, kFile)
+        .with_inputs({kReal, kReal})
+        .with_samples([] { return binary_samples(mul, Domain::Real); })
+        .with_random(broadcasting<mul>),
+    Primitive(info::kDiv, kFile)
+        .with_inputs({kReal, kPositive})
+        .with_samples([] {
+          Samples s = binary_samples(div, Domain::Positive);
+          s.push_back({"a scalar over a tensor", [](const std::vector<Var>& v) { return 2.0 / v[0]; },
+                       {sample::positive({2, 3}, 22)}});
+          return s;
+        })
+        .with_random(broadcasting<div>),
+    Primitive(info::kAddScalar, kFile)
+        .with_samples([] {
+          return Samples{{"(a + 2.5)^2",
+                          [](const std::vector<Var>& v) { return square(add_scalar(v[0], 2.5)); },
+                          {sample::normal({2, 3}, 23)}}};
+        })
+        .with_random([](const Var& a, const Var&, const Choices& c) { return add_scalar(a, c.scalar); }),
+    Primitive(info::kMulScalar, kFile)
+        .with_samples([] {
+          return Samples{{"(-1.5 a)^2",
+                          [](const std::vector<Var>& v) { return square(mul_scalar(v[0], -1.5)); },
+                          {sample::normal({2, 3}, 24)}},
+                         {"1 - a / 4", [](const std::vector<Var>& v) { return 1.0 - v[0] / 4.0; },
+                          {sample::normal({5}, 25)}}};
+        })
+        .with_random([](const Var& a, const Var&, const Choices& c) { return mul_scalar(a, c.scalar); }),
+    Primitive(info::kNeg, kFile)
+        .with_samples([] {
+          Samples s = unary_samples(neg, Domain::Real);
+          s.push_back(squared_samples<neg>()[0]);
+          return s;
+        })
+        .with_random([](const Var& a, const Var&, const Choices&) { return neg(a); })
+        .with_kernel({"neg", -5, 5, 0}),
+    Primitive(info::kSquare, kFile)
+        .with_samples([] { return unary_samples(square, Domain::Real); })
+        .with_random([](const Var& a, const Var&, const Choices&) { return square(a); })
+        .with_kernel({"square", -5, 5, 0}),
+    Primitive(info::kSqrt, kFile)
+        .with_inputs({kPositive})
+        .with_samples([] { return unary_samples(sqrt, Domain::Positive); })
+        .with_random([](const Var& a, const Var&, const Choices&) { return sqrt(a); })
+        .with_kernel({"sqrt", 0, 100, 2}),
+    Primitive(info::kRsqrt, kFile)
+        .with_inputs({kPositive})
+        .with_samples([] { return unary_samples(rsqrt, Domain::Positive); })
+        .with_random([](const Var& a, const Var&, const Choices&) { return rsqrt(a); })
+        .with_kernel({"rsqrt", 1e-3, 100, 4}),
+    Primitive(info::kExp, kFile)
+        .with_samples([] { return unary_samples(exp, Domain::Real); })
+        .with_random([](const Var& a, const Var&, const Choices&) { return exp(a); })
+        .with_kernel({"exp", -80, 80, 4}),
+    Primitive(info::kLog, kFile)
+        .with_inputs({kPositive})
+        .with_samples([] { return unary_samples(log, Domain::Positive); })
+        .with_random([](const Var& a, const Var&, const Choices&) { return log(a); })
+        .with_kernel({"log", 1e-6, 1e6, 4}),
+};
+const Registration kRegistered(kEntries);
+}  // namespace
 
 }  // namespace npdl::ops
 

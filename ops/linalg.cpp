@@ -1,7 +1,8 @@
 // Matrix product.
+#include "ops/detail/entries.hpp"
 #include "ops/detail/record.hpp"
-#include "ops/info.hpp"
 #include "ops/ops.hpp"
+#include "autodiff/catalogue.hpp"
 #include "tensor/tensor_math.hpp"
 
 namespace npdl::ops {
@@ -27,5 +28,37 @@ Var matmul(const Var& a, const Var& b, bool transpose_a, bool transpose_b) {
       {&a, &b}, [&] { return m::matmul(a.value(), b.value(), transpose_a, transpose_b); },
       [&] { return matmul(transpose_a ? transpose(a) : a, transpose_b ? transpose(b) : b); });
 }
+
+// Catalogue entry (Note [One entry per primitive] in autodiff/catalogue.hpp).
+namespace {
+using namespace catalogue;  // NOLINT: the entries below are written in its words
+constexpr const char* kFile = "ops/linalg.cpp";
+
+Var random_matmul(const Var& a, const Var& b, const Choices& c) {
+  if (a.rank() == 2 && b.rank() == 2 && a.shape()[1] == b.shape()[0]) {
+    detail::check_random_size(numel({a.shape()[0], b.shape()[1]}), c, "matmul");
+    return matmul(a, b);
+  }
+  const Var m = detail::as_matrix(a);  // m m^T always fits
+  detail::check_random_size(numel({m.shape()[0], m.shape()[0]}), c, "matmul");
+  return matmul(m, transpose(m));
+}
+
+const Primitive kEntries[] = {
+    Primitive(info::kMatmul, kFile)
+        .with_inputs({{}, {}})
+        .with_samples([] {
+          auto product = [](const std::vector<Var>& v) { return matmul(v[0], v[1]); };
+          return Samples{
+              {"(3, 4) @ (4, 2)", product, {sample::normal({3, 4}, 51), sample::normal({4, 2}, 52)}},
+              {"(1, 5) @ (5, 1)", product, {sample::normal({1, 5}, 53), sample::normal({5, 1}, 54)}},
+              {"(a^T b)^2, a transposed in the call",
+               [](const std::vector<Var>& v) { return square(matmul(v[0], v[1], true, false)); },
+               {sample::normal({3, 2}, 55), sample::normal({3, 4}, 56)}}};
+        })
+        .with_random(random_matmul),
+};
+const Registration kRegistered(kEntries);
+}  // namespace
 
 }  // namespace npdl::ops

@@ -11,7 +11,6 @@
 #include <vector>
 
 #include "autodiff/graph.hpp"
-#include "ops/conv.hpp"
 
 namespace npdl::ops {
 
@@ -60,9 +59,6 @@ Var leaky_relu(const Var& a, double alpha = 0.01);
 Var elu(const Var& a, double alpha = 1.0);
 Var softmax(const Var& a, int axis = -1);
 Var log_softmax(const Var& a, int axis = -1);
-
-/// Every primitive's OpInfo, for the teaching tools and the docs.
-const std::vector<const OpInfo*>& catalog();
 
 }  // namespace npdl::ops
 

@@ -6,7 +6,8 @@
 
 #include "ops/conv.hpp"
 #include "ops/detail/record.hpp"
-#include "ops/info.hpp"
+#include "ops/ops.hpp"
+#include "autodiff/catalogue.hpp"
 #include "tensor/conv_math.hpp"
 
 namespace npdl::ops {
@@ -140,5 +141,92 @@ Var mean_pool2d_backward(const Var& g, const Shape& x_shape, Size2 window, Size2
       info::kMeanPool2dBackward, {&g}, std::move(gx), {},
       [window, stride](const VjpArgs& c) -> Vars { return {mean_pool2d(c.grad, window, stride)}; });
 }
+
+// Catalogue entries (Note [One entry per primitive] in autodiff/catalogue.hpp).
+// Random normal inputs: no two values of a window are equal, so max pooling
+// is differentiable there (and its second derivative in x is zero). The
+// pooling ops are linear (max pooling once its selection is fixed), so most
+// samples square the result.
+namespace {
+using namespace catalogue;  // NOLINT: the entries below are written in its words
+constexpr const char* kFile = "ops/pool.cpp";
+constexpr const char* kGeometryFuzzer = "conv_geometry";
+using V = const std::vector<Var>&;
+
+Sample pooled(const char* what, Var (*pool)(const Var&, Size2, Size2), Size2 window, Size2 stride,
+              bool squared, Shape x, std::uint64_t seed) {
+  return {what,
+          [=](V v) {
+            const Var y = pool(v[0], window, stride);
+            return squared ? square(y) : y;
+          },
+          {sample::normal(std::move(x), seed)}};
+}
+
+// Selections max_pool2d made on one input: overlapping windows, and
+// windows with gaps between them.
+std::vector<MaxPoolSelectionPtr> sample_selections() {
+  const Tensor x = sample::normal({2, 2, 5, 5}, 126);
+  return {max_pool2d_selection(x, 3, 1), max_pool2d_selection(x, {2, 3}, {3, 2})};
+}
+
+Samples max_pool2d_backward_samples() {
+  Samples s;
+  for (const MaxPoolSelectionPtr& selection : sample_selections()) {
+    s.push_back({"window " + std::to_string(selection->output[2]) + " rows out",
+                 [selection](V v) { return square(max_pool2d_backward(v[0], selection)); },
+                 {sample::normal(selection->output, 127)}});
+  }
+  return s;
+}
+
+Samples max_pool2d_gather_samples() {
+  Samples s;
+  for (const MaxPoolSelectionPtr& selection : sample_selections()) {
+    s.push_back({"window " + std::to_string(selection->output[2]) + " rows out",
+                 [selection](V v) { return square(max_pool2d_gather(v[0], selection)); },
+                 {sample::normal(selection->input, 128)}});
+  }
+  return s;
+}
+
+Samples mean_pool2d_backward_samples() {
+  auto spread = [](Shape x_shape, Size2 window, Size2 stride) {
+    return [=](V v) { return square(mean_pool2d_backward(v[0], x_shape, window, stride)); };
+  };
+  return {{"3x3 windows, stride 2", spread({1, 2, 6, 6}, 3, 2), {sample::normal({1, 2, 2, 2}, 133)}},
+          {"gaps between windows", spread({2, 1, 7, 6}, {2, 1}, {3, 2}),
+           {sample::normal({2, 1, 2, 3}, 134)}}};
+}
+
+const Primitive kEntries[] = {
+    Primitive(info::kMaxPool2d, kFile)
+        .with_samples([] {
+          return Samples{pooled("2x2", max_pool2d, 2, 2, false, {2, 2, 4, 5}, 123),
+                         pooled("2x2, squared", max_pool2d, 2, 2, true, {2, 2, 5, 4}, 124),
+                         pooled("3x3 overlapping", max_pool2d, 3, 1, true, {1, 2, 5, 5}, 125)};
+        })
+        .with_own_fuzzer(kGeometryFuzzer),
+    Primitive(info::kMaxPool2dBackward, kFile)
+        .with_samples(max_pool2d_backward_samples)
+        .with_own_fuzzer(kGeometryFuzzer),
+    Primitive(info::kMaxPool2dGather, kFile)
+        .with_samples(max_pool2d_gather_samples)
+        .with_own_fuzzer(kGeometryFuzzer),
+    Primitive(info::kMeanPool2d, kFile)
+        .with_samples([] {
+          return Samples{
+              pooled("2x2", mean_pool2d, 2, 2, false, {2, 2, 4, 4}, 130),
+              pooled("3x3 overlapping, squared", mean_pool2d, 3, 2, true, {1, 2, 6, 6}, 131),
+              pooled("gaps between windows, squared", mean_pool2d, {2, 1}, {3, 2}, true,
+                     {2, 1, 7, 6}, 132)};
+        })
+        .with_own_fuzzer(kGeometryFuzzer),
+    Primitive(info::kMeanPool2dBackward, kFile)
+        .with_samples(mean_pool2d_backward_samples)
+        .with_own_fuzzer(kGeometryFuzzer),
+};
+const Registration kRegistered(kEntries);
+}  // namespace
 
 }  // namespace npdl::ops

@@ -1,7 +1,8 @@
 // Shape ops: they move no arithmetic, only layout.
+#include "ops/detail/entries.hpp"
 #include "ops/detail/record.hpp"
-#include "ops/info.hpp"
 #include "ops/ops.hpp"
+#include "autodiff/catalogue.hpp"
 #include "tensor/tensor_math.hpp"
 
 namespace npdl::ops {
@@ -55,5 +56,53 @@ Var transpose(const Var& a, const Axes& perm_in) {
   return record(info::kTranspose, {&a}, std::move(value), {},
                 [inverse](const VjpArgs& c) -> Vars { return {transpose(c.grad, inverse)}; });
 }
+
+// Catalogue entries (Note [One entry per primitive] in autodiff/catalogue.hpp).
+// Shape ops are linear: their samples square the result, so that the second
+// derivative is not zero.
+namespace {
+using namespace catalogue;  // NOLINT: the entries below are written in its words
+constexpr const char* kFile = "ops/shape.cpp";
+
+const Primitive kEntries[] = {
+    Primitive(info::kReshape, kFile)
+        .with_samples([] {
+          return Samples{
+              {"(2, 3, 4) to (4, 6)", [](const std::vector<Var>& v) { return square(reshape(v[0], {4, 6})); },
+               {sample::normal({2, 3, 4}, 41)}},
+              {"(2, 3) to (-1)", [](const std::vector<Var>& v) { return square(reshape(v[0], {-1})); },
+               {sample::normal({2, 3}, 42)}}};
+        })
+        .with_random([](const Var& a, const Var&, const Choices& c) {
+          return reshape(a, detail::random_reshape_target(a.shape(), c.flag, c.bits));
+        }),
+    Primitive(info::kBroadcastTo, kFile)
+        .with_samples([] {
+          return Samples{{"(3, 1) to (2, 3, 4)",
+                          [](const std::vector<Var>& v) { return square(broadcast_to(v[0], {2, 3, 4})); },
+                          {sample::normal({3, 1}, 43)}},
+                         {"a row to (2, 3)",
+                          [](const std::vector<Var>& v) { return square(broadcast_to(v[0], {2, 3})); },
+                          {sample::normal({3}, 44)}}};
+        })
+        .with_random([](const Var& a, const Var&, const Choices& c) {
+          const Shape target = detail::random_broadcast_target(a.shape(), c.bits, c.flag);
+          detail::check_random_size(numel(target), c, "broadcast_to");
+          return broadcast_to(a, target);
+        }),
+    Primitive(info::kTranspose, kFile)
+        .with_samples([] {
+          const Tensor x = sample::normal({2, 3, 4}, 45);
+          return Samples{
+              {"reversed", [](const std::vector<Var>& v) { return square(transpose(v[0])); }, {x}},
+              {"(1, 2, 0)", [](const std::vector<Var>& v) { return square(transpose(v[0], {1, 2, 0})); },
+               {x}}};
+        })
+        .with_random([](const Var& a, const Var&, const Choices& c) {
+          return transpose(a, detail::random_permutation(a.rank(), c.bits));
+        }),
+};
+const Registration kRegistered(kEntries);
+}  // namespace
 
 }  // namespace npdl::ops

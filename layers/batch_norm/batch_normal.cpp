@@ -9,6 +9,7 @@
 #include "autodiff/gradcheck.hpp"
 #include "layers/batch_norm/composite.hpp"
 #include "ops/ops.hpp"
+#include "autodiff/catalogue.hpp"
 #include "tensor/tensor_math.hpp"
 
 namespace npdl::layers {
@@ -429,5 +430,159 @@ void BatchNormal::set_running_stats(const Tensor& mean, const Tensor& var) {
   running_mean_ = std::move(m);
   running_var_ = std::move(v);
 }
+
+// Catalogue entries (Note [One entry per primitive] in autodiff/catalogue.hpp):
+// the fused nodes on the layouts BatchNormal meets, edge shapes among them.
+namespace {
+using catalogue::Choices;
+using catalogue::Primitive;
+using catalogue::Sample;
+using catalogue::Samples;
+using V = const std::vector<Var>&;
+constexpr const char* kFile = "layers/batch_norm/batch_normal.cpp";
+constexpr double kSampleEpsilon = 1e-5;
+
+struct LayoutCase {
+  const char* what;
+  Shape shape;
+  int axis;
+  double offset;  // added to x: statistics far from 0
+};
+const LayoutCase kLayoutCases[] = {
+    {"(4, 3), a feature per column", {4, 3}, 0, 0.0},
+    {"M = 2", {2, 3}, 0, 0.0},
+    {"one feature", {5, 1}, 0, 0.0},
+    {"per channel of (3, 2, 2, 2)", {3, 2, 2, 2}, 1, 0.0},
+    {"1x1 maps", {4, 2, 1, 1}, 1, 0.0},
+    {"features last of (3, 2, 4)", {3, 2, 4}, -1, 0.0},
+    {"a large offset", {4, 3}, 0, 50.0}};
+
+// x, gamma and beta for a layout case.
+std::vector<Tensor> layout_inputs(const LayoutCase& c, std::uint64_t seed) {
+  const BatchNormLayout L = batchnorm_layout(c.shape, c.axis);
+  return {math::add_scalar(catalogue::sample::normal(c.shape, seed), c.offset),
+          catalogue::sample::positive(L.param_shape, seed + 1), catalogue::sample::normal(L.param_shape, seed + 2)};
+}
+
+Samples fused_train_samples() {
+  Samples s;
+  std::uint64_t seed = 200;
+  for (const LayoutCase& c : kLayoutCases) {
+    const int axis = c.axis;
+    s.push_back({c.what,
+                 [axis](V v) {
+                   const BatchNormLayout L = batchnorm_layout(v[0].shape(), axis);
+                   return batchnorm_fused_train(v[0], v[1], v[2], L, kSampleEpsilon);
+                 },
+                 layout_inputs(c, seed)});
+    seed += 3;
+  }
+  return s;
+}
+
+Samples fused_infer_samples() {
+  Samples s;
+  std::uint64_t seed = 300;
+  for (const LayoutCase& c : {kLayoutCases[0], kLayoutCases[3], kLayoutCases[4]}) {
+    const int axis = c.axis;
+    const Shape param = batchnorm_layout(c.shape, axis).param_shape;
+    const Tensor mean = catalogue::sample::normal(param, seed + 3), var = catalogue::sample::positive(param, seed + 4);
+    s.push_back({c.what,
+                 [axis, mean, var](V v) {
+                   const BatchNormLayout L = batchnorm_layout(v[0].shape(), axis);
+                   return batchnorm_fused_infer(v[0], v[1], v[2], L, kSampleEpsilon, mean, var);
+                 },
+                 layout_inputs(c, seed)});
+    seed += 5;
+  }
+  return s;
+}
+
+// The layout for the axis the bits choose; refuses parameters larger than
+// the caller allows (an empty batch of huge samples).
+BatchNormLayout random_layout(const Var& a, const Choices& c) {
+  const BatchNormLayout L = batchnorm_layout(a.shape(), static_cast<int>(c.bits % 3) - 1);
+  if (c.max_elements > 0 && L.features > c.max_elements) {
+    throw ValueError("batch norm: a random application would make " + std::to_string(L.features) +
+                     " parameters; the caller allows " + std::to_string(c.max_elements));
+  }
+  return L;
+}
+
+// gamma = 1 and beta = 0 as constants. epsilon 1e-3 keeps a constant
+// feature's derivatives moderate.
+Var random_fused_train(const Var& a, const Var&, const Choices& c) {
+  const BatchNormLayout L = random_layout(a, c);
+  const Var gamma(Tensor::ones(L.param_shape, a.dtype())), beta(Tensor::zeros(L.param_shape, a.dtype()));
+  return batchnorm_fused_train(a, gamma, beta, L, 1e-3);
+}
+
+Var random_fused_infer(const Var& a, const Var&, const Choices& c) {
+  const BatchNormLayout L = random_layout(a, c);
+  const Var gamma(Tensor::ones(L.param_shape, a.dtype())), beta(Tensor::zeros(L.param_shape, a.dtype()));
+  const Tensor mean = Tensor::full(L.param_shape, c.scalar, DType::Float64);
+  const Tensor var = Tensor::full(L.param_shape, 1.0 + c.scalar * c.scalar, DType::Float64);
+  return batchnorm_fused_infer(a, gamma, beta, L, 1e-3, mean, var);
+}
+
+const Primitive kEntries[] = {
+    Primitive(kFusedTrain, kFile)
+        .with_inputs({{}, {}, {}})
+        .with_samples(fused_train_samples)
+        .with_random(random_fused_train),
+    Primitive(kFusedInfer, kFile)
+        .with_inputs({{}, {}, {}})
+        .with_samples(fused_infer_samples)
+        .with_random(random_fused_infer),
+};
+const catalogue::Registration kRegistered(kEntries);
+}  // namespace
+
+// The Hand nodes' entries (layers/batch_norm/second_order.hpp): each node
+// is a gradient of the fused training node, recorded under create_graph;
+// its samples take (x, gamma, dy) and return that gradient.
+namespace {
+constexpr const char* kSecondOrderFile = "layers/batch_norm/second_order.cpp";
+
+// d<dy, batch_normal(x)>/d(x or gamma) of v = (x, gamma, dy), on their
+// graph. Finite differences call it with values on no graph, gradients
+// off: then on a graph of its own, returning the value.
+template <int which>
+Var hand_node(const std::vector<Var>& v, const BatchNormLayout& L) {
+  if (!v[0].tracked()) {
+    GradModeGuard recording(true);
+    Graph local;
+    std::vector<Var> on_graph;
+    for (const Var& each : v) on_graph.push_back(local.variable(each.value()));
+    return Var(hand_node<which>(on_graph, L).value());
+  }
+  const Var beta(Tensor::zeros(L.param_shape, DType::Float64));
+  const Var y = batchnorm_fused_train(v[0], v[1], beta, L, 1e-5);
+  return grad({y}, {v[0], v[1]}, {v[2]}, /*create_graph=*/true)[which];
+}
+
+template <int which>
+Samples hand_node_samples() {
+  Samples s;
+  std::uint64_t seed = 400;
+  for (const auto& [shape, axis] : {std::pair<Shape, int>{{4, 3}, 0}, {{3, 2, 2, 2}, 1}, {{2, 3}, 0}}) {
+    const BatchNormLayout L = batchnorm_layout(shape, axis);
+    s.push_back({"shape " + to_string(shape) + ", axis " + std::to_string(axis),
+                 [L](V v) { return hand_node<which>(v, L); },
+                 {catalogue::sample::normal(shape, seed), catalogue::sample::positive(L.param_shape, seed + 1),
+                  catalogue::sample::normal(shape, seed + 2)}});
+    seed += 3;
+  }
+  return s;
+}
+
+const Primitive kHandEntries[] = {
+    Primitive(kHandDx, kSecondOrderFile).with_inputs({{}, {}, {}}).with_samples(hand_node_samples<0>),
+    Primitive(kHandDgamma, kSecondOrderFile)
+        .with_inputs({{}, {}, {}})
+        .with_samples(hand_node_samples<1>),
+};
+const catalogue::Registration kHandRegistered(kHandEntries);
+}  // namespace
 
 }  // namespace npdl::layers

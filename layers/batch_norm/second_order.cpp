@@ -11,11 +11,7 @@
 #include "tensor/tensor_math.hpp"
 
 namespace npdl::layers {
-namespace {
 
-// The hand-derived double backward's nodes: dx and dgamma of the fused
-// kernel, each a function of (dy, x, gamma). dbeta = sum(dy) is linear in dy
-// alone and is recorded from primitives.
 const OpInfo kHandDx{"batch_normal_fused_backward_dx",
                      "dx = (gamma * invstd / M) * (M * dy - sum(dy) - xhat * sum(dy * xhat))",
                      "(g_dy, g_x, g_gamma) = the hand-derived double backward with ggx = g "
@@ -30,6 +26,8 @@ const OpInfo kHandDgamma{"batch_normal_fused_backward_dgamma",
                          false,
                          0b111,
                          /*twice_differentiable=*/false};
+
+namespace {
 
 Tensor f64(const Tensor& t) { return t.astype(DType::Float64); }
 
@@ -136,5 +134,6 @@ Vars batchnorm_infer_grads_on_graph(const VjpArgs& c, const BatchNormLayout& L, 
           ops::reshape(ops::sum(dy * xhat, axes, true), L.param_shape),
           ops::reshape(ops::sum(dy, axes, true), L.param_shape)};
 }
+
 
 }  // namespace npdl::layers

@@ -20,6 +20,12 @@
 namespace npdl::layers {
 
 enum class DoubleBackward { Hand, Recorded };
+
+/// The Hand nodes: dx and dgamma of the fused kernel, each a function of
+/// (dy, x, gamma). dbeta = sum(dy) is linear in dy alone and is recorded
+/// from primitives. (Their catalogue entries sit with the fused training
+/// node, which makes them: layers/batch_norm/batch_normal.cpp.)
+extern const OpInfo kHandDx, kHandDgamma;
 /// "hand" or "recorded"; throws ValueError otherwise.
 DoubleBackward parse_double_backward(const std::string& name);
 

@@ -7,6 +7,7 @@
 #include "autodiff/gradcheck.hpp"
 #include "distributed/all_reduce.hpp"
 #include "ops/ops.hpp"
+#include "autodiff/catalogue.hpp"
 #include "tensor/tensor_math.hpp"
 
 namespace npdl::layers {
@@ -276,5 +277,36 @@ Var SyncBatchNormal::record(const Var& x, const Var& gamma, const Var& beta,
                      return {Var(grads.dx), Var(grads.dgamma), Var(grads.dbeta)};
                    });
 }
+
+// Catalogue entry (Note [One entry per primitive] in autodiff/catalogue.hpp): the
+// layer in its fused mode on one process (gamma and beta its parameters,
+// x the sample's input).
+namespace {
+constexpr const char* kFile = "layers/batch_norm/sync_batch_normal.cpp";
+
+catalogue::Samples sync_samples() {
+  catalogue::Samples s;
+  std::uint64_t seed = 500;
+  for (const auto& [shape, feature_axis] :
+       {std::pair<Shape, int>{{4, 3}, 0}, {{3, 2, 2, 2}, 1}}) {
+    const int axis = feature_axis;  // a structured binding cannot be captured in C++17
+    s.push_back({"one process, shape " + to_string(shape),
+                 [axis](const std::vector<Var>& v) {
+                   SyncBatchNormal layer(1e-5, 0.9, axis, "zero", "one",
+                                         std::make_shared<dist::SingleProcessCommunicator>());
+                   layer.set_backward_mode(BackwardMode::Fused);
+                   return layer.apply(v[0], /*training=*/true);
+                 },
+                 {catalogue::sample::normal(shape, seed)}});
+    ++seed;
+  }
+  return s;
+}
+
+const catalogue::Primitive kEntries[] = {
+    catalogue::Primitive(kSyncFusedTrain, kFile).with_samples(sync_samples),
+};
+const catalogue::Registration kRegistered(kEntries);
+}  // namespace
 
 }  // namespace npdl::layers

@@ -27,21 +27,21 @@ template <class T>
 void update(Rule rule, const StepParams& h, T* pp, const T* gp, T* s0, T* s1, std::int64_t n) {
   Out<T> p(pp, n);
   const In<T> g(gp, n);
-  const T lr(h.lr), eps(h.epsilon);
+  const T lr(h.lr), eps(h.rule.epsilon);
   switch (rule) {
     case Rule::Sgd:
       p -= lr * g;
       return;
     case Rule::Momentum: {
       Out<T> v(s0, n);
-      v = T(h.momentum) * v - lr * g;
+      v = T(h.rule.momentum) * v - lr * g;
       p += v;
       return;
     }
     case Rule::Nesterov: {
       Out<T> v(s0, n);
-      v = T(h.momentum) * v - lr * g;
-      p += T(h.momentum) * v - lr * g;
+      v = T(h.rule.momentum) * v - lr * g;
+      p += T(h.rule.momentum) * v - lr * g;
       return;
     }
     case Rule::Adagrad: {
@@ -52,29 +52,29 @@ void update(Rule rule, const StepParams& h, T* pp, const T* gp, T* s0, T* s1, st
     }
     case Rule::RMSprop: {
       Out<T> c(s0, n);
-      c = T(h.rho) * c + T(1 - h.rho) * g.square();
+      c = T(h.rule.rho) * c + T(1 - h.rule.rho) * g.square();
       p -= lr * g / (c + eps).sqrt();
       return;
     }
     case Rule::Adadelta: {
       Out<T> c(s0, n), d(s1, n);
-      c = T(h.rho) * c + T(1 - h.rho) * g.square();
+      c = T(h.rule.rho) * c + T(1 - h.rule.rho) * g.square();
       const Vec<T> u = g * (d + eps).sqrt() / (c + eps).sqrt();
       p -= lr * u;
-      d = T(h.rho) * d + T(1 - h.rho) * u.square();
+      d = T(h.rule.rho) * d + T(1 - h.rule.rho) * u.square();
       return;
     }
     case Rule::Adam: {
       Out<T> m(s0, n), v(s1, n);
-      m = T(h.beta1) * m + T(1 - h.beta1) * g;
-      v = T(h.beta2) * v + T(1 - h.beta2) * g.square();
+      m = T(h.rule.beta1) * m + T(1 - h.rule.beta1) * g;
+      v = T(h.rule.beta2) * v + T(1 - h.rule.beta2) * g.square();
       p -= lr * m / (v.sqrt() + eps);
       return;
     }
     case Rule::Adamax: {
       Out<T> m(s0, n), u(s1, n);
-      m = T(h.beta1) * m + T(1 - h.beta1) * g;
-      u = (T(h.beta2) * u).max(g.abs());
+      m = T(h.rule.beta1) * m + T(1 - h.rule.beta1) * g;
+      u = (T(h.rule.beta2) * u).max(g.abs());
       p -= lr * m / (u + eps);
       return;
     }

@@ -7,19 +7,17 @@
 // template in a level's object.
 #include <cstdint>
 
+#include "model/update_rule.hpp"
+
 namespace npdl::model::optimizer_level {
 
-/// The update rules (the optimisers of model/optimizers.hpp, which documents
-/// each formula).
-enum class Rule : int { Sgd, Momentum, Nesterov, Adagrad, RMSprop, Adadelta, Adam, Adamax };
+using Rule = UpdateRule;
 
-/// One step's hyper-parameters; a rule reads the ones its optimiser has.
+/// One step: its learning rate (Adam, Adamax: with the bias corrections)
+/// and the rule's hyper-parameters.
 struct StepParams {
-  double lr = 0;        // this step's learning rate (Adam, Adamax: with the bias corrections)
-  double momentum = 0;  // Momentum, Nesterov
-  double rho = 0;       // RMSprop, Adadelta: decay of the running averages
-  double beta1 = 0, beta2 = 0;  // Adam, Adamax
-  double epsilon = 0;
+  double lr = 0;
+  RuleParameters rule;
 };
 
 template <class T>

@@ -68,6 +68,20 @@ std::vector<Capability> supported_capabilities() {
   return levels;
 }
 
+namespace {
+constexpr const char* kUnaryNames[kUnaryOpCount] = {
+    "neg", "square", "sqrt", "rsqrt", "exp", "log", "relu", "sigmoid", "tanh", "step"};
+}  // namespace
+
+std::string to_string(UnaryOp op) { return kUnaryNames[static_cast<int>(op)]; }
+
+std::optional<UnaryOp> parse_unary_op(std::string_view name) {
+  for (int i = 0; i < kUnaryOpCount; ++i) {
+    if (name == kUnaryNames[i]) return static_cast<UnaryOp>(i);
+  }
+  return std::nullopt;
+}
+
 std::string to_string(Capability level) {
   switch (level) {
     case Capability::Avx2:

@@ -26,7 +26,9 @@
 // The functions take raw pointers and element counts only: nothing that
 // could instantiate an npdl or standard-library template inside a level.
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace npdl::kernels {
@@ -34,6 +36,11 @@ namespace npdl::kernels {
 enum class Capability : int { Default = 0, Avx2 = 1, Avx512 = 2 };
 
 enum class UnaryOp : int { Neg, Square, Sqrt, Rsqrt, Exp, Log, Relu, Sigmoid, Tanh, Step };
+constexpr int kUnaryOpCount = static_cast<int>(UnaryOp::Step) + 1;
+/// "neg", "square", ... "step": the names catalogue entries use.
+std::string to_string(UnaryOp op);
+/// The op named `name`, or none.
+std::optional<UnaryOp> parse_unary_op(std::string_view name);
 enum class BinaryOp : int { Add, Sub, Mul, Div };
 /// Activations with a parameter alpha: leaky_relu (x if x > 0, else alpha x)
 /// and elu (x if x > 0, else alpha (exp(x) - 1)).
