@@ -24,6 +24,7 @@
 #include "model/progress.hpp"
 #include "ops/conv.hpp"
 #include "ops/ops.hpp"
+#include "ops/sequence.hpp"
 #include "tensor/conv_math.hpp"
 #include "tensor/error.hpp"
 #include "tensor/parallel.hpp"

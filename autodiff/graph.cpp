@@ -70,7 +70,9 @@ void Var::backward(const Var& upstream, const BackwardOptions& options) const {
   graph_->backward(*this, upstream, options);
 }
 
-Graph* common_graph(std::initializer_list<const Var*> inputs, const char* op) {
+namespace {
+template <class Range>
+Graph* common_graph_of(const Range& inputs, const char* op) {
   Graph* graph = nullptr;
   for (const Var* v : inputs) {
     if (!v->tracked()) continue;
@@ -81,6 +83,15 @@ Graph* common_graph(std::initializer_list<const Var*> inputs, const char* op) {
     graph = v->graph();
   }
   return graph;
+}
+}  // namespace
+
+Graph* common_graph(std::initializer_list<const Var*> inputs, const char* op) {
+  return common_graph_of(inputs, op);
+}
+
+Graph* common_graph(const std::vector<const Var*>& inputs, const char* op) {
+  return common_graph_of(inputs, op);
 }
 
 // A vertex is several hundred bytes, moved each time the vertex vector
@@ -207,6 +218,7 @@ Var Graph::input(Tensor value, std::string name) {
 }
 
 Var Graph::variable(Tensor value, std::string name) {
+  check_floating(value.dtype(), "a variable (a value whose gradient is wanted)");
   const Vertex v = add_leaf(kVariable, value, std::move(name), true);
   return Var(this, v, std::move(value));
 }
@@ -217,6 +229,7 @@ Var Graph::param(const ParameterPtr& parameter) {
       g_[it->second].value.shape() == parameter->value.shape()) {
     return Var(this, it->second, parameter->value);
   }
+  check_floating(parameter->value.dtype(), "a parameter");
   const Vertex v = add_leaf(kParameter, parameter->value, parameter->name, true);
   g_[v].param = parameter;
   param_vertices_[parameter.get()] = v;
@@ -226,6 +239,12 @@ Var Graph::param(const ParameterPtr& parameter) {
 Var Graph::record(const OpInfo& info, std::initializer_list<const Var*> inputs, Tensor value,
                   Tensors saved, VjpFn vjp) {
   return record_inputs(info, inputs.begin(), inputs.size(), std::move(value), std::move(saved),
+                       std::move(vjp));
+}
+
+Var Graph::record(const OpInfo& info, const std::vector<const Var*>& inputs, Tensor value,
+                  Tensors saved, VjpFn vjp) {
+  return record_inputs(info, inputs.data(), inputs.size(), std::move(value), std::move(saved),
                        std::move(vjp));
 }
 

@@ -342,6 +342,9 @@ class Graph {
   /// inputs live on another graph.
   Var record(const OpInfo& info, std::initializer_list<const Var*> inputs, Tensor value,
              Tensors saved, VjpFn vjp);
+  /// The same for an op of any number of inputs (concat).
+  Var record(const OpInfo& info, const std::vector<const Var*>& inputs, Tensor value,
+             Tensors saved, VjpFn vjp);
 
   /// Reverse mode from `output`. Without `upstream` the output must hold one
   /// element (its gradient is 1). Gradients of every vertex between the
@@ -423,5 +426,6 @@ std::vector<Var> grad(const std::vector<Var>& outputs, const std::vector<Var>& i
 /// The graph that `inputs` live on (nullptr if none is tracked); throws
 /// GraphError when they live on different graphs.
 Graph* common_graph(std::initializer_list<const Var*> inputs, const char* op);
+Graph* common_graph(const std::vector<const Var*>& inputs, const char* op);
 
 }  // namespace npdl

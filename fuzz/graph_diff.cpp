@@ -170,7 +170,8 @@ struct RunResult {
 /// An input with a Positive domain is guarded as square(x) + 0.25 when the
 /// step's flag says so; inputs with a domain edge or a kink must stay away
 /// from it for differences to be trusted.
-Var apply(const Step& st, const std::vector<Var>& v, bool& smooth, std::int64_t limit) {
+/// Replays of decoded steps pass no limit (0): every kept step fitted it.
+Var apply(const Step& st, const std::vector<Var>& v, bool& smooth, std::int64_t limit = 0) {
   const Primitive& op = *st.op;
   Var operands[2] = {v[st.a], v[st.b]};
   for (std::size_t i = 0; i < std::min<std::size_t>(op.inputs.size(), 2); ++i) {

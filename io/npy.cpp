@@ -123,17 +123,48 @@ std::string describe_dtype(const std::string& descr) {
   return name + " ('" + descr + "')";
 }
 
-// float32 or float64 stored little-endian ('=' is native, which is
-// little-endian here; '|' "not applicable" is tolerated for floats).
-std::optional<DType> supported_dtype(const std::string& descr) {
+// float32, float64, int32 or int64 stored little-endian ('=' is native,
+// which is little-endian here; '|' "not applicable" is tolerated), among
+// the ones `kind` takes.
+std::optional<DType> supported_dtype(const std::string& descr, NpyKind kind) {
   const std::optional<Descriptor> d = split_descriptor(descr);
-  if (!d || d->kind != 'f' || d->byte_order == '>') return std::nullopt;
-  if (d->size == "4") return DType::Float32;
-  if (d->size == "8") return DType::Float64;
+  if (!d || d->byte_order == '>') return std::nullopt;
+  if (d->kind == 'f' && kind != NpyKind::Indices) {
+    if (d->size == "4") return DType::Float32;
+    if (d->size == "8") return DType::Float64;
+  }
+  if (d->kind == 'i' && kind != NpyKind::Floating) {
+    if (d->size == "4") return DType::Int32;
+    if (d->size == "8") return DType::Int64;
+  }
   return std::nullopt;
 }
 
-std::string descriptor_of(DType dtype) { return dtype == DType::Float32 ? "<f4" : "<f8"; }
+std::string expected_dtypes(NpyKind kind) {
+  switch (kind) {
+    case NpyKind::Floating:
+      return "float32 ('<f4') or float64 ('<f8')";
+    case NpyKind::Indices:
+      return "int32 ('<i4') or int64 ('<i8')";
+    case NpyKind::Any:
+      break;
+  }
+  return "float32 ('<f4'), float64 ('<f8'), int32 ('<i4') or int64 ('<i8')";
+}
+
+std::string descriptor_of(DType dtype) {
+  switch (dtype) {
+    case DType::Float32:
+      return "<f4";
+    case DType::Int32:
+      return "<i4";
+    case DType::Int64:
+      return "<i8";
+    case DType::Float64:
+      break;
+  }
+  return "<f8";
+}
 
 // ---------------------------------------------------------------------------
 // The header: a Python dict literal such as
@@ -227,7 +258,7 @@ class HeaderParser {
     skip_space();
     if (pos_ < text_.size() && text_[pos_] == '[') {
       fail(path_, "holds a structured dtype (" + printable(text_.substr(pos_), 40) +
-                      "); expected float32 ('<f4') or float64 ('<f8')");
+                      "); expected a plain dtype such as float32 ('<f4') or float64 ('<f8')");
     }
     return parse_string("a quoted dtype descriptor such as '<f4'");
   }
@@ -369,13 +400,10 @@ Preamble read_preamble(std::ifstream& in, std::uintmax_t file_bytes, const std::
 }
 
 // The header's fields within what npdl reads (npy.hpp); returns the dtype.
-DType checked_fields(const HeaderFields& fields, const std::string& path) {
+DType checked_fields(const HeaderFields& fields, const std::string& path, NpyKind kind) {
   if (fields.shape.size() > kMaxRank) fail(path, "has " + beyond_max_rank(fields.shape.size()));
-  const std::optional<DType> dtype = supported_dtype(fields.descr);
-  if (!dtype) {
-    fail(path,
-         "holds " + describe_dtype(fields.descr) + "; expected float32 ('<f4') or float64 ('<f8')");
-  }
+  const std::optional<DType> dtype = supported_dtype(fields.descr, kind);
+  if (!dtype) fail(path, "holds " + describe_dtype(fields.descr) + "; expected " + expected_dtypes(kind));
   if (fields.fortran_order) {
     fail(path,
          "is in Fortran order (fortran_order: True); expected C order "
@@ -451,7 +479,7 @@ bool write_all(int fd, const char* data, std::size_t bytes) {
 
 }  // namespace
 
-Tensor load_npy(const std::string& path) {
+Tensor load_npy(const std::string& path, NpyKind kind) {
   const std::uintmax_t file_bytes = size_of_file(path);
   std::ifstream in(path, std::ios::binary);
   if (!in) throw IOError("cannot open " + quoted(path) + ": " + errno_text());
@@ -460,7 +488,7 @@ Tensor load_npy(const std::string& path) {
   std::string header(preamble.header_bytes, '\0');
   read_exactly(in, header.data(), header.size(), path, "header");
   const HeaderFields fields = HeaderParser(header, path).parse();
-  const DType dtype = checked_fields(fields, path);
+  const DType dtype = checked_fields(fields, path, kind);
 
   // Checked against the file's size before allocating, so that a corrupt
   // shape cannot ask for terabytes.

@@ -2,7 +2,8 @@
 // NumPy's .npy files: the way arrays travel between npdl and Python.
 //
 // Supported: format versions 1.0, 2.0 and 3.0; little-endian float32 ('<f4')
-// and float64 ('<f8'); C (row-major) order; rank 0 to 6. Anything else
+// and float64 ('<f8'), and int32 ('<i4') and int64 ('<i8') where indices
+// are read; C (row-major) order; rank 0 to 6. Anything else
 // (another dtype, Fortran order, a higher rank, a shape no tensor can have,
 // a bad magic string or header, fewer data bytes than the shape needs, a
 // missing file) throws IOError with a one-line message naming the file,
@@ -18,10 +19,15 @@
 
 namespace npdl::io {
 
-/// Reads a .npy file; the data goes straight into the tensor's storage.
-Tensor load_npy(const std::string& path);
+/// Which dtypes a reader takes: values (float32, float64), indices (int32,
+/// int64), or either.
+enum class NpyKind { Floating, Indices, Any };
 
-/// Writes a .npy file (version 1.0), padded so that the data starts at a
+/// Reads a .npy file; the data goes straight into the tensor's storage. A
+/// file of a dtype `kind` does not take is an IOError naming both.
+Tensor load_npy(const std::string& path, NpyKind kind = NpyKind::Floating);
+
+/// Writes a .npy file (version 1.0; any dtype), padded so that the data starts at a
 /// multiple of 64 bytes. A tensor of rank above 6 is an IOError: no file
 /// is written that load_npy would refuse.
 void save_npy(const std::string& path, const Tensor& tensor);

@@ -25,6 +25,13 @@ class AxisError : public Error {
   using Error::Error;
 };
 
+/// An index outside the range it indexes (a row of an embedding table, a
+/// position along an axis); the message names the index and the bound.
+class IndexError : public Error {
+ public:
+  using Error::Error;
+};
+
 /// Tensors of different dtypes mixed in one op, or an unsupported dtype.
 class DTypeError : public Error {
  public:

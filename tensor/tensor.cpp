@@ -1,6 +1,7 @@
 #include "tensor/tensor.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <iomanip>
 #include <limits>
@@ -9,9 +10,49 @@
 
 namespace npdl {
 
-std::string to_string(DType dtype) { return dtype == DType::Float32 ? "float32" : "float64"; }
+std::string to_string(DType dtype) {
+  switch (dtype) {
+    case DType::Float32:
+      return "float32";
+    case DType::Float64:
+      return "float64";
+    case DType::Int32:
+      return "int32";
+    case DType::Int64:
+      return "int64";
+  }
+  return "an unknown dtype (" + std::to_string(static_cast<int>(dtype)) + ")";
+}
 
-std::size_t element_size(DType dtype) { return dtype == DType::Float32 ? 4 : 8; }
+std::size_t element_size(DType dtype) {
+  return dtype == DType::Float32 || dtype == DType::Int32 ? 4 : 8;
+}
+
+void check_floating(DType dtype, const char* what) {
+  if (!is_floating(dtype)) {
+    throw DTypeError(std::string(what) + " expects float32 or float64 values, got " +
+                     to_string(dtype) + " (an index tensor takes part in no arithmetic)");
+  }
+}
+
+namespace {
+
+// v converted to T; to an integer type, truncated toward zero, and a value
+// the type cannot hold is a ValueError (a C++ cast would be undefined).
+template <class T>
+T converted(double v, const char* what) {
+  if constexpr (std::is_integral_v<T>) {
+    // 2^63 and 2^31 are exact doubles; the largest T is not, for int64.
+    const double bound = std::ldexp(1.0, std::numeric_limits<T>::digits);
+    if (!(v > -bound - 1 && v < bound)) {
+      throw ValueError(std::string(what) + ": the value " + std::to_string(v) +
+                       " does not fit " + to_string(dtype_of<T>()));
+    }
+  }
+  return static_cast<T>(v);
+}
+
+}  // namespace
 
 Tensor::Tensor(Shape shape, DType dtype) : shape_(std::move(shape)), dtype_(dtype) {
   size_ = numel(shape_);  // checks sizes and overflow
@@ -41,9 +82,9 @@ Tensor Tensor::ones(Shape shape, DType dtype) { return full(std::move(shape), 1.
 Tensor Tensor::scalar(double value, DType dtype) { return full(Shape{}, value, dtype); }
 
 void Tensor::fill(double value) {
-  dispatch(dtype_, [&](auto zero) {
+  dispatch_any(dtype_, [&](auto zero) {
     using T = decltype(zero);
-    std::fill_n(data<T>(), size_, static_cast<T>(value));
+    std::fill_n(data<T>(), size_, converted<T>(value, "fill"));
   });
 }
 
@@ -53,11 +94,21 @@ Tensor Tensor::from_vector(Shape shape, const std::vector<double>& values, DType
     throw ShapeError("shape " + to_string(t.shape()) + " holds " + std::to_string(t.size()) +
                      " elements, got " + std::to_string(values.size()) + " values");
   }
-  dispatch(dtype, [&](auto zero) {
+  dispatch_any(dtype, [&](auto zero) {
     using T = decltype(zero);
     std::transform(values.begin(), values.end(), t.data<T>(),
-                   [](double v) { return static_cast<T>(v); });
+                   [](double v) { return converted<T>(v, "from_vector"); });
   });
+  return t;
+}
+
+Tensor Tensor::from_indices(Shape shape, const std::vector<std::int64_t>& values) {
+  Tensor t(std::move(shape), DType::Int64);
+  if (static_cast<std::int64_t>(values.size()) != t.size()) {
+    throw ShapeError("shape " + to_string(t.shape()) + " holds " + std::to_string(t.size()) +
+                     " elements, got " + std::to_string(values.size()) + " values");
+  }
+  std::copy(values.begin(), values.end(), t.data<std::int64_t>());
   return t;
 }
 
@@ -88,7 +139,7 @@ double Tensor::at(std::int64_t flat_index) const {
     throw ShapeError("flat index " + std::to_string(flat_index) +
                      " is out of range: expected [0, " + std::to_string(size_) + ")");
   }
-  return dispatch(dtype_, [&](auto zero) -> double {
+  return dispatch_any(dtype_, [&](auto zero) -> double {
     using T = decltype(zero);
     return static_cast<double>(data<T>()[flat_index]);
   });
@@ -122,7 +173,7 @@ double Tensor::item() const {
 
 std::vector<double> Tensor::to_vector() const {
   std::vector<double> out(static_cast<std::size_t>(size_));
-  dispatch(dtype_, [&](auto zero) {
+  dispatch_any(dtype_, [&](auto zero) {
     using T = decltype(zero);
     std::copy_n(data<T>(), size_, out.begin());
   });
@@ -152,12 +203,19 @@ Tensor Tensor::clone() const {
 Tensor Tensor::astype(DType dtype) const {
   if (dtype == dtype_) return clone();
   Tensor out(shape_, dtype);
-  dispatch(dtype_, [&](auto from) {
+  dispatch_any(dtype_, [&](auto from) {
     using S = decltype(from);
-    dispatch(dtype, [&](auto to) {
+    dispatch_any(dtype, [&](auto to) {
       using D = decltype(to);
-      std::transform(data<S>(), data<S>() + size_, out.data<D>(),
-                     [](S v) { return static_cast<D>(v); });
+      std::transform(data<S>(), data<S>() + size_, out.data<D>(), [](S v) {
+        if constexpr (std::is_integral_v<D> && !std::is_integral_v<S>) {
+          return converted<D>(static_cast<double>(v), "astype");
+        } else if constexpr (std::is_same_v<D, std::int32_t> && std::is_same_v<S, std::int64_t>) {
+          return converted<D>(static_cast<double>(v), "astype");
+        } else {
+          return static_cast<D>(v);
+        }
+      });
     });
   });
   return out;

@@ -1,5 +1,7 @@
 #pragma once
-// A dense, contiguous, row-major tensor of float32 or float64.
+// A dense, contiguous, row-major tensor of float32 or float64, or of int32
+// or int64 for indices (which take part in no arithmetic and get no
+// gradient: numeric ops refuse them with a DTypeError).
 //
 // Storage is shared: copying a Tensor or reshaping it shares the buffer (as
 // NumPy views do); `clone()` copies. Kernels see one contiguous buffer, so
@@ -17,22 +19,51 @@
 
 namespace npdl {
 
-enum class DType { Float32, Float64 };
+enum class DType { Float32, Float64, Int32, Int64 };
 
 std::string to_string(DType dtype);
 std::size_t element_size(DType dtype);
+/// float32 or float64: a dtype arithmetic and gradients work in.
+constexpr bool is_floating(DType dtype) {
+  return dtype == DType::Float32 || dtype == DType::Float64;
+}
 
 template <class T>
 constexpr DType dtype_of() {
-  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
-                "npdl tensors hold float or double");
-  return std::is_same_v<T, float> ? DType::Float32 : DType::Float64;
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double> ||
+                    std::is_same_v<T, std::int32_t> || std::is_same_v<T, std::int64_t>,
+                "npdl tensors hold float, double, int32 or int64");
+  if constexpr (std::is_same_v<T, float>) return DType::Float32;
+  if constexpr (std::is_same_v<T, double>) return DType::Float64;
+  if constexpr (std::is_same_v<T, std::int32_t>) return DType::Int32;
+  return DType::Int64;
 }
 
-/// Calls `fn(T{})` with T = float or double according to `dtype`.
+/// Throws DTypeError naming `what` unless `dtype` is float32 or float64.
+void check_floating(DType dtype, const char* what);
+
+/// Calls `fn(T{})` with T = float or double according to `dtype`; throws
+/// DTypeError for an integer dtype (numeric kernels take floats only).
 template <class Fn>
 decltype(auto) dispatch(DType dtype, Fn&& fn) {
   if (dtype == DType::Float32) return fn(float{});
+  check_floating(dtype, "a numeric operation");
+  return fn(double{});
+}
+
+/// Calls `fn(T{})` with T the element type of any dtype (copies, conversions).
+template <class Fn>
+decltype(auto) dispatch_any(DType dtype, Fn&& fn) {
+  switch (dtype) {
+    case DType::Float32:
+      return fn(float{});
+    case DType::Int32:
+      return fn(std::int32_t{});
+    case DType::Int64:
+      return fn(std::int64_t{});
+    case DType::Float64:
+      break;
+  }
   return fn(double{});
 }
 
@@ -68,7 +99,9 @@ class Tensor {
   /// Row-major values; throws ShapeError when their count does not fit.
   static Tensor from_vector(Shape shape, const std::vector<double>& values,
                             DType dtype = DType::Float32);
-  /// Seeded N(mean, stddev) samples (std::mt19937_64).
+  /// Indices (or any integers), row-major, as int64.
+  static Tensor from_indices(Shape shape, const std::vector<std::int64_t>& values);
+  /// Seeded N(mean, stddev) samples (std::mt19937_64); floating dtypes only.
   static Tensor randn(Shape shape, std::uint64_t seed, DType dtype = DType::Float32,
                       double mean = 0.0, double stddev = 1.0);
   /// Seeded U[low, high) samples (std::mt19937_64).
@@ -111,6 +144,9 @@ class Tensor {
   /// may be -1: it is inferred from the others.
   Tensor reshape(Shape shape) const;
   Tensor clone() const;
+  /// A copy in `dtype`. To an integer dtype, values are truncated toward
+  /// zero; a NaN, an infinity or a value outside the integer type's range is
+  /// a ValueError naming it.
   Tensor astype(DType dtype) const;
   /// Fills in place.
   void fill(double value);

@@ -351,3 +351,39 @@ INSTANTIATE_TEST_SUITE_P(SizeOne, SizeOneAxesSecondOrder, ::testing::ValuesIn(se
 
 }  // namespace
 }  // namespace npdl::layers
+
+namespace npdl {
+namespace {
+
+// Regression (graph_diff fuzzer, its "huge" mode): a batch with no elements
+// but huge other sizes walked every one of its empty rows, 2^40 of them for
+// (2^40, 0). It must finish at once, forward, backward and second order,
+// with an empty result.
+TEST(EmptyBatch, HugeSizesAroundAZeroCostNothing) {
+  const std::int64_t huge = std::int64_t{1} << 40;
+  struct Case {
+    Shape shape;
+    int axis;
+  };
+  for (const Case& c : {Case{{huge, 0}, 0}, Case{{huge, 3, 0}, 1}, Case{{0, huge, 2}, -1}}) {
+    SCOPED_TRACE(to_string(c.shape));
+    const layers::BatchNormLayout L = layers::batchnorm_layout(c.shape, c.axis);
+    EXPECT_EQ(L.outer, 0);
+    Graph graph;
+    const Var x = graph.variable(Tensor::zeros(c.shape, DType::Float64));
+    const Var gamma = graph.variable(Tensor::ones(L.param_shape, DType::Float64));
+    const Var beta = graph.variable(Tensor::zeros(L.param_shape, DType::Float64));
+    const Var y = layers::batchnorm_fused_train(x, gamma, beta, L, 1e-5);
+    EXPECT_EQ(y.shape(), c.shape);
+    const std::vector<Var> g = grad({y}, {x, gamma}, {Var(Tensor::zeros(c.shape, DType::Float64))},
+                                    /*create_graph=*/true);
+    EXPECT_EQ(g[0].shape(), c.shape);
+    EXPECT_EQ(g[1].shape(), L.param_shape);
+    const Tensor rm = Tensor::zeros(L.param_shape, DType::Float64);
+    const Tensor rv = Tensor::ones(L.param_shape, DType::Float64);
+    EXPECT_EQ(layers::batchnorm_fused_infer(x, gamma, beta, L, 1e-5, rm, rv).shape(), c.shape);
+  }
+}
+
+}  // namespace
+}  // namespace npdl

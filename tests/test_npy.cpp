@@ -100,6 +100,35 @@ TEST_F(NpyTest, RoundTripsBothDtypesAndRanksZeroToSix) {
   }
 }
 
+TEST_F(NpyTest, IndexFilesRoundTripWhereIndicesAreReadAndAreRefusedWhereValuesAre) {
+  const Tensor i64 = Tensor::from_indices({2, 3}, {0, 5, -1, 7, std::int64_t{1} << 40, 2});
+  const Tensor small = Tensor::from_indices({3}, {4, 0, 9}).astype(DType::Int32);
+  for (const Tensor& original : {i64, small}) {
+    SCOPED_TRACE(to_string(original.dtype()));
+    const std::string file = path("i.npy");
+    io::save_npy(file, original);
+    for (io::NpyKind kind : {io::NpyKind::Indices, io::NpyKind::Any}) {
+      const Tensor loaded = io::load_npy(file, kind);
+      EXPECT_EQ(loaded.dtype(), original.dtype());
+      EXPECT_EQ(loaded.shape(), original.shape());
+      EXPECT_EQ(loaded.to_vector(), original.to_vector());
+    }
+    expect_io_error(file, {"holds " + to_string(original.dtype()),
+                           "expected float32 ('<f4') or float64 ('<f8')"});
+  }
+  const std::string floats = path("f.npy");
+  io::save_npy(floats, Tensor::randn({3}, 1));
+  try {
+    io::load_npy(floats, io::NpyKind::Indices);
+    ADD_FAILURE() << "float32 read as indices";
+  } catch (const IOError& e) {
+    EXPECT_NE(std::string(e.what()).find("expected int32 ('<i4') or int64 ('<i8')"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(io::load_npy(floats, io::NpyKind::Any).dtype(), DType::Float32);
+}
+
 TEST_F(NpyTest, WriterHeaderIsNumpysDictPaddedToSixtyFourBytes) {
   const Tensor t = Tensor::from_vector({2, 3}, {0, 1, 2, 3, 4, 5}, DType::Float32);
   io::save_npy(path("a.npy"), t);

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 
 #include "npdl.hpp"
 
@@ -17,6 +18,38 @@ TEST(Tensor, FromVectorAndElementAccess) {
   EXPECT_EQ(t.at(4), 5.0);
   EXPECT_THROW(t.at({2, 0}), ShapeError);
   EXPECT_THROW(Tensor::from_vector({2, 2}, {1, 2, 3}), ShapeError);
+}
+
+TEST(Tensor, IndexTensorsHoldIntegersExactlyAndTakeNoArithmetic) {
+  const std::int64_t big = (std::int64_t{1} << 53) + 1;  // not a double
+  const Tensor idx = Tensor::from_indices({3}, {2, -7, big});
+  EXPECT_EQ(idx.dtype(), DType::Int64);
+  EXPECT_EQ(idx.data<std::int64_t>()[2], big);
+  EXPECT_EQ(idx.at(1), -7.0);
+  EXPECT_EQ(to_string(DType::Int32), "int32");
+  EXPECT_EQ(element_size(DType::Int32), 4u);
+  EXPECT_FALSE(is_floating(DType::Int64));
+  // Conversions: truncated toward zero; what an integer cannot hold is named.
+  EXPECT_EQ(Tensor::from_vector({3}, {1.9, -1.9, 0.0}, DType::Int32).to_vector(),
+            (std::vector<double>{1, -1, 0}));
+  for (double bad : {std::nan(""), std::numeric_limits<double>::infinity(), 3e9}) {
+    EXPECT_THROW(Tensor::from_vector({1}, {bad}, DType::Int32), ValueError) << bad;
+    EXPECT_THROW(Tensor::from_vector({1}, {bad}).astype(DType::Int32), ValueError) << bad;
+  }
+  EXPECT_THROW(Tensor::from_indices({1}, {std::int64_t{1} << 40}).astype(DType::Int32), ValueError);
+  EXPECT_EQ(idx.astype(DType::Float64).to_vector()[0], 2.0);
+  // Numeric ops refuse them by dtype, naming it.
+  try {
+    math::add(idx, idx);
+    ADD_FAILURE() << "int64 added";
+  } catch (const DTypeError& e) {
+    EXPECT_NE(std::string(e.what()).find("got int64"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(Tensor::randn({2}, 1, DType::Int64), DTypeError);
+  Graph graph;
+  EXPECT_THROW(graph.variable(idx), DTypeError);
+  EXPECT_THROW(graph.param(make_parameter(idx, "w")), DTypeError);
+  EXPECT_NO_THROW(graph.input(idx));
 }
 
 TEST(Tensor, RanksZeroToSix) {

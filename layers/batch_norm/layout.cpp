@@ -1,5 +1,7 @@
 #include "layers/batch_norm/layout.hpp"
 
+#include <limits>
+
 namespace npdl::layers {
 
 BatchNormLayout batchnorm_layout(const Shape& s, int axis) {
@@ -30,7 +32,13 @@ BatchNormLayout batchnorm_layout(const Shape& s, int axis) {
     L.features = s[a];
     L.inner = numel(Shape(s.begin() + a + 1, s.end()));
   }
-  L.M = L.outer * L.inner;
+  // M saturates: with no features, outer * inner may exceed 2^63.
+  if (__builtin_mul_overflow(L.outer, L.inner, &L.M)) L.M = std::numeric_limits<std::int64_t>::max();
+  // A batch with no elements (a size 0 anywhere) gives every loop nothing
+  // to do: outer = 0 ends them at once, however large the other sizes (a
+  // (2^40, 0) batch would otherwise walk 2^40 empty rows). M stays what the
+  // shape says, for the checks that name it; with features > 0 it is 0.
+  if (numel(s) == 0) L.outer = 0;
   return L;
 }
 
