@@ -271,14 +271,14 @@ Var concat(const std::vector<Var>& values, int axis_in) {
 Var stack(const std::vector<Var>& values, int axis_in) {
   if (values.empty()) throw ValueError("stack: expected at least one value, got none");
   const int axis = normalize_axis(axis_in, values.front().rank() + 1);
-  std::vector<Var> lifted;
-  for (std::size_t i = 0; i < values.size(); ++i) {
+  for (std::size_t i = 0; i < values.size(); ++i) {  // before anything records
     check_same_shape(values.front().shape(), values[i].shape(),
                      "stack: value " + std::to_string(i) + " (the first's shape)");
-    Shape s = values[i].shape();
-    s.insert(s.begin() + axis, 1);
-    lifted.push_back(reshape(values[i], s));
   }
+  Shape lifted_shape = values.front().shape();
+  lifted_shape.insert(lifted_shape.begin() + axis, 1);
+  std::vector<Var> lifted;
+  for (const Var& v : values) lifted.push_back(reshape(v, lifted_shape));
   return concat(lifted, axis);
 }
 
