@@ -2,8 +2,8 @@
 // Markdown page docs/primitives.md.
 #include <ostream>
 
-#include "cli/commands.hpp"
 #include "autodiff/catalogue.hpp"
+#include "cli/commands.hpp"
 
 namespace npdl::cli {
 namespace {

@@ -1,10 +1,10 @@
 // Activations. Each saves its output when the VJP is cheapest from it.
 #include <cmath>
 
+#include "autodiff/catalogue.hpp"
 #include "ops/detail/entries.hpp"
 #include "ops/detail/record.hpp"
 #include "ops/ops.hpp"
-#include "autodiff/catalogue.hpp"
 #include "tensor/tensor_math.hpp"
 
 namespace npdl::ops {

@@ -3,9 +3,10 @@
 // (Note [Convolution as matrix products]).
 #include "ops/conv.hpp"
 
+#include "autodiff/catalogue.hpp"
+#include "ops/detail/entries.hpp"
 #include "ops/detail/record.hpp"
 #include "ops/ops.hpp"
-#include "autodiff/catalogue.hpp"
 #include "tensor/conv_math.hpp"
 
 namespace npdl::ops {
@@ -97,8 +98,7 @@ constexpr const char* kGeometryFuzzer = "conv_geometry";
 using V = const std::vector<Var>&;
 
 GraphFunction maybe_squared(GraphFunction f, bool squared) {
-  if (!squared) return f;
-  return [f](V v) { return square(f(v)); };
+  return squared ? detail::squared(std::move(f)) : f;
 }
 
 Sample conv_sample(const char* what, Size2 stride, Padding2d padding, bool squared, Shape x,

@@ -1,10 +1,10 @@
 // Elementwise primitives: forward, VJP and the VJP's formula, one op each.
 #include <cmath>
 
+#include "autodiff/catalogue.hpp"
 #include "ops/detail/entries.hpp"
 #include "ops/detail/record.hpp"
 #include "ops/ops.hpp"
-#include "autodiff/catalogue.hpp"
 #include "tensor/tensor_math.hpp"
 
 namespace npdl::ops {

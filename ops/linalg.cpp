@@ -1,8 +1,8 @@
 // Matrix product.
+#include "autodiff/catalogue.hpp"
 #include "ops/detail/entries.hpp"
 #include "ops/detail/record.hpp"
 #include "ops/ops.hpp"
-#include "autodiff/catalogue.hpp"
 #include "tensor/tensor_math.hpp"
 
 namespace npdl::ops {

@@ -4,10 +4,10 @@
 #include <string>
 #include <vector>
 
+#include "autodiff/catalogue.hpp"
 #include "ops/conv.hpp"
 #include "ops/detail/record.hpp"
 #include "ops/ops.hpp"
-#include "autodiff/catalogue.hpp"
 #include "tensor/conv_math.hpp"
 
 namespace npdl::ops {

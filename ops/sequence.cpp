@@ -321,12 +321,9 @@ Var where(const Tensor& mask, const Var& a, const Var& b) {
 // result: then the second derivative is not zero.
 namespace {
 using namespace catalogue;  // NOLINT: the entries below are written in its words
+using detail::squared;
 using V = const std::vector<Var>&;
 constexpr const char* kFile = "ops/sequence.cpp";
-
-GraphFunction squared(GraphFunction f) {
-  return [f](V v) { return square(f(v)); };
-}
 
 Samples embedding_samples() {
   const Tensor repeated = Tensor::from_indices({2, 4}, {0, 3, 3, 1, 4, 0, 2, 3});

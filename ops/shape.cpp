@@ -1,8 +1,8 @@
 // Shape ops: they move no arithmetic, only layout.
+#include "autodiff/catalogue.hpp"
 #include "ops/detail/entries.hpp"
 #include "ops/detail/record.hpp"
 #include "ops/ops.hpp"
-#include "autodiff/catalogue.hpp"
 #include "tensor/tensor_math.hpp"
 
 namespace npdl::ops {

@@ -6,10 +6,10 @@
 #include <optional>
 #include <sstream>
 
+#include "autodiff/catalogue.hpp"
 #include "autodiff/gradcheck.hpp"
 #include "layers/batch_norm/composite.hpp"
 #include "ops/ops.hpp"
-#include "autodiff/catalogue.hpp"
 #include "tensor/tensor_math.hpp"
 
 namespace npdl::layers {

@@ -4,10 +4,10 @@
 #include <cmath>
 #include <optional>
 
+#include "autodiff/catalogue.hpp"
 #include "autodiff/gradcheck.hpp"
 #include "distributed/all_reduce.hpp"
 #include "ops/ops.hpp"
-#include "autodiff/catalogue.hpp"
 #include "tensor/tensor_math.hpp"
 
 namespace npdl::layers {

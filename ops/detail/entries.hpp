@@ -7,10 +7,16 @@
 #include <string>
 #include <utility>
 
-#include "ops/ops.hpp"
 #include "autodiff/catalogue.hpp"
+#include "ops/ops.hpp"
 
 namespace npdl::ops::detail {
+
+/// f's output squared: a sample of a linear op whose second derivative is
+/// then not zero.
+inline GraphFunction squared(GraphFunction f) {
+  return [f](const std::vector<Var>& v) { return square(f(v)); };
+}
 
 using UnaryFn = Var (*)(const Var&);
 using BinaryFn = Var (*)(const Var&, const Var&);
