@@ -27,7 +27,10 @@
 //                               `npdl primitives --markdown`.
 // An entry registers itself (Registration, below) from the file that
 // defines the op, so layers/ and distributed/ add theirs without ops/
-// knowing them: the catalogue holds every primitive of the program.
+// knowing them: the catalogue holds every primitive of the program. From the
+// static library a linker keeps only the files a program calls into, so a
+// user's program sees the primitives it can reach; npdl's own programs (the
+// command line, tests, fuzzers) link the whole library and see them all.
 #include <cstdint>
 #include <string>
 #include <string_view>

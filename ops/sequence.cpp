@@ -391,6 +391,7 @@ Var random_embedding(const Var& a, const Var&, const Choices& c) {
 
 Var random_embedding_backward(const Var& a, const Var&, const Choices& c) {
   const std::int64_t count = a.rank() > 0 ? a.shape()[0] : 0;
+  detail::check_random_size(count, c, "embedding_backward's indices");  // an empty a: 2^40 of them
   const std::int64_t rows = c.bits % 4 + 1;
   const Shape row = a.rank() > 0 ? Shape(a.shape().begin() + 1, a.shape().end()) : Shape{};
   detail::check_random_size(numel(row) * rows, c, "embedding_backward");
