@@ -1,4 +1,5 @@
-// Fuzz target: npdl::io::load_npy on arbitrary bytes. A file either loads
+// Fuzz target: npdl::io::load_npy on arbitrary bytes, taking any dtype it
+// reads (floats and indices: NpyKind::Any). A file either loads
 // into a tensor whose shape, dtype and byte count agree, or is refused with
 // an IOError (or another npdl::Error); anything else (a crash, a sanitizer
 // report, another exception) is a finding.
@@ -13,7 +14,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::string path = npdl::fuzz::write_scratch("input.npy", data, size);
   npdl::Tensor t;
   try {
-    t = npdl::io::load_npy(path);
+    t = npdl::io::load_npy(path, npdl::io::NpyKind::Any);
   } catch (const npdl::Error&) {
     return 0;
   }
@@ -26,7 +27,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   (void)sum;
   // What was read must survive a write and a second read bit for bit.
   npdl::io::save_npy(path, t);
-  const npdl::Tensor again = npdl::io::load_npy(path);
+  const npdl::Tensor again = npdl::io::load_npy(path, npdl::io::NpyKind::Any);
   if (again.shape() != t.shape() || again.dtype() != t.dtype()) std::abort();
   if (t.nbytes() > 0 && std::memcmp(again.raw_data(), t.raw_data(), t.nbytes()) != 0) std::abort();
   return 0;
