@@ -96,12 +96,12 @@ struct Primitive {
   Primitive(const OpInfo& op_info, const char* file) : info(&op_info), defined_in(file) {}
 
   const OpInfo* info;
-  const char* defined_in;                // the file with its forward and VJP
+  const char* defined_in;                                       // the file with its forward and VJP
   std::vector<InputFacts> inputs = std::vector<InputFacts>(1);  // one per operand
-  Samples (*samples)() = nullptr;        // at least one; none is a test failure
-  RandomApply random = nullptr;          // null: not in the graph fuzzer's table
-  const char* fuzzed_by = nullptr;       // when random is null: which fuzzer covers it
-  KernelFacts kernel{};                  // kernel.unary null: no per-level kernel
+  Samples (*samples)() = nullptr;   // at least one; none is a test failure
+  RandomApply random = nullptr;     // null: not in the graph fuzzer's table
+  const char* fuzzed_by = nullptr;  // when random is null: which fuzzer covers it
+  KernelFacts kernel{};             // kernel.unary null: no per-level kernel
 
   const char* name() const { return info->name; }
   Primitive with_inputs(std::vector<InputFacts> facts) const;

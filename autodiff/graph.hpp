@@ -343,8 +343,8 @@ class Graph {
   Var record(const OpInfo& info, std::initializer_list<const Var*> inputs, Tensor value,
              Tensors saved, VjpFn vjp);
   /// The same for an op of any number of inputs (concat).
-  Var record(const OpInfo& info, const std::vector<const Var*>& inputs, Tensor value,
-             Tensors saved, VjpFn vjp);
+  Var record(const OpInfo& info, const std::vector<const Var*>& inputs, Tensor value, Tensors saved,
+             VjpFn vjp);
 
   /// Reverse mode from `output`. Without `upstream` the output must hold one
   /// element (its gradient is 1). Gradients of every vertex between the

@@ -39,8 +39,6 @@ class PrimitivesCommand : public Command {
 
 }  // namespace
 
-std::unique_ptr<Command> make_primitives_command() {
-  return std::make_unique<PrimitivesCommand>();
-}
+std::unique_ptr<Command> make_primitives_command() { return std::make_unique<PrimitivesCommand>(); }
 
 }  // namespace npdl::cli

@@ -60,11 +60,10 @@ const CommunicatorPtr& one_process() {
 const catalogue::Primitive kEntries[] = {
     catalogue::Primitive(kAllReduceSum, "distributed/all_reduce.cpp")
         .with_samples([] {
-          return catalogue::Samples{{"one process",
-                               [](const std::vector<Var>& v) {
-                                 return all_reduce_sum(v[0], one_process());
-                               },
-                               {catalogue::sample::normal({3, 2}, 600)}}};
+          return catalogue::Samples{
+              {"one process",
+               [](const std::vector<Var>& v) { return all_reduce_sum(v[0], one_process()); },
+               {catalogue::sample::normal({3, 2}, 600)}}};
         })
         .with_random([](const Var& a, const Var&, const catalogue::Choices&) {
           return all_reduce_sum(a, one_process());

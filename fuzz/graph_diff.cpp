@@ -112,7 +112,6 @@ struct Program {
   bool fresh_thread = false;
 };
 
-
 /// The program, for the report of a finding.
 void describe(const Program& p) {
   std::fprintf(stderr, "program: %s, %zu leaves:", npdl::to_string(p.dtype).c_str(),
@@ -123,8 +122,8 @@ void describe(const Program& p) {
   for (std::size_t i = 0; i < p.steps.size(); ++i) {
     const Step& st = p.steps[i];
     std::fprintf(stderr, "  v%zu = %s(v%d, v%d) flag %d scalar %g bits %u\n",
-                 i + p.leaf_shapes.size(), st.op->name(), st.a, st.b,
-                 int(st.flag), st.scalar, st.bits);
+                 i + p.leaf_shapes.size(), st.op->name(), st.a, st.b, int(st.flag), st.scalar,
+                 st.bits);
   }
 }
 

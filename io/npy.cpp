@@ -403,7 +403,8 @@ Preamble read_preamble(std::ifstream& in, std::uintmax_t file_bytes, const std::
 DType checked_fields(const HeaderFields& fields, const std::string& path, NpyKind kind) {
   if (fields.shape.size() > kMaxRank) fail(path, "has " + beyond_max_rank(fields.shape.size()));
   const std::optional<DType> dtype = supported_dtype(fields.descr, kind);
-  if (!dtype) fail(path, "holds " + describe_dtype(fields.descr) + "; expected " + expected_dtypes(kind));
+  if (!dtype)
+    fail(path, "holds " + describe_dtype(fields.descr) + "; expected " + expected_dtypes(kind));
   if (fields.fortran_order) {
     fail(path,
          "is in Fortran order (fortran_order: True); expected C order "

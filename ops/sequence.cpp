@@ -102,9 +102,9 @@ Var gather_rows(const Var& table, const IndexListPtr& list) {
     }
   });
   const std::int64_t rows = ts[0];
-  return record(info::kEmbedding, {&table}, std::move(y), {}, [list, rows](const VjpArgs& c) -> Vars {
-    return {scatter_rows(c.grad, list, rows)};
-  });
+  return record(
+      info::kEmbedding, {&table}, std::move(y), {},
+      [list, rows](const VjpArgs& c) -> Vars { return {scatter_rows(c.grad, list, rows)}; });
 }
 
 Var scatter_rows(const Var& g, const IndexListPtr& list, std::int64_t rows) {
@@ -148,7 +148,8 @@ void copy_positions(const Tensor& src, std::int64_t src_n, std::int64_t from, Te
   const char* s = static_cast<const char*>(src.raw_data());
   char* d = static_cast<char*>(dst.raw_data());
   for (std::int64_t o = 0; o < v.outer; ++o) {
-    std::memcpy(d + ((o * dst_n + to) * v.inner) * bytes, s + ((o * src_n + from) * v.inner) * bytes,
+    std::memcpy(d + ((o * dst_n + to) * v.inner) * bytes,
+                s + ((o * src_n + from) * v.inner) * bytes,
                 static_cast<std::size_t>(count * v.inner) * bytes);
   }
 }
@@ -173,13 +174,16 @@ Var embedding(const Var& table, const Tensor& indices) {
 }
 
 Var embedding_backward(const Var& g, const Tensor& indices, std::int64_t rows) {
-  if (rows < 0) throw ValueError("embedding_backward: expected rows >= 0, got " + std::to_string(rows));
+  if (rows < 0)
+    throw ValueError("embedding_backward: expected rows >= 0, got " + std::to_string(rows));
   check_floating(g.dtype(), "embedding_backward's gradient");
   const IndexListPtr list = checked_indices(indices, rows, "embedding_backward");
   const Shape& gs = g.shape();
-  if (gs.size() < list->shape.size() || !std::equal(list->shape.begin(), list->shape.end(), gs.begin())) {
-    throw ShapeError("embedding_backward: expected a gradient whose shape starts with the indices' " +
-                     to_string(list->shape) + ", got " + to_string(gs));
+  if (gs.size() < list->shape.size() ||
+      !std::equal(list->shape.begin(), list->shape.end(), gs.begin())) {
+    throw ShapeError(
+        "embedding_backward: expected a gradient whose shape starts with the indices' " +
+        to_string(list->shape) + ", got " + to_string(gs));
   }
   return scatter_rows(g, list, rows);
 }
@@ -193,9 +197,10 @@ Var slice(const Var& a, int axis_in, std::int64_t begin, std::int64_t end) {
   Tensor y(shape, a.dtype());
   copy_positions(a.value(), v.n, begin, y, end - begin, 0, end - begin, v);
   const Shape input = a.shape();
-  return record(info::kSlice, {&a}, std::move(y), {}, [input, axis, begin](const VjpArgs& c) -> Vars {
-    return {slice_backward(c.grad, input, axis, begin)};
-  });
+  return record(info::kSlice, {&a}, std::move(y), {},
+                [input, axis, begin](const VjpArgs& c) -> Vars {
+                  return {slice_backward(c.grad, input, axis, begin)};
+                });
 }
 
 Var slice_backward(const Var& g, const Shape& shape, int axis_in, std::int64_t begin) {
@@ -203,16 +208,18 @@ Var slice_backward(const Var& g, const Shape& shape, int axis_in, std::int64_t b
   numel(shape);  // sizes >= 0 whose product fits
   Shape expected = shape;
   if (g.rank() == static_cast<int>(shape.size())) expected[axis] = g.shape()[axis];
-  check_same_shape(expected, g.shape(), "slice_backward: the gradient (the input's shape but along axis " +
-                                            std::to_string(axis) + ")");
+  check_same_shape(expected, g.shape(),
+                   "slice_backward: the gradient (the input's shape but along axis " +
+                       std::to_string(axis) + ")");
   const std::int64_t count = g.shape()[axis];
   check_range(begin, begin + count, shape[axis], axis, "slice_backward");
   Tensor y = Tensor::zeros(shape, g.dtype());
   const AxisView v = view_around(shape, axis);
   copy_positions(g.value(), count, 0, y, v.n, begin, count, v);
-  return record(info::kSliceBackward, {&g}, std::move(y), {}, [axis, begin, count](const VjpArgs& c) -> Vars {
-    return {slice(c.grad, axis, begin, begin + count)};
-  });
+  return record(info::kSliceBackward, {&g}, std::move(y), {},
+                [axis, begin, count](const VjpArgs& c) -> Vars {
+                  return {slice(c.grad, axis, begin, begin + count)};
+                });
 }
 
 Var select(const Var& a, int axis_in, std::int64_t index) {
@@ -257,15 +264,18 @@ Var concat(const std::vector<Var>& values, int axis_in) {
   for (const Var& v : values) inputs.push_back(&v);
   Graph* graph = common_graph(inputs, info::kConcat.name);
   if (graph == nullptr) return Var(std::move(y));
-  return graph->record(info::kConcat, inputs, std::move(y), {}, [axis, sizes](const VjpArgs& c) -> Vars {
-    Vars grads;
-    std::int64_t at = 0;
-    for (std::size_t i = 0; i < sizes.size(); ++i) {
-      grads.push_back(c.needs_input_grad(static_cast<int>(i)) ? slice(c.grad, axis, at, at + sizes[i]) : Var());
-      at += sizes[i];
-    }
-    return grads;
-  });
+  return graph->record(info::kConcat, inputs, std::move(y), {},
+                       [axis, sizes](const VjpArgs& c) -> Vars {
+                         Vars grads;
+                         std::int64_t at = 0;
+                         for (std::size_t i = 0; i < sizes.size(); ++i) {
+                           grads.push_back(c.needs_input_grad(static_cast<int>(i))
+                                               ? slice(c.grad, axis, at, at + sizes[i])
+                                               : Var());
+                           at += sizes[i];
+                         }
+                         return grads;
+                       });
 }
 
 Var stack(const std::vector<Var>& values, int axis_in) {
@@ -332,9 +342,11 @@ Samples embedding_samples() {
   return {{"(5, 3) table, (2, 4) indices with repeats",
            squared([repeated](V v) { return embedding(v[0], repeated); }),
            {sample::normal({5, 3}, 700)}},
-          {"(4, 2, 2) table, int32 indices", squared([steps](V v) { return embedding(v[0], steps); }),
+          {"(4, 2, 2) table, int32 indices",
+           squared([steps](V v) { return embedding(v[0], steps); }),
            {sample::normal({4, 2, 2}, 701)}},
-          {"a rank-0 index", squared([one](V v) { return embedding(v[0], one); }),
+          {"a rank-0 index",
+           squared([one](V v) { return embedding(v[0], one); }),
            {sample::normal({3, 2}, 702)}}};
 }
 
@@ -355,23 +367,33 @@ Samples slice_samples() {
 
 Samples slice_backward_samples() {
   return {{"(4, 2, 2) into (4, 3, 2) at 1",
-           squared([](V v) { return slice_backward(v[0], {4, 3, 2}, 1, 1); }),
+           squared([](V v) {
+             return slice_backward(v[0], {4, 3, 2}, 1, 1);
+           }),
            {sample::normal({4, 2, 2}, 730)}}};
 }
 
 Samples concat_samples() {
-  return {{"three along axis 1", squared([](V v) { return concat({v[0], v[1], v[2]}, 1); }),
+  return {{"three along axis 1",
+           squared([](V v) {
+             return concat({v[0], v[1], v[2]}, 1);
+           }),
            {sample::normal({2, 3}, 740), sample::normal({2, 1}, 741), sample::normal({2, 2}, 742)}},
-          {"stack of two along a new axis 1", squared([](V v) { return stack({v[0], v[1]}, 1); }),
+          {"stack of two along a new axis 1",
+           squared([](V v) {
+             return stack({v[0], v[1]}, 1);
+           }),
            {sample::normal({3, 2}, 743), sample::normal({3, 2}, 744)}}};
 }
 
 Samples where_samples() {
   const Tensor mask = Tensor::from_vector({2, 3}, {1, 0, 0, 1, 1, 0});
   const Tensor column = Tensor::from_indices({2, 1}, {0, 7});
-  return {{"(2, 3) mask, b a row", squared([mask](V v) { return where(mask, v[0], v[1]); }),
+  return {{"(2, 3) mask, b a row",
+           squared([mask](V v) { return where(mask, v[0], v[1]); }),
            {sample::normal({2, 3}, 750), sample::normal({3}, 751)}},
-          {"an int64 column mask", squared([column](V v) { return where(column, v[0], v[1]); }),
+          {"an int64 column mask",
+           squared([column](V v) { return where(column, v[0], v[1]); }),
            {sample::normal({2, 3}, 752), sample::normal({2, 3}, 753)}}};
 }
 

@@ -50,8 +50,8 @@ TEST_P(PrimitiveEntry, HasSamplesThatRecordIt) {
     std::vector<Var> vars;
     for (const Tensor& t : s.inputs) vars.push_back(graph.variable(t));
     s.f(vars);
-    EXPECT_TRUE(records(graph, p.info)) << "the sample '" << s.what << "' does not record "
-                                        << p.name();
+    EXPECT_TRUE(records(graph, p.info))
+        << "the sample '" << s.what << "' does not record " << p.name();
   }
 }
 

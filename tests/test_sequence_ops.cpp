@@ -44,7 +44,9 @@ void expect_refused(Fn fn, const std::string& fragment) {
 
 TEST(Embedding, RefusesIndicesOutOfRangeOrOfAFloatDtypeAndARankZeroTable) {
   expect_refused<IndexError>(
-      [](const Var& t) { ops::embedding(t, Tensor::from_indices({2, 2}, {0, 1, 3, 0})); },
+      [](const Var& t) {
+        ops::embedding(t, Tensor::from_indices({2, 2}, {0, 1, 3, 0}));
+      },
       "index 3 at position (1, 0) is out of range for 3 rows: expected [0, 3)");
   expect_refused<IndexError>(
       [](const Var& t) { ops::embedding(t, Tensor::from_indices({1}, {-1})); }, "index -1");
@@ -80,8 +82,11 @@ TEST(Slice, RefusesPositionsOutsideTheAxis) {
   expect_refused<IndexError>([](const Var& t) { ops::select(t, 1, 2); },
                              "position 2 of axis 1 of size 2: expected [0, 2)");
   expect_refused<AxisError>([](const Var& t) { ops::slice(t, 2, 0, 1); }, "axis");
-  expect_refused<ShapeError>([](const Var& t) { ops::slice_backward(t, {4, 3}, 1, 0); },
-                             "expected shape (4, 2), got (3, 2)");
+  expect_refused<ShapeError>(
+      [](const Var& t) {
+        ops::slice_backward(t, {4, 3}, 1, 0);
+      },
+      "expected shape (4, 2), got (3, 2)");
 }
 
 TEST(Concat, JoinsAlongAnAxisAndStackAddsOne) {
@@ -97,15 +102,24 @@ TEST(Concat, JoinsAlongAnAxisAndStackAddsOne) {
 TEST(Concat, RefusesNothingAndShapesOrDtypesThatDoNotFit) {
   expect_refused<ValueError>([](const Var&) { ops::concat({}, 0); }, "at least one value");
   expect_refused<ShapeError>(
-      [](const Var& t) { ops::concat({t, Var(Tensor::zeros({3, 2, 1}, DType::Float64))}, 1); },
+      [](const Var& t) {
+        ops::concat({t, Var(Tensor::zeros({3, 2, 1}, DType::Float64))}, 1);
+      },
       "value 1");
   expect_refused<ShapeError>(
-      [](const Var& t) { ops::concat({t, Var(Tensor::zeros({2, 2}, DType::Float64))}, 1); },
+      [](const Var& t) {
+        ops::concat({t, Var(Tensor::zeros({2, 2}, DType::Float64))}, 1);
+      },
       "expected shape (3, 2), got (2, 2)");
-  expect_refused<DTypeError>([](const Var& t) { ops::concat({t, Var(Tensor::zeros({3, 2}))}, 0); },
-                             "float64 and float32");
+  expect_refused<DTypeError>(
+      [](const Var& t) {
+        ops::concat({t, Var(Tensor::zeros({3, 2}))}, 0);
+      },
+      "float64 and float32");
   expect_refused<ShapeError>(
-      [](const Var& t) { ops::stack({t, Var(Tensor::zeros({2, 3}, DType::Float64))}, 0); },
+      [](const Var& t) {
+        ops::stack({t, Var(Tensor::zeros({2, 3}, DType::Float64))}, 0);
+      },
       "stack: value 1");
 }
 
@@ -120,10 +134,11 @@ TEST(Where, ChoosesBySetMaskAndRoutesTheGradient) {
   y.backward(Tensor::from_vector({2, 2}, {1, 2, 3, 4}, DType::Float64));
   EXPECT_EQ(a.grad().to_vector(), (std::vector<double>{1, 0, 3, 0}));
   EXPECT_EQ(b.grad().to_vector(), (std::vector<double>{0, 6}));
-  expect_refused<ShapeError>(
-      [](const Var& t) { ops::where(Tensor::ones({4}), t, t); }, "");
+  expect_refused<ShapeError>([](const Var& t) { ops::where(Tensor::ones({4}), t, t); }, "");
   expect_refused<DTypeError>(
-      [](const Var& t) { ops::where(Tensor::ones({3, 2}), t, Var(Tensor::zeros({3, 2}))); },
+      [](const Var& t) {
+        ops::where(Tensor::ones({3, 2}), t, Var(Tensor::zeros({3, 2})));
+      },
       "float64 and float32");
 }
 

@@ -448,20 +448,20 @@ struct LayoutCase {
   int axis;
   double offset;  // added to x: statistics far from 0
 };
-const LayoutCase kLayoutCases[] = {
-    {"(4, 3), a feature per column", {4, 3}, 0, 0.0},
-    {"M = 2", {2, 3}, 0, 0.0},
-    {"one feature", {5, 1}, 0, 0.0},
-    {"per channel of (3, 2, 2, 2)", {3, 2, 2, 2}, 1, 0.0},
-    {"1x1 maps", {4, 2, 1, 1}, 1, 0.0},
-    {"features last of (3, 2, 4)", {3, 2, 4}, -1, 0.0},
-    {"a large offset", {4, 3}, 0, 50.0}};
+const LayoutCase kLayoutCases[] = {{"(4, 3), a feature per column", {4, 3}, 0, 0.0},
+                                   {"M = 2", {2, 3}, 0, 0.0},
+                                   {"one feature", {5, 1}, 0, 0.0},
+                                   {"per channel of (3, 2, 2, 2)", {3, 2, 2, 2}, 1, 0.0},
+                                   {"1x1 maps", {4, 2, 1, 1}, 1, 0.0},
+                                   {"features last of (3, 2, 4)", {3, 2, 4}, -1, 0.0},
+                                   {"a large offset", {4, 3}, 0, 50.0}};
 
 // x, gamma and beta for a layout case.
 std::vector<Tensor> layout_inputs(const LayoutCase& c, std::uint64_t seed) {
   const BatchNormLayout L = batchnorm_layout(c.shape, c.axis);
   return {math::add_scalar(catalogue::sample::normal(c.shape, seed), c.offset),
-          catalogue::sample::positive(L.param_shape, seed + 1), catalogue::sample::normal(L.param_shape, seed + 2)};
+          catalogue::sample::positive(L.param_shape, seed + 1),
+          catalogue::sample::normal(L.param_shape, seed + 2)};
 }
 
 Samples fused_train_samples() {
@@ -486,7 +486,8 @@ Samples fused_infer_samples() {
   for (const LayoutCase& c : {kLayoutCases[0], kLayoutCases[3], kLayoutCases[4]}) {
     const int axis = c.axis;
     const Shape param = batchnorm_layout(c.shape, axis).param_shape;
-    const Tensor mean = catalogue::sample::normal(param, seed + 3), var = catalogue::sample::positive(param, seed + 4);
+    const Tensor mean = catalogue::sample::normal(param, seed + 3),
+                 var = catalogue::sample::positive(param, seed + 4);
     s.push_back({c.what,
                  [axis, mean, var](V v) {
                    const BatchNormLayout L = batchnorm_layout(v[0].shape(), axis);
@@ -513,13 +514,15 @@ BatchNormLayout random_layout(const Var& a, const Choices& c) {
 // feature's derivatives moderate.
 Var random_fused_train(const Var& a, const Var&, const Choices& c) {
   const BatchNormLayout L = random_layout(a, c);
-  const Var gamma(Tensor::ones(L.param_shape, a.dtype())), beta(Tensor::zeros(L.param_shape, a.dtype()));
+  const Var gamma(Tensor::ones(L.param_shape, a.dtype())),
+      beta(Tensor::zeros(L.param_shape, a.dtype()));
   return batchnorm_fused_train(a, gamma, beta, L, 1e-3);
 }
 
 Var random_fused_infer(const Var& a, const Var&, const Choices& c) {
   const BatchNormLayout L = random_layout(a, c);
-  const Var gamma(Tensor::ones(L.param_shape, a.dtype())), beta(Tensor::zeros(L.param_shape, a.dtype()));
+  const Var gamma(Tensor::ones(L.param_shape, a.dtype())),
+      beta(Tensor::zeros(L.param_shape, a.dtype()));
   const Tensor mean = Tensor::full(L.param_shape, c.scalar, DType::Float64);
   const Tensor var = Tensor::full(L.param_shape, 1.0 + c.scalar * c.scalar, DType::Float64);
   return batchnorm_fused_infer(a, gamma, beta, L, 1e-3, mean, var);
@@ -565,11 +568,13 @@ template <int which>
 Samples hand_node_samples() {
   Samples s;
   std::uint64_t seed = 400;
-  for (const auto& [shape, axis] : {std::pair<Shape, int>{{4, 3}, 0}, {{3, 2, 2, 2}, 1}, {{2, 3}, 0}}) {
+  for (const auto& [shape, axis] :
+       {std::pair<Shape, int>{{4, 3}, 0}, {{3, 2, 2, 2}, 1}, {{2, 3}, 0}}) {
     const BatchNormLayout L = batchnorm_layout(shape, axis);
     s.push_back({"shape " + to_string(shape) + ", axis " + std::to_string(axis),
                  [L](V v) { return hand_node<which>(v, L); },
-                 {catalogue::sample::normal(shape, seed), catalogue::sample::positive(L.param_shape, seed + 1),
+                 {catalogue::sample::normal(shape, seed),
+                  catalogue::sample::positive(L.param_shape, seed + 1),
                   catalogue::sample::normal(shape, seed + 2)}});
     seed += 3;
   }
@@ -577,7 +582,9 @@ Samples hand_node_samples() {
 }
 
 const Primitive kHandEntries[] = {
-    Primitive(kHandDx, kSecondOrderFile).with_inputs({{}, {}, {}}).with_samples(hand_node_samples<0>),
+    Primitive(kHandDx, kSecondOrderFile)
+        .with_inputs({{}, {}, {}})
+        .with_samples(hand_node_samples<0>),
     Primitive(kHandDgamma, kSecondOrderFile)
         .with_inputs({{}, {}, {}})
         .with_samples(hand_node_samples<1>),

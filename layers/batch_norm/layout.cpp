@@ -33,7 +33,8 @@ BatchNormLayout batchnorm_layout(const Shape& s, int axis) {
     L.inner = numel(Shape(s.begin() + a + 1, s.end()));
   }
   // M saturates: with no features, outer * inner may exceed 2^63.
-  if (__builtin_mul_overflow(L.outer, L.inner, &L.M)) L.M = std::numeric_limits<std::int64_t>::max();
+  if (__builtin_mul_overflow(L.outer, L.inner, &L.M))
+    L.M = std::numeric_limits<std::int64_t>::max();
   // A batch with no elements (a size 0 anywhere) gives every loop nothing
   // to do: outer = 0 ends them at once, however large the other sizes (a
   // (2^40, 0) batch would otherwise walk 2^40 empty rows). M stays what the
