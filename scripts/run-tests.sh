@@ -19,4 +19,9 @@ esac
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE="$type" "${extra[@]}" > /dev/null
 cmake --build "$build" -j "$(nproc)"
 # --no-tests=error: a run that finds no test fails instead of passing quietly.
-ctest --test-dir "$build" --output-on-failure --no-tests=error -j "$(nproc)"
+if ! ctest --test-dir "$build" --output-on-failure --no-tests=error -j "$(nproc)"; then
+  # A long run's log shows its start and its end; repeat what each failed
+  # test said about its failure last, where a reader of that log sees it.
+  scripts/failure-digest.sh "$build/Testing/Temporary"
+  exit 1
+fi

@@ -126,6 +126,11 @@ std::string sync_case_name(const ::testing::TestParamInfo<SyncCase>& info) {
   return n + layers::backward_mode_name(info.param.mode);
 }
 
+// What GoogleTest prints for a failing case's parameter (its bytes otherwise).
+void PrintTo(const SyncCase& c, std::ostream* os) {
+  *os << sync_case_name(::testing::TestParamInfo<SyncCase>(c, 0));
+}
+
 class SyncBatchNormalEquivalence : public ::testing::TestWithParam<SyncCase> {};
 
 TEST_P(SyncBatchNormalEquivalence, ShardsGiveTheWholeBatchsForwardAndBackward) {
