@@ -321,4 +321,20 @@ GradCheckOptions tolerances_for(DType dtype) {
   return o;
 }
 
+void expect_hand_derived_close(const std::string& what, const Tensor& reference,
+                               const Tensor& computed) {
+  // The tolerance is the computed tensor's dtype's, its absolute part scaled
+  // by the tensor's root mean square.
+  const GradCheckOptions tol = tolerances_for(computed.dtype());
+  const double rms = std::sqrt(math::sum(math::square(computed.astype(DType::Float64))).item() /
+                               double(std::max<std::int64_t>(computed.size(), 1)));
+  const TensorComparison cmp =
+      compare_tensors(what, reference, computed, tol.atol * std::max(1.0, rms), tol.rtol);
+  if (!cmp.ok) {
+    throw GradientMismatch(what + ": autodiff and the hand-derived formula disagree on " +
+                           cmp.describe() +
+                           " (got = autodiff in float64, expected = hand-derived)");
+  }
+}
+
 }  // namespace npdl

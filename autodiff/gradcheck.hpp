@@ -67,6 +67,13 @@ GradCheckReport check_against_analytic(const GraphFunction& f, const AnalyticGra
                                        const GradCheckOptions& options = {},
                                        const std::vector<std::string>& names = {});
 
+/// A checked mode's verdict: throws GradientMismatch naming `what` and the
+/// worst element when the hand-derived `computed` differs from the float64
+/// autodiff `reference` beyond computed's dtype's tolerance (its absolute
+/// part scaled by computed's root mean square).
+void expect_hand_derived_close(const std::string& what, const Tensor& reference,
+                               const Tensor& computed);
+
 /// Reverse-mode gradients of sum(f(inputs) * upstream) w.r.t. every input.
 std::vector<Tensor> reverse_mode_gradients(const GraphFunction& f,
                                            const std::vector<Tensor>& inputs,

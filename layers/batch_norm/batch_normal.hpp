@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 
+#include "layers/backward_mode.hpp"
 #include "layers/batch_norm/composite.hpp"
 #include "layers/batch_norm/kernels.hpp"
 #include "layers/batch_norm/second_order.hpp"
@@ -23,10 +24,6 @@
 
 namespace npdl::layers {
 
-enum class BackwardMode { Autodiff, Fused, Checked };
-/// "autodiff", "fused" or "checked"; throws ValueError otherwise.
-BackwardMode parse_backward_mode(const std::string& name);
-std::string backward_mode_name(BackwardMode mode);
 
 /// How the fused training node behaves; the defaults are the layer's fused
 /// mode without its input checks.

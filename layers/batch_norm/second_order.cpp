@@ -51,7 +51,7 @@ void expect_second_order_agreement(int which, const Tensor& g, const Tensor& dy,
     const Tensor reference = second[i].value();
     const Tensor mine =
         computed[i]->defined() ? *computed[i] : Tensor::zeros(reference.shape(), x.dtype());
-    expect_close(std::string("BatchNormal checked double backward (of ") +
+    expect_hand_derived_close(std::string("BatchNormal checked double backward (of ") +
                      (which == 0 ? "dx" : "dgamma") + ", " + names[i] + ")",
                  reference, mine);
   }
@@ -63,21 +63,6 @@ DoubleBackward parse_double_backward(const std::string& name) {
   if (name == "hand") return DoubleBackward::Hand;
   if (name == "recorded") return DoubleBackward::Recorded;
   throw ValueError("unknown double backward '" + name + "'; expected hand or recorded");
-}
-
-void expect_close(const std::string& what, const Tensor& reference, const Tensor& computed) {
-  // The tolerance is the computed tensor's dtype's, its absolute part scaled
-  // by the tensor's root mean square.
-  const GradCheckOptions tol = tolerances_for(computed.dtype());
-  const double rms = std::sqrt(math::sum(math::square(computed.astype(DType::Float64))).item() /
-                               double(std::max<std::int64_t>(computed.size(), 1)));
-  const TensorComparison cmp =
-      compare_tensors(what, reference, computed, tol.atol * std::max(1.0, rms), tol.rtol);
-  if (!cmp.ok) {
-    throw GradientMismatch(what + ": autodiff and the hand-derived formula disagree on " +
-                           cmp.describe() +
-                           " (got = autodiff in float64, expected = hand-derived)");
-  }
 }
 
 Vars batchnorm_train_grads_on_graph(const VjpArgs& c, const BatchNormLayout& L, double eps,

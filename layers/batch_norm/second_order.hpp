@@ -29,11 +29,6 @@ extern const OpInfo kHandDx, kHandDgamma;
 /// "hand" or "recorded"; throws ValueError otherwise.
 DoubleBackward parse_double_backward(const std::string& name);
 
-/// Throws GradientMismatch naming `what` and the worst element when
-/// `computed` differs from the float64 `reference` beyond computed's dtype's
-/// tolerance (its absolute part scaled by computed's root mean square).
-void expect_close(const std::string& what, const Tensor& reference, const Tensor& computed);
-
 /// The training node's gradients (dx, dgamma, dbeta) under create_graph,
 /// for the upstream c.grad; the node saves x, gamma and beta as inputs, and
 /// `stats` are its batch statistics.
