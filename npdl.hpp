@@ -13,6 +13,7 @@
 #include "layers/batch_norm/sync_batch_normal.hpp"
 #include "layers/convolution.hpp"
 #include "layers/dropout.hpp"
+#include "layers/embedding.hpp"
 #include "layers/initializers.hpp"
 #include "layers/layer.hpp"
 #include "layers/linear.hpp"

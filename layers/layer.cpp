@@ -111,7 +111,9 @@ Tensor Layer::forward(const Tensor& input, bool training) {
   StateGuard guard({this});
   // Lean: a layer's private graph keeps only what its backward needs.
   auto graph = std::make_unique<Graph>(GraphOptions{/*keep_intermediates=*/false});
-  Var in = graph->variable(input, "input");
+  // Indices (integers) are data without a gradient; values are variables.
+  Var in = is_floating(input.dtype()) ? graph->variable(input, "input")
+                                      : graph->input(input, "input");
   Var out = apply(in, training);
   guard.commit();
   forward_untracked_ = !out.tracked();
@@ -143,6 +145,7 @@ Tensor Layer::backward(const Tensor& pre_grad) {
   // Not retained: the sweep frees what it no longer needs.
   graph_->backward(output_, pre_grad);
   backward_done_ = true;
+  if (!is_floating(input_.dtype())) return Tensor();  // indices have no gradient
   const Tensor& g = input_.grad();
   return g.defined() ? g : Tensor::zeros(input_.shape(), input_.dtype());
 }

@@ -39,7 +39,8 @@ class Layer {
 
   /// npdl's forward: output of the input's layer for a batch.
   Tensor forward(const Tensor& input, bool training = true);
-  /// npdl's backward: input gradient; parameter gradients go to grads().
+  /// npdl's backward: input gradient (an undefined tensor for an input of
+  /// integer indices, which has none); parameter gradients go to grads().
   /// Once per forward. Throws GraphError before any forward or for a second
   /// backward of one forward, ShapeError for a wrong pre_grad.
   Tensor backward(const Tensor& pre_grad);
