@@ -189,7 +189,7 @@ std::vector<Var> SimpleRNN::run(const Var& x, const SequenceInputs& extra) {
 // ---------------------------------------------------------------- GRU
 
 GRU::GRU(std::int64_t n_out, RecurrentOptions options, GateOptions gates)
-    : Recurrent(n_out, std::move(options)), gate_(activation_kind(gates.gate_activation)) {}
+    : GatedRecurrent(kName, n_out, std::move(options), std::move(gates)) {}
 
 std::vector<ParameterPtr> GRU::params() const {
   return {U_r_, U_z_, U_h_, W_r_, W_z_, W_h_, b_r_, b_z_, b_h_};
@@ -216,16 +216,17 @@ std::vector<Var> GRU::run(const Var& x, const SequenceInputs& extra) {
   const Var xw = project_inputs(x, ops::concat({p(U_z_), p(U_r_), p(U_h_)}, 1),
                                 ops::concat({p(b_z_), p(b_r_), p(b_h_)}, 0));
   const Var W_zr = ops::concat({p(W_z_), p(W_r_)}, 1), W_h = p(W_h_);
+  const auto gate_fn = [this](const Var& v) { return gate(v); };
+  const auto act_fn = [this](const Var& v) { return act(v); };
   std::vector<Var> states;
   Var s = initial(extra.h0, x);
   for (std::int64_t t = 0; t < x.shape()[1]; ++t) {
     const Var x_t = ops::select(xw, 1, t);
     const Var zr = ops::slice(x_t, 1, 0, 2 * H) + ops::matmul(s, W_zr);
-    const Var z = activate(gate_, ops::slice(zr, 1, 0, H));
-    const Var r = activate(gate_, ops::slice(zr, 1, H, 2 * H));
-    const Var h =
-        activate(activation(), ops::slice(x_t, 1, 2 * H, 3 * H) + ops::matmul(s * r, W_h));
-    const Var next = (1.0 - z) * h + z * s;
+    const Var a = ops::concat({zr, ops::slice(x_t, 1, 2 * H, 3 * H)}, 1);
+    const Var next = backward_mode() == BackwardMode::Autodiff
+                         ? ops::gru_cell_composite(a, s, W_h, gate_fn, act_fn)
+                         : ops::gru_cell(a, s, W_h, backward_mode() == BackwardMode::Checked);
     s = masked(extra, t, next, s);
     states.push_back(s);
   }
@@ -234,23 +235,21 @@ std::vector<Var> GRU::run(const Var& x, const SequenceInputs& extra) {
 
 // ---------------------------------------------------------------- LSTM
 
-LstmBase::LstmBase(const char* name, std::int64_t n_out, RecurrentOptions options,
-                   GateOptions gates)
+GatedRecurrent::GatedRecurrent(const char* name, std::int64_t n_out, RecurrentOptions options,
+                               GateOptions gates)
     : Recurrent(n_out, std::move(options)),
       name_(name),
       gates_(std::move(gates)),
-      gate_(activation_kind(gates_.gate_activation)),
-      cell_activation_(activation()) {
+      gate_(activation_kind(gates_.gate_activation)) {
   set_backward_mode(gates_.mode);
 }
 
-void LstmBase::set_backward_mode(BackwardMode mode) {
-  if (mode != BackwardMode::Autodiff &&
-      (gate_.name != "sigmoid" || cell_activation_.name != "tanh")) {
+void GatedRecurrent::set_backward_mode(BackwardMode mode) {
+  if (mode != BackwardMode::Autodiff && (gate_.name != "sigmoid" || activation().name != "tanh")) {
     throw ValueError(std::string(name_) + ": the " + backward_mode_name(mode) +
                      " backward is derived for sigmoid gates and a tanh activation, got "
                      "gate_activation '" +
-                     gate_.name + "' and activation '" + cell_activation_.name +
+                     gate_.name + "' and activation '" + activation().name +
                      "'; use BackwardMode::Autodiff for other nonlinearities");
   }
   gates_.mode = mode;
@@ -259,16 +258,17 @@ void LstmBase::set_backward_mode(BackwardMode mode) {
 std::vector<Var> LstmBase::run(const Var& x, const SequenceInputs& extra) {
   const GateWeights w = gate_weights(x);
   const Var xw = project_inputs(x, w.U, w.b);
-  const auto gate = [this](const Var& v) { return activate(gate_, v); };
-  const auto cell = [this](const Var& v) { return activate(cell_activation_, v); };
+  const auto gate_fn = [this](const Var& v) { return gate(v); };
+  const auto act_fn = [this](const Var& v) { return act(v); };
   std::vector<Var> states;
   Var h = initial(extra.h0, x), c = initial(extra.c0, x);
   for (std::int64_t t = 0; t < x.shape()[1]; ++t) {
     const Var z = ops::select(xw, 1, t) + ops::matmul(h, w.W);
-    const ops::LstmState next = gates_.mode == BackwardMode::Autodiff
-                                    ? ops::lstm_cell_composite(z, c, gate, cell)
-                                    : ops::lstm_cell_state(ops::lstm_cell(
-                                          z, c, /*checked=*/gates_.mode == BackwardMode::Checked));
+    const ops::LstmState next =
+        backward_mode() == BackwardMode::Autodiff
+            ? ops::lstm_cell_composite(z, c, gate_fn, act_fn)
+            : ops::lstm_cell_state(
+                  ops::lstm_cell(z, c, /*checked=*/backward_mode() == BackwardMode::Checked));
     c = masked(extra, t, next.c, c);
     h = masked(extra, t, next.h, h);
     states.push_back(h);

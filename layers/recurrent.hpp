@@ -126,29 +126,9 @@ class SimpleRNN : public Recurrent {
   ParameterPtr W_, U_, b_;
 };
 
-/// npdl's GRU:
-///   z = gate(x U_z + s W_z + b_z)     r = gate(x U_r + s W_r + b_r)
-///   h = activation(x U_h + (s r) W_h + b_h)
-///   s_t = (1 - z) h + z s_{t-1}
-class GRU : public Recurrent {
- public:
-  explicit GRU(std::int64_t n_out, RecurrentOptions options = {}, GateOptions gates = {});
-  std::string name() const override { return "GRU"; }
-  /// npdl's order: {U_r, U_z, U_h, W_r, W_z, W_h, b_r, b_z, b_h}.
-  std::vector<ParameterPtr> params() const override;
-
- protected:
-  void make_params(std::int64_t n_in) override;
-  std::vector<Var> run(const Var& x, const SequenceInputs& extra) override;
-
- private:
-  ActivationKind gate_;
-  ParameterPtr U_r_, U_z_, U_h_, W_r_, W_z_, W_h_, b_r_, b_z_, b_h_;
-};
-
-/// The LSTM's time loop over the gate block (ops/cells.hpp), for LSTM and
-/// BatchLSTM, which differ in how they keep the weights.
-class LstmBase : public Recurrent {
+/// The gated layers (GRU, LSTM, BatchLSTM): gate nonlinearity and the
+/// cell's backward mode.
+class GatedRecurrent : public Recurrent {
  public:
   BackwardMode backward_mode() const { return gates_.mode; }
   /// ValueError for fused or checked with other nonlinearities than
@@ -157,7 +137,43 @@ class LstmBase : public Recurrent {
 
  protected:
   /// `name`: the derived layer's, for messages from its constructor.
-  LstmBase(const char* name, std::int64_t n_out, RecurrentOptions options, GateOptions gates);
+  GatedRecurrent(const char* name, std::int64_t n_out, RecurrentOptions options, GateOptions gates);
+  const GateOptions& gates() const { return gates_; }
+  /// The gate nonlinearity and the activation, as functions of graph values.
+  Var gate(const Var& v) const { return activate(gate_, v); }
+  Var act(const Var& v) const { return activate(activation(), v); }
+
+ private:
+  const char* name_;
+  GateOptions gates_;
+  ActivationKind gate_;
+};
+
+/// npdl's GRU:
+///   z = gate(x U_z + s W_z + b_z)     r = gate(x U_r + s W_r + b_r)
+///   h = activation(x U_h + (s r) W_h + b_h)
+///   s_t = (1 - z) h + z s_{t-1}
+class GRU : public GatedRecurrent {
+ public:
+  explicit GRU(std::int64_t n_out, RecurrentOptions options = {}, GateOptions gates = {});
+  static constexpr const char* kName = "GRU";
+  std::string name() const override { return kName; }
+  /// npdl's order: {U_r, U_z, U_h, W_r, W_z, W_h, b_r, b_z, b_h}.
+  std::vector<ParameterPtr> params() const override;
+
+ protected:
+  void make_params(std::int64_t n_in) override;
+  std::vector<Var> run(const Var& x, const SequenceInputs& extra) override;
+
+ private:
+  ParameterPtr U_r_, U_z_, U_h_, W_r_, W_z_, W_h_, b_r_, b_z_, b_h_;
+};
+
+/// The LSTM's time loop over the gate block (ops/cells.hpp), for LSTM and
+/// BatchLSTM, which differ in how they keep the weights.
+class LstmBase : public GatedRecurrent {
+ protected:
+  using GatedRecurrent::GatedRecurrent;
   bool has_cell_state() const override { return true; }
   std::vector<Var> run(const Var& x, const SequenceInputs& extra) override;
 
@@ -168,12 +184,6 @@ class LstmBase : public Recurrent {
     Var U, W, b;
   };
   virtual GateWeights gate_weights(const Var& x) const = 0;
-  const GateOptions& gates() const { return gates_; }
-
- private:
-  const char* name_;
-  GateOptions gates_;
-  ActivationKind gate_, cell_activation_;
 };
 
 /// npdl's LSTM:

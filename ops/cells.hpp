@@ -47,4 +47,23 @@ Var lstm_cell(const Var& z, const Var& c_prev, bool checked = false);
 /// h and c of lstm_cell's (N, 2H) result.
 LstmState lstm_cell_state(const Var& hc);
 
+// The GRU cell (npdl's GRU): a (N, 3H) holds the update and reset gates'
+// pre-activations and the candidate's input term, [a_z, a_r, x_h], where
+// a_z = x U_z + s W_z + b_z and a_r = x U_r + s W_r + b_r; s (N, H) is the
+// previous state and W_h (H, H) the candidate's hidden weights:
+//   z = sigmoid(a_z)   r = sigmoid(a_r)
+//   h = tanh(x_h + (s r) W_h)
+//   s' = (1 - z) h + z s
+
+/// The GRU cell from primitives; `gate` and `activation` as for
+/// lstm_cell_composite.
+Var gru_cell_composite(const Var& a, const Var& s, const Var& W_h,
+                       const Nonlinearity& gate = sigmoid, const Nonlinearity& activation = tanh);
+
+/// The GRU cell as one primitive with a hand-derived backward (Note [GRU
+/// cell backward] in ops/cells.cpp), recorded from primitives under
+/// create_graph; `checked` as for lstm_cell. ShapeError unless a is (N, 3H),
+/// s (N, H) and W_h (H, H); DTypeError unless all share a floating dtype.
+Var gru_cell(const Var& a, const Var& s, const Var& W_h, bool checked = false);
+
 }  // namespace npdl::ops

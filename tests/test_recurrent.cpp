@@ -65,6 +65,35 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LstmCell,
                                   (info.param.spread > 1 ? "_saturated" : "");
                          });
 
+class GruCell : public ::testing::TestWithParam<CellCase> {};
+
+TEST_P(GruCell, FusedEqualsCompositeInFloat64) {
+  const CellCase k = GetParam();
+  const std::vector<Tensor> inputs{Tensor::randn({k.n, 3 * k.h}, 1, DType::Float64, 0.0, k.spread),
+                                   Tensor::randn({k.n, k.h}, 2, DType::Float64),
+                                   Tensor::randn({k.h, k.h}, 3, DType::Float64)};
+  const Tensor up = Tensor::randn({k.n, k.h}, 4, DType::Float64);
+  const auto fused = [](const std::vector<Var>& v) { return ops::gru_cell(v[0], v[1], v[2]); };
+  const auto composite = [](const std::vector<Var>& v) {
+    return ops::gru_cell_composite(v[0], v[1], v[2]);
+  };
+  const std::vector<Var> vars{Var(inputs[0]), Var(inputs[1]), Var(inputs[2])};
+  EXPECT_LE(max_abs_diff(fused(vars).value(), composite(vars).value()), 1e-12);
+  const std::vector<Tensor> a = reverse_mode_gradients(fused, inputs, up);
+  const std::vector<Tensor> b = reverse_mode_gradients(composite, inputs, up);
+  for (int i = 0; i < 3; ++i) EXPECT_LE(max_abs_diff(a[i], b[i]), 1e-12) << "input " << i;
+  EXPECT_GRADCHECK(fused, inputs);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, GruCell,
+                         ::testing::Values(CellCase{1, 1, 1.0}, CellCase{2, 3, 1.0},
+                                           CellCase{7, 5, 8.0}, CellCase{130, 4, 1.0}),
+                         [](const auto& info) {
+                           return "n" + std::to_string(info.param.n) + "_h" +
+                                  std::to_string(info.param.h) +
+                                  (info.param.spread > 1 ? "_saturated" : "");
+                         });
+
 TEST(LstmCellShapes, AreCheckedAndNamed) {
   const Var z(Tensor::zeros({2, 6})), c(Tensor::zeros({2, 2}));
   EXPECT_THROW(ops::lstm_cell(z, c), ShapeError);  // 6 is not 4H
@@ -118,9 +147,9 @@ std::vector<LayerCase> layer_cases() {
   std::vector<LayerCase> out;
   for (const char* kind : {"SimpleRNN", "GRU", "LSTM", "BatchLSTM"}) {
     for (bool seq : {false, true}) {
-      const bool gated_lstm = std::string(kind).find("LSTM") != std::string::npos;
+      const bool gated = std::string(kind) != "SimpleRNN";
       for (BackwardMode m : {BackwardMode::Autodiff, BackwardMode::Fused, BackwardMode::Checked}) {
-        if (!gated_lstm && m != BackwardMode::Autodiff) continue;
+        if (!gated && m != BackwardMode::Autodiff) continue;
         out.push_back({kind, seq, m});
       }
     }
@@ -154,6 +183,13 @@ TEST(RecurrentLayer, MaskAndInitialStatesAtFirstAndSecondOrder) {
                                      Tensor::randn({3, 2}, 7, DType::Float64)};
     EXPECT_GRADCHECK(f, inputs) << layers::backward_mode_name(m);
     EXPECT_GRADGRADCHECK(f, inputs) << layers::backward_mode_name(m);
+    layers::GRU gru(2, o, g);
+    const auto f_gru = [&](const std::vector<Var>& v) {
+      return gru.apply(v[0], true, SequenceInputs{mask, v[1], {}});
+    };
+    const std::vector<Tensor> gru_inputs{inputs[0], inputs[1]};
+    EXPECT_GRADCHECK(f_gru, gru_inputs) << layers::backward_mode_name(m);
+    EXPECT_GRADGRADCHECK(f_gru, gru_inputs) << layers::backward_mode_name(m);
   }
 }
 
@@ -174,7 +210,7 @@ TEST(RecurrentLayer, MaskedStepsCarryTheState) {
 // every gradient, and checked raises no false alarm in float32 on a
 // problem of the size a user trains.
 TEST(RecurrentLayer, ModesAgreeAndCheckedIsQuietInFloat32) {
-  for (const char* kind : {"LSTM", "BatchLSTM"}) {
+  for (const char* kind : {"GRU", "LSTM", "BatchLSTM"}) {
     std::vector<std::vector<Tensor>> grads;
     for (BackwardMode m : {BackwardMode::Autodiff, BackwardMode::Fused, BackwardMode::Checked}) {
       set_seed(14);
