@@ -72,8 +72,9 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
       "npdl: batch normalisation on .npy files, and the tools that teach and check its gradient",
       "npdl");
   std::vector<std::pair<std::unique_ptr<Command>, CLI::App*>> commands;
-  for (auto make : {make_bn_command, make_explain_command, make_graph_command,
-                    make_gradcheck_command, make_primitives_command}) {
+  for (auto make :
+       {make_bn_command, make_explain_command, make_graph_command, make_gradcheck_command,
+        make_gradcheck_lstm_command, make_gradcheck_gru_command, make_primitives_command}) {
     std::unique_ptr<Command> command = make();
     CLI::App* selected_by = command->add_to(app);
     commands.emplace_back(std::move(command), selected_by);

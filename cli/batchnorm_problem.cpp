@@ -46,9 +46,11 @@ TensorComparison compare(const std::string& name, const Tensor& actual, const Te
                          tolerance.rtol);
 }
 
+}  // namespace
+
 GradientAgreement agreement(const std::string& tensor, const std::string& pair,
                             const Tensor& actual, const Tensor& reference,
-                            const GradCheckOptions& tolerance, bool informational = false) {
+                            const GradCheckOptions& tolerance, bool informational) {
   GradientAgreement a;
   a.tensor = tensor;
   a.pair = pair;
@@ -66,8 +68,6 @@ GradientAgreement agreement(const std::string& tensor, const std::string& pair,
                                  : "close";
   return a;
 }
-
-}  // namespace
 
 DType parse_dtype(const std::string& name) {
   if (name == "float32") return DType::Float32;

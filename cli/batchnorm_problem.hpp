@@ -74,6 +74,13 @@ struct GradientAgreement {
   std::string describe() const;
 };
 
+/// `actual` against `reference` on one tensor, within `tolerance` (its atol
+/// scaled by the reference's root mean square); an informational pair is
+/// shown, never failed.
+GradientAgreement agreement(const std::string& tensor, const std::string& pair,
+                            const Tensor& actual, const Tensor& reference,
+                            const GradCheckOptions& tolerance, bool informational = false);
+
 /// The three pairs for each of dx, dgamma and dbeta, with tolerances that
 /// suit the problem's dtype. For a float32 problem, "autodiff vs finite
 /// diff" is informational (the float32 composite's own rounding, Note

@@ -40,6 +40,9 @@ std::unique_ptr<Command> make_bn_command();
 std::unique_ptr<Command> make_explain_command();
 std::unique_ptr<Command> make_graph_command();
 std::unique_ptr<Command> make_gradcheck_command();
+/// Under `npdl gradcheck` (made after make_gradcheck_command's).
+std::unique_ptr<Command> make_gradcheck_lstm_command();
+std::unique_ptr<Command> make_gradcheck_gru_command();
 std::unique_ptr<Command> make_primitives_command();
 
 }  // namespace npdl::cli
