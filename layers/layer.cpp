@@ -1,5 +1,7 @@
 #include "layers/layer.hpp"
 
+#include <algorithm>
+
 #include "tensor/tensor_math.hpp"
 
 namespace npdl::layers {
@@ -61,6 +63,15 @@ std::vector<Layer::NamedState> Layer::state() {
 
 void Layer::check_state(std::size_t, const Tensor&, const std::string&) const {}
 
+bool Layer::state_shape_fits(std::size_t index, const Shape& shape) {
+  const std::vector<Tensor*> tensors = state_tensors();
+  if (index >= tensors.size()) return false;
+  const Shape& current = tensors[index]->shape();
+  if (shape == current) return true;
+  return state_rows_vary(index) && shape.size() == current.size() && !shape.empty() &&
+         std::equal(shape.begin() + 1, shape.end(), current.begin() + 1);
+}
+
 void Layer::set_state(std::size_t index, const Tensor& value, const std::string& who) {
   const std::vector<Tensor*> tensors = state_tensors();
   if (index >= tensors.size()) {
@@ -69,7 +80,7 @@ void Layer::set_state(std::size_t index, const Tensor& value, const std::string&
   }
   Tensor& current = *tensors[index];
   const std::string what = who + ": " + state_names().at(index);
-  if (value.shape() != current.shape()) {
+  if (!state_shape_fits(index, value.shape())) {
     throw ShapeError(what + " has shape " + npdl::to_string(current.shape()) + ", got " +
                      npdl::to_string(value.shape()));
   }
@@ -112,8 +123,8 @@ Tensor Layer::forward(const Tensor& input, bool training) {
   // Lean: a layer's private graph keeps only what its backward needs.
   auto graph = std::make_unique<Graph>(GraphOptions{/*keep_intermediates=*/false});
   // Indices (integers) are data without a gradient; values are variables.
-  Var in = is_floating(input.dtype()) ? graph->variable(input, "input")
-                                      : graph->input(input, "input");
+  Var in =
+      is_floating(input.dtype()) ? graph->variable(input, "input") : graph->input(input, "input");
   Var out = apply(in, training);
   guard.commit();
   forward_untracked_ = !out.tracked();

@@ -63,9 +63,13 @@ class Layer {
   /// Throws (ValueError naming `who`) unless `value` may become state tensor
   /// `index`, beyond its shape and dtype; changes nothing.
   virtual void check_state(std::size_t index, const Tensor& value, const std::string& who) const;
+  /// Whether a tensor of `shape` may become state tensor `index`: the
+  /// current shape, or any number of rows for a tensor whose first axis
+  /// counts time steps (a recurrent layer's per-step statistics).
+  bool state_shape_fits(std::size_t index, const Shape& shape);
   /// Replaces state tensor `index` (state()'s order). ShapeError or
-  /// DTypeError unless `value` has the current shape and dtype, and what
-  /// check_state throws; on failure nothing changes.
+  /// DTypeError unless `value` fits (state_shape_fits) and has the current
+  /// dtype, and what check_state throws; on failure nothing changes.
   void set_state(std::size_t index, const Tensor& value, const std::string& who);
 
   /// Note [No change on failure]
@@ -94,6 +98,12 @@ class Layer {
   virtual std::vector<Tensor*> state_tensors() { return {}; }
   /// The names of state_tensors(), in their order.
   virtual std::vector<std::string> state_names() const { return {}; }
+  /// Whether state tensor `index`'s first axis counts steps seen so far, so
+  /// that a saved one may have another number of rows.
+  virtual bool state_rows_vary(std::size_t index) const {
+    (void)index;
+    return false;
+  }
   /// Before the first successful forward, params() and state_tensors()
   /// follow the input's dtype (a float64 gradient check then runs in
   /// float64 throughout); after it, another dtype is a DTypeError.

@@ -118,7 +118,7 @@ void Recurrent::check_extra(const Var& input, const SequenceInputs& extra) const
   }
 }
 
-Var Recurrent::apply(const Var& input, bool /*training*/, const SequenceInputs& extra) {
+Var Recurrent::apply(const Var& input, bool training, const SequenceInputs& extra) {
   std::optional<Graph::CompositeScope> scope;
   if (input.graph() != nullptr) scope.emplace(*input.graph(), name());
   if (input.rank() != 3) {
@@ -128,7 +128,7 @@ Var Recurrent::apply(const Var& input, bool /*training*/, const SequenceInputs& 
   check_extra(input, extra);
   connect_for(input.shape());
   match_dtype(input.dtype());
-  const std::vector<Var> states = run(input, extra);
+  const std::vector<Var> states = run(input, extra, training);
   Var out = options_.return_sequence ? ops::stack(states, 1) : states.back();
   fix_dtype();
   return out;
@@ -173,7 +173,7 @@ void SimpleRNN::make_params(std::int64_t n_in) {
   b_ = with_zero_grad(Tensor::zeros({n_out()}, DType::Float32), "b");
 }
 
-std::vector<Var> SimpleRNN::run(const Var& x, const SequenceInputs& extra) {
+std::vector<Var> SimpleRNN::run(const Var& x, const SequenceInputs& extra, bool /*training*/) {
   const Var xw = project_inputs(x, on_graph(x, W_), on_graph(x, b_));
   const Var U = on_graph(x, U_);
   std::vector<Var> states;
@@ -208,7 +208,7 @@ void GRU::make_params(std::int64_t n_in) {
   b_h_ = with_zero_grad(Tensor::zeros({n_out()}, DType::Float32), "b_h");
 }
 
-std::vector<Var> GRU::run(const Var& x, const SequenceInputs& extra) {
+std::vector<Var> GRU::run(const Var& x, const SequenceInputs& extra, bool /*training*/) {
   const std::int64_t H = n_out();
   const auto p = [&](const ParameterPtr& q) { return on_graph(x, q); };
   // Input terms of the three blocks (z, r, h) for every step at once; the
@@ -255,7 +255,74 @@ void GatedRecurrent::set_backward_mode(BackwardMode mode) {
   gates_.mode = mode;
 }
 
-std::vector<Var> LstmBase::run(const Var& x, const SequenceInputs& extra) {
+LstmBase::LstmBase(const char* name, std::int64_t n_out, RecurrentOptions options,
+                   GateOptions gates, RecurrentBatchNorm batch_norm)
+    : GatedRecurrent(name, n_out, std::move(options), std::move(gates)),
+      batch_norm_(batch_norm),
+      bn_x_("bn_x", /*with_beta=*/false, batch_norm),
+      bn_h_("bn_h", /*with_beta=*/false, batch_norm),
+      bn_c_("bn_c", /*with_beta=*/true, batch_norm) {}
+
+void LstmBase::build(const Shape& input_shape) {
+  Recurrent::build(input_shape);
+  if (!batch_norm_.enabled) return;
+  bn_x_.build(4 * n_out());
+  bn_h_.build(4 * n_out());
+  bn_c_.build(n_out());
+}
+
+std::vector<ParameterPtr> LstmBase::batch_norm_params() const {
+  if (!batch_norm_.enabled) return {};
+  std::vector<ParameterPtr> out;
+  for (const StepBatchNorm* bn : {&bn_x_, &bn_h_, &bn_c_}) {
+    for (const ParameterPtr& p : bn->params()) out.push_back(p);
+  }
+  return out;
+}
+
+std::vector<Tensor*> LstmBase::state_tensors() {
+  if (!batch_norm_.enabled || !connected()) return {};
+  std::vector<Tensor*> out;
+  for (StepBatchNorm* bn : {&bn_x_, &bn_h_, &bn_c_}) {
+    for (Tensor* t : bn->state()) out.push_back(t);
+  }
+  return out;
+}
+
+std::vector<std::string> LstmBase::state_names() const {
+  if (!batch_norm_.enabled) return {};
+  std::vector<std::string> out;
+  for (const StepBatchNorm* bn : {&bn_x_, &bn_h_, &bn_c_}) {
+    for (const std::string& n : bn->state_names()) out.push_back(n);
+  }
+  return out;
+}
+
+std::vector<Var> LstmBase::run_normalised(const Var& x, const SequenceInputs& extra,
+                                          bool training) {
+  const GateWeights w = gate_weights(x);
+  const std::int64_t N = x.shape()[0], T = x.shape()[1], H = n_out();
+  const Var xu =
+      ops::reshape(ops::matmul(ops::reshape(x, {N * T, x.shape()[2]}), w.U), {N, T, 4 * H});
+  const BackwardMode mode = backward_mode();
+  std::vector<Var> states;
+  Var h = initial(extra.h0, x), c = initial(extra.c0, x);
+  for (std::int64_t t = 0; t < T; ++t) {
+    const Var z = bn_x_.apply(ops::select(xu, 1, t), t, training, mode) +
+                  bn_h_.apply(ops::matmul(h, w.W), t, training, mode) + w.b;
+    const Var i = gate(ops::slice(z, 1, 0, H)), f = gate(ops::slice(z, 1, H, 2 * H)),
+              o = gate(ops::slice(z, 1, 2 * H, 3 * H)), g = act(ops::slice(z, 1, 3 * H, 4 * H));
+    const Var next_c = f * c + i * g;
+    const Var next_h = o * act(bn_c_.apply(next_c, t, training, mode));
+    c = masked(extra, t, next_c, c);
+    h = masked(extra, t, next_h, h);
+    states.push_back(h);
+  }
+  return states;
+}
+
+std::vector<Var> LstmBase::run(const Var& x, const SequenceInputs& extra, bool training) {
+  if (batch_norm_.enabled) return run_normalised(x, extra, training);
   const GateWeights w = gate_weights(x);
   const Var xw = project_inputs(x, w.U, w.b);
   const auto gate_fn = [this](const Var& v) { return gate(v); };
@@ -276,11 +343,15 @@ std::vector<Var> LstmBase::run(const Var& x, const SequenceInputs& extra) {
   return states;
 }
 
-LSTM::LSTM(std::int64_t n_out, RecurrentOptions options, GateOptions gates)
-    : LstmBase(kName, n_out, std::move(options), std::move(gates)) {}
+LSTM::LSTM(std::int64_t n_out, RecurrentOptions options, GateOptions gates,
+           RecurrentBatchNorm batch_norm)
+    : LstmBase(kName, n_out, std::move(options), std::move(gates), batch_norm) {}
 
 std::vector<ParameterPtr> LSTM::params() const {
-  return {U_[0], U_[1], U_[2], U_[3], W_[0], W_[1], W_[2], W_[3], b_[0], b_[1], b_[2], b_[3]};
+  std::vector<ParameterPtr> out{U_[0], U_[1], U_[2], U_[3], W_[0], W_[1],
+                                W_[2], W_[3], b_[0], b_[1], b_[2], b_[3]};
+  for (const ParameterPtr& p : batch_norm_params()) out.push_back(p);
+  return out;
 }
 
 void LSTM::make_params(std::int64_t n_in) {
@@ -307,8 +378,15 @@ LstmBase::GateWeights LSTM::gate_weights(const Var& x) const {
   return {block(U_, 1), block(W_, 1), block(b_, 0)};
 }
 
-BatchLSTM::BatchLSTM(std::int64_t n_out, RecurrentOptions options, GateOptions gates)
-    : LstmBase(kName, n_out, std::move(options), std::move(gates)) {}
+BatchLSTM::BatchLSTM(std::int64_t n_out, RecurrentOptions options, GateOptions gates,
+                     RecurrentBatchNorm batch_norm)
+    : LstmBase(kName, n_out, std::move(options), std::move(gates), batch_norm) {}
+
+std::vector<ParameterPtr> BatchLSTM::params() const {
+  std::vector<ParameterPtr> out{AllW_};
+  for (const ParameterPtr& p : batch_norm_params()) out.push_back(p);
+  return out;
+}
 
 void BatchLSTM::make_params(std::int64_t n_in) {
   const std::int64_t H = n_out();

@@ -17,6 +17,7 @@
 
 #include "layers/activation.hpp"
 #include "layers/backward_mode.hpp"
+#include "layers/batch_norm/step_batch_norm.hpp"
 #include "layers/initializers.hpp"
 #include "layers/layer.hpp"
 
@@ -81,8 +82,9 @@ class Recurrent : public Layer {
   virtual void make_params(std::int64_t n_in) = 0;
   /// Whether the layer has a cell state (c0 is accepted).
   virtual bool has_cell_state() const { return false; }
-  /// The hidden state after every step, each (N, n_out).
-  virtual std::vector<Var> run(const Var& x, const SequenceInputs& extra) = 0;
+  /// The hidden state after every step, each (N, n_out); `training` as for
+  /// apply (batch norm in training or inference).
+  virtual std::vector<Var> run(const Var& x, const SequenceInputs& extra, bool training) = 0;
 
   /// The parameter as a value on `like`'s graph (or its value off a graph).
   static Var on_graph(const Var& like, const ParameterPtr& p);
@@ -120,7 +122,7 @@ class SimpleRNN : public Recurrent {
 
  protected:
   void make_params(std::int64_t n_in) override;
-  std::vector<Var> run(const Var& x, const SequenceInputs& extra) override;
+  std::vector<Var> run(const Var& x, const SequenceInputs& extra, bool training) override;
 
  private:
   ParameterPtr W_, U_, b_;
@@ -163,7 +165,7 @@ class GRU : public GatedRecurrent {
 
  protected:
   void make_params(std::int64_t n_in) override;
-  std::vector<Var> run(const Var& x, const SequenceInputs& extra) override;
+  std::vector<Var> run(const Var& x, const SequenceInputs& extra, bool training) override;
 
  private:
   ParameterPtr U_r_, U_z_, U_h_, W_r_, W_z_, W_h_, b_r_, b_z_, b_h_;
@@ -171,11 +173,32 @@ class GRU : public GatedRecurrent {
 
 /// The LSTM's time loop over the gate block (ops/cells.hpp), for LSTM and
 /// BatchLSTM, which differ in how they keep the weights.
+/// The LSTM's time loop over the gate block (ops/cells.hpp), for LSTM and
+/// BatchLSTM, which differ in how they keep the weights.
+///
+/// With batch norm (RecurrentBatchNorm::enabled; Cooijmans et al. 2016):
+///   z_t = BN_x(x_t U) + BN_h(h_{t-1} W) + b       (no shift in BN_x, BN_h)
+///   c_t = f c_{t-1} + i g                         h_t = o tanh(BN_c(c_t))
+/// each BN with its gamma and beta shared over time and its statistics per
+/// step (layers/batch_norm/step_batch_norm.hpp). The gate block is then
+/// composed of primitives, and the backward mode is the batch norms' own.
 class LstmBase : public GatedRecurrent {
+ public:
+  const RecurrentBatchNorm& batch_norm() const { return batch_norm_; }
+
  protected:
-  using GatedRecurrent::GatedRecurrent;
+  LstmBase(const char* name, std::int64_t n_out, RecurrentOptions options, GateOptions gates,
+           RecurrentBatchNorm batch_norm);
+  void build(const Shape& input_shape) override;
   bool has_cell_state() const override { return true; }
-  std::vector<Var> run(const Var& x, const SequenceInputs& extra) override;
+  std::vector<Var> run(const Var& x, const SequenceInputs& extra, bool training) override;
+  /// The batch norms' parameters ({bn_x.gamma, bn_h.gamma, bn_c.gamma,
+  /// bn_c.beta}; none without batch norm), after the weights in params().
+  std::vector<ParameterPtr> batch_norm_params() const;
+  std::vector<Tensor*> state_tensors() override;
+  std::vector<std::string> state_names() const override;
+  /// Every batch-norm statistic has a row per step seen.
+  bool state_rows_vary(std::size_t) const override { return true; }
 
   /// The gate weights in the order i, f, o, g along their columns: input
   /// to gates U (n_in, 4 n_out), hidden to gates W (n_out, 4 n_out), bias
@@ -184,6 +207,12 @@ class LstmBase : public GatedRecurrent {
     Var U, W, b;
   };
   virtual GateWeights gate_weights(const Var& x) const = 0;
+
+ private:
+  std::vector<Var> run_normalised(const Var& x, const SequenceInputs& extra, bool training);
+
+  RecurrentBatchNorm batch_norm_;
+  StepBatchNorm bn_x_, bn_h_, bn_c_;
 };
 
 /// npdl's LSTM:
@@ -192,10 +221,12 @@ class LstmBase : public GatedRecurrent {
 /// b_f starts at forget_bias_num.
 class LSTM : public LstmBase {
  public:
-  explicit LSTM(std::int64_t n_out, RecurrentOptions options = {}, GateOptions gates = {});
+  explicit LSTM(std::int64_t n_out, RecurrentOptions options = {}, GateOptions gates = {},
+                RecurrentBatchNorm batch_norm = {});
   static constexpr const char* kName = "LSTM";
   std::string name() const override { return kName; }
-  /// npdl's order: {U_g, U_i, U_f, U_o, W_g, W_i, W_f, W_o, b_g, b_i, b_f, b_o}.
+  /// npdl's order: {U_g, U_i, U_f, U_o, W_g, W_i, W_f, W_o, b_g, b_i, b_f, b_o},
+  /// then the batch norms' (batch_norm_params()).
   std::vector<ParameterPtr> params() const override;
 
  protected:
@@ -212,11 +243,12 @@ class LSTM : public LstmBase {
 /// rows, then the hidden-to-gates rows; the columns hold gates i, f, o, g.
 class BatchLSTM : public LstmBase {
  public:
-  explicit BatchLSTM(std::int64_t n_out, RecurrentOptions options = {}, GateOptions gates = {});
+  explicit BatchLSTM(std::int64_t n_out, RecurrentOptions options = {}, GateOptions gates = {},
+                     RecurrentBatchNorm batch_norm = {});
   static constexpr const char* kName = "BatchLSTM";
   std::string name() const override { return kName; }
-  /// npdl's order: {AllW}.
-  std::vector<ParameterPtr> params() const override { return {AllW_}; }
+  /// npdl's order: {AllW}, then the batch norms' (batch_norm_params()).
+  std::vector<ParameterPtr> params() const override;
   const ParameterPtr& AllW() const { return AllW_; }
 
  protected:

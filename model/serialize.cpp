@@ -38,6 +38,8 @@ struct StateEntry {
   Tensor value;
   std::function<void(const Tensor&)> assign;
   std::function<void(const Tensor&, const std::string& path)> check;
+  /// Whether a loaded shape fits (none: exactly value's).
+  std::function<bool(const Shape&)> shape_fits;
 };
 
 std::vector<StateEntry> state_of(const std::vector<std::shared_ptr<layers::Layer>>& stack) {
@@ -50,7 +52,8 @@ std::vector<StateEntry> state_of(const std::vector<std::shared_ptr<layers::Layer
                        " has no input shape yet (call build, fit or predict first)");
     }
     for (const ParameterPtr& p : layer.params()) {
-      out.push_back({prefix + p->name, p->value, [p](const Tensor& t) { p->value = t; }, nullptr});
+      out.push_back(
+          {prefix + p->name, p->value, [p](const Tensor& t) { p->value = t; }, nullptr, nullptr});
     }
     // Note [Running statistics from outside] in layers/batch_norm/batch_normal.cpp:
     // a loaded state tensor is checked before anything is assigned.
@@ -62,7 +65,8 @@ std::vector<StateEntry> state_of(const std::vector<std::shared_ptr<layers::Layer
                      [owner, k, id](const Tensor& t) { owner->set_state(k, t, id); },
                      [owner, k, id](const Tensor& t, const std::string& path) {
                        owner->check_state(k, t, path + ": " + id);
-                     }});
+                     },
+                     [owner, k](const Shape& shape) { return owner->state_shape_fits(k, shape); }});
     }
   }
   return out;
@@ -280,7 +284,9 @@ void Model::load(const std::string& path) {
     if (name != e.name) {
       throw ShapeError(path + ": expected tensor '" + e.name + "', got '" + name + "'");
     }
-    check_same_shape(e.value.shape(), t.shape(), path + ": tensor '" + name + "'");
+    if (!e.shape_fits || !e.shape_fits(t.shape())) {
+      check_same_shape(e.value.shape(), t.shape(), path + ": tensor '" + name + "'");
+    }
     if (t.dtype() != e.value.dtype()) {
       throw DTypeError(path + ": tensor '" + name + "' is " + to_string(t.dtype()) +
                        ", the model's is " + to_string(e.value.dtype()));

@@ -80,8 +80,8 @@ void expect_agreement(const GraphFunction& composite, const VjpArgs& c, const Ba
   const std::pair<const char*, const Tensor*> fused[] = {
       {"dx", &g.dx}, {"dgamma", &g.dgamma}, {"dbeta", &g.dbeta}};
   for (int i = 0; i < 3; ++i) {
-    expect_hand_derived_close(std::string("BatchNormal checked backward (") + fused[i].first + ")", autodiff[i],
-                 *fused[i].second);
+    expect_hand_derived_close(std::string("BatchNormal checked backward (") + fused[i].first + ")",
+                              autodiff[i], *fused[i].second);
   }
 }
 
@@ -376,17 +376,19 @@ Var BatchNormal::apply_with(const Var& x, bool training,
   return y;
 }
 
-void BatchNormal::update_running_stats(const BatchNormStats& stats, std::int64_t M) {
-  // The rule (npdl itself keeps no running statistics): momentum
-  // weighs the old value. The batch variance is biased (divided by M); the
-  // running one estimates the population's, so it is scaled by M / (M - 1).
-  const DType dtype = running_mean_.dtype();
+void update_running_statistics(Tensor& running_mean, Tensor& running_var,
+                               const BatchNormStats& stats, std::int64_t M, double momentum) {
+  // npdl itself keeps no running statistics: the rule is ours.
+  const DType dtype = running_mean.dtype();
   const Tensor mean = stats.mean.astype(dtype), var = stats.var.astype(dtype);
   const double unbias = double(M) / double(M - 1);
-  running_mean_ =
-      math::add(math::scale(running_mean_, momentum_), math::scale(mean, 1.0 - momentum_));
-  running_var_ =
-      math::add(math::scale(running_var_, momentum_), math::scale(var, (1.0 - momentum_) * unbias));
+  running_mean = math::add(math::scale(running_mean, momentum), math::scale(mean, 1.0 - momentum));
+  running_var =
+      math::add(math::scale(running_var, momentum), math::scale(var, (1.0 - momentum) * unbias));
+}
+
+void BatchNormal::update_running_stats(const BatchNormStats& stats, std::int64_t M) {
+  update_running_statistics(running_mean_, running_var_, stats, M, momentum_);
 }
 
 Tensor BatchNormal::checked_param(const Tensor& t, const char* what) const {

@@ -24,7 +24,6 @@
 
 namespace npdl::layers {
 
-
 /// How the fused training node behaves; the defaults are the layer's fused
 /// mode without its input checks.
 struct FusedOptions {
@@ -73,6 +72,13 @@ void check_statistics(const BatchNormStats& stats, DType dtype,
 /// the first feature that fails and its value.
 void check_running_mean(const Tensor& mean, const std::string& layer);
 void check_running_var(const Tensor& var, const std::string& layer);
+
+/// Running statistics after one training batch of M elements per feature:
+/// momentum weighs the old value (npdl's convention); the batch variance is
+/// biased (divided by M), so it is scaled by M / (M - 1) to estimate the
+/// population's. New tensors in the running ones' dtype replace them.
+void update_running_statistics(Tensor& running_mean, Tensor& running_var,
+                               const BatchNormStats& stats, std::int64_t M, double momentum);
 
 class BatchNormal : public Layer {
  public:
