@@ -1,6 +1,7 @@
 #include "layers/activation.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 
 #include "layers/registry.hpp"
@@ -38,6 +39,33 @@ Var abs(const Var& x) { return ops::relu(x) + ops::relu(-x); }
 
 const std::vector<std::string>& activation_names() { return registry().names(); }
 
+namespace {
+
+double checked_argument(const char* activation, const char* what, double v, bool positive) {
+  if (!std::isfinite(v) || (positive && v <= 0)) {
+    throw ValueError(std::string(activation) + ": " + what + " must be a finite number" +
+                     (positive ? " > 0" : "") + ", got " + std::to_string(v));
+  }
+  return v;
+}
+
+}  // namespace
+
+ActivationKind elliot(double steepness) {
+  return {"elliot", 0.0, checked_argument("elliot", "steepness", steepness, true)};
+}
+
+ActivationKind symmetric_elliot(double steepness) {
+  return {"symmetric_elliot", 0.0,
+          checked_argument("symmetric_elliot", "steepness", steepness, true)};
+}
+
+ActivationKind leaky_relu(double alpha) {
+  return {"leaky_relu", checked_argument("leaky_relu", "alpha", alpha, false)};
+}
+
+ActivationKind elu(double alpha) { return {"elu", checked_argument("elu", "alpha", alpha, true)}; }
+
 ActivationKind activation_kind(const std::string& name) { return registry().get(name); }
 
 Var activate(const ActivationKind& kind, const Var& x) {
@@ -50,8 +78,12 @@ Var activate(const ActivationKind& kind, const Var& x) {
   // Note [Kinks and compositions] (ops/activation.cpp): softplus, leaky_relu
   // and elu are primitives, so that their derivative at 0 is right.
   if (n == "softplus") return ops::softplus(x);
-  if (n == "softsign" || n == "symmetric_elliot") return x / (abs(x) + 1.0);
-  if (n == "elliot") return x * 0.5 / (abs(x) + 1.0) + 0.5;
+  if (n == "softsign") return x / (abs(x) + 1.0);
+  if (n == "symmetric_elliot" || n == "elliot") {
+    const Var sx = kind.steepness == 1.0 ? x : x * kind.steepness;
+    const Var symmetric = sx / (abs(sx) + 1.0);
+    return n == "elliot" ? symmetric * 0.5 + 0.5 : symmetric;
+  }
   if (n == "leaky_relu") return ops::leaky_relu(x, kind.alpha);
   if (n == "elu") return ops::elu(x, kind.alpha);
   return activate(activation_kind(n), x);  // not canonical: throws listing the names

@@ -9,8 +9,9 @@
 //   leaky_relu   = relu(x) - alpha * relu(-x)
 //   elu          = relu(x) + alpha * (exp(-relu(-x)) - 1)
 //   softsign     = x / (1 + |x|)
-//   elliot       = 0.5 * x / (1 + |x|) + 0.5
+//   elliot       = 0.5 * x / (1 + |x|) + 0.5     (of steepness * x)
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "layers/layer.hpp"
@@ -20,7 +21,8 @@ namespace npdl::layers {
 /// One activation, by its canonical (snake_case) name.
 struct ActivationKind {
   std::string name;
-  double alpha = 0.0;  // slope of leaky_relu below 0, scale of elu
+  double alpha = 0.0;      // slope of leaky_relu below 0, scale of elu
+  double steepness = 1.0;  // of elliot and symmetric_elliot: f(steepness * x)
 };
 
 /// The activation of a name (npdl's spellings: "tanh", "Tanh", "tan",
@@ -28,6 +30,28 @@ struct ActivationKind {
 ActivationKind activation_kind(const std::string& name);
 /// Every accepted spelling.
 const std::vector<std::string>& activation_names();
+
+/// npdl's activation objects with arguments: Elliot(steepness) is
+///   0.5 s x / (1 + |s x|) + 0.5,  SymmetricElliot(steepness) s x / (1 + |s x|);
+/// and leaky_relu's slope, elu's scale. ValueError unless finite (steepness
+/// and scale > 0).
+ActivationKind elliot(double steepness = 1.0);
+ActivationKind symmetric_elliot(double steepness = 1.0);
+ActivationKind leaky_relu(double alpha = 0.01);
+ActivationKind elu(double alpha = 1.0);
+
+/// What a layer takes for an activation: a name with npdl's spellings
+/// ("tanh", "ReLU") or an activation object (elliot(2.0)).
+class ActivationSpec {
+ public:
+  ActivationSpec(const char* name) : kind_(activation_kind(name)) {}
+  ActivationSpec(const std::string& name) : kind_(activation_kind(name)) {}
+  ActivationSpec(ActivationKind kind) : kind_(std::move(kind)) {}
+  const ActivationKind& kind() const { return kind_; }
+
+ private:
+  ActivationKind kind_;
+};
 
 /// The activation applied to `x` (softmax along the last axis).
 Var activate(const ActivationKind& kind, const Var& x);
@@ -51,8 +75,7 @@ class EndsInActivation {
 /// npdl's Activation layer: an activation by name, no parameters.
 class Activation : public Layer, public EndsInActivation {
  public:
-  explicit Activation(const std::string& activation = "tanh")
-      : kind_(activation_kind(activation)) {}
+  explicit Activation(const ActivationSpec& activation = "tanh") : kind_(activation.kind()) {}
   std::string name() const override { return "Activation(" + kind_.name + ")"; }
   Var apply(const Var& input, bool training) override;
   const ActivationKind& final_activation() const override { return kind_; }

@@ -64,6 +64,13 @@ void check_sample_shape(const Shape& shape, const std::string& who) {
   }
 }
 
+// npdl's 4-entry input_shape (nb_batch, C, H, W) names the batch size
+// first (often None); the layer takes any batch, so only (C, H, W) is kept.
+Shape without_batch(Shape shape) {
+  if (shape.size() == 4) shape.erase(shape.begin());
+  return shape;
+}
+
 }  // namespace
 
 ConvPadding::ConvPadding(const char* mode)
@@ -115,14 +122,14 @@ std::string ConvPadding::describe() const {
 }
 
 Convolution::Convolution(std::int64_t nb_filter, Size2 filter_size, Shape input_shape, Size2 stride,
-                         initializers::InitSpec init, const std::string& activation,
+                         initializers::InitSpec init, const ActivationSpec& activation,
                          ConvPadding padding)
     : nb_filter_(nb_filter),
       filter_size_(filter_size),
       stride_(stride),
-      declared_input_shape_(std::move(input_shape)),
+      declared_input_shape_(without_batch(std::move(input_shape))),
       init_(std::move(init)),
-      activation_(activation_kind(activation)),
+      activation_(activation.kind()),
       padding_spec_(padding) {
   if (nb_filter < 1) {
     throw ValueError("Convolution: nb_filter must be at least 1, got " + std::to_string(nb_filter));

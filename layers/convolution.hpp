@@ -64,13 +64,14 @@ class Convolution : public Layer, public EndsInActivation {
  public:
   /// npdl's Convolution(nb_filter, filter_size, input_shape=None, stride=1,
   /// init='glorot_uniform', activation='relu'), plus `padding`.
-  /// `input_shape` is (C, H, W) without the samples axis, or empty to take it
-  /// from the previous layer or the first input. Throws ValueError for
-  /// nb_filter, filter sizes or strides < 1, ShapeError for an input_shape
-  /// that is not (C, H, W).
+  /// `input_shape` is (C, H, W) without the samples axis, npdl's
+  /// (nb_batch, C, H, W) (the batch entry, any value, is not kept: the
+  /// layer takes any batch), or empty to take it from the previous layer or
+  /// the first input. Throws ValueError for nb_filter, filter sizes or
+  /// strides < 1, ShapeError for an input_shape of another rank.
   Convolution(std::int64_t nb_filter, Size2 filter_size, Shape input_shape = {}, Size2 stride = 1,
               initializers::InitSpec init = "glorot_uniform",
-              const std::string& activation = "relu", ConvPadding padding = "valid");
+              const ActivationSpec& activation = "relu", ConvPadding padding = "valid");
 
   std::string name() const override { return "Convolution"; }
   Var apply(const Var& input, bool training) override;

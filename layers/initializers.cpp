@@ -95,6 +95,12 @@ Tensor HeUniform::operator()(const Shape& shape, DType dtype) const {
   return uniform(shape, dtype, std::sqrt(6.0 / decompose_size(shape).in));
 }
 
+Orthogonal::Orthogonal(const std::string& gain) : gain_(std::sqrt(2.0)) {
+  if (gain != "relu") {
+    throw ValueError("Orthogonal: gain must be a number or 'relu', got '" + gain + "'");
+  }
+}
+
 Tensor Orthogonal::operator()(const Shape& shape, DType dtype) const {
   if (shape.size() < 2) {
     throw ShapeError("orthogonal initialiser expects a shape of rank >= 2, got " +

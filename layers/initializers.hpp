@@ -93,6 +93,10 @@ class HeUniform : public Initializer {
 class Orthogonal : public Initializer {
  public:
   explicit Orthogonal(double gain = 1.0) : gain_(gain) {}
+  /// npdl's Orthogonal(gain='relu'): the gain sqrt(2) that keeps a relu
+  /// layer's variance; ValueError for any other name.
+  explicit Orthogonal(const std::string& gain);
+  double gain() const { return gain_; }
   Tensor operator()(const Shape& shape, DType dtype) const override;
   std::string name() const override { return "orthogonal"; }
 

@@ -54,8 +54,8 @@ Var Linear::apply(const Var& input, bool /*training*/) {
 }
 
 Dense::Dense(std::int64_t n_out, std::int64_t n_in, initializers::InitSpec init,
-             const std::string& activation)
-    : Linear(n_out, n_in, std::move(init)), activation_(activation_kind(activation)) {}
+             const ActivationSpec& activation)
+    : Linear(n_out, n_in, std::move(init)), activation_(activation.kind()) {}
 
 Var Dense::apply_pre_activation(const Var& input, bool /*training*/) {
   std::optional<Graph::CompositeScope> scope;

@@ -3,6 +3,7 @@
 // followed by an activation).
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "layers/activation.hpp"
 #include "layers/initializers.hpp"
@@ -48,7 +49,7 @@ class Dense : public Linear, public EndsInActivation {
  public:
   explicit Dense(std::int64_t n_out, std::int64_t n_in = 0,
                  initializers::InitSpec init = "glorot_uniform",
-                 const std::string& activation = "tanh");
+                 const ActivationSpec& activation = "tanh");
 
   std::string name() const override { return "Dense"; }
   Var apply(const Var& input, bool training) override;
@@ -57,6 +58,16 @@ class Dense : public Linear, public EndsInActivation {
 
  private:
   ActivationKind activation_;
+};
+
+/// npdl's Softmax(n_out, n_in=None, init='glorot_uniform'): a Dense layer
+/// whose activation is the softmax.
+class Softmax : public Dense {
+ public:
+  explicit Softmax(std::int64_t n_out, std::int64_t n_in = 0,
+                   initializers::InitSpec init = "glorot_uniform")
+      : Dense(n_out, n_in, std::move(init), "softmax") {}
+  std::string name() const override { return "Softmax"; }
 };
 
 }  // namespace npdl::layers

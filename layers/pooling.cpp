@@ -16,23 +16,32 @@ Pooling::Pooling(Size2 pool_size, std::optional<Size2> stride)
 }
 
 void Pooling::build(const Shape& input_shape) {
-  if (input_shape.size() != 3) {
-    throw ShapeError(name() + " expects samples of shape (channels, height, width), got " +
+  if (input_shape.size() != 3 && input_shape.size() != 2) {
+    throw ShapeError(name() +
+                     " expects samples of shape (channels, height, width) or (height, width), "
+                     "got " +
                      to_string(input_shape));
   }
-  const Size2 out = math::window_output_size({input_shape[1], input_shape[2]}, pool_size_, stride_,
-                                             {}, name().c_str());
-  output_shape_ = {input_shape[0], out.h, out.w};
+  const std::size_t h = input_shape.size() - 2;
+  const Size2 out = math::window_output_size({input_shape[h], input_shape[h + 1]}, pool_size_,
+                                             stride_, {}, name().c_str());
+  output_shape_ =
+      input_shape.size() == 3 ? Shape{input_shape[0], out.h, out.w} : Shape{out.h, out.w};
+}
+
+Var Pooling::pool(const Var& input, Var (*pool2d)(const Var&, Size2, Size2)) {
+  ensure_connected(input.shape());
+  if (input.rank() == 4) return pool2d(input, pool_size_, stride_);
+  // (N, H, W), npdl's 3-D input: one channel, pooled as (N, 1, H, W).
+  const Shape& s = input.shape();
+  const Var pooled = pool2d(ops::reshape(input, {s[0], 1, s[1], s[2]}), pool_size_, stride_);
+  return ops::reshape(pooled, {s[0], output_shape_[0], output_shape_[1]});
 }
 
 Var MeanPooling::apply(const Var& input, bool /*training*/) {
-  ensure_connected(input.shape());
-  return ops::mean_pool2d(input, pool_size(), stride());
+  return pool(input, ops::mean_pool2d);
 }
 
-Var MaxPooling::apply(const Var& input, bool /*training*/) {
-  ensure_connected(input.shape());
-  return ops::max_pool2d(input, pool_size(), stride());
-}
+Var MaxPooling::apply(const Var& input, bool /*training*/) { return pool(input, ops::max_pool2d); }
 
 }  // namespace npdl::layers

@@ -1,5 +1,6 @@
 #pragma once
-// npdl's pooling layers on NCHW inputs: MeanPooling and MaxPooling. npdl's
+// npdl's pooling layers on NCHW inputs, or (N, H, W) ones as npdl also
+// takes: MeanPooling and MaxPooling. npdl's
 // windows do not overlap (the stride is the pool size); rows and columns at
 // the end that do not fill a window are dropped. An optional stride makes
 // them overlap or skip.
@@ -24,6 +25,9 @@ class Pooling : public Layer {
   /// Throws ValueError for pool sizes or strides < 1. No stride: the pool size.
   Pooling(Size2 pool_size, std::optional<Size2> stride);
   void build(const Shape& input_shape) override;
+  /// `pool2d` over the input's last two axes: (N, C, H, W), or npdl's
+  /// (N, H, W) as one channel.
+  Var pool(const Var& input, Var (*pool2d)(const Var&, Size2, Size2));
 
  private:
   Size2 pool_size_, stride_;

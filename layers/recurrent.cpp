@@ -28,9 +28,7 @@ Tensor mask_column(const Tensor& mask, std::int64_t t) {
 // ---------------------------------------------------------------- Recurrent
 
 Recurrent::Recurrent(std::int64_t n_out, RecurrentOptions options)
-    : n_out_(n_out),
-      options_(std::move(options)),
-      activation_(activation_kind(options_.activation)) {
+    : n_out_(n_out), options_(std::move(options)), activation_(options_.activation.kind()) {
   const auto at_least = [&](const char* what, std::int64_t v, std::int64_t lo) {
     if (v < lo) {
       throw ValueError(std::string("recurrent layer: ") + what + " must be at least " +
@@ -240,7 +238,7 @@ GatedRecurrent::GatedRecurrent(const char* name, std::int64_t n_out, RecurrentOp
     : Recurrent(n_out, std::move(options)),
       name_(name),
       gates_(std::move(gates)),
-      gate_(activation_kind(gates_.gate_activation)) {
+      gate_(gates_.gate_activation.kind()) {
   set_backward_mode(gates_.mode);
 }
 

@@ -30,13 +30,13 @@ struct RecurrentOptions {
   std::int64_t nb_seq = 0;    // sequence length the layer accepts; 0: any
   initializers::InitSpec init = "glorot_uniform";    // input-to-hidden weights
   initializers::InitSpec inner_init = "orthogonal";  // hidden-to-hidden weights
-  std::string activation = "tanh";
+  ActivationSpec activation = "tanh";
   bool return_sequence = false;  // every step's state, or the last one's
 };
 
 /// The gated layers' further arguments (GRU, LSTM, BatchLSTM).
 struct GateOptions {
-  std::string gate_activation = "sigmoid";
+  ActivationSpec gate_activation = "sigmoid";
   /// The forget gate's initial bias (LSTM and BatchLSTM): 1 lets the cell
   /// remember from the start.
   double forget_bias_num = 1.0;

@@ -16,13 +16,16 @@ Shape with_samples(std::int64_t n, const Shape& sample) {
 }  // namespace
 
 Flatten::Flatten(int outdim) : outdim_(outdim) {
-  if (outdim < 2) {
-    throw ValueError("Flatten: outdim must be at least 2 (samples and features), got " +
-                     std::to_string(outdim));
+  if (outdim < 1) {
+    throw ValueError("Flatten: outdim must be at least 1, got " + std::to_string(outdim));
   }
 }
 
 void Flatten::build(const Shape& input_shape) {
+  if (outdim_ == 1) {  // the samples axis merges too: no sample shape is left
+    output_shape_ = {};
+    return;
+  }
   // Sample axes kept: outdim - 2; the rest merges into the last output axis.
   const std::size_t kept = static_cast<std::size_t>(outdim_ - 2);
   if (input_shape.size() < kept + 1) {
@@ -35,6 +38,30 @@ void Flatten::build(const Shape& input_shape) {
 }
 
 Var Flatten::apply(const Var& input, bool /*training*/) {
+  ensure_connected(input.shape());
+  if (outdim_ == 1) return ops::reshape(input, {input.value().size()});
+  return ops::reshape(input, with_samples(input.shape()[0], output_shape_));
+}
+
+DimShuffle::DimShuffle(int axis) : axis_(axis) {
+  if (axis < 1) {
+    throw ValueError("DimShuffle: axis must be at least 1 (axis 0 holds the samples), got " +
+                     std::to_string(axis));
+  }
+}
+
+void DimShuffle::build(const Shape& input_shape) {
+  // The axis counts the samples axis: sample position axis - 1.
+  const std::size_t at = static_cast<std::size_t>(axis_ - 1);
+  if (at > input_shape.size()) {
+    throw AxisError("DimShuffle(axis=" + std::to_string(axis_) + ") needs inputs of rank >= " +
+                    std::to_string(axis_) + ", got samples of shape " + to_string(input_shape));
+  }
+  output_shape_ = input_shape;
+  output_shape_.insert(output_shape_.begin() + static_cast<std::ptrdiff_t>(at), 1);
+}
+
+Var DimShuffle::apply(const Var& input, bool /*training*/) {
   ensure_connected(input.shape());
   return ops::reshape(input, with_samples(input.shape()[0], output_shape_));
 }

@@ -91,6 +91,30 @@ Tensor one_hot(const std::vector<int>& labels, int classes, DType dtype) {
   return Tensor::from_vector({static_cast<std::int64_t>(labels.size()), classes}, values, dtype);
 }
 
+Tensor one_hot(const std::vector<int>& labels) {
+  if (labels.empty()) {
+    throw ValueError("one_hot: without a class count the labels must name them, got no labels");
+  }
+  const int largest = *std::max_element(labels.begin(), labels.end());
+  return one_hot(labels, std::max(largest, 0) + 1);
+}
+
+std::vector<int> unhot(const Tensor& one_hot) {
+  if (one_hot.rank() != 2 || one_hot.dim(1) < 1) {
+    throw ShapeError("unhot: expected rows of class scores (N, classes), got " +
+                     to_string(one_hot.shape()));
+  }
+  const std::int64_t n = one_hot.dim(0), classes = one_hot.dim(1);
+  const std::vector<double> v = one_hot.to_vector();
+  std::vector<int> labels(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) {
+    const auto row = v.begin() + i * classes;
+    labels[static_cast<std::size_t>(i)] =
+        static_cast<int>(std::max_element(row, row + classes) - row);
+  }
+  return labels;
+}
+
 double accuracy(const Tensor& outputs, const Tensor& targets) {
   check_same_shape(outputs.shape(), targets.shape(),
                    "accuracy: targets (expected the outputs' shape)");

@@ -223,6 +223,12 @@ class Model {
 double accuracy(const Tensor& outputs, const Tensor& targets);
 /// Rows of one-hot vectors for class labels in [0, classes).
 Tensor one_hot(const std::vector<int>& labels, int classes, DType dtype = DType::Float32);
+/// npdl's one_hot(labels) without a class count: as many classes as the
+/// largest label plus one. ValueError for an empty or negative label list.
+Tensor one_hot(const std::vector<int>& labels);
+/// npdl's unhot: each row's class, the index of its largest value (the
+/// first on ties). ShapeError unless `one_hot` is (N, classes).
+std::vector<int> unhot(const Tensor& one_hot);
 /// Rows [begin, end) of t (along axis 0), copied.
 Tensor slice_rows(const Tensor& t, std::int64_t begin, std::int64_t end);
 /// The rows of t at `rows`, copied, in that order.

@@ -73,6 +73,13 @@ Var BinaryCrossEntropy::per_batch_from_pre_activation(const Var& z, const Var& t
   return ops::sum(ops::softplus(z) - t * z) * (1.0 / samples(z));
 }
 
+SoftmaxCategoricalCrossEntropy::SoftmaxCategoricalCrossEntropy(double epsilon) : epsilon_(epsilon) {
+  if (!(std::isfinite(epsilon) && epsilon > 0)) {
+    throw ValueError("SoftmaxCategoricalCrossEntropy: epsilon must be a finite number > 0, got " +
+                     std::to_string(epsilon));
+  }
+}
+
 Var SoftmaxCategoricalCrossEntropy::per_batch(const Var& z, const Var& t) const {
   if (z.rank() != 2) {
     throw ShapeError(name() + " expects scores of shape (N, classes), got " + to_string(z.shape()));

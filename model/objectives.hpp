@@ -79,12 +79,22 @@ class BinaryCrossEntropy : public Objective {
 /// layer ends in a softmax hands it that softmax's input.
 class SoftmaxCategoricalCrossEntropy : public Objective {
  public:
+  /// npdl's SCCE(epsilon=1e-11), the floor npdl meant for a probability
+  /// before its log (its clipping line is commented out). The loss here is
+  /// computed from scores with log_softmax, which never takes the log of a
+  /// rounded-off zero, so no floor is applied; the value is kept for
+  /// npdl's signature. ValueError unless finite and > 0.
+  explicit SoftmaxCategoricalCrossEntropy(double epsilon = 1e-11);
+  double epsilon() const { return epsilon_; }
   std::string name() const override { return "SoftmaxCategoricalCrossEntropy"; }
   std::string fuses_with() const override { return "softmax"; }
 
  protected:
   Var per_batch(const Var& z, const Var& t) const override;
   Var per_batch_from_pre_activation(const Var& z, const Var& t) const override;
+
+ private:
+  double epsilon_;
 };
 
 /// The objective of a name (npdl's: "mse", "MSE", "mean_squared_error",

@@ -166,7 +166,7 @@ TEST(Flatten, MergesTheSampleAxesAndBacksOut) {
   EXPECT_GRADIENTS_MATCH(layer_gradcheck(again, Tensor::randn({2, 3, 4}, 2)));
   Flatten keep_one(3);
   EXPECT_EQ(keep_one.forward(Tensor::randn({2, 3, 4, 5}, 1)).shape(), (Shape{2, 3, 20}));
-  EXPECT_THROW(Flatten(1), ValueError);
+  EXPECT_THROW(Flatten(0), ValueError);  // outdim 1 is npdl's, merging the samples too
 }
 
 TEST(Reshape, InfersOneSizeAndChecksTheRest) {
