@@ -21,7 +21,7 @@ const OpInfo kLstmCell{
     "h = o tanh(c)",
     "dc = g_c + g_h o (1 - tanh(c)^2); dz = [dc g i(1-i), dc c_prev f(1-f), g_h tanh(c) "
     "o(1-o), dc i (1-g^2)]; dc_prev = dc f",
-    /*vjp_reads_output=*/true, /*saves_inputs=*/0b11};
+    /*vjp_reads_output=*/false, /*saves_inputs=*/0b11};
 const OpInfo kGruCell{
     "gru_cell", "s' = (1 - z) h + z s with z, r = sigmoid(a_z, a_r), h = tanh(x_h + (s r) W_h)",
     "dh = g (1 - z) (1 - h^2); da = [g (s - h) z(1-z), (dh W_h^T) s r(1-r), dh]; "
@@ -57,29 +57,39 @@ std::int64_t hidden_size(const Var& z, const Var& c_prev) {
   return h;
 }
 
-// The forward kernel: one pass over the gate block.
-Tensor lstm_cell_forward(const Tensor& z, const Tensor& c_prev, std::int64_t H) {
+// The forward kernel: one pass over the gate block. Besides h and c it
+// keeps the activations the backward reads, [i, f, o, g, tanh(c)] (N, 5H),
+// so that the backward computes no transcendental function again.
+struct CellForward {
+  Tensor hc, activations;
+};
+
+CellForward lstm_cell_forward(const Tensor& z, const Tensor& c_prev, std::int64_t H) {
   const std::int64_t N = z.shape()[0];
-  Tensor hc({N, 2 * H}, z.dtype());
+  CellForward out{Tensor({N, 2 * H}, z.dtype()), Tensor({N, 5 * H}, z.dtype())};
   dispatch(z.dtype(), [&](auto zero) {
     using T = decltype(zero);
     const ConstRowsMap<T> Z(z.data<T>(), N, 4 * H), Cp(c_prev.data<T>(), N, H);
-    RowsMap<T> HC(hc.data<T>(), N, 2 * H);
+    RowsMap<T> HC(out.hc.data<T>(), N, 2 * H), A(out.activations.data<T>(), N, 5 * H);
     parallel_for(N, kRowGrain, [&](std::int64_t lo, std::int64_t hi) {
-      const auto zr = Z.middleRows(lo, hi - lo);
-      const Rows<T> i = zr.middleCols(0, H).logistic(), f = zr.middleCols(H, H).logistic(),
-                    o = zr.middleCols(2 * H, H).logistic(), g = zr.middleCols(3 * H, H).tanh();
-      const Rows<T> c = f * Cp.middleRows(lo, hi - lo) + i * g;
-      HC.middleRows(lo, hi - lo).leftCols(H) = o * c.tanh();
-      HC.middleRows(lo, hi - lo).rightCols(H) = c;
+      const std::int64_t rows = hi - lo;
+      const auto zr = Z.middleRows(lo, rows);
+      auto a = A.middleRows(lo, rows);
+      a.leftCols(3 * H) = zr.leftCols(3 * H).logistic();  // i, f, o
+      a.middleCols(3 * H, H) = zr.middleCols(3 * H, H).tanh();
+      auto hc = HC.middleRows(lo, rows);
+      hc.rightCols(H) = a.middleCols(H, H) * Cp.middleRows(lo, rows) +
+                        a.middleCols(0, H) * a.middleCols(3 * H, H);
+      a.middleCols(4 * H, H) = hc.rightCols(H).tanh();
+      hc.leftCols(H) = a.middleCols(2 * H, H) * a.middleCols(4 * H, H);
     });
   });
-  return hc;
+  return out;
 }
 
 // Note [LSTM cell backward]
 // With g_h and g_c the gradients arriving at h and c (the two halves of
-// the upstream), and i, f, o, g the gates recomputed from z:
+// the upstream), and i, f, o, g the gates:
 //   h = o tanh(c)            dh/do = tanh(c),  dh/dc = o (1 - tanh(c)^2)
 //   c = f c_prev + i g       dc/df = c_prev,   dc/di = g,  dc/dg = i,
 //                            dc/dc_prev = f
@@ -89,28 +99,26 @@ Tensor lstm_cell_forward(const Tensor& z, const Tensor& c_prev, std::int64_t H) 
 // derivative of its nonlinearity, sigmoid' = s (1 - s), tanh' = 1 - t^2:
 //   dz_i = dc g i (1 - i)        dz_f = dc c_prev f (1 - f)
 //   dz_o = g_h tanh(c) o (1 - o) dz_g = dc i (1 - g^2)
-// and the previous state gets dc_prev = dc f. One pass over the block: the
-// gates are recomputed from z (cheaper than keeping four (N, H) arrays per
-// step), tanh(c) from the output's c.
+// and the previous state gets dc_prev = dc f. One pass over the block,
+// reading the forward's activations.
 struct CellGrads {
   Tensor dz, dc_prev;
 };
 
-CellGrads lstm_cell_backward(const Tensor& z, const Tensor& c_prev, const Tensor& hc,
-                             const Tensor& grad, std::int64_t H) {
-  const std::int64_t N = z.shape()[0];
-  CellGrads out{Tensor({N, 4 * H}, z.dtype()), Tensor({N, H}, z.dtype())};
-  dispatch(z.dtype(), [&](auto zero) {
+CellGrads lstm_cell_backward(const Tensor& activations, const Tensor& c_prev, const Tensor& grad,
+                             std::int64_t H) {
+  const std::int64_t N = c_prev.shape()[0];
+  CellGrads out{Tensor({N, 4 * H}, c_prev.dtype()), Tensor({N, H}, c_prev.dtype())};
+  dispatch(c_prev.dtype(), [&](auto zero) {
     using T = decltype(zero);
-    const ConstRowsMap<T> Z(z.data<T>(), N, 4 * H), Cp(c_prev.data<T>(), N, H),
-        HC(hc.data<T>(), N, 2 * H), G(grad.data<T>(), N, 2 * H);
+    const ConstRowsMap<T> A(activations.data<T>(), N, 5 * H), Cp(c_prev.data<T>(), N, H),
+        G(grad.data<T>(), N, 2 * H);
     RowsMap<T> dZ(out.dz.data<T>(), N, 4 * H), dCp(out.dc_prev.data<T>(), N, H);
     parallel_for(N, kRowGrain, [&](std::int64_t lo, std::int64_t hi) {
       const std::int64_t rows = hi - lo;
-      const auto zr = Z.middleRows(lo, rows);
-      const Rows<T> i = zr.middleCols(0, H).logistic(), f = zr.middleCols(H, H).logistic(),
-                    o = zr.middleCols(2 * H, H).logistic(), g = zr.middleCols(3 * H, H).tanh();
-      const Rows<T> tc = HC.middleRows(lo, rows).rightCols(H).tanh();
+      const auto a = A.middleRows(lo, rows);
+      const auto i = a.middleCols(0, H), f = a.middleCols(H, H), o = a.middleCols(2 * H, H),
+                 g = a.middleCols(3 * H, H), tc = a.middleCols(4 * H, H);
       const auto gh = G.middleRows(lo, rows).leftCols(H);
       const Rows<T> dc = G.middleRows(lo, rows).rightCols(H) + gh * o * (T(1) - tc * tc);
       auto dz = dZ.middleRows(lo, rows);
@@ -126,10 +134,10 @@ CellGrads lstm_cell_backward(const Tensor& z, const Tensor& c_prev, const Tensor
 
 // The same backward from primitives (create_graph): a value on the graph.
 Vars lstm_cell_backward_on_graph(const VjpArgs& c, std::int64_t H) {
-  const Var z = c.input(0), c_prev = c.input(1), cell = slice(c.output(), 1, H, 2 * H);
+  const Var z = c.input(0), c_prev = c.input(1);
   const Var i = sigmoid(slice(z, 1, 0, H)), f = sigmoid(slice(z, 1, H, 2 * H)),
             o = sigmoid(slice(z, 1, 2 * H, 3 * H)), g = tanh(slice(z, 1, 3 * H, 4 * H));
-  const Var tc = tanh(cell);
+  const Var tc = tanh(f * c_prev + i * g);
   const Var gh = slice(c.grad, 1, 0, H);
   const Var dc = slice(c.grad, 1, H, 2 * H) + gh * o * (1.0 - square(tc));
   const Var dz = concat({dc * g * i * (1.0 - i), dc * c_prev * f * (1.0 - f),
@@ -323,18 +331,17 @@ LstmState lstm_cell_composite(const Var& z, const Var& c_prev, const Nonlinearit
 
 Var lstm_cell(const Var& z, const Var& c_prev, bool checked) {
   const std::int64_t H = hidden_size(z, c_prev);
-  Tensor hc = lstm_cell_forward(z.value(), c_prev.value(), H);
-  return record(
-      info::kLstmCell, {&z, &c_prev}, std::move(hc), {}, [H, checked](const VjpArgs& c) -> Vars {
-        const Var z = c.input(0), c_prev = c.input(1), hc = c.output();
-        // Under create_graph the operands are on the graph: record.
-        if (detail::records({&c.grad, &z, &c_prev, &hc})) {
-          return lstm_cell_backward_on_graph(c, H);
-        }
-        CellGrads g = lstm_cell_backward(z.value(), c_prev.value(), hc.value(), c.grad.value(), H);
-        if (checked) expect_agreement(c, g);
-        return {Var(std::move(g.dz)), Var(std::move(g.dc_prev))};
-      });
+  CellForward forward = lstm_cell_forward(z.value(), c_prev.value(), H);
+  return record(info::kLstmCell, {&z, &c_prev}, std::move(forward.hc),
+                {std::move(forward.activations)}, [H, checked](const VjpArgs& c) -> Vars {
+                  const Var z = c.input(0), c_prev = c.input(1);
+                  // Under create_graph the operands are on the graph: record.
+                  if (detail::records({&c.grad, &z, &c_prev}))
+                    return lstm_cell_backward_on_graph(c, H);
+                  CellGrads g = lstm_cell_backward(c.saved[0], c_prev.value(), c.grad.value(), H);
+                  if (checked) expect_agreement(c, g);
+                  return {Var(std::move(g.dz)), Var(std::move(g.dc_prev))};
+                });
 }
 
 LstmState lstm_cell_state(const Var& hc) {
