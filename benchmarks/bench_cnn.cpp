@@ -16,10 +16,7 @@
 // wait passively (OMP_WAIT_POLICY), as the batch-norm benchmarks do.
 #include "bench_cnn.hpp"
 
-#include <malloc.h>
-
-#include <cstdlib>
-
+#include "bench_main.hpp"
 #include "examples/fashion_mnist_cnn_network.hpp"
 #include "npdl.hpp"
 
@@ -115,19 +112,10 @@ void register_all() {
 }  // namespace npdl::bench
 
 int main(int argc, char** argv) {
-  // Note [Heap reuse]: before anything allocates.
-  const bool heap_kept =
-      mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, -1) == 1;
-  benchmark::Initialize(&argc, argv);
-  benchmark::AddCustomContext("heap", heap_kept ? "kept (mmap threshold 32 MiB, no trim)"
-                                                : "glibc defaults (mallopt refused)");
-  const char* wait_policy = std::getenv("OMP_WAIT_POLICY");
-  benchmark::AddCustomContext("omp_wait_policy", wait_policy ? wait_policy : "libgomp default");
 #ifdef NPDL_BENCH_TORCH
-  benchmark::AddCustomContext("torch", npdl::bench::torch_setup());
+  const std::string peer = npdl::bench::torch_setup();
+#else
+  const std::string peer;
 #endif
-  npdl::bench::register_all();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return npdl::bench::run_benchmarks(argc, argv, npdl::bench::register_all, peer);
 }

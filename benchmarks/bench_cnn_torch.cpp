@@ -3,20 +3,13 @@
 // and torch::conv2d forward + backward under autograd, at the same thread
 // count. OpenBLAS (Debian's libblas.so.3 alternative) gets the same thread
 // count through openblas_set_num_threads when it is the BLAS loaded.
-#include <dlfcn.h>
 #include <torch/torch.h>
 
 #include "bench_cnn.hpp"
+#include "torch_setup.hpp"
 
 namespace npdl::bench {
 namespace {
-
-void set_threads(int threads) {
-  torch::set_num_threads(threads);
-  using SetThreads = void (*)(int);
-  if (auto* fn = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads")))
-    fn(threads);
-}
 
 struct CnnImpl : torch::nn::Module {
   explicit CnnImpl(bool batchnorm) : bn(batchnorm) {
@@ -50,7 +43,7 @@ struct CnnImpl : torch::nn::Module {
 };
 
 void BM_TorchCnnStep(benchmark::State& state, bool batchnorm, std::int64_t batch, int threads) {
-  set_threads(threads);
+  set_torch_threads(threads);
   torch::manual_seed(1);
   auto net = std::make_shared<CnnImpl>(batchnorm);
   net->train();
@@ -70,7 +63,7 @@ void BM_TorchCnnStep(benchmark::State& state, bool batchnorm, std::int64_t batch
 }
 
 void BM_TorchConv(benchmark::State& state, const ConvShape& s, int threads) {
-  set_threads(threads);
+  set_torch_threads(threads);
   torch::manual_seed(1);
   const torch::Tensor x = torch::randn({s.N, s.C, s.H, s.W}).requires_grad_(true);
   const torch::Tensor w = (torch::randn({s.F, s.C, s.K, s.K}) * 0.05).requires_grad_(true);
@@ -101,10 +94,7 @@ void register_torch_conv(const ConvShape& s, int threads) {
 }
 
 std::string torch_setup() {
-  Dl_info info{};
-  std::string blas = "unknown";
-  if (void* fn = dlsym(RTLD_DEFAULT, "sgemm_"); fn != nullptr && dladdr(fn, &info) != 0)
-    blas = info.dli_fname;
+  const std::string blas = torch_blas();
   return "LibTorch " + std::string(TORCH_VERSION) + ", BLAS " + blas + ", oneDNN (mkldnn) " +
          (at::hasMKLDNN() ? "on" : "absent");
 }

@@ -8,8 +8,7 @@
 // bench_cnn.cpp).
 #include "bench_lstm.hpp"
 
-#include <malloc.h>
-
+#include "bench_main.hpp"
 #include "npdl.hpp"
 
 namespace npdl::bench {
@@ -77,17 +76,10 @@ void register_all() {
 }  // namespace npdl::bench
 
 int main(int argc, char** argv) {
-  // Note [Heap reuse] (bench_cnn.cpp): before anything allocates.
-  const bool heap_kept =
-      mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, -1) == 1;
-  benchmark::Initialize(&argc, argv);
-  benchmark::AddCustomContext("heap", heap_kept ? "kept (mmap threshold 32 MiB, no trim)"
-                                                : "glibc defaults (mallopt refused)");
 #ifdef NPDL_BENCH_TORCH
-  benchmark::AddCustomContext("torch", npdl::bench::torch_lstm_setup());
+  const std::string peer = npdl::bench::torch_lstm_setup();
+#else
+  const std::string peer;
 #endif
-  npdl::bench::register_all();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return npdl::bench::run_benchmarks(argc, argv, npdl::bench::register_all, peer);
 }

@@ -2,20 +2,13 @@
 // first, one layer) and torch::nn::Linear on its last step's output, cross
 // entropy on logits, SGD with momentum, at the same thread count (OpenBLAS
 // too, when it is the BLAS loaded).
-#include <dlfcn.h>
 #include <torch/torch.h>
 
 #include "bench_lstm.hpp"
+#include "torch_setup.hpp"
 
 namespace npdl::bench {
 namespace {
-
-void set_threads(int threads) {
-  torch::set_num_threads(threads);
-  using SetThreads = void (*)(int);
-  if (auto* fn = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads")))
-    fn(threads);
-}
 
 struct SequenceNetImpl : torch::nn::Module {
   SequenceNetImpl() {
@@ -32,7 +25,7 @@ struct SequenceNetImpl : torch::nn::Module {
 };
 
 void BM_TorchLstmStep(benchmark::State& state, std::int64_t batch, int threads) {
-  set_threads(threads);
+  set_torch_threads(threads);
   torch::manual_seed(1);
   auto net = std::make_shared<SequenceNetImpl>();
   net->train();
@@ -64,10 +57,7 @@ void register_torch_lstm_step(std::int64_t batch, int threads) {
 }
 
 std::string torch_lstm_setup() {
-  Dl_info info{};
-  std::string blas = "unknown";
-  if (void* fn = dlsym(RTLD_DEFAULT, "sgemm_"); fn != nullptr && dladdr(fn, &info) != 0)
-    blas = info.dli_fname;
+  const std::string blas = torch_blas();
   return "LibTorch " + std::string(TORCH_VERSION) + ", BLAS " + blas;
 }
 

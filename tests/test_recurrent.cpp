@@ -428,3 +428,27 @@ TEST(BatchNormLstmSemantics, TrainsSavesAndLoadsThroughModel) {
 
 }  // namespace
 }  // namespace npdl
+
+namespace npdl {
+namespace {
+
+// Graphs of hundreds of ops: 40 steps record about 400 vertices, and the
+// second-order sweep records as many again while it runs.
+TEST(RecurrentAtLength, SecondOrderThroughFortySteps) {
+  const Tensor x = Tensor::randn({2, 40, 1}, 41, DType::Float64);
+  for (BackwardMode m : {BackwardMode::Fused, BackwardMode::Autodiff}) {
+    GateOptions g;
+    g.mode = m;
+    set_seed(42);
+    layers::LSTM lstm(2, {}, g);
+    set_seed(42);
+    layers::GRU gru(2, {}, g);
+    const auto f_lstm = [&](const std::vector<Var>& v) { return lstm.apply(v[0], true); };
+    const auto f_gru = [&](const std::vector<Var>& v) { return gru.apply(v[0], true); };
+    EXPECT_GRADGRADCHECK(f_lstm, {x}) << layers::backward_mode_name(m);
+    EXPECT_GRADGRADCHECK(f_gru, {x}) << layers::backward_mode_name(m);
+  }
+}
+
+}  // namespace
+}  // namespace npdl
