@@ -35,6 +35,8 @@ main {
 }
 #graph { margin: 0; padding: 8px; min-height: 0; border-right: 1px solid #d5dbe3; }
 #graph svg { display: block; width: 100%; height: 100%; }
+#graph.zoomed { overflow-y: auto; }
+#graph.zoomed svg { height: auto; }
 #graph .node.hl polygon, #graph .node.hl ellipse {
   stroke: #d4380d; stroke-width: 3px; fill: #ffe7d9;
 }
@@ -194,6 +196,20 @@ function highlight(step) {
     const node = document.getElementById(id);
     if (node) node.classList.add('hl');
   }
+  showHighlighted();
+}
+
+// Zoomed, the graph is as wide as its column and scrolls: bring the step's
+// first vertex into view.
+function showHighlighted() {
+  const first = document.querySelector('#graph.zoomed .node.hl');
+  if (first) first.scrollIntoView({ block: 'center' });
+}
+
+function toggleZoom() {
+  const zoomed = document.getElementById('graph').classList.toggle('zoomed');
+  document.getElementById('zoom').setAttribute('aria-pressed', String(zoomed));
+  showHighlighted();
 }
 
 // The step the URL names (#step-N, counted from 1), or the first.
@@ -226,6 +242,7 @@ function describeProblem() {
     p.axis + ', M = ' + p.M + ', epsilon = ' + fmt(p.epsilon) + '. Arrow keys: previous / next step.';
 }
 
+document.getElementById('zoom').addEventListener('click', toggleZoom);
 document.getElementById('previous').addEventListener('click', () => go(stepFromHash() - 1));
 document.getElementById('next').addEventListener('click', () => go(stepFromHash() + 1));
 document.addEventListener('keydown', (event) => {
@@ -237,6 +254,8 @@ window.addEventListener('hashchange', () => render(stepFromHash()));
 titleVertices();
 describeProblem();
 render(stepFromHash());
+// The address names the step shown, from the first one on.
+if (location.hash !== '#step-' + (stepFromHash() + 1)) location.replace('#step-' + (stepFromHash() + 1));
 )js";
 
 }  // namespace npdl::cli

@@ -484,7 +484,7 @@ class ExplanationBuilder {
       for (auto [out, end] = boost::out_edges(*v, g_); out != end; ++out) {
         add_edge(step, *v, boost::target(*out, g_), g_[*out].arg);
       }
-      if (const auto ops = consumer_ops(*v)) step.op = *ops;
+      describe_consumer_ops(*v, step);
     }
     if (s.title.find("fused") != std::string::npos) {
       step.tensors.push_back(
@@ -500,16 +500,21 @@ class ExplanationBuilder {
     }
   }
 
-  // "add_scalar", "mul, mean": the ops whose VJPs send v its gradient.
-  std::optional<std::string> consumer_ops(Vertex v) const {
-    std::set<std::string> ops;
+  // The ops whose VJPs send v its gradient ("mul, square"), what they
+  // compute and their VJPs, each prefixed by its op when there are several.
+  void describe_consumer_ops(Vertex v, ExplanationStep& step) const {
+    std::map<std::string, const OpInfo*> ops;
     for (auto [out, end] = boost::out_edges(v, g_); out != end; ++out) {
-      ops.insert(g_[boost::target(*out, g_)].op->name);
+      const OpInfo* op = g_[boost::target(*out, g_)].op;
+      ops[op->name] = op;
     }
-    if (ops.empty()) return std::nullopt;
-    std::string joined;
-    for (const std::string& op : ops) joined += (joined.empty() ? "" : ", ") + op;
-    return joined;
+    for (const auto& [name, op] : ops) {
+      const std::string prefix = ops.size() > 1 ? name + ": " : "";
+      const std::string separator = step.op.empty() ? "" : "; ";
+      step.op += (step.op.empty() ? "" : ", ") + name;
+      step.forward += separator + prefix + op->forward;
+      step.vjp += separator + prefix + op->vjp;
+    }
   }
 
   void comparison() {
