@@ -33,7 +33,9 @@ class ExplainCommand : public Command {
         "random 4 x 3 batch unless --x is given), vertex by vertex; shows where branches add up "
         "and why the path from the variance through the mean contributes nothing; derives the "
         "fused backward formula; compares autodiff, fused and float64 finite differences. Exit "
-        "status 3 when they disagree.");
+        "status 3 when they disagree. --format json gives the same steps as data; --format html "
+        "as one self-contained page (-o batchnorm.html; the graph drawn by Graphviz's dot) "
+        "that shows them one at a time on the graph.");
     app->add_option("--x", o_.x, ".npy input (default: a seeded random 4 x 3 batch)");
     add_integer_option(*app, "--axis", o_.axis, "feature axis", kMinAxis, kMaxAxis)
         ->capture_default_str();

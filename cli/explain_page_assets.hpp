@@ -131,8 +131,9 @@ function tensorBlock(tensor) {
 
 function opBlock(op) {
   const block = el('div', { class: 'op' });
-  block.append(el('div', {}, 'op ', el('code', {}, op.name), ': ', op.forward));
-  if (op.vjp) block.append(el('div', {}, 'its VJP: ', el('code', {}, op.vjp)));
+  const several = op.name.includes(', ');  // a gradient that several ops send back
+  block.append(el('div', {}, several ? 'ops ' : 'op ', el('code', {}, op.name), ': ', op.forward));
+  if (op.vjp) block.append(el('div', {}, several ? 'their VJPs: ' : 'its VJP: ', el('code', {}, op.vjp)));
   return block;
 }
 

@@ -7,6 +7,8 @@
 #include "cli/explanation.hpp"
 
 #include <algorithm>
+#include <cctype>
+#include <cstdio>
 #include <map>
 #include <optional>
 #include <set>
