@@ -19,6 +19,7 @@ struct ExplainOptions {
   int axis = 0;
   double epsilon = 1e-6;
   std::uint64_t seed = 1;
+  int order = 1;
   std::string format = "text";
   std::string output;  // empty: standard output
 };
@@ -43,6 +44,10 @@ class ExplainCommand : public Command {
     add_integer_option(*app, "--seed", o_.seed, "seed of the built-in x, gamma, beta and dy",
                        kMinSeed, kMaxSeed)
         ->capture_default_str();
+    add_integer_option(*app, "--order", o_.order,
+                       "1: the gradient; 2: the gradient of the gradient (the double backward)", 1,
+                       2)
+        ->capture_default_str();
     app->add_option("--format", o_.format,
                     "text (80 columns), markdown, json, or html (one self-contained page; needs "
                     "Graphviz's dot)")
@@ -64,7 +69,7 @@ class ExplainCommand : public Command {
     if (o_.format == "html") {
       dot = require_dot(o_.output.empty() ? "the page" : o_.output, "choose another --format");
     }
-    const Explanation explanation = explain_batchnorm(make_problem(spec));
+    const Explanation explanation = explain_batchnorm(make_problem(spec), o_.order);
     const std::string rendered = render(explanation, dot);
     if (o_.output.empty()) {
       out << rendered;

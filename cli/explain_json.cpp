@@ -159,6 +159,7 @@ void write_problem(JsonWriter& json, const Explanation& e) {
 void write_json(const Explanation& e, std::ostream& os) {
   JsonWriter json(os);
   json.begin_object();
+  json.field("order", e.order);
   json.field("title", e.title);
   json.key("problem");
   write_problem(json, e);

@@ -128,7 +128,7 @@ class TextView {
   }
 
   void derivation(const ExplanationStep& step, std::size_t number_in_part) {
-    std::vector<std::string> lines{step.formula};
+    std::vector<std::string> lines = wrap(step.formula, kTextWidth - 4);
     for (const std::string& text : step.text) {
       append(lines, indented(wrap(text, kTextWidth - 6), "  "));
     }
@@ -142,6 +142,7 @@ class TextView {
   // The graph drawn top-down, each vertex with the op that computes it, when
   // every vertex has its name from the derivation.
   void picture(const ExplanationStep& step) {
+    if (e_.order != 1) return paragraphs(step.text);  // too many vertices to draw in text
     for (const char* role :
          {"mean", "xmu", "xmu^2", "var", "var+eps", "invstd", "xhat", "gamma*xhat", "y"}) {
       if (!e_.find(role)) return;

@@ -13,6 +13,7 @@
 #include <optional>
 #include <set>
 
+#include "layers/batch_norm/double_backward.hpp"
 #include "tensor/tensor_math.hpp"
 
 namespace npdl::cli {
@@ -145,9 +146,10 @@ struct Contribution {
 
 class ExplanationBuilder {
  public:
-  explicit ExplanationBuilder(const BatchNormProblem& p)
+  ExplanationBuilder(const BatchNormProblem& p, int order)
       : p_(p),
-        recorded_(record_batchnorm(p)),
+        order_(order),
+        recorded_(order == 2 ? record_batchnorm_second_order(p) : record_batchnorm(p)),
         g_(recorded_.graph->impl()),
         names_(g_, recorded_.x.vertex(), recorded_.y.vertex()) {}
 
@@ -158,14 +160,24 @@ class ExplanationBuilder {
     forward_walk();
     backward_walk();
     branches();
-    vanishing_path();
-    derivation();
-    comparison();
+    if (order_ == 1) {
+      vanishing_path();
+      derivation("5. From the graph to the fused formula", layers::batchnorm_derivation());
+      comparison();
+    } else {
+      derivation("4. From the graph to the hand-derived double backward",
+                 layers::batchnorm_double_derivation());
+      second_order_comparison();
+    }
     return std::move(e_);
   }
 
  private:
-  std::string label(Vertex v) const { return "v" + std::to_string(v) + " " + names_(v); }
+  // "v4 xmu"; a vertex without a name in the derivation is just "v17".
+  std::string label(Vertex v) const {
+    const std::string id = "v" + std::to_string(v), name = names_(v);
+    return name == id ? id : id + " " + name;
+  }
 
   // "sub(x, mean)": the op applied to its inputs, by name.
   std::string expression(Vertex v) const {
@@ -207,8 +219,13 @@ class ExplanationBuilder {
     }
   }
 
+  // The vertex backward started from: y at first order, H at second.
+  Vertex root() const { return order_ == 2 ? recorded_.h.vertex() : recorded_.y.vertex(); }
+
   void describe_problem() {
-    e_.title = "How reverse mode differentiates BatchNormal";
+    e_.order = order_;
+    e_.title = order_ == 2 ? "How reverse mode differentiates BatchNormal's backward"
+                           : "How reverse mode differentiates BatchNormal";
     e_.shape = p_.x.shape();
     e_.dtype = p_.x.dtype();
     e_.axis = p_.axis;
@@ -248,16 +265,35 @@ class ExplanationBuilder {
                        {"beta", TensorRole::Input, p_.beta},
                        {"dy", TensorRole::Input, p_.dy}};
     problem.vertices = {recorded_.x.vertex()};
-    for (const char* param : {"gamma", "beta"}) {
-      if (const auto v = names_.find(param)) problem.vertices.push_back(*v);
+    for (const char* leaf : {"gamma", "beta", "dy"}) {
+      if (const auto v = names_.find(leaf)) problem.vertices.push_back(*v);
     }
+    if (order_ == 2) describe_second_order(problem);
 
     ExplanationStep& graph = add_step(StepKind::Graph, "The graph");
     graph.text.push_back(
-        "The training forward, recorded from primitives, is this graph; arrows carry values "
-        "down, gradients flow back up along them:");
+        order_ == 2
+            ? "The training forward and its first backward, both recorded from primitives (the "
+              "first backward with create_graph, so that its VJPs are ops on the graph too), and "
+              "H on top: " +
+                  std::to_string(e_.vertices.size()) +
+                  " vertices (the html format draws them). Reverse mode from H runs back through "
+                  "the first backward to x, gamma and dy."
+            : "The training forward, recorded from primitives, is this graph; arrows carry values "
+              "down, gradients flow back up along them:");
     for (const GraphVertex& v : e_.vertices) graph.vertices.push_back(v.vertex);
     for (const GraphEdge& edge : e_.edges) graph.edges.push_back(edge.id);
+  }
+
+  // What the second derivative is of, and the weights of H.
+  void describe_second_order(ExplanationStep& problem) const {
+    problem.text.push_back(
+        "(dx, dgamma, dbeta) is the first derivative of sum(y * dy). The second derivative is "
+        "that of H = sum(ggx * dx) + sum(gggamma * dgamma) + sum(ggbeta * dbeta) with respect to "
+        "x, gamma and dy: the double backward. ggx, gggamma and ggbeta are seeded random too.");
+    problem.tensors.push_back({"ggx", TensorRole::Input, p_.ggx});
+    problem.tensors.push_back({"gggamma", TensorRole::Input, p_.gggamma});
+    problem.tensors.push_back({"ggbeta", TensorRole::Input, p_.ggbeta});
   }
 
   void forward_walk() {
@@ -307,9 +343,10 @@ class ExplanationBuilder {
   void arriving(Vertex v, ExplanationStep& step) {
     const Tensor& grad = g_[v].grad.value();
     const auto it = contributions_.find(v);
-    if (v == recorded_.y.vertex()) {
-      step.tensors.push_back(
-          {"g arriving = dy, the upstream gradient", TensorRole::Arriving, grad});
+    if (v == root()) {
+      step.tensors.push_back({order_ == 2 ? "g arriving = 1, H's gradient with respect to itself"
+                                          : "g arriving = dy, the upstream gradient",
+                              TensorRole::Arriving, grad});
       return;
     }
     if (it == contributions_.end()) {
@@ -354,7 +391,8 @@ class ExplanationBuilder {
   }
 
   void branches() {
-    ExplanationPart& part = add_part("3. Where two branches add up");
+    ExplanationPart& part =
+        add_part(order_ == 2 ? "3. Where branches add up" : "3. Where two branches add up");
     for (const auto& [v, parts] : contributions_) {
       std::set<Vertex> consumers;
       for (const Contribution& c : parts) consumers.insert(c.consumer);
@@ -379,6 +417,7 @@ class ExplanationBuilder {
       }
       if (const auto s = step_about(StepKind::Backward, v)) step.uses.push_back(*s);
     }
+    if (order_ == 2) return;
     part.outro.push_back(
         "xmu = x - mean feeds both the variance (through xmu^2) and xhat; x feeds both mean and "
         "xmu. Reverse mode gets these sums from the order of the sweep alone; a derivation by "
@@ -435,13 +474,12 @@ class ExplanationBuilder {
     zero.uses.push_back(e_.steps.size() - 2);
   }
 
-  void derivation() {
-    add_part("5. From the graph to the fused formula")
-        .intro.push_back(
-            "The same walk on symbols, per feature, sums over the M reduced elements:");
+  void derivation(const std::string& heading, const std::vector<layers::DerivationStep>& steps) {
+    add_part(heading).intro.push_back(
+        "The same walk on symbols, per feature, sums over the M reduced elements:");
     const std::size_t first = e_.steps.size();
     std::map<std::string, std::size_t> defined;  // symbol -> latest step defining it
-    for (const layers::DerivationStep& s : layers::batchnorm_derivation()) {
+    for (const layers::DerivationStep& s : steps) {
       ExplanationStep& step = add_step(StepKind::Derivation, s.title);
       step.formula = s.formula;
       step.text.push_back(s.why);
@@ -474,12 +512,23 @@ class ExplanationBuilder {
     return {uses.begin(), uses.end()};
   }
 
+  // The vertex whose gradient a derivation step's symbol is: "dvar" at
+  // first order, "dL2/ddy" at second.
+  std::optional<Vertex> differentiated(const std::string& symbol) const {
+    const std::string second_order = "dL2/d";
+    if (order_ == 2) {
+      return symbol.rfind(second_order, 0) == 0 ? names_.find(symbol.substr(second_order.size()))
+                                                : std::nullopt;
+    }
+    return symbol.size() > 1 && symbol[0] == 'd' ? names_.find(symbol.substr(1)) : std::nullopt;
+  }
+
   // The number a step computes, from the walk: the step "dvar" is the
-  // gradient that arrived at var. The fused formula's is the fused dx.
+  // gradient that arrived at var. The fused formula's is the fused dx; at
+  // second order, the fused steps show the hand-derived double backward.
   void show_gradient(ExplanationStep& step, const layers::DerivationStep& s,
                      const std::string& symbol) {
-    const auto v =
-        symbol.size() > 1 && symbol[0] == 'd' ? names_.find(symbol.substr(1)) : std::nullopt;
+    const auto v = differentiated(symbol);
     if (v) {
       step.vertices.push_back(*v);
       // The gradient comes back along v's edges to its consumers.
@@ -488,17 +537,32 @@ class ExplanationBuilder {
       }
       describe_consumer_ops(*v, step);
     }
-    if (s.title.find("fused") != std::string::npos) {
+    if (order_ == 2 && s.title.find("fused") != std::string::npos) {
+      show_hand_double_backward(step, s.title);
+    } else if (s.title.find("fused") != std::string::npos) {
       step.tensors.push_back(
           {"the fused backward's dx (the kernel in layers/batch_norm/kernels.cpp)",
            TensorRole::Result, fused_gradients(p_)[0]});
     } else if (s.title.find("substitute") == std::string::npos && v &&
                g_[*v].grad.value().defined()) {
-      step.tensors.push_back({"the gradient at " + symbol.substr(1) + " in part 2",
-                              TensorRole::Result, g_[*v].grad.value()});
+      step.tensors.push_back({"the gradient at " + names_(*v) + " in part 2", TensorRole::Result,
+                              g_[*v].grad.value()});
       if (const auto b = step_about(StepKind::Backward, *v)) {
         step.uses.insert(std::upper_bound(step.uses.begin(), step.uses.end(), *b), *b);
       }
+    }
+  }
+
+  // What the hand-derived double backward (the kernel in
+  // layers/batch_norm/double_backward.cpp) gives for the gradients a fused
+  // step names.
+  void show_hand_double_backward(ExplanationStep& step, const std::string& title) {
+    const std::vector<Tensor> hand = second_order_gradients(p_, SecondOrderWay::Hand);
+    const char* names[] = {"dL2/dx", "dL2/dgamma", "dL2/ddy"};
+    for (std::size_t i = 0; i < hand.size() && i < 3; ++i) {
+      if (title.find(names[i]) == std::string::npos) continue;
+      step.tensors.push_back({std::string("the hand-derived double backward's ") + names[i],
+                              TensorRole::Result, hand[i]});
     }
   }
 
@@ -519,12 +583,43 @@ class ExplanationBuilder {
     }
   }
 
+  void second_order_comparison() {
+    add_part("5. Autodiff, recorded, hand-derived and finite differences side by side");
+    e_.agreements = compare_second_order(p_, second_order_gradients(p_, SecondOrderWay::Autodiff),
+                                         second_order_gradients(p_, SecondOrderWay::Recorded),
+                                         second_order_gradients(p_, SecondOrderWay::Hand),
+                                         numeric_second_order_gradients(p_));
+    ExplanationStep& step =
+        add_step(StepKind::Comparison, "Autodiff, recorded, hand-derived and finite differences");
+    step.text.push_back(
+        "The gradients of H with respect to x, gamma and dy: the composite differentiated twice "
+        "by reverse mode (autodiff, the walk above), the fused backward recorded from primitives "
+        "and differentiated (recorded), the hand-derived double backward (hand) and float64 "
+        "central differences of the first derivative (finite diff). max rel diff is `max |diff| "
+        "/ max |reference|`. exact: identical; close: within the dtype's tolerance; MISMATCH: "
+        "beyond it.");
+    conclude(step, "Verdict: all four agree for d/dx, d/dgamma and d/ddy.");
+  }
+
+  // The verdict of the comparison `step` shows, which builds on the last
+  // fused step.
+  void conclude(ExplanationStep& step, const std::string& agreement) {
+    e_.agree = std::all_of(e_.agreements.begin(), e_.agreements.end(),
+                           [](const GradientAgreement& a) { return a.ok(); });
+    e_.verdict = e_.agree ? agreement : "Verdict: MISMATCH (see the table).";
+    step.remark = e_.verdict;
+    e_.comparison_step = e_.steps.size() - 1;
+    step.uses.push_back(e_.fused_step);
+    step.vertices.push_back(recorded_.x.vertex());
+    for (const char* leaf : {"gamma", "beta", "dy"}) {
+      if (const auto v = names_.find(leaf)) step.vertices.push_back(*v);
+    }
+  }
+
   void comparison() {
     add_part("6. Autodiff, fused and finite differences side by side");
     e_.agreements =
         compare_gradients(p_, autodiff_gradients(p_), fused_gradients(p_), numeric_gradients(p_));
-    e_.agree = std::all_of(e_.agreements.begin(), e_.agreements.end(),
-                           [](const GradientAgreement& a) { return a.ok(); });
     ExplanationStep& step =
         add_step(StepKind::Comparison, "Autodiff, fused and finite differences");
     step.text.push_back(
@@ -532,18 +627,11 @@ class ExplanationBuilder {
         "the primitives (autodiff), the fused formula (fused) and float64 central differences "
         "(finite diff, step 1e-6). max rel diff is `max |diff| / max |reference|`. exact: "
         "identical; close: within the dtype's tolerance; MISMATCH: beyond it.");
-    e_.verdict = e_.agree ? "Verdict: all three agree for dx, dgamma and dbeta."
-                          : "Verdict: MISMATCH (see the table).";
-    step.remark = e_.verdict;
-    e_.comparison_step = e_.steps.size() - 1;
-    step.uses.push_back(e_.fused_step);
-    step.vertices.push_back(recorded_.x.vertex());
-    for (const char* param : {"gamma", "beta"}) {
-      if (const auto v = names_.find(param)) step.vertices.push_back(*v);
-    }
+    conclude(step, "Verdict: all three agree for dx, dgamma and dbeta.");
   }
 
   const BatchNormProblem& p_;
+  int order_;  // 1: the gradient; 2: the gradient of the gradient
   RecordedBatchNorm recorded_;
   const GraphImpl& g_;
   VertexNames names_;
@@ -609,8 +697,8 @@ DotOptions batchnorm_dot_options() {
   return options;
 }
 
-Explanation explain_batchnorm(const BatchNormProblem& problem) {
-  return ExplanationBuilder(problem).build();
+Explanation explain_batchnorm(const BatchNormProblem& problem, int order) {
+  return ExplanationBuilder(problem, order).build();
 }
 
 }  // namespace npdl::cli

@@ -89,6 +89,7 @@ inline std::string vertex_id(Vertex v) { return dot_vertex_id(v); }
 inline std::string edge_id(Vertex from, Vertex to, int arg) { return dot_edge_id(from, to, arg); }
 
 struct Explanation {
+  int order = 1;  // 1: the gradient; 2: the gradient of the gradient
   std::string title;
   std::vector<ExplanationPart> parts;
   std::vector<ExplanationStep> steps;
@@ -114,8 +115,11 @@ struct Explanation {
 
 /// Records BatchNormal on `problem`, walks its graph forward and backward,
 /// derives the fused formula and compares the three ways of computing the
-/// gradient: the whole explanation, ready for any view.
-Explanation explain_batchnorm(const BatchNormProblem& problem);
+/// gradient: the whole explanation, ready for any view. With `order` 2, the
+/// same for the gradient of the gradient: the first backward recorded on the
+/// graph and walked, the hand-derived double backward derived, and the four
+/// ways of computing it compared (training only).
+Explanation explain_batchnorm(const BatchNormProblem& problem, int order = 1);
 
 /// The DOT options both `npdl graph batchnorm` and the explanation's
 /// picture use: values and gradients on the vertices.

@@ -50,19 +50,38 @@ class Converter {
  public:
   explicit Converter(const std::string& formula) : formula_(formula) {}
 
+  // One <math> block per equation: the formula's top-level commas separate
+  // them ("dL2/ds = g * P / M, h = ...").
   std::string convert() {
     for (std::size_t i = 0; i < formula_.size();) i = read_token(i);
     if (!open_.empty()) fail("a '(' is not closed");
-    std::string body;
-    for (const std::string& item : items_) body += item;
-    return "<math display=\"block\"><mrow>" + body + "</mrow></math>";
+    finish_block();
+    return blocks_;
   }
 
  private:
+  void finish_block() {
+    std::string body;
+    for (const std::string& item : items_) body += item;
+    blocks_ += "<math display=\"block\"><mrow>" + body + "</mrow></math>";
+    items_.clear();
+    last_start_ = 0;
+    word_run_.clear();
+  }
+
   // Reads the token at `i`; returns where the next one starts.
   std::size_t read_token(std::size_t i) {
     const char c = formula_[i];
     if (c == ' ') return i + 1;
+    if (c != '_' && !std::isalnum(static_cast<unsigned char>(c))) word_run_.clear();
+    if (c == ',') {
+      if (open_.empty()) {
+        finish_block();
+      } else {
+        push(operator_symbol(c));
+      }
+      return i + 1;
+    }
     if (std::isalnum(static_cast<unsigned char>(c)) || c == '_') {
       std::size_t end = i;
       while (end < formula_.size() &&
@@ -101,6 +120,13 @@ class Converter {
 
   void atom(const std::string& word) {
     const bool number = std::isdigit(static_cast<unsigned char>(word[0])) != 0;
+    // Words in a row are prose ("the first backward of"), not a product.
+    if (!number && !superscript_ && !word_run_.empty()) {
+      word_run_ += " " + word;
+      items_.back() = "<mtext>" + word_run_ + "</mtext>";
+      return;
+    }
+    word_run_ = number ? "" : word;
     const std::string rendered = number ? "<mn>" + word + "</mn>" : identifier(word);
     if (!superscript_) return push(rendered);
     superscript_ = false;
@@ -125,6 +151,8 @@ class Converter {
   std::vector<std::size_t> open_;  // items_ index of each unclosed '('
   std::size_t last_start_ = 0;     // where the last atom or group starts in items_
   bool superscript_ = false;
+  std::string word_run_;  // the words read in a row, up to the last item
+  std::string blocks_;    // the finished <math> elements
 };
 
 }  // namespace

@@ -6,9 +6,10 @@
 
 namespace npdl::cli {
 
-/// `formula` as a <math display="block"> element. Throws ValueError on a
-/// character outside the formulas' alphabet (letters, digits, _ + - * / ^ =
-/// parentheses, spaces) or unbalanced parentheses.
+/// `formula` as <math display="block"> elements, one per equation (the
+/// top-level commas separate them); words in a row are prose. Throws
+/// ValueError on a character outside the formulas' alphabet (letters,
+/// digits, _ + - * / ^ = , parentheses, spaces) or unbalanced parentheses.
 std::string formula_mathml(const std::string& formula);
 
 }  // namespace npdl::cli

@@ -17,6 +17,7 @@
 #include "cli/cli.hpp"
 #include "io/npy.hpp"
 #include "layers/batch_norm/batch_normal.hpp"
+#include "layers/batch_norm/double_backward.hpp"
 #include "tensor/tensor_math.hpp"
 #include "tests/json_reader.hpp"
 #include "tests/temp_dir_test.hpp"
@@ -820,6 +821,44 @@ TEST_F(CliTest, ExplainJsonIsValidAndCarriesTheTextsStepsAndNumbers) {
     EXPECT_EQ(json.err, "");
     expect_json_matches_text(json.out, text.out);
   }
+}
+
+TEST_F(CliTest, ExplainOrder2WalksTheFirstBackwardAndAgreesFourWays) {
+  const CliResult text = run({"explain", "batchnorm", "--order", "2"});
+  ASSERT_EQ(text.status, 0) << text.err;
+  expect_fits_80_columns(text.out);
+  EXPECT_NE(flat(text.out).find("Verdict: all four agree for d/dx, d/dgamma and d/ddy."),
+            std::string::npos);
+  for (const layers::DerivationStep& step : layers::batchnorm_double_derivation()) {
+    EXPECT_NE(flat(text.out).find(step.title), std::string::npos) << step.title;
+  }
+  const CliResult json = run({"explain", "batchnorm", "--order", "2", "--format", "json"});
+  ASSERT_EQ(json.status, 0) << json.err;
+  const JsonValue parsed = JsonReader::parse(json.out);
+  EXPECT_EQ(parsed["order"].number, 2.0);
+  EXPECT_EQ(parsed["comparison"]["rows"].array.size(), 12u);
+  // More vertices than the forward's 12: the first backward is on the graph.
+  EXPECT_GT(parsed["graph"]["vertices"].array.size(), 24u);
+  // Numbers and entries as the text shows them (the comparison has 12 rows,
+  // not 9, so the shared check runs on the steps only).
+  EXPECT_TRUE(is_subsequence(step_numbers(parsed), numeric_tokens(text.out)));
+  // The walk's gradient at dy is the hand-derived double backward's ddy.
+  const cli::BatchNormProblem problem = cli::make_problem(cli::ProblemSpec{});
+  const Tensor hand = cli::second_order_gradients(problem, cli::SecondOrderWay::Hand)[2];
+  bool found = false;
+  for (const JsonValue& step : parsed["steps"].array) {
+    if (step["title"].string != "dL2/ddy") continue;
+    found = true;
+    const JsonValue& values = step["tensors"][0]["numbers"]["values"];
+    ASSERT_EQ(values.array.size(), static_cast<std::size_t>(hand.size()));
+    for (std::size_t i = 0; i < values.array.size(); ++i) {
+      EXPECT_NEAR(values[i].number, hand.to_vector()[i], 1e-12);
+    }
+  }
+  EXPECT_TRUE(found);
+  const CliResult bad = run({"explain", "batchnorm", "--order", "3", "--format", "json"});
+  EXPECT_EQ(bad.status, cli::kUsage);
+  expect_one_line_error(bad, "npdl explain batchnorm", "--order");
 }
 
 TEST_F(CliTest, ExplainJsonNamesTheGraphsVerticesAndEdges) {

@@ -11,7 +11,8 @@ nothing overflows the window horizontally; no console error; no request
 other than for the file itself. Saves a screenshot of one step and prints
 how many steps it walked and how many checks it made.
 
-Usage: explain_batchnorm_page.py NPDL_PROGRAM OUTPUT_FOLDER
+Usage: explain_batchnorm_page.py NPDL_PROGRAM OUTPUT_FOLDER [NPDL_OPTION ...]
+(options such as --order 2 go to npdl explain batchnorm)
 Needs Debian's python3-selenium, chromium and chromium-driver
 (scripts/install-deps.sh installs them); fails when they are missing.
 """
@@ -264,14 +265,15 @@ def check_self_contained(driver, checks):
 
 
 def main():
-    if len(sys.argv) != 3:
-        fail("usage: explain_batchnorm_page.py NPDL_PROGRAM OUTPUT_FOLDER")
-    program, folder = sys.argv[1], sys.argv[2]
+    if len(sys.argv) < 3:
+        fail("usage: explain_batchnorm_page.py NPDL_PROGRAM OUTPUT_FOLDER [NPDL_OPTION ...]")
+    program, folder, options = sys.argv[1], sys.argv[2], sys.argv[3:]
     started = time.monotonic()
     os.makedirs(folder, exist_ok=True)
-    page = os.path.abspath(os.path.join(folder, "batchnorm.html"))
-    data = json.loads(run_npdl(program, "--format", "json"))
-    run_npdl(program, "--format", "html", "-o", page)
+    name = "-".join(["batchnorm"] + [o.lstrip("-") for o in options])  # batchnorm-order-2
+    page = os.path.abspath(os.path.join(folder, name + ".html"))
+    data = json.loads(run_npdl(program, *options, "--format", "json"))
+    run_npdl(program, *options, "--format", "html", "-o", page)
     url = "file://" + page
 
     checks = Checks()
@@ -292,7 +294,7 @@ def main():
         check_step(checks, state, data["steps"][SCREENSHOT_STEP - 1], data)
         checks.equal("viewport of the screenshot", [state["windowWidth"], state["windowHeight"]],
                      [WIDTH, HEIGHT])
-        screenshot = os.path.join(folder, "batchnorm-page.png")
+        screenshot = os.path.join(folder, name + "-page.png")
         checks.true("screenshot saved", driver.save_screenshot(screenshot))
     finally:
         driver.quit()
