@@ -1,6 +1,7 @@
-// npdl explain batchnorm: the batch-norm gradient, derived in front of the
-// user on numbers (cli/explanation.hpp builds it), as text, Markdown, JSON
-// or a self-contained HTML page (cli/explain_views.hpp lays it out).
+// npdl explain batchnorm: the batch-norm gradient (--order 2: its double
+// backward), derived in front of the user on numbers (cli/explanation.hpp
+// builds it), as text, Markdown, JSON or a self-contained HTML page
+// (cli/explain_views.hpp lays it out).
 #include <optional>
 #include <ostream>
 #include <sstream>
@@ -36,7 +37,8 @@ class ExplainCommand : public Command {
         "fused backward formula; compares autodiff, fused and float64 finite differences. Exit "
         "status 3 when they disagree. --format json gives the same steps as data; --format html "
         "as one self-contained page (-o batchnorm.html; the graph drawn by Graphviz's dot) "
-        "that shows them one at a time on the graph.");
+        "that shows them one at a time on the graph. --order 2 does the same for the double "
+        "backward (the gradient of sum(ggx * dx) + sum(gggamma * dgamma) + sum(ggbeta * dbeta)).");
     app->add_option("--x", o_.x, ".npy input (default: a seeded random 4 x 3 batch)");
     add_integer_option(*app, "--axis", o_.axis, "feature axis", kMinAxis, kMaxAxis)
         ->capture_default_str();
