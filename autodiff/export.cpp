@@ -37,7 +37,8 @@ class VertexWriter {
       label += "\\ngrad " + escape(summarize(d.grad.value()));
     }
     const bool leaf = boost::in_degree(v, g_) == 0;
-    os << "[label=\"" << label << "\", shape=" << (leaf ? "ellipse" : "box");
+    os << "[id=\"" << dot_vertex_id(v) << "\", label=\"" << label
+       << "\", shape=" << (leaf ? "ellipse" : "box");
     if (d.param) os << ", style=filled, fillcolor=\"#fde9b6\"";
     if (d.op->name == std::string("variable")) os << ", style=filled, fillcolor=\"#d6ecfa\"";
     os << ']';
@@ -53,7 +54,9 @@ class EdgeWriter {
   explicit EdgeWriter(const GraphImpl& g) : g_(g) {}
   template <class Edge>
   void operator()(std::ostream& os, const Edge& e) const {
-    os << "[label=\"" << to_string(g_[boost::source(e, g_)].shape) << "\"]";
+    const Vertex from = boost::source(e, g_);
+    os << "[id=\"" << dot_edge_id(from, boost::target(e, g_), g_[e].arg) << "\", label=\""
+       << to_string(g_[from].shape) << "\"]";
   }
 
  private:
@@ -109,6 +112,12 @@ std::string summarize(const Tensor& t) {
   os << "mean " << fmt(sum / static_cast<double>(v.size())) << ", min " << fmt(*lo) << ", max "
      << fmt(*hi);
   return os.str();
+}
+
+std::string dot_vertex_id(Vertex v) { return "v" + std::to_string(v); }
+
+std::string dot_edge_id(Vertex from, Vertex to, int arg) {
+  return "e" + std::to_string(from) + "_" + std::to_string(to) + "_" + std::to_string(arg);
 }
 
 void write_dot(std::ostream& os, const Graph& graph, const DotOptions& options) {

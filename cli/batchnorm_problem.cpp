@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "io/npy.hpp"
+#include "ops/ops.hpp"
 #include "tensor/tensor_math.hpp"
 
 namespace npdl::cli {
@@ -306,6 +307,28 @@ RecordedBatchNorm record_batchnorm(const BatchNormProblem& p) {
   for (int c = 0; c < static_cast<int>(composites.size()); ++c) {
     if (composites[c].name == layer.name()) r.cluster = c;
   }
+  return r;
+}
+
+RecordedBatchNorm record_batchnorm_second_order(const BatchNormProblem& p) {
+  GradModeGuard recording(true);
+  RecordedBatchNorm r;
+  r.graph = std::make_unique<Graph>();
+  Graph& graph = *r.graph;
+  r.x = graph.variable(p.x, "x");
+  const Var gamma = graph.variable(p.gamma, "gamma"), beta = graph.variable(p.beta, "beta");
+  const Var dy = graph.variable(p.dy, "dy");
+  r.y = composite_function(p)({r.x, gamma, beta});
+  const std::vector<Var> first = grad({r.y}, {r.x, gamma, beta}, {dy}, /*create_graph=*/true);
+  const std::vector<Tensor> weights{p.ggx, p.gggamma, p.ggbeta};
+  const char* weight_names[] = {"ggx", "gggamma", "ggbeta"};
+  for (int i = 0; i < 3; ++i) {
+    if (!first[i].requires_grad()) continue;
+    const Var weight = graph.input(weights[i].astype(p.x.dtype()), weight_names[i]);
+    const Var term = ops::sum(ops::mul(weight, first[i]));
+    r.h = r.h.tracked() ? ops::add(r.h, term) : term;
+  }
+  graph.backward(r.h, Tensor(), /*retain_graph=*/true);
   return r;
 }
 

@@ -125,9 +125,17 @@ struct RecordedBatchNorm {
   std::unique_ptr<Graph> graph;
   std::unique_ptr<layers::BatchNormal> layer;
   Var x, y;
+  Var h;             // second order: H, from which backward ran; first order: undefined
   int cluster = -1;  // index of the BatchNormal composite
 };
 RecordedBatchNorm record_batchnorm(const BatchNormProblem& p);
+
+/// Second order: the composite forward on (x, gamma, beta), its first
+/// backward from dy recorded on the same graph (create_graph, so that its
+/// VJPs are vertices too), and H = <ggx, dx> + <gggamma, dgamma> + <ggbeta,
+/// dbeta> on top (the weights as inputs), after a backward from H (graph
+/// retained): reverse mode through the first backward, vertex by vertex.
+RecordedBatchNorm record_batchnorm_second_order(const BatchNormProblem& p);
 
 /// Makes the layer's parameters and running statistics take `dtype` now.
 /// BatchNormal creates them as float32 and converts them at its first

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages npdl needs that are missing (Debian 12, root).
 # OpenMPI is optional for the library but needed by the tests under mpirun.
+# graphviz draws the graphs (npdl graph --svg, npdl explain --format html);
+# chromium, its driver and Selenium run the explain page's browser test.
 # Usage: scripts/install-deps.sh [extra-package ...]
 set -euo pipefail
 packages=(build-essential cmake libboost-graph-dev libeigen3-dev libgtest-dev
-          libbenchmark-dev libcli11-dev zlib1g-dev ccache libopenmpi-dev openmpi-bin "$@")
+          libbenchmark-dev libcli11-dev zlib1g-dev ccache libopenmpi-dev openmpi-bin
+          graphviz chromium chromium-driver python3-selenium "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

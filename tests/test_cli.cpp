@@ -10,13 +10,16 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <set>
 #include <sstream>
 
 #include "cli/batchnorm_problem.hpp"
 #include "cli/cli.hpp"
 #include "io/npy.hpp"
 #include "layers/batch_norm/batch_normal.hpp"
+#include "layers/batch_norm/double_backward.hpp"
 #include "tensor/tensor_math.hpp"
+#include "tests/json_reader.hpp"
 #include "tests/temp_dir_test.hpp"
 
 namespace npdl {
@@ -409,9 +412,9 @@ TEST_F(CliTest, ExplainBadInput) {
   CliResult r = run({"explain", "batchnorm", "--axis", "2"});
   EXPECT_EQ(r.status, cli::kFailed);
   expect_one_line_error(r, "npdl explain batchnorm", "axis 2");
-  r = run({"explain", "batchnorm", "--format", "html"});
+  r = run({"explain", "batchnorm", "--format", "pdf"});
   EXPECT_EQ(r.status, cli::kUsage);
-  expect_one_line_error(r, "npdl explain batchnorm", "html");
+  expect_one_line_error(r, "npdl explain batchnorm", "pdf");
   r = run({"explain", "batchnorm", "--x", path("missing.npy")});
   EXPECT_EQ(r.status, cli::kFailed);
   expect_one_line_error(r, "npdl explain batchnorm", "No such file");
@@ -648,8 +651,11 @@ TEST_F(CliTest, GraphWritesTheClusterWithShapesValuesAndGradients) {
   EXPECT_EQ(dot.rfind("digraph", 0), 0u);
   EXPECT_NE(dot.find("subgraph cluster_"), std::string::npos);
   EXPECT_NE(dot.find("label=\"BatchNormal\""), std::string::npos);
-  EXPECT_NE(dot.find("[label=\"(4, 3)\"]"), std::string::npos) << "shapes on the edges";
-  EXPECT_NE(dot.find("[label=\"(1, 3)\"]"), std::string::npos);
+  EXPECT_NE(dot.find("label=\"(4, 3)\"]"), std::string::npos) << "shapes on the edges";
+  EXPECT_NE(dot.find("label=\"(1, 3)\"]"), std::string::npos);
+  // Stable ids, which the SVG keeps and the explanation's page points at.
+  EXPECT_NE(dot.find("[id=\"v0\", label="), std::string::npos);
+  EXPECT_NE(dot.find("[id=\"e0_3_0\", label="), std::string::npos);
   for (const std::string op : {"mean", "sub", "rsqrt", "add_scalar", "mul", "add"}) {
     EXPECT_NE(dot.find("label=\"" + op + "\\"), std::string::npos) << op;  // op, then a newline
   }
@@ -718,6 +724,262 @@ TEST_F(CliTest, GraphBadInput) {
   r = run({"graph", "batchnorm", "--out", path("no/such/dir/bn.dot")});
   EXPECT_EQ(r.status, cli::kFailed);
   expect_one_line_error(r, "npdl graph batchnorm", "cannot write");
+}
+
+// ---------------------------------------------------------------------------
+// npdl explain batchnorm --format json and html: views of the same
+// explanation as the text.
+
+using testing::JsonReader;
+using testing::JsonValue;
+
+// The numbers of the explanation's steps as the text prints them, in order.
+std::vector<std::string> step_numbers(const JsonValue& json) {
+  std::vector<std::string> numbers;
+  for (const JsonValue& step : json["steps"].array) {
+    for (const JsonValue& tensor : step["tensors"].array) {
+      const JsonValue& shown = tensor["numbers"];
+      if (shown.is_null() || shown.object.count("summary")) continue;
+      for (const JsonValue& v : shown["values"].array) {
+        numbers.push_back(cli::format_number(v.number));
+      }
+    }
+  }
+  return numbers;
+}
+
+// True when `part` is `whole` with elements left out.
+bool is_subsequence(const std::vector<std::string>& part, const std::vector<std::string>& whole) {
+  std::size_t at = 0;
+  for (const std::string& w : whole) at += at < part.size() && part[at] == w;
+  return at == part.size();
+}
+
+void expect_json_matches_text(const std::string& json_text, const std::string& text) {
+  JsonValue json;
+  ASSERT_NO_THROW(json = JsonReader::parse(json_text)) << json_text.substr(0, 200);
+  const std::vector<std::string> numbers = step_numbers(json);
+  EXPECT_GT(numbers.size(), 100u);
+  EXPECT_TRUE(is_subsequence(numbers, numeric_tokens(text)))
+      << "the steps' numbers are not the text's, in the text's order";
+  // Every entry of the walks and the derivation, in the text's order.
+  std::size_t at = 0, entries = 0, derivation_step = 0;
+  for (const JsonValue& step : json["steps"].array) {
+    const std::string kind = step["kind"].string;
+    std::string label = step["title"].string;
+    if (kind == "derivation") label = "Step " + std::to_string(++derivation_step) + ": " + label;
+    if (kind != "forward" && kind != "backward" && kind != "derivation") continue;
+    // Entry labels end in a space (and the shape or op) or the line's end.
+    at = text.find("\n" + label + (kind == "derivation" ? "\n" : " "), at);
+    ASSERT_NE(at, std::string::npos) << label;
+    ++entries;
+    if (!step["formula"].string.empty()) {
+      EXPECT_NE(text.find(step["formula"].string, at), std::string::npos);
+      EXPECT_EQ(step["mathml"].string.rfind("<math display=\"block\">", 0), 0u);
+    }
+  }
+  // ... and no entry of the text that the JSON lacks.
+  const std::regex entry_label(R"(\n(v\d+ |Step \d+: )[^\n]*\n    )");
+  EXPECT_EQ(entries, static_cast<std::size_t>(
+                         std::distance(std::sregex_iterator(text.begin(), text.end(), entry_label),
+                                       std::sregex_iterator())));
+  // Uses point back, at existing steps.
+  for (const JsonValue& step : json["steps"].array) {
+    for (const JsonValue& used : step["uses"].array) {
+      EXPECT_LT(used.number, step["number"].number) << step["title"].string;
+      EXPECT_GE(used.number, 1.0);
+    }
+  }
+  // The three-way table, row by row, and the verdict.
+  const JsonValue& comparison = json["comparison"];
+  EXPECT_EQ(comparison["rows"].array.size(), 9u);
+  for (const JsonValue& row : comparison["rows"].array) {
+    const std::regex line(row["gradient"].string + " +" + row["pair"].string + " +" +
+                          std::regex_replace(cli::format_number(row["max_abs"].number),
+                                             std::regex(R"([.+])"), R"(\$&)") +
+                          " +.* " + row["verdict"].string + "\n");
+    EXPECT_TRUE(std::regex_search(text, line))
+        << row["gradient"].string << " " << row["pair"].string;
+  }
+  EXPECT_NE(flat(text).find(comparison["verdict"].string), std::string::npos);
+  EXPECT_EQ(
+      json["steps"][static_cast<std::size_t>(json["fused"]["step"].number) - 1]["formula"].string,
+      json["fused"]["formula"].string);
+}
+
+TEST_F(CliTest, ExplainJsonIsValidAndCarriesTheTextsStepsAndNumbers) {
+  for (const std::vector<std::string> options :
+       {std::vector<std::string>{},
+        {"--seed", "4", "--epsilon", "0.01"},
+        {"--x", save("x.npy", Tensor::randn({5, 2, 3}, 9, DType::Float32)), "--axis", "1"}}) {
+    std::vector<std::string> args{"explain", "batchnorm"};
+    args.insert(args.end(), options.begin(), options.end());
+    const CliResult text = run(args);
+    args.insert(args.end(), {"--format", "json"});
+    const CliResult json = run(args);
+    ASSERT_EQ(json.status, 0) << json.err;
+    EXPECT_EQ(json.err, "");
+    expect_json_matches_text(json.out, text.out);
+  }
+}
+
+TEST_F(CliTest, ExplainOrder2WalksTheFirstBackwardAndAgreesFourWays) {
+  const CliResult text = run({"explain", "batchnorm", "--order", "2"});
+  ASSERT_EQ(text.status, 0) << text.err;
+  expect_fits_80_columns(text.out);
+  EXPECT_NE(flat(text.out).find("Verdict: all four agree for d/dx, d/dgamma and d/ddy."),
+            std::string::npos);
+  for (const layers::DerivationStep& step : layers::batchnorm_double_derivation()) {
+    EXPECT_NE(flat(text.out).find(step.title), std::string::npos) << step.title;
+  }
+  const CliResult json = run({"explain", "batchnorm", "--order", "2", "--format", "json"});
+  ASSERT_EQ(json.status, 0) << json.err;
+  const JsonValue parsed = JsonReader::parse(json.out);
+  EXPECT_EQ(parsed["order"].number, 2.0);
+  EXPECT_EQ(parsed["comparison"]["rows"].array.size(), 12u);
+  // More vertices than the forward's 12: the first backward is on the graph.
+  EXPECT_GT(parsed["graph"]["vertices"].array.size(), 24u);
+  // Numbers and entries as the text shows them (the comparison has 12 rows,
+  // not 9, so the shared check runs on the steps only).
+  EXPECT_TRUE(is_subsequence(step_numbers(parsed), numeric_tokens(text.out)));
+  // The walk's gradient at dy is the hand-derived double backward's ddy.
+  const cli::BatchNormProblem problem = cli::make_problem(cli::ProblemSpec{});
+  const Tensor hand = cli::second_order_gradients(problem, cli::SecondOrderWay::Hand)[2];
+  bool found = false;
+  for (const JsonValue& step : parsed["steps"].array) {
+    if (step["title"].string != "dL2/ddy") continue;
+    found = true;
+    const JsonValue& values = step["tensors"][0]["numbers"]["values"];
+    ASSERT_EQ(values.array.size(), static_cast<std::size_t>(hand.size()));
+    for (std::size_t i = 0; i < values.array.size(); ++i) {
+      EXPECT_NEAR(values[i].number, hand.to_vector()[i], 1e-12);
+    }
+  }
+  EXPECT_TRUE(found);
+  const CliResult bad = run({"explain", "batchnorm", "--order", "3", "--format", "json"});
+  EXPECT_EQ(bad.status, cli::kUsage);
+  expect_one_line_error(bad, "npdl explain batchnorm", "--order");
+}
+
+TEST_F(CliTest, ExplainJsonNamesTheGraphsVerticesAndEdges) {
+  const JsonValue json = JsonReader::parse(run({"explain", "batchnorm", "--format", "json"}).out);
+  std::set<std::string> vertices, edges;
+  for (const JsonValue& v : json["graph"]["vertices"].array) vertices.insert(v["id"].string);
+  for (const JsonValue& e : json["graph"]["edges"].array) {
+    edges.insert(e["id"].string);
+    EXPECT_TRUE(vertices.count(e["from"].string) && vertices.count(e["to"].string));
+  }
+  EXPECT_EQ(vertices.size(), 12u);
+  for (const JsonValue& step : json["steps"].array) {
+    for (const JsonValue& v : step["vertices"].array) EXPECT_TRUE(vertices.count(v.string));
+    for (const JsonValue& e : step["edges"].array) EXPECT_TRUE(edges.count(e.string));
+  }
+  // The vertex the step "v4 xmu = sub(x, mean)" is about computes xmu.
+  bool found = false;
+  for (const JsonValue& v : json["graph"]["vertices"].array) {
+    if (v["name"].string != "xmu") continue;
+    found = true;
+    EXPECT_EQ(v["op"].string, "sub");
+    EXPECT_EQ(v["expression"].string, "sub(x, mean)");
+    EXPECT_EQ(v["value"]["values"].array.size(), 12u);
+  }
+  EXPECT_TRUE(found);
+}
+
+bool have_dot() { return std::system("command -v dot > /dev/null 2>&1") == 0; }
+
+// The element of `page` that starts with `open`, up to `close`.
+std::string element(const std::string& page, const std::string& open, const std::string& close) {
+  const std::size_t start = page.find(open);
+  if (start == std::string::npos) return "";
+  const std::size_t end = page.find(close, start);
+  return page.substr(start + open.size(), end - start - open.size());
+}
+
+TEST_F(CliTest, ExplainHtmlIsOneSelfContainedPageOfTheJson) {
+  if (!have_dot()) GTEST_SKIP() << "Graphviz's dot is not installed (Debian package graphviz)";
+  const CliResult r =
+      run({"explain", "batchnorm", "--seed", "2", "--format", "html", "-o", path("bn page.html")});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("wrote " + path("bn page.html")), std::string::npos) << r.out;
+  EXPECT_EQ(files_in("."), (std::vector<std::string>{"bn page.html"}));
+  const std::string page = read_text(path("bn page.html"));
+  EXPECT_EQ(page.rfind("<!DOCTYPE html>", 0), 0u);
+  // Nothing to fetch: no remote or protocol-relative address, no script or
+  // style from a file, and a policy that forbids requests.
+  EXPECT_FALSE(std::regex_search(
+      page, std::regex(R"((src|href)\s*=\s*["']?\s*(https?:)?//)", std::regex::icase)));
+  EXPECT_FALSE(std::regex_search(page, std::regex(R"(<script[^>]*\ssrc\s*=)", std::regex::icase)));
+  EXPECT_FALSE(std::regex_search(page, std::regex(R"(<link\b)", std::regex::icase)));
+  EXPECT_FALSE(std::regex_search(page, std::regex(R"(@import|url\s*\()", std::regex::icase)));
+  EXPECT_NE(page.find("content=\"default-src 'none';"), std::string::npos);
+  // The graph inline, its elements named by the ids the steps use.
+  EXPECT_NE(page.find("<svg"), std::string::npos);
+  EXPECT_EQ(page.find("<?xml"), std::string::npos);
+  // The data the script renders is the JSON output, byte for byte.
+  const CliResult json = run({"explain", "batchnorm", "--seed", "2", "--format", "json"});
+  const std::string embedded =
+      element(page, "<script type=\"application/json\" id=\"explanation\">", "</script>");
+  EXPECT_TRUE(embedded == json.out) << "the page's data is not --format json's";
+  for (const JsonValue& v : JsonReader::parse(json.out)["graph"]["vertices"].array) {
+    EXPECT_NE(page.find("<g id=\"" + v["id"].string + "\" class=\"node\""), std::string::npos)
+        << v["id"].string;
+  }
+  for (const JsonValue& e : JsonReader::parse(json.out)["graph"]["edges"].array) {
+    EXPECT_NE(page.find("<g id=\"" + e["id"].string + "\" class=\"edge\""), std::string::npos)
+        << e["id"].string;
+  }
+}
+
+TEST_F(CliTest, ExplainOutputThatCannotBeWrittenNamesThePathAndLeavesNoFile) {
+  for (const std::string format : {"json", "html", "text"}) {
+    if (format == "html" && !have_dot()) continue;
+    // A folder that does not exist, and a folder where the file should be.
+    fs::create_directories(path("taken.out"));
+    for (const std::string target : {path("no/such/dir/out"), path("taken.out")}) {
+      const CliResult r = run({"explain", "batchnorm", "--format", format, "-o", target});
+      EXPECT_EQ(r.status, cli::kFailed) << format << " " << target;
+      expect_one_line_error(r, "npdl explain batchnorm", "cannot write '" + target + "'");
+      EXPECT_EQ(r.out, "");
+      EXPECT_EQ(files_in("."), (std::vector<std::string>{"taken.out"})) << "a partial file left";
+      EXPECT_TRUE(files_in("taken.out").empty());
+    }
+  }
+}
+
+TEST_F(CliTest, ExplainHtmlWithoutGraphvizNamesThePackageAndWritesNothing) {
+  fs::create_directories(path("empty_bin"));
+  CliResult r;
+  {
+    ScopedPath no_dot(path("empty_bin"));
+    r = run({"explain", "batchnorm", "--format", "html", "-o", path("bn.html")});
+  }
+  EXPECT_EQ(r.status, cli::kFailed);
+  expect_one_line_error(r, "npdl explain batchnorm", "Debian package graphviz");
+  EXPECT_NE(r.err.find(path("bn.html")), std::string::npos) << r.err;
+  EXPECT_EQ(files_in("."), (std::vector<std::string>{"empty_bin"}));
+}
+
+TEST_F(CliTest, ExplainJsonAndHtmlGiveTheTextsTypedErrors) {
+  for (const std::string format : {"json", "html"}) {
+    const std::string out = path("out." + format);
+    CliResult r = run({"explain", "batchnorm", "--format", format, "-o", out, "--axis", "2"});
+    EXPECT_EQ(r.status, cli::kFailed);
+    expect_one_line_error(r, "npdl explain batchnorm", "axis 2");
+    r = run({"explain", "batchnorm", "--format", format, "--x", path("missing.npy")});
+    EXPECT_EQ(r.status, cli::kFailed);
+    expect_one_line_error(r, "npdl explain batchnorm", "No such file");
+    r = run({"explain", "batchnorm", "--format", format, "--seed", "-1"});
+    EXPECT_EQ(r.status, cli::kUsage);
+    expect_one_line_error(r, "npdl explain batchnorm", "--seed");
+    r = run({"explain", "batchnorm", "--format", format, "--epsilon", "tiny"});
+    EXPECT_EQ(r.status, cli::kUsage);
+    expect_one_line_error(r, "npdl explain batchnorm", "--epsilon");
+    r = run({"explain", "batchnorm", "--format", format, "-o"});
+    EXPECT_EQ(r.status, cli::kUsage);
+    expect_one_line_error(r, "npdl explain batchnorm", "-o");
+    EXPECT_TRUE(files_in(".").empty()) << format;
+  }
 }
 
 // ---------------------------------------------------------------------------
