@@ -7,7 +7,7 @@
 set -euo pipefail
 packages=(build-essential cmake libboost-graph-dev libeigen3-dev libgtest-dev
           libbenchmark-dev libcli11-dev zlib1g-dev ccache libopenmpi-dev openmpi-bin
-          graphviz chromium chromium-driver python3-selenium "$@")
+          graphviz chromium chromium-driver python3-selenium dataset-fashion-mnist "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
