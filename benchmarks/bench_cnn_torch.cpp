@@ -46,20 +46,9 @@ void BM_TorchCnnStep(benchmark::State& state, bool batchnorm, std::int64_t batch
   set_torch_threads(threads);
   torch::manual_seed(1);
   auto net = std::make_shared<CnnImpl>(batchnorm);
-  net->train();
-  torch::optim::SGD sgd(net->parameters(), torch::optim::SGDOptions(kCnnLr).momentum(kCnnMomentum));
   const torch::Tensor x = torch::rand({batch, 1, 28, 28});
   const torch::Tensor target = torch::arange(batch, torch::kLong) % 10;
-  auto step = [&] {
-    sgd.zero_grad();
-    torch::Tensor loss = torch::nn::functional::cross_entropy(net->forward(x), target);
-    loss.backward();
-    sgd.step();
-    return loss.item<float>();
-  };
-  step();  // warm up
-  for (auto _ : state) benchmark::DoNotOptimize(step());
-  state.SetItemsProcessed(state.iterations() * batch);
+  time_training_steps(state, net, x, target, kCnnLr, kCnnMomentum);
 }
 
 void BM_TorchConv(benchmark::State& state, const ConvShape& s, int threads) {

@@ -28,21 +28,9 @@ void BM_TorchLstmStep(benchmark::State& state, std::int64_t batch, int threads) 
   set_torch_threads(threads);
   torch::manual_seed(1);
   auto net = std::make_shared<SequenceNetImpl>();
-  net->train();
-  torch::optim::SGD sgd(net->parameters(),
-                        torch::optim::SGDOptions(kLstmLr).momentum(kLstmMomentum));
   const torch::Tensor x = torch::rand({batch, kSteps, kFeatures});
   const torch::Tensor target = torch::arange(batch, torch::kLong) % kClasses;
-  auto step = [&] {
-    sgd.zero_grad();
-    torch::Tensor loss = torch::nn::functional::cross_entropy(net->forward(x), target);
-    loss.backward();
-    sgd.step();
-    return loss.item<float>();
-  };
-  step();  // warm up
-  for (auto _ : state) benchmark::DoNotOptimize(step());
-  state.SetItemsProcessed(state.iterations() * batch);
+  time_training_steps(state, net, x, target, kLstmLr, kLstmMomentum);
 }
 
 }  // namespace

@@ -33,6 +33,14 @@ struct CellCase {
   double spread;  // of z: 8 saturates the gates
 };
 
+std::string cell_case_name(const ::testing::TestParamInfo<CellCase>& info) {
+  return "n" + std::to_string(info.param.n) + "_h" + std::to_string(info.param.h) +
+         (info.param.spread > 1 ? "_saturated" : "");
+}
+
+const auto kCellCases = ::testing::Values(CellCase{1, 1, 1.0}, CellCase{2, 3, 1.0},
+                                          CellCase{7, 5, 8.0}, CellCase{130, 4, 1.0});
+
 class LstmCell : public ::testing::TestWithParam<CellCase> {};
 
 // Fused equals composite, forward and backward, to 1e-12 in float64.
@@ -56,14 +64,7 @@ TEST_P(LstmCell, FusedEqualsCompositeInFloat64) {
   EXPECT_GRADCHECK(fused, {z, c_prev});
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, LstmCell,
-                         ::testing::Values(CellCase{1, 1, 1.0}, CellCase{2, 3, 1.0},
-                                           CellCase{7, 5, 8.0}, CellCase{130, 4, 1.0}),
-                         [](const auto& info) {
-                           return "n" + std::to_string(info.param.n) + "_h" +
-                                  std::to_string(info.param.h) +
-                                  (info.param.spread > 1 ? "_saturated" : "");
-                         });
+INSTANTIATE_TEST_SUITE_P(Shapes, LstmCell, kCellCases, cell_case_name);
 
 class GruCell : public ::testing::TestWithParam<CellCase> {};
 
@@ -85,14 +86,7 @@ TEST_P(GruCell, FusedEqualsCompositeInFloat64) {
   EXPECT_GRADCHECK(fused, inputs);
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, GruCell,
-                         ::testing::Values(CellCase{1, 1, 1.0}, CellCase{2, 3, 1.0},
-                                           CellCase{7, 5, 8.0}, CellCase{130, 4, 1.0}),
-                         [](const auto& info) {
-                           return "n" + std::to_string(info.param.n) + "_h" +
-                                  std::to_string(info.param.h) +
-                                  (info.param.spread > 1 ? "_saturated" : "");
-                         });
+INSTANTIATE_TEST_SUITE_P(Shapes, GruCell, kCellCases, cell_case_name);
 
 TEST(LstmCellShapes, AreCheckedAndNamed) {
   const Var z(Tensor::zeros({2, 6})), c(Tensor::zeros({2, 2}));
