@@ -19,6 +19,7 @@ Needs Debian's python3-selenium, chromium and chromium-driver
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,7 @@ class Checks:
     """Counts checks; collects failures instead of stopping at the first."""
 
     def __init__(self):
+        self.walked = self.reloaded = 0  # steps, set by the walk
         self.made = 0
         self.failures = []
 
@@ -61,7 +63,7 @@ def run_npdl(program, *args):
     return result.stdout
 
 
-def start_browser():
+def start_browser(profile):
     for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
         if not os.access(path, os.X_OK):
             fail(f"{path} is missing: install the Debian package {package} (scripts/install-deps.sh)")
@@ -77,7 +79,7 @@ def start_browser():
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync",
                  f"--window-size={WIDTH},{HEIGHT}",
-                 f"--user-data-dir={tempfile.mkdtemp(prefix='npdl-chromium-')}"):
+                 f"--user-data-dir={profile}"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -277,7 +279,17 @@ def main():
     url = "file://" + page
 
     checks = Checks()
-    driver = start_browser()
+    # A fresh profile, removed when the browser has quit.
+    profile = tempfile.mkdtemp(prefix="npdl-chromium-")
+    try:
+        run_in_browser(profile, url, data, checks, folder, name)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    report(page, data, checks, started, os.path.join(folder, name + "-page.png"))
+
+
+def run_in_browser(profile, url, data, checks, folder, name):
+    driver = start_browser(profile)
     try:
         walked = walk(driver, data, checks, url)
         reloaded = reload_and_follow_links(driver, data, checks, url)
@@ -296,12 +308,15 @@ def main():
                      [WIDTH, HEIGHT])
         screenshot = os.path.join(folder, name + "-page.png")
         checks.true("screenshot saved", driver.save_screenshot(screenshot))
+        checks.walked, checks.reloaded = walked, reloaded
     finally:
         driver.quit()
 
+
+def report(page, data, checks, started, screenshot):
     print(f"page {page}: {os.path.getsize(page)} bytes, {len(data['steps'])} steps")
-    print(f"steps walked: {walked} (and {reloaded} reloaded), checks made: {checks.made}, "
-          f"failed: {len(checks.failures)}, {time.monotonic() - started:.1f} s")
+    print(f"steps walked: {checks.walked} (and {checks.reloaded} reloaded), checks made: "
+          f"{checks.made}, failed: {len(checks.failures)}, {time.monotonic() - started:.1f} s")
     print(f"screenshot: {screenshot}")
     for failure in checks.failures[:50]:
         print(f"FAIL: {failure}", file=sys.stderr)
