@@ -137,10 +137,9 @@ Var Recurrent::on_graph(const Var& like, const ParameterPtr& p) {
   return graph != nullptr ? graph->param(p) : Var(p->value);
 }
 
-Var Recurrent::project_inputs(const Var& x, const Var& U, const Var& b) {
-  const std::int64_t N = x.shape()[0], T = x.shape()[1], F = x.shape()[2];
-  const Var flat = ops::reshape(x, {N * T, F});
-  return ops::reshape(ops::matmul(flat, U) + b, {N, T, U.shape()[1]});
+Var Recurrent::input_term(const Var& x, std::int64_t t, const Var& U, const Var& b) {
+  const Var term = ops::matmul(ops::select(x, 1, t), U);
+  return b.value().defined() ? term + b : term;
 }
 
 Var Recurrent::masked(const SequenceInputs& extra, std::int64_t t, const Var& next,
@@ -172,12 +171,11 @@ void SimpleRNN::make_params(std::int64_t n_in) {
 }
 
 std::vector<Var> SimpleRNN::run(const Var& x, const SequenceInputs& extra, bool /*training*/) {
-  const Var xw = project_inputs(x, on_graph(x, W_), on_graph(x, b_));
-  const Var U = on_graph(x, U_);
+  const Var W = on_graph(x, W_), b = on_graph(x, b_), U = on_graph(x, U_);
   std::vector<Var> states;
   Var h = initial(extra.h0, x);
   for (std::int64_t t = 0; t < x.shape()[1]; ++t) {
-    const Var next = activate(activation(), ops::select(xw, 1, t) + ops::matmul(h, U));
+    const Var next = activate(activation(), input_term(x, t, W, b) + ops::matmul(h, U));
     h = masked(extra, t, next, h);
     states.push_back(h);
   }
@@ -211,15 +209,15 @@ std::vector<Var> GRU::run(const Var& x, const SequenceInputs& extra, bool /*trai
   const auto p = [&](const ParameterPtr& q) { return on_graph(x, q); };
   // Input terms of the three blocks (z, r, h) for every step at once; the
   // z and r blocks' hidden terms in one product per step.
-  const Var xw = project_inputs(x, ops::concat({p(U_z_), p(U_r_), p(U_h_)}, 1),
-                                ops::concat({p(b_z_), p(b_r_), p(b_h_)}, 0));
+  const Var U = ops::concat({p(U_z_), p(U_r_), p(U_h_)}, 1);
+  const Var b = ops::concat({p(b_z_), p(b_r_), p(b_h_)}, 0);
   const Var W_zr = ops::concat({p(W_z_), p(W_r_)}, 1), W_h = p(W_h_);
   const auto gate_fn = [this](const Var& v) { return gate(v); };
   const auto act_fn = [this](const Var& v) { return act(v); };
   std::vector<Var> states;
   Var s = initial(extra.h0, x);
   for (std::int64_t t = 0; t < x.shape()[1]; ++t) {
-    const Var x_t = ops::select(xw, 1, t);
+    const Var x_t = input_term(x, t, U, b);
     const Var zr = ops::slice(x_t, 1, 0, 2 * H) + ops::matmul(s, W_zr);
     const Var a = ops::concat({zr, ops::slice(x_t, 1, 2 * H, 3 * H)}, 1);
     const Var next = backward_mode() == BackwardMode::Autodiff
@@ -299,14 +297,13 @@ std::vector<std::string> LstmBase::state_names() const {
 std::vector<Var> LstmBase::run_normalised(const Var& x, const SequenceInputs& extra,
                                           bool training) {
   const GateWeights w = gate_weights(x);
-  const std::int64_t N = x.shape()[0], T = x.shape()[1], H = n_out();
-  const Var xu =
-      ops::reshape(ops::matmul(ops::reshape(x, {N * T, x.shape()[2]}), w.U), {N, T, 4 * H});
+  const std::int64_t T = x.shape()[1], H = n_out();
+  const Var no_bias;  // BN_x normalises x U alone: b comes after the norms
   const BackwardMode mode = backward_mode();
   std::vector<Var> states;
   Var h = initial(extra.h0, x), c = initial(extra.c0, x);
   for (std::int64_t t = 0; t < T; ++t) {
-    const Var z = bn_x_.apply(ops::select(xu, 1, t), t, training, mode) +
+    const Var z = bn_x_.apply(input_term(x, t, w.U, no_bias), t, training, mode) +
                   bn_h_.apply(ops::matmul(h, w.W), t, training, mode) + w.b;
     const Var i = gate(ops::slice(z, 1, 0, H)), f = gate(ops::slice(z, 1, H, 2 * H)),
               o = gate(ops::slice(z, 1, 2 * H, 3 * H)), g = act(ops::slice(z, 1, 3 * H, 4 * H));
@@ -322,13 +319,12 @@ std::vector<Var> LstmBase::run_normalised(const Var& x, const SequenceInputs& ex
 std::vector<Var> LstmBase::run(const Var& x, const SequenceInputs& extra, bool training) {
   if (batch_norm_.enabled) return run_normalised(x, extra, training);
   const GateWeights w = gate_weights(x);
-  const Var xw = project_inputs(x, w.U, w.b);
   const auto gate_fn = [this](const Var& v) { return gate(v); };
   const auto act_fn = [this](const Var& v) { return act(v); };
   std::vector<Var> states;
   Var h = initial(extra.h0, x), c = initial(extra.c0, x);
   for (std::int64_t t = 0; t < x.shape()[1]; ++t) {
-    const Var z = ops::select(xw, 1, t) + ops::matmul(h, w.W);
+    const Var z = input_term(x, t, w.U, w.b) + ops::matmul(h, w.W);
     const ops::LstmState next =
         backward_mode() == BackwardMode::Autodiff
             ? ops::lstm_cell_composite(z, c, gate_fn, act_fn)
