@@ -921,11 +921,14 @@ TEST_F(CliTest, ExplainHtmlIsOneSelfContainedPageOfTheJson) {
   const std::string embedded =
       element(page, "<script type=\"application/json\" id=\"explanation\">", "</script>");
   EXPECT_TRUE(embedded == json.out) << "the page's data is not --format json's";
-  for (const JsonValue& v : JsonReader::parse(json.out)["graph"]["vertices"].array) {
+  // Kept in a variable: a range-for over a member of the temporary parse()
+  // returns would read it after its end.
+  const JsonValue explanation = JsonReader::parse(json.out);
+  for (const JsonValue& v : explanation["graph"]["vertices"].array) {
     EXPECT_NE(page.find("<g id=\"" + v["id"].string + "\" class=\"node\""), std::string::npos)
         << v["id"].string;
   }
-  for (const JsonValue& e : JsonReader::parse(json.out)["graph"]["edges"].array) {
+  for (const JsonValue& e : explanation["graph"]["edges"].array) {
     EXPECT_NE(page.find("<g id=\"" + e["id"].string + "\" class=\"edge\""), std::string::npos)
         << e["id"].string;
   }
