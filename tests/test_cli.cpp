@@ -808,7 +808,7 @@ void expect_json_matches_text(const std::string& json_text, const std::string& t
 }
 
 TEST_F(CliTest, ExplainJsonIsValidAndCarriesTheTextsStepsAndNumbers) {
-  for (const std::vector<std::string> options :
+  for (const std::vector<std::string>& options :
        {std::vector<std::string>{},
         {"--seed", "4", "--epsilon", "0.01"},
         {"--x", save("x.npy", Tensor::randn({5, 2, 3}, 9, DType::Float32)), "--axis", "1"}}) {
@@ -939,7 +939,7 @@ TEST_F(CliTest, ExplainOutputThatCannotBeWrittenNamesThePathAndLeavesNoFile) {
     if (format == "html" && !have_dot()) continue;
     // A folder that does not exist, and a folder where the file should be.
     fs::create_directories(path("taken.out"));
-    for (const std::string target : {path("no/such/dir/out"), path("taken.out")}) {
+    for (const std::string& target : {path("no/such/dir/out"), path("taken.out")}) {
       const CliResult r = run({"explain", "batchnorm", "--format", format, "-o", target});
       EXPECT_EQ(r.status, cli::kFailed) << format << " " << target;
       expect_one_line_error(r, "npdl explain batchnorm", "cannot write '" + target + "'");
