@@ -19,12 +19,17 @@ inline const std::filesystem::path& scratch_dir() {
         std::filesystem::path(base != nullptr && *base != '\0' ? base : "/tmp") /
         ("npdl_fuzz_" + std::to_string(::getpid()));
     std::filesystem::create_directories(d);
-    std::atexit([] {
-      std::error_code ec;
-      std::filesystem::remove_all(scratch_dir(), ec);
-    });
     return d;
   }();
+  // Registered once dir is constructed, so after dir's destructor: exit
+  // handlers run in reverse order, and this one runs while dir still lives
+  // (registered inside dir's initialiser, it ran after the destructor and
+  // read the freed path).
+  static const int removal = std::atexit([] {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  });
+  (void)removal;
   return dir;
 }
 

@@ -3,6 +3,7 @@
 
 #include <Eigen/Core>
 #include <string>
+#include <utility>
 
 #include "autodiff/catalogue.hpp"
 #include "autodiff/gradcheck.hpp"
@@ -45,6 +46,15 @@ using ConstRowsMap = Eigen::Map<const Rows<T>>;
 // so the result is the same for any number of threads.
 constexpr std::int64_t kRowGrain = 64;
 
+// Runs `f(lo, hi)` over row chunks of an (N, H) block in parallel. An empty
+// block runs nothing: with H = 0 the row count may be anything (2^40 rows of
+// nothing is a valid tensor), and walking it chunk by chunk would take hours.
+template <class F>
+void for_row_chunks(std::int64_t N, std::int64_t H, F&& f) {
+  if (N == 0 || H == 0) return;
+  parallel_for(N, kRowGrain, std::forward<F>(f));
+}
+
 std::int64_t hidden_size(const Var& z, const Var& c_prev) {
   if (z.rank() != 2 || z.shape()[1] % 4 != 0) {
     throw ShapeError("lstm_cell: expected gate pre-activations z of shape (N, 4H), got " +
@@ -71,7 +81,7 @@ CellForward lstm_cell_forward(const Tensor& z, const Tensor& c_prev, std::int64_
     using T = decltype(zero);
     const ConstRowsMap<T> Z(z.data<T>(), N, 4 * H), Cp(c_prev.data<T>(), N, H);
     RowsMap<T> HC(out.hc.data<T>(), N, 2 * H), A(out.activations.data<T>(), N, 5 * H);
-    parallel_for(N, kRowGrain, [&](std::int64_t lo, std::int64_t hi) {
+    for_row_chunks(N, H, [&](std::int64_t lo, std::int64_t hi) {
       const std::int64_t rows = hi - lo;
       const auto zr = Z.middleRows(lo, rows);
       auto a = A.middleRows(lo, rows);
@@ -114,7 +124,7 @@ CellGrads lstm_cell_backward(const Tensor& activations, const Tensor& c_prev, co
     const ConstRowsMap<T> A(activations.data<T>(), N, 5 * H), Cp(c_prev.data<T>(), N, H),
         G(grad.data<T>(), N, 2 * H);
     RowsMap<T> dZ(out.dz.data<T>(), N, 4 * H), dCp(out.dc_prev.data<T>(), N, H);
-    parallel_for(N, kRowGrain, [&](std::int64_t lo, std::int64_t hi) {
+    for_row_chunks(N, H, [&](std::int64_t lo, std::int64_t hi) {
       const std::int64_t rows = hi - lo;
       const auto a = A.middleRows(lo, rows);
       const auto i = a.middleCols(0, H), f = a.middleCols(H, H), o = a.middleCols(2 * H, H),
@@ -191,7 +201,7 @@ GruGates gru_gates(const Tensor& a, const Tensor& s, const Tensor& W_h, std::int
     using T = decltype(zero);
     const ConstRowsMap<T> A(a.data<T>(), N, 3 * H), S(s.data<T>(), N, H);
     RowsMap<T> Z(out.z.data<T>(), N, H), R(out.r.data<T>(), N, H), SR(out.sr.data<T>(), N, H);
-    parallel_for(N, kRowGrain, [&](std::int64_t lo, std::int64_t hi) {
+    for_row_chunks(N, H, [&](std::int64_t lo, std::int64_t hi) {
       const auto ar = A.middleRows(lo, hi - lo);
       Z.middleRows(lo, hi - lo) = ar.middleCols(0, H).logistic();
       R.middleRows(lo, hi - lo) = ar.middleCols(H, H).logistic();
@@ -204,7 +214,7 @@ GruGates gru_gates(const Tensor& a, const Tensor& s, const Tensor& W_h, std::int
     using T = decltype(zero);
     const ConstRowsMap<T> A(a.data<T>(), N, 3 * H);
     RowsMap<T> Hc(out.h.data<T>(), N, H);
-    parallel_for(N, kRowGrain, [&](std::int64_t lo, std::int64_t hi) {
+    for_row_chunks(N, H, [&](std::int64_t lo, std::int64_t hi) {
       Hc.middleRows(lo, hi - lo) =
           (A.middleRows(lo, hi - lo).middleCols(2 * H, H) + Hc.middleRows(lo, hi - lo)).tanh();
     });
@@ -244,6 +254,10 @@ GruGrads gru_cell_backward(const Tensor& s, const Tensor& W_h, const GruGates& k
   const std::int64_t N = s.shape()[0];
   Tensor dh_pre({N, H}, s.dtype());
   GruGrads out{Tensor({N, 3 * H}, s.dtype()), Tensor({N, H}, s.dtype()), Tensor()};
+  if (N == 0 || H == 0) {  // no element to walk (N may be huge when H is 0)
+    out.dW_h = Tensor::zeros({H, H}, s.dtype());
+    return out;
+  }
   dispatch(s.dtype(), [&](auto zero) {
     using T = decltype(zero);
     const ConstRowsMap<T> G(grad.data<T>(), N, H), Z(k.z.data<T>(), N, H), Hc(k.h.data<T>(), N, H),

@@ -102,6 +102,28 @@ TEST(LstmCellShapes, AreCheckedAndNamed) {
   }
 }
 
+// Blocks without elements: H = 0 with 2^40 rows is a valid tensor of no
+// element, and the cells must not walk its rows (the graph fuzzer found
+// gru_cell spending minutes on one); N = 0 with H > 0 gives W_h a zero
+// gradient of its full shape.
+TEST(CellShapes, EmptyBlocksAreNotWalked) {
+  const std::int64_t huge = std::int64_t{1} << 40;
+  for (const std::int64_t N : {huge, std::int64_t{0}}) {
+    const std::int64_t H = N == 0 ? 3 : 0;
+    const auto lstm = [](const std::vector<Var>& v) { return ops::lstm_cell(v[0], v[1]); };
+    const auto lstm_grads = reverse_mode_gradients(
+        lstm, {Tensor::zeros({N, 4 * H}), Tensor::zeros({N, H})}, Tensor::zeros({N, 2 * H}));
+    EXPECT_EQ(lstm_grads[0].shape(), (Shape{N, 4 * H}));
+    EXPECT_EQ(lstm_grads[1].shape(), (Shape{N, H}));
+    const auto gru = [](const std::vector<Var>& v) { return ops::gru_cell(v[0], v[1], v[2]); };
+    const auto gru_grads = reverse_mode_gradients(
+        gru, {Tensor::zeros({N, 3 * H}), Tensor::zeros({N, H}), Tensor::randn({H, H}, 9)},
+        Tensor::zeros({N, H}));
+    EXPECT_EQ(gru_grads[0].shape(), (Shape{N, 3 * H}));
+    EXPECT_EQ(gru_grads[2].to_vector(), std::vector<double>(std::size_t(H * H), 0.0));
+  }
+}
+
 // ------------------------------------------------------------ the layers
 
 // A small float64 problem: 3 sequences of 4 steps of 2 features.
