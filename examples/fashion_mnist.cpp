@@ -18,18 +18,15 @@
 //   mpirun -np 2 ./build/examples/fashion_mnist --distributed
 #include <CLI/CLI.hpp>
 #include <chrono>
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <iomanip>
 #include <iostream>
-#include <numeric>
-#include <random>
+#include <sstream>
 
 #include "cli/integer_option.hpp"
 #include "examples/distributed_options.hpp"
 #include "examples/fashion_mnist_data.hpp"
 #include "examples/fashion_mnist_mlp_network.hpp"
+#include "examples/side_by_side.hpp"
 #include "npdl.hpp"
 
 namespace {
@@ -115,42 +112,14 @@ std::unique_ptr<model::Model> make_network(bool with_batchnorm, const Options& o
   return m;
 }
 
-struct Point {
-  std::int64_t step;
-  double plain, batchnorm;
-};
-
-void write_csv(const std::string& path, const std::vector<Point>& curve) {
-  std::ofstream out(path);
-  out << "step,test_accuracy_plain,test_accuracy_batchnormal\n" << std::setprecision(6);
-  for (const Point& p : curve) out << p.step << ',' << p.plain << ',' << p.batchnorm << '\n';
-  if (!out) throw IOError("cannot write " + path);
-}
-
-void plot(const std::string& csv, const std::string& png, const std::string& script,
-          const Options& o) {
-  std::ofstream gp(script);
-  gp << "set terminal pngcairo size 900,600 noenhanced\n"
-     << "set output '" << png << "'\n"
-     << "set datafile separator ','\n"
-     << "set title 'Fashion-MNIST, 784-100-100-100-10 sigmoid, " << o.optimizer << " lr " << o.lr
-     << " decay " << o.decay << ", batch " << o.batch_size << "'\n"
-     << "set xlabel 'training steps'\nset ylabel 'test accuracy'\n"
-     << "set key bottom right\nset grid\n"
-     << "plot '" << csv << "' using 1:2 with linespoints title 'without BatchNormal', \\\n"
-     << "     '" << csv << "' using 1:3 with linespoints title 'with BatchNormal'\n";
-  gp.close();
-  fashion_mnist::run_gnuplot(script, csv);
-}
-
 /// The paper's measure: how many steps the BatchNormal network needs to
 /// reach the plain network's final accuracy.
-void report_speed_up(const std::vector<Point>& curve) {
+void report_speed_up(const std::vector<fashion_mnist::Checkpoint>& curve) {
   const double target = curve.back().plain;
   std::int64_t ahead = 0;
-  for (const Point& p : curve) ahead += p.step > 0 && p.batchnorm > p.plain;
-  for (const Point& p : curve) {
-    if (p.batchnorm >= target) {
+  for (const auto& p : curve) ahead += p.step > 0 && p.normalised > p.plain;
+  for (const auto& p : curve) {
+    if (p.normalised >= target) {
       std::cout << std::setprecision(4) << "with BatchNormal the test accuracy reached " << target
                 << " (the plain network's final one) at step " << p.step << " of "
                 << curve.back().step << "; it was ahead at " << ahead << " of " << curve.size() - 1
@@ -183,31 +152,25 @@ int run(const Options& o, const dist::CommunicatorPtr& comm) {
               << " test images (loaded in " << std::fixed << std::setprecision(1) << seconds()
               << " s)\n";
 
-  // Both networks see the same batches: a fresh permutation per epoch (the
-  // same on every rank: the same seed and the same program).
-  std::mt19937_64 order_rng(o.seed);
-  std::vector<std::int64_t> order(static_cast<std::size_t>(train.x.dim(0)));
-  std::iota(order.begin(), order.end(), 0);
-  std::size_t cursor = order.size();
-  std::vector<Point> curve;
+  fashion_mnist::BatchOrder batches(train.x.dim(0), o.batch_size, o.seed);
+  fashion_mnist::Figure figure;
+  figure.stem = "fashion_mnist_accuracy";
+  figure.by_epoch = false;
+  std::ostringstream title;
+  title << "Fashion-MNIST, 784-100-100-100-10 sigmoid, " << o.optimizer << " lr " << o.lr
+        << " decay " << o.decay << ", batch " << o.batch_size;
+  figure.title = title.str();
+  std::vector<fashion_mnist::Checkpoint> curve;
   auto score = [&](std::int64_t step) {
     if (rank != 0) return;  // inference only: the other ranks need not wait
-    const Point p{step, plain->evaluate(test.x, test.y).accuracy,
-                  batchnorm->evaluate(test.x, test.y).accuracy};
-    curve.push_back(p);
-    std::cout << "step " << std::setw(6) << step << "  test accuracy  without BatchNormal "
-              << std::setprecision(4) << p.plain << "  with BatchNormal " << p.batchnorm << "  ("
-              << std::setprecision(1) << seconds() << " s)\n"
-              << std::flush;
+    curve.push_back({step, double(step) / double(batches.per_epoch()),
+                     plain->evaluate(test.x, test.y).accuracy,
+                     batchnorm->evaluate(test.x, test.y).accuracy});
+    fashion_mnist::print_checkpoint(curve.back(), figure, seconds());
   };
   score(0);
   for (std::int64_t step = 1; step <= o.steps; ++step) {
-    if (cursor + static_cast<std::size_t>(o.batch_size) > order.size()) {
-      std::shuffle(order.begin(), order.end(), order_rng);
-      cursor = 0;
-    }
-    const std::int64_t* rows = order.data() + cursor;
-    cursor += static_cast<std::size_t>(o.batch_size);
+    const std::int64_t* rows = batches.next();
     const Tensor xb = model::take_rows(train.x, rows + shard.begin, shard.size());
     const Tensor yb = model::take_rows(train.y, rows + shard.begin, shard.size());
     plain->train_on_batch(xb, yb);
@@ -216,22 +179,8 @@ int run(const Options& o, const dist::CommunicatorPtr& comm) {
   }
 
   if (rank != 0) return 0;
-  std::error_code ignored;  // a folder that cannot be made shows as a CSV write error
-  std::filesystem::create_directories(o.out, ignored);
-  const std::string csv = o.out + "/fashion_mnist_accuracy.csv";
-  write_csv(csv, curve);
-  std::cout << "curves: " << csv << '\n';
-  if (fashion_mnist::gnuplot_installed()) {
-    const std::string png = o.out + "/fashion_mnist_accuracy.png";
-    plot(csv, png, o.out + "/fashion_mnist_accuracy.gp", o);
-    std::cout << "plot:   " << png << '\n';
-  } else {
-    std::cout << "(install gnuplot for a PNG plot of the curves)\n";
-  }
-  const Point& last = curve.back();
-  std::cout << std::setprecision(4) << "final test accuracy after " << last.step
-            << " steps: without BatchNormal " << last.plain << ", with BatchNormal "
-            << last.batchnorm << std::setprecision(1) << "  (total " << seconds() << " s)\n";
+  fashion_mnist::write_curves(o.out, curve, figure);
+  fashion_mnist::print_summary(curve, figure, seconds());
   report_speed_up(curve);
   return 0;
 }

@@ -22,17 +22,14 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
-#include <filesystem>
-#include <fstream>
-#include <iomanip>
 #include <iostream>
-#include <numeric>
-#include <random>
+#include <sstream>
 
 #include "cli/integer_option.hpp"
 #include "examples/distributed_options.hpp"
 #include "examples/fashion_mnist_cnn_network.hpp"
 #include "examples/fashion_mnist_data.hpp"
+#include "examples/side_by_side.hpp"
 #include "npdl.hpp"
 
 namespace {
@@ -144,35 +141,6 @@ void check_same_initial_weights(const model::Model& a, const model::Model& b) {
   if (!same) throw ValueError("the two networks do not start from the same weights");
 }
 
-struct Point {
-  std::int64_t step;
-  double epoch, plain, batchnorm;
-};
-
-void write_csv(const std::string& path, const std::vector<Point>& curve) {
-  std::ofstream out(path);
-  out << "step,epoch,test_accuracy_plain,test_accuracy_batchnormal\n" << std::setprecision(6);
-  for (const Point& p : curve)
-    out << p.step << ',' << p.epoch << ',' << p.plain << ',' << p.batchnorm << '\n';
-  if (!out) throw IOError("cannot write " + path);
-}
-
-void plot(const std::string& csv, const std::string& png, const std::string& script,
-          const Options& o) {
-  std::ofstream gp(script);
-  gp << "set terminal pngcairo size 900,600 noenhanced\n"
-     << "set output '" << png << "'\n"
-     << "set datafile separator ','\n"
-     << "set title 'Fashion-MNIST CNN (conv32-pool-conv64-pool-dense128), " << o.optimizer << " lr "
-     << o.lr << " decay " << o.decay << ", batch " << o.batch_size << "'\n"
-     << "set xlabel 'epochs'\nset ylabel 'test accuracy'\n"
-     << "set key bottom right\nset grid\n"
-     << "plot '" << csv << "' using 2:3 with linespoints title 'without BatchNormal', \\\n"
-     << "     '" << csv << "' using 2:4 with linespoints title 'with BatchNormal'\n";
-  gp.close();
-  fashion_mnist::run_gnuplot(script, csv);
-}
-
 /// Images as NCHW: (N, 784) -> (N, 1, 28, 28), sharing the pixels.
 Tensor as_images(const Tensor& rows) { return rows.reshape({rows.dim(0), 1, 28, 28}); }
 
@@ -200,35 +168,26 @@ int run(const Options& o, const dist::CommunicatorPtr& comm) {
               << " s), " << o.threads << " thread(s)" << (ranks > 1 ? " per rank" : "") << "\n";
   }
 
-  const std::int64_t per_epoch = train.x.dim(0) / o.batch_size;  // whole batches, as npdl
-  if (per_epoch == 0) {
-    throw ValueError("--batch-size " + std::to_string(o.batch_size) + " is larger than the " +
-                     std::to_string(train.x.dim(0)) + " training images");
-  }
-  std::int64_t steps = per_epoch * o.epochs;
+  fashion_mnist::BatchOrder batches(train.x.dim(0), o.batch_size, o.seed);
+  std::int64_t steps = batches.per_epoch() * o.epochs;
   if (o.max_steps > 0) steps = std::min(steps, o.max_steps);
-  // Both networks see the same batches: a fresh permutation per epoch (the
-  // same on every rank: the same seed and the same program).
-  std::mt19937_64 order_rng(o.seed);
-  std::vector<std::int64_t> order(static_cast<std::size_t>(train.x.dim(0)));
-  std::iota(order.begin(), order.end(), 0);
-  std::vector<Point> curve;
+  fashion_mnist::Figure figure;
+  figure.stem = "fashion_mnist_cnn_accuracy";
+  std::ostringstream title;
+  title << "Fashion-MNIST CNN (conv32-pool-conv64-pool-dense128), " << o.optimizer << " lr " << o.lr
+        << " decay " << o.decay << ", batch " << o.batch_size;
+  figure.title = title.str();
+  std::vector<fashion_mnist::Checkpoint> curve;
   auto score = [&](std::int64_t step) {
     if (rank != 0) return;  // inference only: the other ranks need not wait
-    const Point p{step, double(step) / double(per_epoch), plain->evaluate(test_x, test.y).accuracy,
-                  batchnorm->evaluate(test_x, test.y).accuracy};
-    curve.push_back(p);
-    std::cout << "step " << std::setw(6) << step << " (epoch " << std::setprecision(2) << p.epoch
-              << ")  test accuracy  without BatchNormal " << std::setprecision(4) << p.plain
-              << "  with BatchNormal " << p.batchnorm << "  (" << std::setprecision(1) << seconds()
-              << " s)\n"
-              << std::flush;
+    curve.push_back({step, double(step) / double(batches.per_epoch()),
+                     plain->evaluate(test_x, test.y).accuracy,
+                     batchnorm->evaluate(test_x, test.y).accuracy});
+    fashion_mnist::print_checkpoint(curve.back(), figure, seconds());
   };
   score(0);
   for (std::int64_t step = 1; step <= steps; ++step) {
-    const std::int64_t in_epoch = (step - 1) % per_epoch;
-    if (in_epoch == 0) std::shuffle(order.begin(), order.end(), order_rng);
-    const std::int64_t* rows = order.data() + in_epoch * o.batch_size;
+    const std::int64_t* rows = batches.next();
     const Tensor xb = as_images(model::take_rows(train.x, rows + shard.begin, shard.size()));
     const Tensor yb = model::take_rows(train.y, rows + shard.begin, shard.size());
     plain->train_on_batch(xb, yb);
@@ -237,27 +196,8 @@ int run(const Options& o, const dist::CommunicatorPtr& comm) {
   }
 
   if (rank != 0) return 0;
-  std::error_code ignored;  // a folder that cannot be made shows as a CSV write error
-  std::filesystem::create_directories(o.out, ignored);
-  const std::string csv = o.out + "/fashion_mnist_cnn_accuracy.csv";
-  write_csv(csv, curve);
-  std::cout << "curves: " << csv << '\n';
-  if (fashion_mnist::gnuplot_installed()) {
-    const std::string png = o.out + "/fashion_mnist_cnn_accuracy.png";
-    plot(csv, png, o.out + "/fashion_mnist_cnn_accuracy.gp", o);
-    std::cout << "plot:   " << png << '\n';
-  } else {
-    std::cout << "(install gnuplot for a PNG plot of the curves)\n";
-  }
-  const Point& last = curve.back();
-  const Point& first = curve.size() > 1 ? curve[1] : curve[0];
-  std::cout << std::setprecision(4) << "final test accuracy after " << last.step << " steps ("
-            << std::setprecision(2) << last.epoch << " epochs): without BatchNormal "
-            << std::setprecision(4) << last.plain << ", with BatchNormal " << last.batchnorm
-            << std::setprecision(1) << "  (total " << seconds() << " s)\n"
-            << "at the first checkpoint (step " << first.step << ") BatchNormal's network is "
-            << (first.batchnorm > first.plain ? "ahead" : "not ahead") << std::setprecision(4)
-            << " (" << first.batchnorm << " against " << first.plain << ")\n";
+  fashion_mnist::write_curves(o.out, curve, figure);
+  fashion_mnist::print_summary(curve, figure, seconds());
   return 0;
 }
 
