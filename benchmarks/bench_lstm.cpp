@@ -3,7 +3,7 @@
 // its LSTM cell fused (the hand-derived backward) or composed of
 // primitives (autodiff), with and without recurrent batch norm; and
 // LibTorch's torch::nn::LSTM beside it when CMake found Torch
-// (bench_lstm_torch.cpp). Batch 64 and 256, 1 and 2 threads, samples per
+// (bench_lstm_torch.cpp). Batch 60 and 256, 1 and 2 threads, samples per
 // second. Heap reuse as in the CNN benchmark (Note [Heap reuse] in
 // bench_cnn.cpp).
 #include "bench_lstm.hpp"
@@ -59,7 +59,7 @@ void register_all() {
                               {"autodiff", layers::BackwardMode::Autodiff, false},
                               {"bn_fused", layers::BackwardMode::Fused, true}};
   for (int threads : {1, 2}) {
-    for (std::int64_t batch : {64, 256}) {
+    for (std::int64_t batch : {60, 256}) {
       for (const Variant& v : variants) {
         configure(
             benchmark::RegisterBenchmark(lstm_step_name(v.name, "npdl", batch, threads).c_str(),

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Medians of per-round ratios: npdl against a peer, each round running both
+back to back, the peer under every setting given and kept at its fastest.
+
+On a shared machine one absolute time means little and ratios scatter by
+about 15%, so a comparison is a number of rounds; in each, every pair runs
+npdl's benchmark, then the peer's once per setting (for LibTorch: OpenMP's
+waiting policy, which helps at one thread count and hurts at another), and
+the round's ratio is the peer's fastest time over npdl's. The table gives
+each round's times and ratios and their median (> 1: npdl is faster).
+
+    benchmarks/rounds.py --binary build-bench/benchmarks/npdl_lstm_bench --rounds 5 \\
+        --pair 'lstm_step/fused/npdl/batch:60/threads:1' 'lstm_step/plain/torch/batch:60/threads:1'
+
+--peer-env takes a setting as NAME=VALUE[,NAME=VALUE] ('default' for none);
+without it the peer runs under OMP_WAIT_POLICY active and passive. Each run
+is one process with --benchmark_repetitions (median of them). Standard
+library only.
+"""
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+
+
+def run_one(binary, name, repetitions, env_setting):
+    env = dict(os.environ)
+    if env_setting != "default":
+        for item in env_setting.split(","):
+            key, _, value = item.partition("=")
+            env[key] = value
+    out = subprocess.run(
+        [binary, "--benchmark_filter=^" + re.escape(name) + "(/|$)",
+         "--benchmark_repetitions=%d" % repetitions, "--benchmark_report_aggregates_only=true",
+         "--benchmark_format=json"],
+        env=env, check=True, capture_output=True, text=True).stdout
+    rows = [b for b in json.loads(out)["benchmarks"]
+            if b.get("aggregate_name") == "median" or
+            (repetitions == 1 and b.get("run_type") == "iteration")]
+    if not rows:
+        sys.exit("no benchmark named %s in %s" % (name, binary))
+    scale = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[rows[0]["time_unit"]]
+    return rows[0]["real_time"] * scale  # milliseconds
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--binary", required=True)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--pair", nargs=2, action="append", required=True,
+                        metavar=("NPDL", "PEER"), help="benchmark names, exact")
+    parser.add_argument("--peer-env", action="append",
+                        help="a peer setting, NAME=VALUE[,NAME=VALUE] or 'default'")
+    args = parser.parse_args()
+    settings = args.peer_env or ["OMP_WAIT_POLICY=active", "OMP_WAIT_POLICY=passive"]
+    results = {tuple(p): [] for p in args.pair}
+    for r in range(args.rounds):
+        for npdl_name, peer_name in args.pair:
+            ours = run_one(args.binary, npdl_name, args.repetitions, "default")
+            theirs = {s: run_one(args.binary, peer_name, args.repetitions, s) for s in settings}
+            best = min(theirs, key=theirs.get)
+            results[(npdl_name, peer_name)].append((ours, theirs[best], best))
+            print("round %d  %-45s %8.3f ms   peer %8.3f ms (%s)  ratio %.2f" %
+                  (r + 1, npdl_name, ours, theirs[best], best, theirs[best] / ours),
+                  file=sys.stderr, flush=True)
+    print("| npdl benchmark | npdl ms per round | peer ms per round (fastest setting) "
+          "| per-round ratios | median |")
+    print("|---|---|---|---|---|")
+    for (npdl_name, _), rows in results.items():
+        ratios = [t / o for o, t, _ in rows]
+        print("| %s | %s | %s | %s | **%.2f** |" % (
+            npdl_name, ", ".join("%.3g" % o for o, _, _ in rows),
+            ", ".join("%.3g (%s)" % (t, s.replace("OMP_WAIT_POLICY=", "")) for _, t, s in rows),
+            ", ".join("%.2f" % x for x in ratios), statistics.median(ratios)))
+
+
+if __name__ == "__main__":
+    main()
