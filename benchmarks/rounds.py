@@ -12,6 +12,11 @@ each round's times and ratios and their median (> 1: npdl is faster).
     benchmarks/rounds.py --binary build-bench/benchmarks/npdl_lstm_bench --rounds 5 \\
         --pair 'lstm_step/fused/npdl/batch:60/threads:1' 'lstm_step/plain/torch/batch:60/threads:1'
 
+--baseline BINARY also runs each npdl benchmark in another build of npdl
+(the code before a change) in the same rounds, and adds its ratios to the
+peer and the per-round speed-up of --binary over it: a before/after
+comparison measured side by side.
+
 --peer-env takes a setting as NAME=VALUE[,NAME=VALUE] ('default' for none);
 without it the peer runs under OMP_WAIT_POLICY active and passive. Each run
 is one process with --benchmark_repetitions (median of them). Standard
@@ -53,6 +58,8 @@ def main():
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--pair", nargs=2, action="append", required=True,
                         metavar=("NPDL", "PEER"), help="benchmark names, exact")
+    parser.add_argument("--baseline", metavar="BINARY",
+                        help="another build whose npdl benchmarks run in the same rounds")
     parser.add_argument("--peer-env", action="append",
                         help="a peer setting, NAME=VALUE[,NAME=VALUE] or 'default'")
     args = parser.parse_args()
@@ -60,22 +67,37 @@ def main():
     results = {tuple(p): [] for p in args.pair}
     for r in range(args.rounds):
         for npdl_name, peer_name in args.pair:
+            before = (run_one(args.baseline, npdl_name, args.repetitions, "default")
+                      if args.baseline else None)
             ours = run_one(args.binary, npdl_name, args.repetitions, "default")
             theirs = {s: run_one(args.binary, peer_name, args.repetitions, s) for s in settings}
             best = min(theirs, key=theirs.get)
-            results[(npdl_name, peer_name)].append((ours, theirs[best], best))
-            print("round %d  %-45s %8.3f ms   peer %8.3f ms (%s)  ratio %.2f" %
-                  (r + 1, npdl_name, ours, theirs[best], best, theirs[best] / ours),
+            results[(npdl_name, peer_name)].append((ours, theirs[best], best, before))
+            print("round %d  %-45s %8.3f ms   peer %8.3f ms (%s)  ratio %.2f%s" %
+                  (r + 1, npdl_name, ours, theirs[best], best, theirs[best] / ours,
+                   "   baseline %.3f ms" % before if before else ""),
                   file=sys.stderr, flush=True)
     print("| npdl benchmark | npdl ms per round | peer ms per round (fastest setting) "
           "| per-round ratios | median |")
     print("|---|---|---|---|---|")
     for (npdl_name, _), rows in results.items():
-        ratios = [t / o for o, t, _ in rows]
+        ratios = [t / o for o, t, _, _ in rows]
         print("| %s | %s | %s | %s | **%.2f** |" % (
-            npdl_name, ", ".join("%.3g" % o for o, _, _ in rows),
-            ", ".join("%.3g (%s)" % (t, s.replace("OMP_WAIT_POLICY=", "")) for _, t, s in rows),
+            npdl_name, ", ".join("%.3g" % o for o, _, _, _ in rows),
+            ", ".join("%.3g (%s)" % (t, s.replace("OMP_WAIT_POLICY=", "")) for _, t, s, _ in rows),
             ", ".join("%.2f" % x for x in ratios), statistics.median(ratios)))
+    if args.baseline:
+        print()
+        print("| npdl benchmark | baseline ms per round | peer / baseline, median "
+              "| peer / npdl, median | baseline / npdl per round | median |")
+        print("|---|---|---|---|---|---|")
+        for (npdl_name, _), rows in results.items():
+            speedups = [b / o for o, _, _, b in rows]
+            print("| %s | %s | %.2f | %.2f | %s | **%.2f** |" % (
+                npdl_name, ", ".join("%.3g" % b for _, _, _, b in rows),
+                statistics.median([t / b for _, t, _, b in rows]),
+                statistics.median([t / o for o, t, _, _ in rows]),
+                ", ".join("%.2f" % x for x in speedups), statistics.median(speedups)))
 
 
 if __name__ == "__main__":

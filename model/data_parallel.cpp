@@ -123,14 +123,12 @@ void Model::broadcast_state_from_rank0(const Shape& sample_shape) {
   state_broadcast_ = true;
 }
 
-BatchResult Model::train_step_distributed(const Tensor& x, const Tensor& y) {
+BatchResult Model::gradients_distributed(const Tensor& x, const Tensor& y,
+                                         const std::string& step) {
   if (!state_broadcast_) broadcast_state_from_rank0(Shape(x.shape().begin() + 1, x.shape().end()));
-  const std::string step = "step " + std::to_string(steps_ + 1);
   Graph graph(GraphOptions{/*keep_intermediates=*/false});
   const Forward f = run(graph.input(x, "x"), /*training=*/true);
-  const Var y_var = graph.input(y, "y");
-  const Var loss = f.pre_activation ? loss_->loss_from_pre_activation(f.for_loss, y_var)
-                                    : loss_->loss(f.for_loss, y_var);
+  const Var loss = loss_of(f, graph.input(y, "y"));
   // The global batch's mean loss is sum_r (n_r / B) L_r: one all-reduce of
   // (n_r, n_r L_r, n_r accuracy_r) gives B, the loss and the accuracy, the
   // same on every rank, so a non-finite loss stops every rank at once.
@@ -163,7 +161,6 @@ BatchResult Model::train_step_distributed(const Tensor& x, const Tensor& y) {
   }
   graph.backward(loss, seed, options);
   buckets.finish();
-  update_if_finite(ps, step);
   return {value, totals[2] / global_batch};
 }
 

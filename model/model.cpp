@@ -254,20 +254,31 @@ BatchResult Model::train_on_batch(const Tensor& x, const Tensor& y) {
   } else {
     check_batch(x, y, "train_on_batch");
   }
-  // A step that fails part-way (a non-finite loss, a layer that rejects the
-  // batch after an earlier one took its dtype) leaves every layer as it was.
-  layers::StateGuard guard(raw(layers_));
-  const BatchResult r = distributed() ? train_step_distributed(x, y) : train_step(x, y);
-  guard.commit();
+  const std::string step = "step " + std::to_string(steps_ + 1);
+  BatchResult r;
+  std::vector<ParameterPtr> ps;
+  {
+    // A step that fails part-way (a non-finite loss or gradient, a layer
+    // that rejects the batch after an earlier one took its dtype) leaves
+    // every layer as it was.
+    layers::StateGuard guard(raw(layers_));
+    r = distributed() ? gradients_distributed(x, y, step) : gradients(x, y, step);
+    ps = params();  // after the forward, which builds the layers on a first batch
+    check_update(ps, step);
+    guard.commit();
+  }
+  // The guard's snapshots and the step's graph held the parameters' buffers;
+  // with both gone, the optimiser updates them in place instead of copying
+  // each one first (a fifth of a short MLP step went to those copies).
+  optimizer_->update(ps);
+  ++steps_;
   return r;
 }
 
-BatchResult Model::train_step(const Tensor& x, const Tensor& y) {
-  const std::string step = "step " + std::to_string(steps_ + 1);
+BatchResult Model::gradients(const Tensor& x, const Tensor& y, const std::string& step) {
   Graph graph(GraphOptions{/*keep_intermediates=*/false});
   const Forward f = run(graph.input(x, "x"), /*training=*/true);
-  const Var y_var = graph.input(y, "y");
-  const Var loss = loss_of(f, y_var);
+  const Var loss = loss_of(f, graph.input(y, "y"));
   const double value = loss.value().item();
   if (!std::isfinite(value)) {
     throw ValueError("training stopped at " + step + ": the loss is " + std::to_string(value) +
@@ -275,7 +286,6 @@ BatchResult Model::train_step(const Tensor& x, const Tensor& y) {
                      "before this step (try a smaller learning rate)");
   }
   graph.backward(loss);
-  update_if_finite(params(), step);
   return {value, accuracy(outputs_of(f), y)};
 }
 
@@ -304,7 +314,7 @@ std::vector<Var> Model::param_vars(Graph& graph) const {
   return out;
 }
 
-void Model::update_if_finite(const std::vector<ParameterPtr>& ps, const std::string& step) {
+void Model::check_update(const std::vector<ParameterPtr>& ps, const std::string& step) const {
   for (const ParameterPtr& p : ps) {
     if (!math::all_finite(p->grad)) {
       throw ValueError(
@@ -312,8 +322,7 @@ void Model::update_if_finite(const std::vector<ParameterPtr>& ps, const std::str
           "' holds NaN or Inf; the parameters keep their values from before this step");
     }
   }
-  optimizer_->update(ps);
-  ++steps_;
+  optimizer_->check(ps);
 }
 
 Tensor Model::predict(const Tensor& X, std::int64_t batch_size) {

@@ -185,17 +185,24 @@ class Model {
   Forward run(const Var& x, bool training);
   /// The objective of a forward: through the fused final activation when it has one.
   Var loss_of(const Forward& f, const Var& y) const;
-  BatchResult train_step(const Tensor& x, const Tensor& y);
+  /// One step's forward and backward on a graph of its own: the loss and
+  /// accuracy, and every parameter's gradient (ValueError naming `step` for
+  /// a non-finite loss). The graph is gone on return, and with it its hold on
+  /// the parameters' buffers.
+  BatchResult gradients(const Tensor& x, const Tensor& y, const std::string& step);
   bool distributed() const { return comm_ && comm_->size() > 1; }
   // Data-parallel helpers (model/data_parallel.cpp).
-  BatchResult train_step_distributed(const Tensor& x, const Tensor& y);
+  /// gradients() for the global batch: the gradients of its mean loss,
+  /// summed over the ranks.
+  BatchResult gradients_distributed(const Tensor& x, const Tensor& y, const std::string& step);
   /// check_fit on every rank, then the ranks compare what they hold (shapes
   /// and dtypes of X and Y, fit's options): a difference, or a check that
   /// failed on some ranks only, is the same ShapeError on every rank.
   std::int64_t agree_on_fit(const Tensor& X, const Tensor& Y, const FitOptions& o);
-  /// The optimiser's step, once every gradient is known to be finite
-  /// (ValueError naming `step` and the parameter otherwise).
-  void update_if_finite(const std::vector<ParameterPtr>& ps, const std::string& step);
+  /// Every check the optimiser's step makes, before it is taken: each
+  /// gradient finite (ValueError naming `step` and the parameter otherwise)
+  /// and fitting its parameter and the optimiser's state.
+  void check_update(const std::vector<ParameterPtr>& ps, const std::string& step) const;
   void broadcast_state_from_rank0(const Shape& sample_shape);
   /// The overlapped path's buckets for `ps`, laid out again only when the
   /// parameters or the bucket size changed.

@@ -51,6 +51,9 @@ class Optimizer {
   /// missing or does not fit its parameter, or when the parameters differ
   /// from the ones the state was made for; nothing is updated then.
   void update(const std::vector<ParameterPtr>& params);
+  /// The checks update() makes first, without updating: a caller that must
+  /// not fail part-way checks, lets go of what it holds, then updates.
+  void check(const std::vector<ParameterPtr>& params) const;
 
   /// The learning rate the next step uses.
   double current_lr() const;
@@ -60,8 +63,6 @@ class Optimizer {
   void reset();
 
  private:
-  void check(const std::vector<ParameterPtr>& params) const;
-
   UpdateRule rule_;
   RuleParameters parameters_;
   OptimizerOptions options_;

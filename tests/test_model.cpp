@@ -379,6 +379,43 @@ TEST(Model, AFailedStepLeavesBatchNormalRunningStatisticsAsTheyWere) {
   expect_same_state(snapshot(m), before);
 }
 
+// Nothing of a finished step (its graph, the failure guard's snapshots, a
+// layer's cache) may keep holding a parameter's buffer: the optimiser would
+// then copy every parameter before updating it, each step. The buffers stay
+// where they are, and hold the updated values.
+TEST(Model, ATrainingStepUpdatesEveryParameterInPlace) {
+  const auto check = [](Model& m, const Tensor& x, const Tensor& y, const std::string& what) {
+    m.compile("scce", "momentum");
+    m.train_on_batch(x, y);  // builds the layers and the optimiser's state
+    const std::vector<Tensor> before = snapshot(m);
+    std::vector<const void*> buffers;
+    for (const ParameterPtr& p : m.params()) buffers.push_back(p->value.raw_data());
+    m.train_on_batch(x, y);
+    const std::vector<ParameterPtr> ps = m.params();
+    ASSERT_EQ(ps.size(), buffers.size()) << what;
+    for (std::size_t i = 0; i < ps.size(); ++i) {
+      EXPECT_EQ(ps[i]->value.raw_data(), buffers[i]) << what << ": " << ps[i]->name;
+      EXPECT_FALSE(bit_identical(ps[i]->value, before[i])) << what << ": " << ps[i]->name;
+    }
+  };
+  set_seed(8);
+  const Data d = random_batch(6, 12, 3, 9);
+  Model mlp;
+  build_batchnorm(mlp);
+  check(mlp, d.x, d.y, "Linear, BatchNormal, Dense");
+  Model cnn;
+  cnn.add<layers::Convolution>(2, 3, Shape{1, 4, 3}, 1, "glorot_uniform", "relu", 1);
+  cnn.add<layers::MaxPooling>(2);
+  cnn.add<layers::Flatten>();
+  cnn.add<Dense>(3, 0, "glorot_uniform", "softmax");
+  check(cnn, d.x.reshape({6, 1, 4, 3}), d.y, "Convolution, MaxPooling, Dense");
+  Model rnn;
+  rnn.add<layers::LSTM>(4, layers::RecurrentOptions{}, layers::GateOptions{},
+                        layers::RecurrentBatchNorm{true});
+  rnn.add<Dense>(3, 0, "glorot_uniform", "softmax");
+  check(rnn, d.x.reshape({6, 4, 3}), d.y, "LSTM with batch norm, Dense");
+}
+
 TEST(Model, BadInputsAreTypedErrors) {
   set_seed(4);
   const Data d = random_batch(10, 4, 3, 5);
