@@ -51,6 +51,10 @@ def run_one(binary, name, repetitions, env_setting):
     return rows[0]["real_time"] * scale  # milliseconds
 
 
+def joined(values, form="%.3g"):
+    return ", ".join(form % v for v in values)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--binary", required=True)
@@ -83,9 +87,9 @@ def main():
     for (npdl_name, _), rows in results.items():
         ratios = [t / o for o, t, _, _ in rows]
         print("| %s | %s | %s | %s | **%.2f** |" % (
-            npdl_name, ", ".join("%.3g" % o for o, _, _, _ in rows),
+            npdl_name, joined(o for o, _, _, _ in rows),
             ", ".join("%.3g (%s)" % (t, s.replace("OMP_WAIT_POLICY=", "")) for _, t, s, _ in rows),
-            ", ".join("%.2f" % x for x in ratios), statistics.median(ratios)))
+            joined(ratios, "%.2f"), statistics.median(ratios)))
     if args.baseline:
         print()
         print("| npdl benchmark | baseline ms per round | peer / baseline, median "
@@ -94,10 +98,10 @@ def main():
         for (npdl_name, _), rows in results.items():
             speedups = [b / o for o, _, _, b in rows]
             print("| %s | %s | %.2f | %.2f | %s | **%.2f** |" % (
-                npdl_name, ", ".join("%.3g" % b for _, _, _, b in rows),
+                npdl_name, joined(b for _, _, _, b in rows),
                 statistics.median([t / b for _, t, _, b in rows]),
                 statistics.median([t / o for o, t, _, _ in rows]),
-                ", ".join("%.2f" % x for x in speedups), statistics.median(speedups)))
+                joined(speedups, "%.2f"), statistics.median(speedups)))
 
 
 if __name__ == "__main__":

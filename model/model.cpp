@@ -269,7 +269,7 @@ BatchResult Model::train_on_batch(const Tensor& x, const Tensor& y) {
   }
   // The guard's snapshots and the step's graph held the parameters' buffers;
   // with both gone, the optimiser updates them in place instead of copying
-  // each one first (a fifth of a short MLP step went to those copies).
+  // each one first.
   optimizer_->update(ps);
   ++steps_;
   return r;

@@ -155,16 +155,21 @@ void Optimizer::reset() {
 void Optimizer::check(const std::vector<ParameterPtr>& params) const {
   for (std::size_t i = 0; i < params.size(); ++i) {
     const Parameter& p = *params[i];
-    const std::string what = name() + ": parameter " + std::to_string(i) + " (" + p.name + ")";
+    // Runs before every step: the messages are built only on failure.
+    const auto what = [&] {
+      return name() + ": parameter " + std::to_string(i) + " (" + p.name + ")";
+    };
     if (!p.grad.defined()) {
-      throw ShapeError(what + " has no gradient; expected one of shape " +
+      throw ShapeError(what() + " has no gradient; expected one of shape " +
                        to_string(p.value.shape()) + " (run backward first)");
     }
-    check_same_shape(p.value.shape(), p.grad.shape(), what + " gradient");
+    if (p.grad.shape() != p.value.shape()) {
+      check_same_shape(p.value.shape(), p.grad.shape(), what() + " gradient");
+    }
     check_same_dtype(p.value, p.grad, "optimizer update");
     if (!shapes_.empty() && (i >= shapes_.size() || shapes_[i] != p.value.shape())) {
       throw ShapeError(
-          what + " has shape " + to_string(p.value.shape()) +
+          what() + " has shape " + to_string(p.value.shape()) +
           ", but this optimiser's state was made for " +
           (i < shapes_.size() ? to_string(shapes_[i]) : std::string("no such parameter")) +
           "; use one optimiser per model");
