@@ -4,8 +4,10 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <new>
 #include <string>
 
+#include "tensor/kernels/kernels.hpp"
 #include "tensor/parallel.hpp"
 #include "tensor/tensor_math.hpp"
 
@@ -47,8 +49,9 @@ void check_nchw(const Shape& x, const char* what) {
 //   gcol = Wm^T @ gY, then col2im adds each column entry back to the input
 //          element it was copied from (the adjoint of im2col).
 // Samples are processed in groups whose columns sit side by side in one col
-// matrix, so each product is large enough for math::matmul to run near its
-// peak while col stays small. The grouping depends only on the shapes, never
+// matrix, so that gW's product spans the group and runs near its peak while
+// col stays small; Y and gcol are taken per sample of the group (Note
+// [Products per sample]). The grouping depends only on the shapes, never
 // on the thread count, and the per-group partial gW are added in group
 // order: results are the same bit for bit at any thread count.
 struct ConvGeometry {
@@ -129,16 +132,17 @@ template <class T>
 void im2col(const ConvGeometry& g, const T* x, std::int64_t n0, std::int64_t n1, T* col) {
   for_each_col_run(g, n0, n1,
                    [&](std::int64_t dst, std::int64_t src, std::int64_t lo, std::int64_t hi) {
+                     // Runs are short (a row of the output): plain loops,
+                     // not calls to memmove and memset.
                      T* d = col + dst;
-                     std::fill(d, d + lo, T(0));
-                     if (hi > lo) {
-                       if (g.sw == 1) {
-                         std::copy(x + (src + lo), x + (src + hi), d + lo);
-                       } else {
-                         for (std::int64_t ow = lo; ow < hi; ++ow) d[ow] = x[src + ow * g.sw];
-                       }
+                     for (std::int64_t ow = 0; ow < lo; ++ow) d[ow] = T(0);
+                     if (g.sw == 1) {
+                       const T* s = x + src;
+                       for (std::int64_t ow = lo; ow < hi; ++ow) d[ow] = s[ow];
+                     } else {
+                       for (std::int64_t ow = lo; ow < hi; ++ow) d[ow] = x[src + ow * g.sw];
                      }
-                     std::fill(d + hi, d + g.OW, T(0));
+                     for (std::int64_t ow = hi; ow < g.OW; ++ow) d[ow] = T(0);
                    });
 }
 
@@ -206,6 +210,38 @@ ConvGeometry conv_geometry(const Shape& xs, const Shape& ws, Size2 stride, const
 
 Shape output_shape(const ConvGeometry& g) { return {g.N, g.F, g.OH, g.OW}; }
 
+// c = op(a) @ b on the calling thread at the chosen instruction-set level:
+// c is m x n with its rows ldc apart, op(a) is m x k (a stored (m, k), or
+// (k, m) when trans_a, rows lda apart), b is (k, n) with rows ldb apart. So
+// one sample's block of a group's col (or of gy) is an operand as it lies,
+// and a sample's NCHW output is a result as it lies: no copy in between.
+template <class T>
+void product_into(std::int64_t m, std::int64_t n, std::int64_t k, const T* a, std::int64_t lda,
+                  bool trans_a, const T* b, std::int64_t ldb, T* c, std::int64_t ldc) {
+  if (k == 0) {  // a sum of nothing
+    for (std::int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, T(0));
+    return;
+  }
+  try {
+    kernels::kernels_for<T>().gemm(m, n, k, a, lda, trans_a, b, ldb, false, c, ldc);
+  } catch (const std::bad_alloc&) {  // Eigen's blocks: as matmul reports it
+    throw MemoryError(
+        "conv2d: cannot allocate a product's working buffers: the system has no "
+        "memory left for them");
+  }
+}
+
+// Note [Products per sample]
+// With several groups, each group's threads are its own, and every sample's
+// product is taken on its own: Wm @ (the sample's columns of col) is the
+// sample's (F, OH*OW) output, written where it lies in y, and Wm^T @ (the
+// sample's gy) is its gcol, added back into gx while it is still in cache.
+// The sample's products are what the group's product computed for its
+// columns (each output element is the same sum over the same inner index),
+// without the copies between the group's (F, columns) layout and NCHW that
+// cost a CNN's first layer, whose output is large and whose products are
+// small, more than its products. A single sample (N = 1) is one group: its
+// products share the threads instead (Note [Splitting matrix products]).
 template <class T>
 void conv2d_forward(const ConvGeometry& g, const Tensor& x, const Tensor& w, Tensor& y) {
   const Groups groups = plan_groups(g);
@@ -213,10 +249,19 @@ void conv2d_forward(const ConvGeometry& g, const Tensor& x, const Tensor& w, Ten
   parallel_for(groups.count, 1, [&](std::int64_t first, std::int64_t last) {
     for (std::int64_t k = first; k < last; ++k) {
       const std::int64_t n0 = k * groups.size, n1 = std::min(g.N, n0 + groups.size);
-      Tensor col({g.rows(), (n1 - n0) * g.plane()}, x.dtype());
+      const std::int64_t cols = (n1 - n0) * g.plane();
+      Tensor col({g.rows(), cols}, x.dtype());
       im2col(g, x.data<T>(), n0, n1, col.data<T>());
-      Tensor product = matmul(wm, col, false, false, groups.product_threads());
-      scatter_to_nchw(g, n0, n1, product.data<T>(), y.data<T>());
+      if (groups.count == 1) {
+        Tensor product = matmul(wm, col, false, false, ProductThreads::Shared);
+        scatter_to_nchw(g, n0, n1, product.data<T>(), y.data<T>());
+        continue;
+      }
+      for (std::int64_t n = n0; n < n1; ++n) {
+        product_into(g.F, g.plane(), g.rows(), wm.data<T>(), g.rows(), false,
+                     col.data<T>() + (n - n0) * g.plane(), cols, y.data<T>() + n * g.F * g.plane(),
+                     g.plane());
+      }
     }
   });
 }
@@ -239,16 +284,24 @@ Conv2dGrads conv2d_grads(const ConvGeometry& g, const Tensor& gy, const Tensor& 
     for (std::int64_t k = first; k < last; ++k) {
       const std::int64_t n0 = k * groups.size, n1 = std::min(g.N, n0 + groups.size);
       const std::int64_t cols = (n1 - n0) * g.plane();
-      Tensor gy_group({g.F, cols}, dtype);
-      gather_from_nchw(g, n0, n1, gy.data<T>(), gy_group.data<T>());
       if (want_gw) {
+        Tensor gy_group({g.F, cols}, dtype);
+        gather_from_nchw(g, n0, n1, gy.data<T>(), gy_group.data<T>());
         Tensor col({g.rows(), cols}, dtype);
         im2col(g, x.data<T>(), n0, n1, col.data<T>());
         gw_parts[k] = matmul(gy_group, col, false, true, groups.product_threads());
       }
-      if (want_gx) {
-        const Tensor gcol = matmul(wm, gy_group, true, false, groups.product_threads());
+      if (want_gx && groups.count == 1) {  // one sample: its gy is the product's layout
+        const Tensor gcol =
+            matmul(wm, gy.reshape({g.F, g.plane()}), true, false, ProductThreads::Shared);
         col2im_add(g, gcol.data<T>(), n0, n1, gx.data<T>());
+      } else if (want_gx) {  // Note [Products per sample]
+        Tensor gcol({g.rows(), g.plane()}, dtype);
+        for (std::int64_t n = n0; n < n1; ++n) {
+          product_into(g.rows(), g.plane(), g.F, wm.data<T>(), g.rows(), true,
+                       gy.data<T>() + n * g.F * g.plane(), g.plane(), gcol.data<T>(), g.plane());
+          col2im_add(g, gcol.data<T>(), n, n + 1, gx.data<T>());
+        }
       }
     }
   });
@@ -401,6 +454,7 @@ void max_pool_row(const T* row, std::int64_t stride, std::int64_t start, std::in
     at[ow] = take ? static_cast<std::int32_t>(start + ow * step) : at[ow];
   }
 }
+
 }  // namespace
 
 Tensor max_pool2d(const Tensor& x, Size2 window, Size2 stride, std::vector<std::int32_t>* argmax) {

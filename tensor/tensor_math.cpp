@@ -23,16 +23,7 @@ using kernels::AlphaOp;
 using kernels::BinaryOp;
 using kernels::UnaryOp;
 
-// This dtype's kernels at the level chosen at start-up (Note [Kernels per
-// instruction set] in tensor/kernels/kernels.hpp).
-template <class T>
-const kernels::TypedKernels<T>& kernels_for() {
-  if constexpr (std::is_same_v<T, float>) {
-    return kernels::active().f32;
-  } else {
-    return kernels::active().f64;
-  }
-}
+using kernels::kernels_for;
 
 // Elements summed in the tensor's own dtype before joining a float64
 // accumulator: short enough for float32 to keep its digits, long enough for

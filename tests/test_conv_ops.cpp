@@ -53,6 +53,9 @@ const ConvCase kConvCases[] = {
     {"one_pixel_map_stride_beyond", {1, 1, 1, 1}, {2, 1, 2, 3}, {3, 5}, {4, 2, 6, 5}},
     {"stride_larger_than_filter", {2, 1, 5, 7}, {2, 1, 2, 3}, {4, 5}, {3, 1, 4, 2}},
     {"padding_beyond_filter_non_square", {1, 3, 2, 3}, {2, 3, 3, 2}, {2, 1}, {5, 4, 0, 3}},
+    // More samples than groups: groups of two and a last group of one, each
+    // sample's products taken on their own (Note [Products per sample]).
+    {"groups_of_several_samples", {11, 2, 5, 4}, {3, 2, 3, 3}, 1, {1, 1, 1, 1}},
 };
 
 class Conv2dCases : public ::testing::TestWithParam<ConvCase> {};

@@ -7,7 +7,8 @@
 // chosen at start-up from what the CPU supports, or from the environment
 // variable NPDL_CPU_CAPABILITY=default|avx2|avx512, so that a library built
 // without -march flags runs on any x86-64 and still uses the CPU's widest
-// vectors. Callers (tensor/tensor_math.cpp) use `kernels::active()` and
+// vectors. Callers (tensor/tensor_math.cpp, tensor/conv_math.cpp) use
+// `kernels::active()` or `kernels_for<T>()` and
 // never name a level.
 // Batch norm's fused kernels (layers/batch_norm/detail/level.cpp) and the
 // optimisers' updates (model/detail/optimizer_level.cpp) are compiled per level the
@@ -29,6 +30,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 namespace npdl::kernels {
@@ -92,6 +94,16 @@ struct KernelTable {
 /// Throws ValueError on the first call when NPDL_CPU_CAPABILITY names an
 /// unknown level or one this CPU cannot run.
 const KernelTable& active();
+
+/// This dtype's kernels at the level chosen at start-up.
+template <class T>
+const TypedKernels<T>& kernels_for() {
+  if constexpr (std::is_same_v<T, float>) {
+    return active().f32;
+  } else {
+    return active().f64;
+  }
+}
 
 /// The level NPDL_CPU_CAPABILITY=`requested` selects: the CPU's best when
 /// `requested` is null or empty. Throws ValueError for an unknown name or a
