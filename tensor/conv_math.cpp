@@ -236,12 +236,13 @@ void product_into(std::int64_t m, std::int64_t n, std::int64_t k, const T* a, st
 // product is taken on its own: Wm @ (the sample's columns of col) is the
 // sample's (F, OH*OW) output, written where it lies in y, and Wm^T @ (the
 // sample's gy) is its gcol, added back into gx while it is still in cache.
-// The sample's products are what the group's product computed for its
-// columns (each output element is the same sum over the same inner index),
-// without the copies between the group's (F, columns) layout and NCHW that
-// cost a CNN's first layer, whose output is large and whose products are
-// small, more than its products. A single sample (N = 1) is one group: its
-// products share the threads instead (Note [Splitting matrix products]).
+// Each output element is the same sum over the same inner index as in the
+// group's product, though Eigen may split that sum into other blocks for a
+// narrower product: bits can differ from the group's product (they did on
+// the CNN example's layers), never between thread counts. It saves the
+// copies between the group's (F, columns) layout and NCHW, which cost a
+// CNN's first layer (large output, small products) more than its products. A single sample (N = 1)
+// is one group: its products share the threads instead (Note [Splitting matrix products]).
 template <class T>
 void conv2d_forward(const ConvGeometry& g, const Tensor& x, const Tensor& w, Tensor& y) {
   const Groups groups = plan_groups(g);
@@ -454,7 +455,6 @@ void max_pool_row(const T* row, std::int64_t stride, std::int64_t start, std::in
     at[ow] = take ? static_cast<std::int32_t>(start + ow * step) : at[ow];
   }
 }
-
 }  // namespace
 
 Tensor max_pool2d(const Tensor& x, Size2 window, Size2 stride, std::vector<std::int32_t>* argmax) {

@@ -8,8 +8,7 @@
 // variable NPDL_CPU_CAPABILITY=default|avx2|avx512, so that a library built
 // without -march flags runs on any x86-64 and still uses the CPU's widest
 // vectors. Callers (tensor/tensor_math.cpp, tensor/conv_math.cpp) use
-// `kernels::active()` or `kernels_for<T>()` and
-// never name a level.
+// `kernels::active()` or `kernels_for<T>()` and never name a level.
 // Batch norm's fused kernels (layers/batch_norm/detail/level.cpp) and the
 // optimisers' updates (model/detail/optimizer_level.cpp) are compiled per level the
 // same way, each into a table of its own, chosen with the same level
