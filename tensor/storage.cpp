@@ -1,12 +1,19 @@
 // Note [Storage cache]
-// Large buffers freed to the C allocator go back to the kernel (glibc uses
-// mmap above 128 KiB), so the next allocation of the same size faults in
-// fresh zeroed pages: on a 51 MB batch-norm input that page-fault cost is
-// larger than the arithmetic. Freed buffers are therefore kept in a cache
-// keyed by their rounded size and handed out again. The cache holds at most
-// kCacheLimitBytes; beyond that, buffers are really freed. Buffers below
-// kCacheMinBytes bypass the cache: malloc's own free lists serve them faster
-// than a locked map, and they never come from fresh pages.
+// Buffers freed to the C allocator can go back to the kernel: glibc maps
+// large ones (128 KiB and up, until its threshold adapts) with mmap and
+// unmaps them on free, and it trims free memory at the top of its heap. The
+// next allocation of the same size then faults in fresh zeroed pages: on a
+// 51 MB batch-norm input that page-fault cost is larger than the
+// arithmetic, and on the MLP's batch-60 training step (a 784 x 100 weight
+// gradient is 314 KB) the faults took half the step, in some processes and
+// not others. Freed buffers of kCacheMinBytes and more are therefore kept
+// in a cache keyed by their rounded size and handed out again. The cache
+// holds at most kCacheLimitBytes; beyond that, buffers are really freed.
+// Smaller buffers bypass the cache: malloc's own free lists serve them
+// faster than a locked map, and at that size they sit among other blocks
+// rather than alone in fresh pages (the batch-60 MLP benchmark's process
+// faulted 52,000 pages with the limit at 1 MiB, 18,000 at 64 KiB, about
+// as many as loading the program costs, and its step took half the time).
 //
 // Small buffers (the values of ops on small tensors, which a graph records
 // by the thousand) come from per-thread free lists, one per 64-byte size
@@ -35,7 +42,7 @@ namespace {
 
 constexpr std::size_t kAlignment = 64;
 constexpr std::size_t kCacheLimitBytes = std::size_t{2} << 30;
-constexpr std::size_t kCacheMinBytes = std::size_t{1} << 20;
+constexpr std::size_t kCacheMinBytes = std::size_t{64} << 10;
 
 constexpr std::size_t kSmallMaxBytes = 1024;
 constexpr std::size_t kSmallClasses = kSmallMaxBytes / kAlignment;

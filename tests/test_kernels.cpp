@@ -18,6 +18,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "autodiff/catalogue.hpp"
@@ -221,6 +222,60 @@ TYPED_TEST(KernelLevels, MatrixProductsMatchDefaultWithinRounding) {
         expect_close(
             got, want, 2.0 * double(k), double(k),
             to_string(level) + " gemm ta=" + std::to_string(ta) + " tb=" + std::to_string(tb));
+      }
+    }
+  }
+}
+
+// Note [Reused GEMM blocks] (tensor/kernels/level.cpp): a thread keeps the
+// blocks its products pack their operands into. A product must give the
+// same bits on a fresh thread, after a larger product grew the blocks and
+// after one too large to keep its blocks; the large products must be right.
+TYPED_TEST(KernelLevels, MatrixProductsDoNotDependOnWhatTheThreadRanBefore) {
+  using T = TypeParam;
+  struct Product {
+    std::int64_t m, k, n;
+    std::vector<T> a, b;
+  };
+  const auto product = [](std::int64_t m, std::int64_t k, std::int64_t n) {
+    return Product{m, k, n, random_values<T>(12, -1, 1, m * k), random_values<T>(13, -1, 1, k * n)};
+  };
+  // The MLP's first layer; a product whose blocks are kept; one whose
+  // blocks (about 8000 x 1000 of a) are over the 16 MiB kept.
+  const Product small = product(60, 784, 100), kept = product(700, 900, 650),
+                too_large = product(8000, 1000, 24);
+  const auto run = [](Capability level, const Product& p, bool ta, bool tb) {
+    std::vector<T> c(static_cast<std::size_t>(p.m * p.n));
+    typed<T>(level).gemm(p.m, p.n, p.k, p.a.data(), ta ? p.m : p.k, ta, p.b.data(), tb ? p.k : p.n,
+                         tb, c.data(), p.n);
+    return c;
+  };
+  // A sample of entries against float64 sums: each sums k products of
+  // magnitude <= 1.
+  const auto expect_right = [](const std::vector<T>& c, const Product& p, bool ta, bool tb,
+                               const std::string& what) {
+    for (std::int64_t s = 0; s < 64; ++s) {
+      const std::int64_t i = (s * 7919) % p.m, j = (s * 104729) % p.n;
+      double want = 0;
+      for (std::int64_t q = 0; q < p.k; ++q) {
+        want += double(p.a[ta ? q * p.m + i : i * p.k + q]) *
+                double(p.b[tb ? j * p.k + q : q * p.n + j]);
+      }
+      const double tolerance = 2.0 * double(p.k) * std::numeric_limits<T>::epsilon();
+      ASSERT_NEAR(double(c[i * p.n + j]), want, tolerance) << what << " entry " << i << ", " << j;
+    }
+  };
+  for (Capability level : supported_capabilities()) {
+    for (bool ta : {false, true}) {
+      for (bool tb : {false, true}) {
+        const std::string what =
+            to_string(level) + " ta=" + std::to_string(ta) + " tb=" + std::to_string(tb);
+        std::vector<T> on_fresh_thread;
+        std::thread([&] { on_fresh_thread = run(level, small, ta, tb); }).join();
+        expect_right(run(level, kept, ta, tb), kept, ta, tb, what + " kept-size product");
+        expect_bitwise(run(level, small, ta, tb), on_fresh_thread, what + " after a larger");
+        expect_right(run(level, too_large, ta, tb), too_large, ta, tb, what + " large product");
+        expect_bitwise(run(level, small, ta, tb), on_fresh_thread, what + " after a too large");
       }
     }
   }

@@ -172,20 +172,132 @@ void accumulate_scaled(double* acc, const T* x, T s, std::int64_t n) {
 template <class T>
 using StridedMat = Eigen::Map<const Mat<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
 
+// Note [Reused GEMM blocks]
+// Eigen's product packs its operands into two blocks (kc x mc of a, kc x nc
+// of b) that it allocates on every call. They are often over 128 KiB, which
+// glibc serves from freshly mapped pages or from the top of its heap, which
+// it trims when they are freed; so products could fault their blocks in
+// anew every time: a quarter of the MLP's batch-256 training step, once
+// tensors stopped going back to glibc (Note [Storage cache]). Each thread keeps
+// its blocks here instead, grown to the largest product it has run, and
+// hands them to Eigen's GEMM through the blocking object that would
+// otherwise allocate them. The blocking sizes and the arithmetic are
+// Eigen's own, so results are the same bits as `C.noalias() = A * B`.
+// Eigen sizes a block by the cache sizes and, for a tall product, by its
+// row count (a 10,000-square float product takes 37 MB of blocks), so a
+// thread keeps blocks of up to kKeptBlockBytes together; a product that
+// needs more gets blocks of its own, allocated and freed by Eigen as
+// before (its arithmetic dwarfs the page faults).
+constexpr std::size_t kKeptBlockBytes = std::size_t{16} << 20;
+
+template <class T>
+class ThreadBlocks {
+ public:
+  ThreadBlocks() = default;
+  ThreadBlocks(const ThreadBlocks&) = delete;
+  ThreadBlocks& operator=(const ThreadBlocks&) = delete;
+  ~ThreadBlocks() {
+    Eigen::internal::aligned_free(a_);
+    Eigen::internal::aligned_free(b_);
+  }
+  // Blocks of at least `size_a` and `size_b` elements; throws std::bad_alloc.
+  void reserve(std::size_t size_a, std::size_t size_b) {
+    grow(a_, capacity_a_, size_a);
+    grow(b_, capacity_b_, size_b);
+  }
+  T* a() const { return a_; }
+  T* b() const { return b_; }
+
+ private:
+  static void grow(T*& block, std::size_t& capacity, std::size_t size) {
+    if (size <= capacity) return;
+    Eigen::internal::aligned_free(block);
+    block = nullptr;
+    capacity = 0;
+    block = static_cast<T*>(Eigen::internal::aligned_malloc(size * sizeof(T)));
+    capacity = size;
+  }
+  T* a_ = nullptr;
+  T* b_ = nullptr;
+  std::size_t capacity_a_ = 0, capacity_b_ = 0;
+};
+
+template <class T>
+ThreadBlocks<T>& thread_blocks() {
+  thread_local ThreadBlocks<T> blocks;
+  return blocks;
+}
+
+// Eigen's blocking for a row-major result (the sizes it computes for the
+// product), its blocks taken from this thread's ThreadBlocks when they are
+// small enough to keep.
+template <class T>
+class ReusedBlocking
+    : public Eigen::internal::gemm_blocking_space<Eigen::RowMajor, T, T, Eigen::Dynamic,
+                                                  Eigen::Dynamic, Eigen::Dynamic> {
+ public:
+  ReusedBlocking(std::int64_t m, std::int64_t n, std::int64_t k)
+      : ReusedBlocking::gemm_blocking_space(m, n, k, 1, true) {
+    const auto size_a = std::size_t(this->m_mc * this->m_kc);
+    const auto size_b = std::size_t(this->m_kc * this->m_nc);
+    if ((size_a + size_b) * sizeof(T) > kKeptBlockBytes) return;  // Eigen allocates them
+    ThreadBlocks<T>& blocks = thread_blocks<T>();
+    blocks.reserve(size_a, size_b);
+    this->m_blockA = blocks.a();
+    this->m_blockB = blocks.b();
+  }
+  ReusedBlocking(const ReusedBlocking&) = delete;
+  ReusedBlocking& operator=(const ReusedBlocking&) = delete;
+  // The blocks stay with the thread: the base class must not free them.
+  ~ReusedBlocking() {
+    this->m_blockA = nullptr;
+    this->m_blockB = nullptr;
+  }
+};
+
+// c += op(a) @ op(b) by Eigen's GEMM on this thread's blocks; a row-major
+// operand read transposed is the same memory read column-major.
+template <class T, int kOrderA, int kOrderB>
+void gemm_on_thread_blocks(std::int64_t m, std::int64_t n, std::int64_t k, const T* a,
+                           std::int64_t lda, const T* b, std::int64_t ldb, T* c, std::int64_t ldc) {
+  ReusedBlocking<T> blocking(m, n, k);
+  Eigen::internal::general_matrix_matrix_product<Eigen::Index, T, kOrderA, false, T, kOrderB, false,
+                                                 Eigen::RowMajor, 1>::run(m, n, k, a, lda, b, ldb,
+                                                                          c, 1, ldc, T(1),
+                                                                          blocking);
+}
+
 template <class T>
 void gemm(std::int64_t m, std::int64_t n, std::int64_t k, const T* a, std::int64_t lda,
           bool trans_a, const T* b, std::int64_t ldb, bool trans_b, T* c, std::int64_t ldc) {
-  const StridedMat<T> A(a, trans_a ? k : m, trans_a ? m : k, Eigen::OuterStride<>(lda));
-  const StridedMat<T> B(b, trans_b ? n : k, trans_b ? k : n, Eigen::OuterStride<>(ldb));
+  if (m == 0 || n == 0) return;
   Eigen::Map<Mat<T>, Eigen::Unaligned, Eigen::OuterStride<>> C(c, m, n, Eigen::OuterStride<>(ldc));
+  // Eigen's own product where it would not use its blocked GEMM: tiny
+  // products (computed coefficient by coefficient) and matrix-vector ones.
+  if (k == 0 || m == 1 || n == 1 || m + n + k < EIGEN_GEMM_TO_COEFFBASED_THRESHOLD) {
+    const StridedMat<T> A(a, trans_a ? k : m, trans_a ? m : k, Eigen::OuterStride<>(lda));
+    const StridedMat<T> B(b, trans_b ? n : k, trans_b ? k : n, Eigen::OuterStride<>(ldb));
+    if (trans_a && trans_b) {
+      C.noalias() = A.transpose() * B.transpose();
+    } else if (trans_a) {
+      C.noalias() = A.transpose() * B;
+    } else if (trans_b) {
+      C.noalias() = A * B.transpose();
+    } else {
+      C.noalias() = A * B;
+    }
+    return;
+  }
+  C.setZero();
+  constexpr int kRow = Eigen::RowMajor, kCol = Eigen::ColMajor;
   if (trans_a && trans_b) {
-    C.noalias() = A.transpose() * B.transpose();
+    gemm_on_thread_blocks<T, kCol, kCol>(m, n, k, a, lda, b, ldb, c, ldc);
   } else if (trans_a) {
-    C.noalias() = A.transpose() * B;
+    gemm_on_thread_blocks<T, kCol, kRow>(m, n, k, a, lda, b, ldb, c, ldc);
   } else if (trans_b) {
-    C.noalias() = A * B.transpose();
+    gemm_on_thread_blocks<T, kRow, kCol>(m, n, k, a, lda, b, ldb, c, ldc);
   } else {
-    C.noalias() = A * B;
+    gemm_on_thread_blocks<T, kRow, kRow>(m, n, k, a, lda, b, ldb, c, ldc);
   }
 }
 
