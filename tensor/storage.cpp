@@ -29,6 +29,7 @@
 #include <array>
 #include <atomic>
 #include <cstdlib>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <new>
@@ -78,8 +79,10 @@ class StorageCache {
     }
     if (bytes >= kCacheMinBytes) {
       std::lock_guard<std::mutex> lock(mutex_);
-      auto it = free_.find(bytes);
-      if (it != free_.end()) {
+      // The buffer freed last: the likeliest to be still in cache.
+      const auto [first, last] = free_.equal_range(bytes);
+      if (first != last) {
+        const auto it = std::prev(last);
         void* p = it->second;
         free_.erase(it);
         cached_bytes_ -= bytes;
