@@ -222,10 +222,20 @@ class ThreadBlocks {
   std::size_t capacity_a_ = 0, capacity_b_ = 0;
 };
 
+// Set when this thread's blocks are destroyed (its exit; for the main
+// thread, before static objects whose destructors might still multiply).
+thread_local bool thread_blocks_gone = false;
+
+// This thread's blocks, or nullptr once they are destroyed.
 template <class T>
-ThreadBlocks<T>& thread_blocks() {
-  thread_local ThreadBlocks<T> blocks;
-  return blocks;
+ThreadBlocks<T>* thread_blocks() {
+  struct Owner {
+    ThreadBlocks<T> blocks;
+    ~Owner() { thread_blocks_gone = true; }
+  };
+  if (thread_blocks_gone) return nullptr;
+  thread_local Owner owner;
+  return &owner.blocks;
 }
 
 // Eigen's blocking for a row-major result (the sizes it computes for the
@@ -240,11 +250,12 @@ class ReusedBlocking
       : ReusedBlocking::gemm_blocking_space(m, n, k, 1, true) {
     const auto size_a = std::size_t(this->m_mc * this->m_kc);
     const auto size_b = std::size_t(this->m_kc * this->m_nc);
-    if ((size_a + size_b) * sizeof(T) > kKeptBlockBytes) return;  // Eigen allocates them
-    ThreadBlocks<T>& blocks = thread_blocks<T>();
-    blocks.reserve(size_a, size_b);
-    this->m_blockA = blocks.a();
-    this->m_blockB = blocks.b();
+    ThreadBlocks<T>* blocks = thread_blocks<T>();
+    // Otherwise Eigen allocates the blocks for this product alone.
+    if (blocks == nullptr || (size_a + size_b) * sizeof(T) > kKeptBlockBytes) return;
+    blocks->reserve(size_a, size_b);
+    this->m_blockA = blocks->a();
+    this->m_blockB = blocks->b();
   }
   ReusedBlocking(const ReusedBlocking&) = delete;
   ReusedBlocking& operator=(const ReusedBlocking&) = delete;
