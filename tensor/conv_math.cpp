@@ -241,8 +241,9 @@ void product_into(std::int64_t m, std::int64_t n, std::int64_t k, const T* a, st
 // narrower product: bits can differ from the group's product (they did on
 // the CNN example's layers), never between thread counts. It saves the
 // copies between the group's (F, columns) layout and NCHW, which cost a
-// CNN's first layer (large output, small products) more than its products. A single sample (N = 1)
-// is one group: its products share the threads instead (Note [Splitting matrix products]).
+// CNN's first layer (large output, small products) more than its
+// products. A single sample (N = 1) is one group: its products share the
+// threads instead (Note [Splitting matrix products]).
 template <class T>
 void conv2d_forward(const ConvGeometry& g, const Tensor& x, const Tensor& w, Tensor& y) {
   const Groups groups = plan_groups(g);

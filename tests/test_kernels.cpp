@@ -230,7 +230,7 @@ TYPED_TEST(KernelLevels, MatrixProductsMatchDefaultWithinRounding) {
 // Note [Reused GEMM blocks] (tensor/kernels/level.cpp): a thread keeps the
 // blocks its products pack their operands into. A product must give the
 // same bits on a fresh thread, after a larger product grew the blocks and
-// after one too large to keep its blocks; the large products must be right.
+// after a tall one that lays them out otherwise; the others must be right.
 TYPED_TEST(KernelLevels, MatrixProductsDoNotDependOnWhatTheThreadRanBefore) {
   using T = TypeParam;
   struct Product {
@@ -240,10 +240,11 @@ TYPED_TEST(KernelLevels, MatrixProductsDoNotDependOnWhatTheThreadRanBefore) {
   const auto product = [](std::int64_t m, std::int64_t k, std::int64_t n) {
     return Product{m, k, n, random_values<T>(12, -1, 1, m * k), random_values<T>(13, -1, 1, k * n)};
   };
-  // The MLP's first layer; a product whose blocks are kept; one whose
-  // blocks (about 8000 x 1000 of a) are over the 16 MiB kept.
+  // The MLP's first layer; a product with larger blocks (2.8 MiB at
+  // AVX-512); a tall one, 8000 x 1000 by 1000 x 24, whose blocks are small
+  // and shaped otherwise (Eigen 3.4's blocking: 24 x 504 and 504 x 72).
   const Product small = product(60, 784, 100), kept = product(700, 900, 650),
-                too_large = product(8000, 1000, 24);
+                tall = product(8000, 1000, 24);
   const auto run = [](Capability level, const Product& p, bool ta, bool tb) {
     std::vector<T> c(static_cast<std::size_t>(p.m * p.n));
     typed<T>(level).gemm(p.m, p.n, p.k, p.a.data(), ta ? p.m : p.k, ta, p.b.data(), tb ? p.k : p.n,
@@ -274,10 +275,48 @@ TYPED_TEST(KernelLevels, MatrixProductsDoNotDependOnWhatTheThreadRanBefore) {
         std::thread([&] { on_fresh_thread = run(level, small, ta, tb); }).join();
         expect_right(run(level, kept, ta, tb), kept, ta, tb, what + " kept-size product");
         expect_bitwise(run(level, small, ta, tb), on_fresh_thread, what + " after a larger");
-        expect_right(run(level, too_large, ta, tb), too_large, ta, tb, what + " large product");
-        expect_bitwise(run(level, small, ta, tb), on_fresh_thread, what + " after a too large");
+        expect_right(run(level, tall, ta, tb), tall, ta, tb, what + " tall product");
+        expect_bitwise(run(level, small, ta, tb), on_fresh_thread, what + " after a tall one");
       }
     }
+  }
+}
+
+// A product whose blocks are over the 16 MiB a thread keeps gets blocks of
+// its own (Note [Reused GEMM blocks]): 24 x 2000 by 2000 x 16000 in float
+// needs 25-31 MiB of blocks at every level by Eigen 3.4's blocking on this
+// machine's caches (its operand b alone is 128 MB). It must be right, and a
+// kept-size product after it must keep its bits.
+TEST(GemmBlocks, AProductTooLargeToKeepItsBlocksIsRight) {
+  const std::int64_t m = 24, k = 2000, n = 16000;
+  std::vector<float> a(static_cast<std::size_t>(m * k)), b(static_cast<std::size_t>(k * n));
+  // Values in [-1, 1] from a cheap hash: 32 million of them.
+  const auto fill = [](std::vector<float>& v, std::uint64_t seed) {
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      v[i] = float(double((i * 2654435761u + seed) % 2001) / 1000.0 - 1.0);
+    }
+  };
+  fill(a, 1);
+  fill(b, 2);
+  const std::vector<float> small_a = random_values<float>(14, -1, 1, 60 * 784),
+                           small_b = random_values<float>(15, -1, 1, 784 * 100);
+  for (Capability level : supported_capabilities()) {
+    const TypedKernels<float>& kernels = typed<float>(level);
+    std::vector<float> small_before(60 * 100), small_after(60 * 100);
+    kernels.gemm(60, 100, 784, small_a.data(), 784, false, small_b.data(), 100, false,
+                 small_before.data(), 100);
+    std::vector<float> c(static_cast<std::size_t>(m * n));
+    kernels.gemm(m, n, k, a.data(), k, false, b.data(), n, false, c.data(), n);
+    for (std::int64_t s = 0; s < 64; ++s) {
+      const std::int64_t i = (s * 7919) % m, j = (s * 104729) % n;
+      double want = 0;
+      for (std::int64_t q = 0; q < k; ++q) want += double(a[i * k + q]) * double(b[q * n + j]);
+      ASSERT_NEAR(double(c[i * n + j]), want, 2.0 * double(k) * 1.2e-7)
+          << to_string(level) << " entry " << i << ", " << j;
+    }
+    kernels.gemm(60, 100, 784, small_a.data(), 784, false, small_b.data(), 100, false,
+                 small_after.data(), 100);
+    expect_bitwise(small_after, small_before, to_string(level) + " after the large product");
   }
 }
 
