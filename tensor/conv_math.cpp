@@ -7,12 +7,16 @@
 #include <new>
 #include <string>
 
-#include "tensor/kernels/kernels.hpp"
+#include "tensor/detail/conv_geometry.hpp"
+#include "tensor/detail/winograd.hpp"
 #include "tensor/parallel.hpp"
 #include "tensor/tensor_math.hpp"
 
 namespace npdl::math {
 namespace {
+
+using detail::ConvGeometry;
+using detail::product_into;
 
 std::string pair_text(Size2 s) {
   return "(" + std::to_string(s.h) + ", " + std::to_string(s.w) + ")";
@@ -54,11 +58,9 @@ void check_nchw(const Shape& x, const char* what) {
 // [Products per sample]). The grouping depends only on the shapes, never
 // on the thread count, and the per-group partial gW are added in group
 // order: results are the same bit for bit at any thread count.
-struct ConvGeometry {
-  std::int64_t N, C, H, W, F, KH, KW, OH, OW, sh, sw, pt, pl;
-  std::int64_t rows() const { return C * KH * KW; }  // of col
-  std::int64_t plane() const { return OH * OW; }
-};
+// 3x3 convolutions at stride 1 with enough channels take Winograd's
+// F(2x2, 3x3) instead (Note [Winograd convolution] in tensor/winograd.cpp):
+// 4/9 of the multiply-adds, the same groups-of-samples structure.
 
 // Elements of col per group, at most (unless one sample alone needs more).
 constexpr std::int64_t kColBudget = std::int64_t{1} << 19;
@@ -210,27 +212,6 @@ ConvGeometry conv_geometry(const Shape& xs, const Shape& ws, Size2 stride, const
 
 Shape output_shape(const ConvGeometry& g) { return {g.N, g.F, g.OH, g.OW}; }
 
-// c = op(a) @ b on the calling thread at the chosen instruction-set level:
-// c is m x n with its rows ldc apart, op(a) is m x k (a stored (m, k), or
-// (k, m) when trans_a, rows lda apart), b is (k, n) with rows ldb apart. So
-// one sample's block of a group's col (or of gy) is an operand as it lies,
-// and a sample's NCHW output is a result as it lies: no copy in between.
-template <class T>
-void product_into(std::int64_t m, std::int64_t n, std::int64_t k, const T* a, std::int64_t lda,
-                  bool trans_a, const T* b, std::int64_t ldb, T* c, std::int64_t ldc) {
-  if (k == 0) {  // a sum of nothing
-    for (std::int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, T(0));
-    return;
-  }
-  try {
-    kernels::kernels_for<T>().gemm(m, n, k, a, lda, trans_a, b, ldb, false, c, ldc);
-  } catch (const std::bad_alloc&) {  // Eigen's blocks: as matmul reports it
-    throw MemoryError(
-        "conv2d: cannot allocate a product's working buffers: the system has no "
-        "memory left for them");
-  }
-}
-
 // Note [Products per sample]
 // With several groups, each group's threads are its own, and every sample's
 // product is taken on its own: Wm @ (the sample's columns of col) is the
@@ -246,6 +227,10 @@ void product_into(std::int64_t m, std::int64_t n, std::int64_t k, const T* a, st
 // threads instead (Note [Splitting matrix products]).
 template <class T>
 void conv2d_forward(const ConvGeometry& g, const Tensor& x, const Tensor& w, Tensor& y) {
+  if (detail::winograd_applies(g)) {  // Note [Winograd convolution]
+    detail::winograd_forward(g, x.data<T>(), w.data<T>(), y.data<T>());
+    return;
+  }
   const Groups groups = plan_groups(g);
   const Tensor wm = w.reshape({g.F, g.rows()});
   parallel_for(groups.count, 1, [&](std::int64_t first, std::int64_t last) {
@@ -261,8 +246,8 @@ void conv2d_forward(const ConvGeometry& g, const Tensor& x, const Tensor& w, Ten
       }
       for (std::int64_t n = n0; n < n1; ++n) {
         product_into(g.F, g.plane(), g.rows(), wm.data<T>(), g.rows(), false,
-                     col.data<T>() + (n - n0) * g.plane(), cols, y.data<T>() + n * g.F * g.plane(),
-                     g.plane());
+                     col.data<T>() + (n - n0) * g.plane(), cols, false,
+                     y.data<T>() + n * g.F * g.plane(), g.plane());
       }
     }
   });
@@ -277,6 +262,14 @@ void conv2d_forward(const ConvGeometry& g, const Tensor& x, const Tensor& w, Ten
 template <class T>
 Conv2dGrads conv2d_grads(const ConvGeometry& g, const Tensor& gy, const Tensor& x, const Tensor& w,
                          bool want_gx, bool want_gw) {
+  if (detail::winograd_applies(g)) {  // Note [Winograd convolution]
+    Tensor gx = want_gx ? Tensor({g.N, g.C, g.H, g.W}, gy.dtype()) : Tensor();
+    Tensor gw = want_gw ? Tensor({g.F, g.C, g.KH, g.KW}, gy.dtype()) : Tensor();
+    detail::winograd_backward(g, gy.data<T>(), want_gw ? x.data<T>() : nullptr,
+                              want_gx ? w.data<T>() : nullptr, want_gx ? gx.data<T>() : nullptr,
+                              want_gw ? gw.data<T>() : nullptr);
+    return {std::move(gx), std::move(gw)};
+  }
   const Groups groups = plan_groups(g);
   const DType dtype = gy.dtype();
   const Tensor wm = want_gx ? w.reshape({g.F, g.rows()}) : Tensor();
@@ -301,7 +294,8 @@ Conv2dGrads conv2d_grads(const ConvGeometry& g, const Tensor& gy, const Tensor& 
         Tensor gcol({g.rows(), g.plane()}, dtype);
         for (std::int64_t n = n0; n < n1; ++n) {
           product_into(g.rows(), g.plane(), g.F, wm.data<T>(), g.rows(), true,
-                       gy.data<T>() + n * g.F * g.plane(), g.plane(), gcol.data<T>(), g.plane());
+                       gy.data<T>() + n * g.F * g.plane(), g.plane(), false, gcol.data<T>(),
+                       g.plane());
           col2im_add(g, gcol.data<T>(), n, n + 1, gx.data<T>());
         }
       }

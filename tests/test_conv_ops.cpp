@@ -56,6 +56,12 @@ const ConvCase kConvCases[] = {
     // More samples than groups: groups of two and a last group of one, each
     // sample's products taken on their own (Note [Products per sample]).
     {"groups_of_several_samples", {11, 2, 5, 4}, {3, 2, 3, 3}, 1, {1, 1, 1, 1}},
+    // 3x3 at stride 1 with 16 channels and filters: Winograd's F(2x2, 3x3)
+    // (Note [Winograd convolution]); odd outputs leave half-used tiles.
+    {"winograd_padded_odd_width", {2, 16, 6, 5}, {16, 16, 3, 3}, 1, {1, 1, 1, 1}},
+    {"winograd_one_pixel_maps", {2, 16, 1, 1}, {17, 16, 3, 3}, 1, {1, 1, 1, 1}},
+    {"winograd_padding_beyond_filter", {1, 16, 3, 2}, {16, 16, 3, 3}, 1, {3, 0, 0, 4}},
+    {"winograd_groups_of_samples", {11, 18, 4, 3}, {16, 18, 3, 3}, 1, {0, 1, 1, 0}},
 };
 
 class Conv2dCases : public ::testing::TestWithParam<ConvCase> {};

@@ -1,0 +1,182 @@
+// Winograd's F(2x2, 3x3) convolution (Note [Winograd convolution]): which
+// geometries take it, its float32 rounding against the stated bounds, and
+// its bits across thread counts and between the fused and separate VJPs.
+// Values and VJPs on edge shapes are in test_conv_ops.cpp (winograd_* cases).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+
+#include "npdl.hpp"
+#include "tensor/detail/winograd.hpp"
+#include "tests/conv_reference.hpp"
+
+namespace npdl {
+namespace {
+
+using math::Padding2d;
+using math::Size2;
+using math::detail::ConvGeometry;
+
+ConvGeometry geometry(const Shape& x, const Shape& w, const Padding2d& p, std::int64_t stride = 1) {
+  const std::int64_t oh = (x[2] + p.top + p.bottom - w[2]) / stride + 1;
+  const std::int64_t ow = (x[3] + p.left + p.right - w[3]) / stride + 1;
+  return {x[0], x[1], x[2], x[3], w[0], w[2], w[3], oh, ow, stride, stride, p.top, p.left};
+}
+
+TEST(Winograd, AppliesTo3x3AtStrideOneWithEnoughChannelsOnly) {
+  using math::detail::winograd_applies;
+  const Padding2d same{1, 1, 1, 1};
+  EXPECT_TRUE(winograd_applies(geometry({8, 16, 14, 14}, {16, 16, 3, 3}, same)));
+  EXPECT_TRUE(winograd_applies(geometry({1, 64, 1, 1}, {32, 64, 3, 3}, same)));
+  EXPECT_FALSE(winograd_applies(geometry({8, 16, 14, 14}, {16, 16, 3, 3}, same, 2)));
+  EXPECT_FALSE(winograd_applies(geometry({8, 15, 14, 14}, {16, 15, 3, 3}, same)));  // C
+  EXPECT_FALSE(winograd_applies(geometry({8, 16, 14, 14}, {15, 16, 3, 3}, same)));  // F
+  EXPECT_FALSE(winograd_applies(geometry({8, 16, 14, 14}, {16, 16, 5, 5}, same)));
+  EXPECT_FALSE(winograd_applies(geometry({8, 16, 14, 14}, {16, 16, 3, 1}, same)));
+}
+
+// The elementwise bounds of Note [Winograd convolution]: gamma_n times a
+// constant times the number of terms times the largest magnitudes.
+double gamma_float32(std::int64_t n) {
+  const double u = std::ldexp(1.0, -24);
+  return n * u / (1 - n * u);
+}
+
+double max_abs(const Tensor& t) {
+  const Tensor t64 = t.astype(DType::Float64);
+  const double* p = t64.data<double>();
+  double m = 0;
+  for (std::int64_t i = 0; i < t64.size(); ++i) m = std::max(m, std::abs(p[i]));
+  return m;
+}
+
+double max_abs_error(const Tensor& got, const Tensor& expected) {
+  return max_abs(math::sub(got.astype(DType::Float64), expected));
+}
+
+struct BoundCase {
+  Shape x, w;
+  Padding2d padding;
+};
+
+class WinogradRounding : public ::testing::TestWithParam<BoundCase> {};
+
+TEST_P(WinogradRounding, Float32ErrorsStayWithinTheStatedBounds) {
+  const BoundCase& c = GetParam();
+  const ConvGeometry g = geometry(c.x, c.w, c.padding);
+  ASSERT_TRUE(math::detail::winograd_applies(g));
+  // An offset input and scales unlike 1, so the bound's factors all count.
+  const Tensor x = Tensor::uniform(c.x, 1, DType::Float64, -2.5, 3.5);
+  const Tensor w = Tensor::uniform(c.w, 2, DType::Float64, -0.25, 0.25);
+  const Tensor gy =
+      Tensor::uniform(math::conv2d(x, w, 1, c.padding).shape(), 3, DType::Float64, -2.0, 2.0);
+  const Tensor x32 = x.astype(DType::Float32), w32 = w.astype(DType::Float32),
+               gy32 = gy.astype(DType::Float32);
+  // The float32 inputs are what is convolved: the references take the
+  // rounded inputs' exact products, so only the kernel's rounding is measured.
+  const Tensor xr = x32.astype(DType::Float64), wr = w32.astype(DType::Float64),
+               gyr = gy32.astype(DType::Float64);
+  const Tensor y_ref = testing::reference_conv2d(xr, wr, 1, c.padding);
+  const math::Conv2dGrads g_ref = testing::reference_conv2d_backward(gyr, xr, wr, 1, c.padding);
+
+  const Tensor y = math::conv2d(x32, w32, 1, c.padding);
+  const math::Conv2dGrads grads = math::conv2d_backward(gy32, x32, w32, 1, c.padding);
+  const std::int64_t tiles = g.N * ((g.OH + 1) / 2) * ((g.OW + 1) / 2);
+  const double y_bound = gamma_float32(g.C + 10) * 64 * g.C * max_abs(wr) * max_abs(xr);
+  const double gx_bound = gamma_float32(g.F + 12) * 64 * g.F * max_abs(wr) * max_abs(gyr);
+  const double gw_bound = gamma_float32(tiles + 10) * 36 * tiles * max_abs(gyr) * max_abs(xr);
+  const double y_err = max_abs_error(y, y_ref), gx_err = max_abs_error(grads.gx, g_ref.gx),
+               gw_err = max_abs_error(grads.gw, g_ref.gw);
+  EXPECT_LE(y_err, y_bound);
+  EXPECT_LE(gx_err, gx_bound);
+  EXPECT_LE(gw_err, gw_bound);
+  // And far inside them on random data (errors grow like the square root
+  // of the number of roundings, the bounds like their number).
+  EXPECT_LE(y_err, y_bound / 20);
+  EXPECT_LE(gx_err, gx_bound / 20);
+  EXPECT_LE(gw_err, gw_bound / 20);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, WinogradRounding,
+                         ::testing::Values(BoundCase{{3, 16, 9, 7}, {16, 16, 3, 3}, {1, 1, 1, 1}},
+                                           BoundCase{{2, 40, 12, 12}, {24, 40, 3, 3}, {0, 0, 0, 0}},
+                                           BoundCase{{1, 17, 5, 6}, {33, 17, 3, 3}, {2, 0, 1, 3}},
+                                           BoundCase{{12, 16, 6, 6}, {16, 16, 3, 3}, {1, 1, 1, 1}},
+                                           // Large planes (one sample a group), odd output
+                                           // heights (the last row of tiles half used).
+                                           BoundCase{{2, 16, 52, 47}, {16, 16, 3, 3}, {2, 1, 0, 3}},
+                                           BoundCase{
+                                               {1, 16, 71, 50}, {17, 16, 3, 3}, {0, 0, 1, 1}}));
+
+Tensor with_threads(int threads, const std::function<Tensor()>& fn) {
+  const int saved = get_num_threads();
+  set_num_threads(threads);
+  Tensor out = fn();
+  set_num_threads(saved);
+  return out;
+}
+
+void expect_same_bits(const Tensor& a, const Tensor& b, const char* what) {
+  ASSERT_EQ(a.shape(), b.shape()) << what;
+  const float* pa = a.data<float>();
+  const float* pb = b.data<float>();
+  EXPECT_TRUE(std::equal(pa, pa + a.size(), pb)) << what;
+}
+
+// One group (its samples and 16 products share the threads), several
+// groups of samples, and groups of one large sample.
+TEST(Winograd, SameBitsAtAnyThreadCountAndWhetherTheGradientsComeTogetherOrAlone) {
+  for (const Shape& xs : {Shape{1, 16, 11, 10}, Shape{30, 16, 11, 10}, Shape{3, 16, 61, 40}}) {
+    const std::int64_t n = xs[0];
+    const Shape ws{20, 16, 3, 3};
+    const Padding2d same{1, 1, 1, 1};
+    const Tensor x = Tensor::randn(xs, 4), w = Tensor::randn(ws, 5);
+    const Tensor gy = Tensor::randn({n, 20, xs[2], xs[3]}, 6);
+    for (int threads : {2, 3}) {
+      auto conv = [&] { return math::conv2d(x, w, 1, same); };
+      auto gx = [&] { return math::conv2d_input_grad(gy, w, xs, 1, same); };
+      auto gw = [&] { return math::conv2d_weight_grad(x, gy, ws, 1, same); };
+      expect_same_bits(with_threads(1, conv), with_threads(threads, conv), "y");
+      expect_same_bits(with_threads(1, gx), with_threads(threads, gx), "gx");
+      expect_same_bits(with_threads(1, gw), with_threads(threads, gw), "gw");
+    }
+    const math::Conv2dGrads both = math::conv2d_backward(gy, x, w, 1, same);
+    expect_same_bits(both.gx, math::conv2d_input_grad(gy, w, xs, 1, same), "gx alone");
+    expect_same_bits(both.gw, math::conv2d_weight_grad(x, gy, ws, 1, same), "gw alone");
+  }
+}
+
+// conv2d takes the Winograd kernel where winograd_applies says so: the
+// same bits as calling it directly, and not the bits of im2col's sums.
+TEST(Winograd, Conv2dTakesItWhereItApplies) {
+  const Shape xs{2, 16, 8, 8}, ws{16, 16, 3, 3};
+  const Padding2d same{1, 1, 1, 1};
+  const Tensor x = Tensor::randn(xs, 7), w = Tensor::randn(ws, 8);
+  const Tensor y = math::conv2d(x, w, 1, same);
+  Tensor direct(y.shape(), DType::Float32);
+  math::detail::winograd_forward(geometry(xs, ws, same), x.data<float>(), w.data<float>(),
+                                 direct.data<float>());
+  expect_same_bits(y, direct, "conv2d against winograd_forward");
+}
+
+// A size users run (a ResNet stage at batch 8): float32 against float64
+// sums, relative to the output's scale.
+TEST(Winograd, AResNetStageAgreesWithFloat64) {
+  const Shape xs{8, 64, 14, 14}, ws{64, 64, 3, 3};
+  const Padding2d same{1, 1, 1, 1};
+  const Tensor x = Tensor::randn(xs, 9), w = math::scale(Tensor::randn(ws, 10), 0.05);
+  const Tensor y = math::conv2d(x, w, 1, same);
+  const Tensor y64 = math::conv2d(x.astype(DType::Float64), w.astype(DType::Float64), 1, same);
+  const Tensor gy = Tensor::randn(y.shape(), 11);
+  const math::Conv2dGrads g = math::conv2d_backward(gy, x, w, 1, same);
+  const math::Conv2dGrads g64 = math::conv2d_backward(
+      gy.astype(DType::Float64), x.astype(DType::Float64), w.astype(DType::Float64), 1, same);
+  EXPECT_LT(max_abs_error(y, y64), 2e-5 * max_abs(y64));
+  EXPECT_LT(max_abs_error(g.gx, g64.gx), 2e-5 * max_abs(g64.gx));
+  EXPECT_LT(max_abs_error(g.gw, g64.gw), 2e-5 * max_abs(g64.gw));
+}
+
+}  // namespace
+}  // namespace npdl
