@@ -10,6 +10,7 @@
 
 #include "npdl.hpp"
 #include "tensor/detail/winograd.hpp"
+#include "tensor/kernels/per_level.hpp"
 #include "tests/conv_reference.hpp"
 
 namespace npdl {
@@ -145,6 +146,40 @@ TEST(Winograd, SameBitsAtAnyThreadCountAndWhetherTheGradientsComeTogetherOrAlone
     const math::Conv2dGrads both = math::conv2d_backward(gy, x, w, 1, same);
     expect_same_bits(both.gx, math::conv2d_input_grad(gy, w, xs, 1, same), "gx alone");
     expect_same_bits(both.gw, math::conv2d_weight_grad(x, gy, ws, 1, same), "gw alone");
+  }
+}
+
+// float32 widens to float64 exactly: equal doubles are equal floats.
+bool same_bits(const Tensor& a, const Tensor& b) {
+  if (a.shape() != b.shape() || a.dtype() != b.dtype()) return false;
+  const Tensor a64 = a.astype(DType::Float64), b64 = b.astype(DType::Float64);
+  return std::equal(a64.data<double>(), a64.data<double>() + a64.size(), b64.data<double>());
+}
+
+// The transforms and transposes (tensor/detail/winograd_level.cpp) move,
+// add, subtract and halve only: every level gives the default level's bits
+// (the products are the start-up level's in both runs). Channel and pixel
+// counts that are not multiples of 8 take the transposes' edge paths.
+TEST(Winograd, EveryInstructionSetLevelGivesTheDefaultLevelsBits) {
+  for (DType dtype : {DType::Float32, DType::Float64}) {
+    const Shape xs{3, 20, 13, 11}, ws{17, 20, 3, 3};
+    const Padding2d padding{1, 0, 2, 1};
+    const Tensor x = Tensor::randn(xs, 12, dtype), w = Tensor::randn(ws, 13, dtype);
+    auto run = [&](kernels::Capability level) {
+      const kernels::ScopedLevel scoped(level);
+      const Tensor y = math::conv2d(x, w, 1, padding);
+      const math::Conv2dGrads g =
+          math::conv2d_backward(Tensor::randn(y.shape(), 14, dtype), x, w, 1, padding);
+      return std::vector<Tensor>{y, g.gx, g.gw};
+    };
+    const std::vector<Tensor> want = run(kernels::Capability::Default);
+    for (kernels::Capability level : kernels::supported_capabilities()) {
+      const std::vector<Tensor> got = run(level);
+      for (std::size_t i = 0; i < want.size(); ++i) {
+        EXPECT_TRUE(same_bits(got[i], want[i]))
+            << to_string(dtype) << " level " << static_cast<int>(level) << " result " << i;
+      }
+    }
   }
 }
 
