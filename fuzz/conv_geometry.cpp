@@ -2,12 +2,17 @@
 // two gradient primitives, max_pool2d and mean_pool2d (and their backward
 // primitives), and the Convolution layer's padding.
 //
-// The input decides one case, in one of two modes:
+// The input decides one case, in one of three modes:
 //   - small: batch 1..4, channels and filters 1..3, height and width 1..7
 //     (1 often), kernels 1..7 (larger than the input too), strides 1..8
 //     (larger than the kernel too), padding 0..8 per side (up to and beyond
 //     the kernel), float32 or float64, the values sometimes rounded (ties)
 //     and, for max pooling, NaNs among them.
+//   - winograd (conv2d, its gradient primitives and the layer): 3x3
+//     filters at stride 1 with 16..20 channels and filters, which take
+//     Winograd's F(2x2, 3x3) (Note [Winograd convolution] in
+//     tensor/winograd.cpp), on the small mode's maps and paddings 0..4;
+//     checked against that Note's error bounds instead of im2col's.
 //   - edge: strides, windows, paddings, the layer's filter size and the
 //     gradient primitives' shape arguments drawn from sizes around 0, 2^31,
 //     2^62 and 2^63 - 1 (negatives too), on small tensors (batch, channels
@@ -296,6 +301,38 @@ struct ConvRef {
   Ref y, gx, gw;
 };
 
+/// Whether conv2d takes Winograd's F(2x2, 3x3) for this case: the rule of
+/// math::detail::winograd_applies, stated again here so that a change to it
+/// shows up as a finding rather than as a silently looser check.
+bool takes_winograd(const Case& c) {
+  return c.KH == 3 && c.KW == 3 && c.stride.h == 1 && c.stride.w == 1 && c.C >= 16 && c.F >= 16;
+}
+
+double max_abs(const Tensor& t) {
+  double m = 0;
+  for (std::int64_t k = 0; k < t.size(); ++k) m = std::max(m, std::fabs(t.at(k)));
+  return m;
+}
+
+/// Note [Winograd convolution]'s bounds: the transforms' roundings depend on
+/// every value of a 4x4 tile, not only on an output's own terms, so each
+/// element's allowance is the Note's bound over the whole tensors,
+/// |error| <= gamma_n * k * terms * max|a| * max|b|, written as Ref's
+/// (terms + 2) roundings of a magnitude.
+void use_winograd_bounds(const Case& c, const Prediction& p, const Tensor& x, const Tensor& w,
+                         const Tensor& g, ConvRef& r) {
+  const double tiles = static_cast<double>(c.N) * static_cast<double>((p.OH + 1) / 2) *
+                       static_cast<double>((p.OW + 1) / 2);
+  auto bound = [](Ref& ref, double terms, double extra_roundings, double magnitude) {
+    ref.terms = terms + extra_roundings;
+    std::fill(ref.magnitude.begin(), ref.magnitude.end(), magnitude);
+  };
+  const double xm = max_abs(x), wm = max_abs(w), gm = max_abs(g);
+  bound(r.y, static_cast<double>(c.C), 10, 64 * static_cast<double>(c.C) * wm * xm);
+  bound(r.gx, static_cast<double>(c.F), 12, 64 * static_cast<double>(c.F) * wm * gm);
+  bound(r.gw, tiles, 10, 36 * tiles * gm * xm);
+}
+
 ConvRef reference_conv(const Case& c, const Prediction& p, const Tensor& x, const Tensor& w,
                        const Tensor& g) {
   ConvRef r{Ref(product({c.N, c.F, p.OH, p.OW})), Ref(product({c.N, c.C, c.H, c.W})),
@@ -309,6 +346,7 @@ ConvRef reference_conv(const Case& c, const Prediction& p, const Tensor& x, cons
   r.y.terms = static_cast<double>(c.C) * window;
   r.gx.terms = static_cast<double>(c.F) * window;
   r.gw.terms = static_cast<double>(c.N) * static_cast<double>(p.OH) * static_cast<double>(p.OW);
+  if (takes_winograd(c)) use_winograd_bounds(c, p, x, w, g, r);
   return r;
 }
 
@@ -815,6 +853,21 @@ Case decode(FuzzedDataProvider& in) {
   c.C = in.ConsumeIntegralInRange<std::int64_t>(c.edge ? 0 : 1, 3);
   // The layer refuses nb_filter < 1 before any geometry.
   c.F = in.ConsumeIntegralInRange<std::int64_t>(c.edge && c.kind != Kind::Layer ? 0 : 1, 3);
+  const bool conv_kind = c.kind == Kind::Conv2d || c.kind == Kind::InputGrad ||
+                         c.kind == Kind::WeightGrad || c.kind == Kind::Layer;
+  if (!c.edge && conv_kind && in.ConsumeIntegralInRange(0, 2) == 0) {  // winograd
+    c.C = in.ConsumeIntegralInRange<std::int64_t>(16, 20);
+    c.F = in.ConsumeIntegralInRange<std::int64_t>(16, 20);
+    c.N = in.ConsumeIntegralInRange<std::int64_t>(1, 3);
+    c.H = small_map(in);
+    c.W = small_map(in);
+    c.KH = c.KW = 3;
+    c.stride = {1, 1};
+    for (std::int64_t* side : {&c.pad.top, &c.pad.bottom, &c.pad.left, &c.pad.right}) {
+      *side = in.ConsumeIntegralInRange<std::int64_t>(0, 4);
+    }
+    return c;
+  }
   if (!c.edge) {
     c.H = small_map(in);
     c.W = small_map(in);

@@ -94,6 +94,10 @@ constexpr int64_t kPoints = 16;  // of a 4x4 tile's transform; point (i, j) is i
 // one sample alone needs more): the transforms' output stays near the core
 // for the products that read it.
 constexpr int64_t kScratchBudget = int64_t{1} << 20;
+// Groups run in at most this many chains, each on one thread at a time and
+// in order, each chain's gU summed in place (gemm_add): the memory for gU is
+// bounded whatever the batch, and the chains are fixed by the shapes.
+constexpr int64_t kChains = 8;
 
 using winograd_level::SampleTiling;
 template <class T>
@@ -118,7 +122,8 @@ struct Groups {
 
 Groups plan_groups(const ConvGeometry& g) {
   const int64_t per_sample = kPoints * (g.C + g.F) * tiles_per_sample(g);  // applies() bounded it
-  const int64_t size = std::min(g.N, std::max<int64_t>(1, kScratchBudget / per_sample));
+  const int64_t size =
+      std::min(g.N, std::max<int64_t>(1, kScratchBudget / std::max<int64_t>(1, per_sample)));
   return {size, (g.N + size - 1) / size};
 }
 
@@ -137,18 +142,26 @@ T* buffer(Tensor& holder, int64_t elements) {
 // one. Either way every sample's transforms and every product are
 // computed the same way: the bits do not depend on the thread count.
 struct Group {
-  int64_t index, n0, n1, p;
-  bool shared;
+  int64_t chain, n0, n1, p;
+  bool first_of_chain, shared;
   SampleTiling tiling;  // its point_stride: p * channels, set per use
 };
 
+int64_t chains(const Groups& groups) { return std::min(groups.count, kChains); }
+
+// Runs body(group) for every group: chain j takes groups [j count / chains,
+// (j + 1) count / chains) in order; the chains share the threads.
 template <class Body>
 void for_each_group(const ConvGeometry& g, const Groups& groups, Body&& body) {
   const SampleTiling tiling{g.H, g.W, g.OH, g.OW, g.pt, g.pl, (g.OH + 1) / 2, (g.OW + 1) / 2, 0};
-  parallel_for(groups.count, 1, [&](int64_t first, int64_t last) {
-    for (int64_t k = first; k < last; ++k) {
-      const int64_t n0 = k * groups.size, n1 = std::min(g.N, n0 + groups.size);
-      body(Group{k, n0, n1, (n1 - n0) * tiles_per_sample(g), groups.count == 1, tiling});
+  const int64_t count = chains(groups);
+  parallel_for(count, 1, [&](int64_t first, int64_t last) {
+    for (int64_t j = first; j < last; ++j) {
+      const int64_t k0 = j * groups.count / count, k1 = (j + 1) * groups.count / count;
+      for (int64_t k = k0; k < k1; ++k) {
+        const int64_t n0 = k * groups.size, n1 = std::min(g.N, n0 + groups.size);
+        body(Group{j, n0, n1, (n1 - n0) * tiles_per_sample(g), k == k0, groups.count == 1, tiling});
+      }
     }
   });
 }
@@ -269,8 +282,8 @@ void winograd_backward(const ConvGeometry& g, const T* gy, const T* x, const T* 
   Tensor u_holder;
   T* u = gx != nullptr ? buffer<T>(u_holder, filter_elements) : nullptr;
   if (gx != nullptr) transform_filters(k, g, w, u);
-  // Each group's gU, added in group order after: the same bits at any thread count.
-  std::vector<Tensor> gu_parts(gw != nullptr ? static_cast<std::size_t>(groups.count) : 0);
+  // Each chain's gU, added in chain order after: the same bits at any thread count.
+  std::vector<Tensor> gu_parts(gw != nullptr ? static_cast<std::size_t>(chains(groups)) : 0);
   for_each_group(g, groups, [&](const Group& grp) {
     Tensor gm_holder, v_holder;
     T* gm = buffer<T>(gm_holder, kPoints * grp.p * g.F);
@@ -281,10 +294,11 @@ void winograd_backward(const ConvGeometry& g, const T* gy, const T* x, const T* 
     });
     if (gw != nullptr) {
       transform_inputs(k, g, grp, x, v);
-      T* gu = buffer<T>(gu_parts[static_cast<std::size_t>(grp.index)], filter_elements);
-      for_each_point(grp, [&](int64_t xi) {  // gU = gM^T V
+      Tensor& part = gu_parts[static_cast<std::size_t>(grp.chain)];
+      T* gu = grp.first_of_chain ? buffer<T>(part, filter_elements) : part.data<T>();
+      for_each_point(grp, [&](int64_t xi) {  // gU (+)= gM^T V
         product_into(g.F, g.C, grp.p, gm + xi * grp.p * g.F, g.F, true, v + xi * grp.p * g.C, g.C,
-                     false, gu + xi * g.F * g.C, g.C);
+                     false, gu + xi * g.F * g.C, g.C, !grp.first_of_chain);
       });
     }
     if (gx != nullptr) {

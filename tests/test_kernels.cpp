@@ -227,6 +227,31 @@ TYPED_TEST(KernelLevels, MatrixProductsMatchDefaultWithinRounding) {
   }
 }
 
+// gemm_add adds the product to what c holds: c0 + op(a) @ op(b), for the
+// blocked products and for the tiny ones Eigen computes coefficient-wise.
+TYPED_TEST(KernelLevels, MatrixProductsAddToTheirOutputWhenAsked) {
+  using T = TypeParam;
+  for (Capability level : kernels::supported_capabilities()) {
+    const TypedKernels<T>& kern = typed<T>(level);
+    for (std::int64_t k : {std::int64_t{3}, std::int64_t{300}}) {
+      const std::int64_t m = 7, n = 5 + k / 10;
+      const std::vector<T> a = random_values<T>(11, -1, 1, m * k),
+                           b = random_values<T>(12, -1, 1, k * n),
+                           c0 = random_values<T>(13, -1, 1, m * n);
+      for (bool ta : {false, true}) {
+        const std::int64_t lda = ta ? m : k;
+        std::vector<T> product(c0.size()), got = c0;
+        kern.gemm(m, n, k, a.data(), lda, ta, b.data(), n, false, product.data(), n);
+        kern.gemm_add(m, n, k, a.data(), lda, ta, b.data(), n, false, got.data(), n);
+        std::vector<T> want(c0.size());
+        for (std::size_t i = 0; i < want.size(); ++i) want[i] = c0[i] + product[i];
+        expect_close(got, want, 2.0 * double(k + 1), double(k + 1),
+                     to_string(level) + " gemm_add k=" + std::to_string(k));
+      }
+    }
+  }
+}
+
 // Note [Reused GEMM blocks] (tensor/kernels/level.cpp): a thread keeps the
 // blocks its products pack their operands into. A product must give the
 // same bits on a fresh thread, after a larger product grew the blocks and

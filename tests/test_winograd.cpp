@@ -127,9 +127,11 @@ void expect_same_bits(const Tensor& a, const Tensor& b, const char* what) {
 }
 
 // One group (its samples and 16 products share the threads), several
-// groups of samples, and groups of one large sample.
+// groups of samples, groups of one large sample, and more groups than
+// chains (10 samples of 2,116 tiles: one a group, two chains of two).
 TEST(Winograd, SameBitsAtAnyThreadCountAndWhetherTheGradientsComeTogetherOrAlone) {
-  for (const Shape& xs : {Shape{1, 16, 11, 10}, Shape{30, 16, 11, 10}, Shape{3, 16, 61, 40}}) {
+  for (const Shape& xs :
+       {Shape{1, 16, 11, 10}, Shape{30, 16, 11, 10}, Shape{3, 16, 61, 40}, Shape{10, 16, 92, 92}}) {
     const std::int64_t n = xs[0];
     const Shape ws{20, 16, 3, 3};
     const Padding2d same{1, 1, 1, 1};
@@ -181,6 +183,33 @@ TEST(Winograd, EveryInstructionSetLevelGivesTheDefaultLevelsBits) {
       }
     }
   }
+}
+
+Tensor sample(const Tensor& t, std::int64_t n) {
+  Shape one = t.shape();
+  one[0] = 1;
+  Tensor out(one, t.dtype());
+  const std::int64_t size = out.size();
+  const double* from = t.data<double>() + n * size;
+  std::copy(from, from + size, out.data<double>());
+  return out;
+}
+
+// gw sums over the batch: with more groups than chains, a chain adds its
+// groups' products in place and the chains' sums are added after. The
+// same sum taken sample by sample (each call a single group) agrees.
+TEST(Winograd, WeightGradientsOfManyGroupsAddUpAcrossChains) {
+  const Shape xs{10, 16, 92, 92}, ws{16, 16, 3, 3};
+  const Padding2d same{1, 1, 1, 1};
+  const Tensor x = Tensor::randn(xs, 15, DType::Float64);
+  const Tensor gy = Tensor::randn({10, 16, 92, 92}, 16, DType::Float64);
+  const Tensor gw = math::conv2d_weight_grad(x, gy, ws, 1, same);
+  Tensor by_sample = Tensor::zeros(ws, DType::Float64);
+  for (std::int64_t n = 0; n < xs[0]; ++n) {
+    math::add_inplace(by_sample,
+                      math::conv2d_weight_grad(sample(x, n), sample(gy, n), ws, 1, same));
+  }
+  EXPECT_LT(max_abs_error(gw, by_sample), 1e-12 * max_abs(by_sample));
 }
 
 // conv2d takes the Winograd kernel where winograd_applies says so: the

@@ -23,19 +23,23 @@ struct ConvGeometry {
 // c = op(a) @ op(b) on the calling thread at the chosen instruction-set
 // level: c is m x n with its rows ldc apart, op(a) is m x k (a stored
 // (m, k), or (k, m) when trans_a, rows lda apart), op(b) is k x n (b stored
-// (k, n), or (n, k) when trans_b, rows ldb apart). So
-// one sample's block of a group's col (or of gy) is an operand as it lies,
-// and a sample's NCHW output is a result as it lies: no copy in between.
+// (k, n), or (n, k) when trans_b, rows ldb apart); with `accumulate`,
+// c += op(a) @ op(b). So one sample's block of a group's col (or of gy) is
+// an operand as it lies, and a sample's NCHW output is a result as it lies:
+// no copy in between.
 template <class T>
 inline void product_into(std::int64_t m, std::int64_t n, std::int64_t k, const T* a,
                          std::int64_t lda, bool trans_a, const T* b, std::int64_t ldb, bool trans_b,
-                         T* c, std::int64_t ldc) {
+                         T* c, std::int64_t ldc, bool accumulate = false) {
+  if (k == 0 && accumulate) return;
   if (k == 0) {  // a sum of nothing
     for (std::int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, T(0));
     return;
   }
   try {
-    kernels::kernels_for<T>().gemm(m, n, k, a, lda, trans_a, b, ldb, trans_b, c, ldc);
+    const kernels::TypedKernels<T>& kernels = kernels::kernels_for<T>();
+    (accumulate ? kernels.gemm_add : kernels.gemm)(m, n, k, a, lda, trans_a, b, ldb, trans_b, c,
+                                                   ldc);
   } catch (const std::bad_alloc&) {  // Eigen's blocks: as matmul reports it
     throw MemoryError(
         "conv2d: cannot allocate a product's working buffers: the system has no "

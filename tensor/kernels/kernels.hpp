@@ -9,11 +9,12 @@
 // without -march flags runs on any x86-64 and still uses the CPU's widest
 // vectors. Callers (tensor/tensor_math.cpp, tensor/conv_math.cpp) use
 // `kernels::active()` or `kernels_for<T>()` and never name a level.
-// Batch norm's fused kernels (layers/batch_norm/detail/level.cpp) and the
-// optimisers' updates (model/detail/optimizer_level.cpp) are compiled per level the
-// same way, each into a table of its own, chosen with the same level
-// (tensor/kernels/per_level.hpp); CMake's npdl_compile_per_level compiles
-// all three sources.
+// Batch norm's fused kernels (layers/batch_norm/detail/level.cpp), the
+// optimisers' updates (model/detail/optimizer_level.cpp) and the Winograd
+// convolution's transforms (tensor/detail/winograd_level.cpp) are compiled
+// per level the same way, each into a table of its own, chosen with the
+// same level (tensor/kernels/per_level.hpp); CMake's npdl_compile_per_level
+// compiles all four sources.
 //
 // Every level lives in its own namespace, and so does its copy of Eigen
 // (level.cpp is compiled with -DEigen=Eigen_<level>): templates instantiated
@@ -75,6 +76,11 @@ struct TypedKernels {
   /// (k, m) when trans_a; b is stored (k, n), or (n, k) when trans_b.
   void (*gemm)(std::int64_t m, std::int64_t n, std::int64_t k, const T* a, std::int64_t lda,
                bool trans_a, const T* b, std::int64_t ldb, bool trans_b, T* c, std::int64_t ldc);
+  /// c += op(a) @ op(b), otherwise as gemm: the same blocks and kernels,
+  /// so a sum of products accumulated in c needs no buffer for each term.
+  void (*gemm_add)(std::int64_t m, std::int64_t n, std::int64_t k, const T* a, std::int64_t lda,
+                   bool trans_a, const T* b, std::int64_t ldb, bool trans_b, T* c,
+                   std::int64_t ldc);
   /// Softmax (or log-softmax) over the middle axis of x viewed as
   /// (outer, n, inner), row-major.
   void (*softmax)(const T* x, T* out, std::int64_t outer, std::int64_t n, std::int64_t inner,

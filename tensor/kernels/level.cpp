@@ -278,28 +278,35 @@ void gemm_on_thread_blocks(std::int64_t m, std::int64_t n, std::int64_t k, const
                                                                           blocking);
 }
 
-template <class T>
+template <class T, bool kAccumulate>
 void gemm(std::int64_t m, std::int64_t n, std::int64_t k, const T* a, std::int64_t lda,
           bool trans_a, const T* b, std::int64_t ldb, bool trans_b, T* c, std::int64_t ldc) {
-  if (m == 0 || n == 0) return;
+  if (m == 0 || n == 0 || (kAccumulate && k == 0)) return;
   Eigen::Map<Mat<T>, Eigen::Unaligned, Eigen::OuterStride<>> C(c, m, n, Eigen::OuterStride<>(ldc));
   // Eigen's own product where it would not use its blocked GEMM: tiny
   // products (computed coefficient by coefficient) and matrix-vector ones.
   if (k == 0 || m == 1 || n == 1 || m + n + k < EIGEN_GEMM_TO_COEFFBASED_THRESHOLD) {
     const StridedMat<T> A(a, trans_a ? k : m, trans_a ? m : k, Eigen::OuterStride<>(lda));
     const StridedMat<T> B(b, trans_b ? n : k, trans_b ? k : n, Eigen::OuterStride<>(ldb));
+    auto assign = [&](const auto& product) {
+      if constexpr (kAccumulate) {
+        C.noalias() += product;
+      } else {
+        C.noalias() = product;
+      }
+    };
     if (trans_a && trans_b) {
-      C.noalias() = A.transpose() * B.transpose();
+      assign(A.transpose() * B.transpose());
     } else if (trans_a) {
-      C.noalias() = A.transpose() * B;
+      assign(A.transpose() * B);
     } else if (trans_b) {
-      C.noalias() = A * B.transpose();
+      assign(A * B.transpose());
     } else {
-      C.noalias() = A * B;
+      assign(A * B);
     }
     return;
   }
-  C.setZero();
+  if (!kAccumulate) C.setZero();
   constexpr int kRow = Eigen::RowMajor, kCol = Eigen::ColMajor;
   if (trans_a && trans_b) {
     gemm_on_thread_blocks<T, kCol, kCol>(m, n, k, a, lda, b, ldb, c, ldc);
@@ -346,9 +353,9 @@ void unary_alpha(AlphaOp op, const T* xp, T alpha, T* outp, std::int64_t n) {
 
 template <class T>
 TypedKernels<T> typed() {
-  return {unary<T>,   binary<T>,     binary_scalar_rhs<T>,  binary_scalar_lhs<T>, sum<T>,
-          dot<T>,     accumulate<T>, accumulate_product<T>, accumulate_scaled<T>, gemm<T>,
-          softmax<T>, unary_alpha<T>};
+  return {unary<T>,      binary<T>,     binary_scalar_rhs<T>,  binary_scalar_lhs<T>, sum<T>,
+          dot<T>,        accumulate<T>, accumulate_product<T>, accumulate_scaled<T>, gemm<T, false>,
+          gemm<T, true>, softmax<T>,    unary_alpha<T>};
 }
 
 }  // namespace

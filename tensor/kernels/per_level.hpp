@@ -1,7 +1,8 @@
 #pragma once
 // Per-level sources besides level.cpp (Note [Kernels per instruction set] in
-// kernels.hpp): batch norm's kernels (layers/batch_norm/detail/level.cpp) and the
-// optimisers' updates (model/detail/optimizer_level.cpp). CMake's
+// kernels.hpp): batch norm's kernels (layers/batch_norm/detail/level.cpp), the
+// optimisers' updates (model/detail/optimizer_level.cpp) and Winograd's
+// transforms (tensor/detail/winograd_level.cpp). CMake's
 // npdl_compile_per_level compiles such a source once per level, as it does
 // level.cpp, and the source defines `const Table& table()` in the namespace
 // <its namespace>::level_<name>. The code that calls it declares the tables
