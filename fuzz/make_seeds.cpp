@@ -121,6 +121,18 @@ int main(int argc, char** argv) {
             bytes);
     }
   }
+  // ... and the winograd mode of the conv ops (conv2d, its two gradient
+  // primitives, the layer): a zero twelfth byte from the end picks it. Its
+  // own generator, so that the seeds after these stay as they were.
+  std::mt19937_64 winograd_gen(13);
+  for (int op : {0, 1, 2, 6}) {
+    std::string bytes(64, '\0');
+    for (char& c : bytes) c = static_cast<char>(winograd_gen());
+    bytes[bytes.size() - 1] = 1;
+    bytes[bytes.size() - 2] = static_cast<char>(op);
+    bytes[bytes.size() - 12] = 0;
+    write(root / "conv_geometry" / ("winograd_" + std::to_string(op)), bytes);
+  }
 
   // thread_pool: byte strings for each thread count (1..4, from the last
   // byte), jobs drawn from the rest.
