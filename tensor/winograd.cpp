@@ -62,8 +62,9 @@ namespace npdl::math::detail {
 // (each 1-D position collects 1 + 7 from the two tiles covering it), and per
 // filter tap, with P tiles in the batch,
 //   |gw~ - gw| <= gamma_{P+10} * 36 * P * gy_max * x_max.
-// tests/test_winograd.cpp checks the elementwise bound above against float64
-// sums; measured errors are a few times im2col's, far below the bound.
+// tests/test_winograd.cpp checks these bounds against float64 sums, and that
+// on random data the errors stay below a twentieth of them (random roundings
+// add up like the square root of their number, the bounds like the number).
 //
 // Layout. Samples are processed in groups (decided by the shapes, as
 // im2col's are): a group's V is (16, P, C) and M is (16, P, F), row-major,
