@@ -45,14 +45,7 @@ Var relu(const Var& a) {
     // a CNN's first layer the composed path's two passes and its mask
     // tensor cost a tenth of the training step.
     return {detail::fused_or(
-        {&c.grad},
-        [&] {
-          return m::binary_map(c.grad.value(), y.value(), "relu VJP",
-                               [](const auto& g, const auto& v) {
-                                 using T = typename std::decay_t<decltype(v)>::Scalar;
-                                 return g * (v > T(0)).template cast<T>();
-                               });
-        },
+        {&c.grad}, [&] { return m::mul_step(c.grad.value(), y.value()); },
         [&] { return mul(c.grad, Var(m::step(y.value()))); })};
   });
 }

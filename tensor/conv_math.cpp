@@ -9,6 +9,7 @@
 
 #include "tensor/detail/conv_geometry.hpp"
 #include "tensor/detail/winograd.hpp"
+#include "tensor/kernels/kernels.hpp"
 #include "tensor/parallel.hpp"
 #include "tensor/tensor_math.hpp"
 
@@ -467,10 +468,16 @@ Tensor max_pool2d(const Tensor& x, Size2 window, Size2 stride, std::vector<std::
     using T = decltype(zero);
     const T* xd = x.data<T>();
     T* yd = y.data<T>();
+    const bool two_by_two = p.kh == 2 && p.kw == 2 && p.sh == 2 && p.sw == 2;
+    const auto& typed_kernels = kernels::kernels_for<T>();
     for_each_plane(p, [&](std::int64_t q) {
       const T* plane = xd + q * p.H * p.W;
       T* best = yd + q * p.OH * p.OW;
       std::int32_t* at = arg.data() + q * p.OH * p.OW;
+      if (two_by_two) {
+        typed_kernels.max_pool_2x2(plane, p.H, p.W, best, at);
+        return;
+      }
       for (std::int64_t oh = 0; oh < p.OH; ++oh, best += p.OW, at += p.OW) {
         // Window offsets (i, j) in row-major order, each over the whole
         // output row: the inner loop runs along memory.

@@ -176,6 +176,21 @@ Tensor relu(const Tensor& a) { return unary(a, UnaryOp::Relu); }
 Tensor sigmoid(const Tensor& a) { return unary(a, UnaryOp::Sigmoid); }
 Tensor tanh(const Tensor& a) { return unary(a, UnaryOp::Tanh); }
 Tensor step(const Tensor& a) { return unary(a, UnaryOp::Step); }
+Tensor mul_step(const Tensor& g, const Tensor& y) {
+  check_same_dtype(g, y, "mul_step");
+  check_same_shape(g.shape(), y.shape(), "mul_step");
+  Tensor out(g.shape(), g.dtype());
+  dispatch(g.dtype(), [&](auto zero) {
+    using T = decltype(zero);
+    const T* gd = g.data<T>();
+    const T* yd = y.data<T>();
+    T* o = out.data<T>();
+    parallel_for(g.size(), kElementGrain, [&](std::int64_t lo, std::int64_t hi) {
+      kernels_for<T>().mul_step(gd + lo, yd + lo, o + lo, hi - lo);
+    });
+  });
+  return out;
+}
 Tensor softplus(const Tensor& a) {
   Tensor out(a.shape(), a.dtype());
   dispatch(a.dtype(), [&](auto zero) {

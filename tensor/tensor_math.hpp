@@ -37,6 +37,8 @@ Tensor leaky_relu(const Tensor& a, double alpha);
 Tensor elu(const Tensor& a, double alpha);
 /// 1 where a > 0, else 0.
 Tensor step(const Tensor& a);
+/// g * step(y) in one pass (relu's VJP): the bits of mul(g, step(y)).
+Tensor mul_step(const Tensor& g, const Tensor& y);
 
 /// Sum over `axes` (empty: all axes), accumulated in float64.
 Tensor sum(const Tensor& a, const Axes& axes = {}, bool keepdims = false);

@@ -171,6 +171,74 @@ TYPED_TEST(KernelLevels, ElementwiseArithmeticIsBitwiseEqual) {
   }
 }
 
+// relu's VJP, g * step(y), at every level: the product by 1 or 0 keeps an
+// infinite or NaN g's IEEE result (inf * 0 is NaN), the sign of a zero, and
+// a NaN y gates (NaN > 0 is false).
+TYPED_TEST(KernelLevels, MulStepIsAProductByStep) {
+  using T = TypeParam;
+  const T inf = std::numeric_limits<T>::infinity(), nan = std::numeric_limits<T>::quiet_NaN();
+  std::vector<T> g = random_values<T>(21, -3, 3), y = random_values<T>(22, -1, 1);
+  const std::vector<T> special{inf, -inf, nan, T(0), T(-0.0), T(2)};
+  for (std::size_t i = 0; i < 60; ++i) {
+    g[i] = special[i % special.size()];
+    y[i] = special[(i / special.size()) % special.size()];
+  }
+  for (Capability level : supported_capabilities()) {
+    std::vector<T> got(g.size());
+    typed<T>(level).mul_step(g.data(), y.data(), got.data(), kN);
+    for (std::size_t i = 0; i < g.size(); ++i) {
+      const T want = g[i] * (y[i] > T(0) ? T(1) : T(0));
+      const bool same = std::isnan(want)
+                            ? std::isnan(got[i])
+                            : got[i] == want && std::signbit(got[i]) == std::signbit(want);
+      ASSERT_TRUE(same) << to_string(level) << " element " << i << ": g " << g[i] << ", y " << y[i]
+                        << " gives " << got[i] << ", want " << want;
+    }
+  }
+}
+
+// Max pooling, 2 x 2 windows at stride 2, against a scan of each window in
+// row-major order that keeps the first maximum and the first NaN. Values
+// from a few integers make ties common; widths run from one window to
+// several vector steps with odd tails; each plane sits in a buffer of its
+// own size, so the last row's reads end at the buffer's end (the vector
+// kernels must mask them: AddressSanitizer builds would report a read past it).
+TYPED_TEST(KernelLevels, MaxPool2x2KeepsTheFirstMaximumAndTheFirstNaN) {
+  using T = TypeParam;
+  std::mt19937 gen(23);
+  std::uniform_int_distribution<int> pick(-2, 3);  // 3: a NaN
+  for (Capability level : supported_capabilities()) {
+    for (std::int64_t h : {2, 3, 6, 26}) {
+      for (std::int64_t w : {2, 3, 11, 26, 31, 32, 33, 34, 70}) {
+        std::vector<T> plane(static_cast<std::size_t>(h * w));
+        for (T& v : plane) {
+          const int k = pick(gen);
+          v = k == 3 ? std::numeric_limits<T>::quiet_NaN() : T(k);
+        }
+        const std::int64_t oh = h / 2, ow = w / 2;
+        std::vector<T> got(static_cast<std::size_t>(oh * ow));
+        std::vector<std::int32_t> got_at(got.size(), -1);
+        typed<T>(level).max_pool_2x2(plane.data(), h, w, got.data(), got_at.data());
+        for (std::int64_t r = 0; r < oh; ++r) {
+          for (std::int64_t c = 0; c < ow; ++c) {
+            std::int64_t best = 2 * r * w + 2 * c;
+            for (std::int64_t at : {best + 1, best + w, best + w + 1}) {
+              const T v = plane[static_cast<std::size_t>(at)],
+                      b = plane[static_cast<std::size_t>(best)];
+              if (v > b || (std::isnan(v) && !std::isnan(b))) best = at;
+            }
+            const std::size_t o = static_cast<std::size_t>(r * ow + c);
+            ASSERT_EQ(got_at[o], best)
+                << to_string(level) << " " << h << "x" << w << " window " << r << "," << c;
+            const T want = plane[static_cast<std::size_t>(best)];
+            ASSERT_TRUE(std::isnan(want) ? std::isnan(got[o]) : got[o] == want);
+          }
+        }
+      }
+    }
+  }
+}
+
 TYPED_TEST(KernelLevels, Float64AccumulationIsBitwiseEqual) {
   using T = TypeParam;
   const std::vector<T> x = random_values<T>(3, -10, 10), y = random_values<T>(4, -10, 10);

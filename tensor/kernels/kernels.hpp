@@ -56,6 +56,9 @@ struct TypedKernels {
   void (*unary)(UnaryOp op, const T* x, T* out, std::int64_t n);
   /// out[i] = op(x[i], y[i])
   void (*binary)(BinaryOp op, const T* x, const T* y, T* out, std::int64_t n);
+  /// out[i] = x[i] * step(y[i]), step(v) = 1 where v > 0, else 0: relu's
+  /// VJP in one pass, with the bits of a product by step's tensor
+  void (*mul_step)(const T* x, const T* y, T* out, std::int64_t n);
   /// out[i] = op(x[i], s)
   void (*binary_scalar_rhs)(BinaryOp op, const T* x, T s, T* out, std::int64_t n);
   /// out[i] = op(s, y[i])
@@ -87,6 +90,11 @@ struct TypedKernels {
                   bool log);
   /// out[i] = op(x[i]) with parameter alpha
   void (*unary_alpha)(AlphaOp op, const T* x, T alpha, T* out, std::int64_t n);
+  /// Max pooling of one plane (h rows of w, row-major) with 2 x 2 windows
+  /// at stride 2, the common case: out is (h / 2, w / 2). Each output is the
+  /// window's first maximum in row-major order, a NaN winning over numbers
+  /// and the first NaN staying; at[o] is its index in the plane.
+  void (*max_pool_2x2)(const T* plane, std::int64_t h, std::int64_t w, T* out, std::int32_t* at);
 };
 
 struct KernelTable {

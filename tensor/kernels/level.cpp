@@ -9,6 +9,10 @@
 
 #include "tensor/kernels/kernels.hpp"
 
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+
 #ifndef NPDL_KERNEL_LEVEL
 #error "compile level.cpp with -DNPDL_KERNEL_LEVEL=level_<name> (see CMakeLists.txt)"
 #endif
@@ -88,6 +92,13 @@ void exp_block(const T* x, T* out, std::int64_t n) {
       if (args[i] < kLowest) out[b + i] = scalar_exp(args[i]);
     }
   }
+}
+
+template <class T>
+void mul_step(const T* x, const T* y, T* out, std::int64_t n) {
+  // A select, not a cast of the comparison: the compiler vectorises it
+  // (Eigen's bool-to-T cast ran one element at a time).
+  for (std::int64_t i = 0; i < n; ++i) out[i] = x[i] * (y[i] > T(0) ? T(1) : T(0));
 }
 
 template <class T>
@@ -351,11 +362,149 @@ void unary_alpha(AlphaOp op, const T* xp, T alpha, T* outp, std::int64_t n) {
   }
 }
 
+// Max pooling, 2 x 2 windows at stride 2. A window's candidates in
+// row-major order sit at offsets 0, 1, w and w + 1 from its top-left
+// element; each replaces the best so far when it is larger, or when it is
+// a NaN and the best is not. So the first maximum wins ties and the first
+// NaN stays, as in tensor/conv_math.cpp's general case (whose bits this
+// must equal), and there is no branch on the data.
+template <class T>
+void max_pool_pairs(const T* top, std::int64_t w, std::int64_t n, std::int32_t index, T* out,
+                    std::int32_t* at) {
+  const std::int64_t offsets[3] = {1, w, w + 1};
+  for (std::int64_t j = 0; j < n; ++j) {
+    T best = top[2 * j];
+    std::int32_t best_at = index + static_cast<std::int32_t>(2 * j);
+    for (const std::int64_t offset : offsets) {
+      const T v = top[2 * j + offset];
+      const bool take = (v > best) | ((v != v) & (best == best));
+      best = take ? v : best;
+      best_at = take ? index + static_cast<std::int32_t>(2 * j + offset) : best_at;
+    }
+    out[j] = best;
+    at[j] = best_at;
+  }
+}
+
+#if defined(__AVX512F__)
+// Sixteen windows a step: a row's 32 inputs split into even and odd
+// columns by two permutes, the row's tail by masked loads and stores
+// (which touch no memory in masked lanes), so short rows (13 windows on a
+// CNN's 26 x 26 maps) take one step instead of a scalar loop.
+void max_pool_pairs_f32(const float* top, std::int64_t w, std::int64_t n, std::int32_t index,
+                        const float* end, float* out, std::int32_t* at) {
+  const __m512i twice_lane =
+      _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i next_lane = _mm512_add_epi32(twice_lane, _mm512_set1_epi32(1));
+  auto lanes = [](std::int64_t count) -> __mmask16 {
+    return count >= 16  ? __mmask16(0xFFFF)
+           : count <= 0 ? __mmask16(0)
+                        : __mmask16((1u << count) - 1);
+  };
+  for (std::int64_t j = 0; j < n; j += 16) {
+    const std::int64_t inputs = 2 * (n - j < 16 ? n - j : 16);
+    const __mmask16 low = lanes(inputs), high = lanes(inputs - 16), outputs = lanes(inputs / 2);
+    __m512 candidates[4];
+    for (int row = 0; row < 2; ++row) {
+      const float* from = top + row * w + 2 * j;
+      // Masked loads cost four times as much on AMD's cores: the lanes
+      // beyond the row are read whole while they lie inside the plane.
+      const bool inside = end - from >= 32;
+      const __m512 lo = inside ? _mm512_loadu_ps(from) : _mm512_maskz_loadu_ps(low, from);
+      const __m512 hi =
+          inside ? _mm512_loadu_ps(from + 16) : _mm512_maskz_loadu_ps(high, from + 16);
+      candidates[2 * row] = _mm512_permutex2var_ps(lo, twice_lane, hi);
+      candidates[2 * row + 1] = _mm512_permutex2var_ps(lo, next_lane, hi);
+    }
+    const __m512i first_at =
+        _mm512_add_epi32(_mm512_set1_epi32(index + static_cast<std::int32_t>(2 * j)), twice_lane);
+    const std::int32_t offsets[4] = {0, 1, static_cast<std::int32_t>(w),
+                                     static_cast<std::int32_t>(w + 1)};
+    __m512 best = candidates[0];
+    __m512i best_at = first_at;
+    for (int k = 1; k < 4; ++k) {
+      const __m512 v = candidates[k];
+      const __mmask16 take =
+          _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) |
+          (_mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q) & _mm512_cmp_ps_mask(best, best, _CMP_ORD_Q));
+      best = _mm512_mask_mov_ps(best, take, v);
+      best_at = _mm512_mask_mov_epi32(best_at, take,
+                                      _mm512_add_epi32(first_at, _mm512_set1_epi32(offsets[k])));
+    }
+    _mm512_mask_storeu_ps(out + j, outputs, best);
+    _mm512_mask_storeu_epi32(at + j, outputs, best_at);
+  }
+}
+#elif defined(__AVX2__)
+// Eight windows a step, as the AVX-512 version above: shuffles split even
+// and odd columns, masked loads and stores take the row's tail.
+void max_pool_pairs_f32(const float* top, std::int64_t w, std::int64_t n, std::int32_t index,
+                        const float* end, float* out, std::int32_t* at) {
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  auto lanes = [&](std::int64_t count) {
+    const int c = count >= 8 ? 8 : count <= 0 ? 0 : static_cast<int>(count);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(c), lane);
+  };
+  for (std::int64_t j = 0; j < n; j += 8) {
+    const std::int64_t inputs = 2 * (n - j < 8 ? n - j : 8);
+    const __m256i low = lanes(inputs), high = lanes(inputs - 8), outputs = lanes(inputs / 2);
+    __m256 candidates[4];
+    for (int row = 0; row < 2; ++row) {
+      const float* from = top + row * w + 2 * j;
+      const bool inside = end - from >= 16;
+      const __m256 lo = inside ? _mm256_loadu_ps(from) : _mm256_maskload_ps(from, low);
+      const __m256 hi = inside ? _mm256_loadu_ps(from + 8) : _mm256_maskload_ps(from + 8, high);
+      // Within 128-bit halves, then the halves' 64-bit pairs in order.
+      const __m256 even = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+      const __m256 odd = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+      candidates[2 * row] =
+          _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(even), _MM_SHUFFLE(3, 1, 2, 0)));
+      candidates[2 * row + 1] =
+          _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(odd), _MM_SHUFFLE(3, 1, 2, 0)));
+    }
+    const __m256i first_at = _mm256_add_epi32(
+        _mm256_set1_epi32(index + static_cast<std::int32_t>(2 * j)), _mm256_add_epi32(lane, lane));
+    const std::int32_t offsets[4] = {0, 1, static_cast<std::int32_t>(w),
+                                     static_cast<std::int32_t>(w + 1)};
+    __m256 best = candidates[0];
+    __m256i best_at = first_at;
+    for (int k = 1; k < 4; ++k) {
+      const __m256 v = candidates[k];
+      const __m256 take = _mm256_or_ps(
+          _mm256_cmp_ps(v, best, _CMP_GT_OQ),
+          _mm256_and_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q), _mm256_cmp_ps(best, best, _CMP_ORD_Q)));
+      best = _mm256_blendv_ps(best, v, take);
+      const __m256i v_at = _mm256_add_epi32(first_at, _mm256_set1_epi32(offsets[k]));
+      best_at = _mm256_castps_si256(
+          _mm256_blendv_ps(_mm256_castsi256_ps(best_at), _mm256_castsi256_ps(v_at), take));
+    }
+    _mm256_maskstore_ps(out + j, outputs, best);
+    _mm256_maskstore_epi32(at + j, outputs, best_at);
+  }
+}
+#endif
+
+template <class T>
+void max_pool_2x2(const T* plane, std::int64_t h, std::int64_t w, T* out, std::int32_t* at) {
+  const std::int64_t out_w = w / 2;
+  for (std::int64_t r = 0; r < h / 2; ++r, out += out_w, at += out_w) {
+    const T* top = plane + 2 * r * w;
+    const auto index = static_cast<std::int32_t>(2 * r * w);
+#ifdef __AVX2__
+    if constexpr (sizeof(T) == sizeof(float)) {
+      max_pool_pairs_f32(top, w, out_w, index, plane + h * w, out, at);
+      continue;
+    }
+#endif
+    max_pool_pairs(top, w, out_w, index, out, at);
+  }
+}
+
 template <class T>
 TypedKernels<T> typed() {
-  return {unary<T>,      binary<T>,     binary_scalar_rhs<T>,  binary_scalar_lhs<T>, sum<T>,
-          dot<T>,        accumulate<T>, accumulate_product<T>, accumulate_scaled<T>, gemm<T, false>,
-          gemm<T, true>, softmax<T>,    unary_alpha<T>};
+  return {unary<T>,       binary<T>,     mul_step<T>,   binary_scalar_rhs<T>,  binary_scalar_lhs<T>,
+          sum<T>,         dot<T>,        accumulate<T>, accumulate_product<T>, accumulate_scaled<T>,
+          gemm<T, false>, gemm<T, true>, softmax<T>,    unary_alpha<T>,        max_pool_2x2<T>};
 }
 
 }  // namespace
