@@ -1,13 +1,14 @@
 #pragma once
 // Note [Kernels per instruction set]
 // The hot loops of tensor math (elementwise maps, row reductions, matrix
-// products, softmax) are compiled once per instruction-set level from one
-// source, level.cpp: `default` (the x86-64 baseline, SSE2), `avx2` (AVX2 +
-// FMA) and `avx512` (AVX-512 F/DQ/BW/VL). One table of function pointers is
-// chosen at start-up from what the CPU supports, or from the environment
-// variable NPDL_CPU_CAPABILITY=default|avx2|avx512, so that a library built
-// without -march flags runs on any x86-64 and still uses the CPU's widest
-// vectors. Callers (tensor/tensor_math.cpp, tensor/conv_math.cpp) use
+// products, softmax, 2x2 max pooling) are compiled once per
+// instruction-set level from one source, level.cpp: `default` (the x86-64
+// baseline, SSE2), `avx2` (AVX2 + FMA) and `avx512` (AVX-512 F/DQ/BW/VL).
+// One table of function pointers is chosen at start-up from what the CPU
+// supports, or from the environment variable
+// NPDL_CPU_CAPABILITY=default|avx2|avx512, so that a library built without
+// -march flags runs on any x86-64 and still uses the CPU's widest vectors.
+// Callers (tensor/tensor_math.cpp, tensor/conv_math.cpp) use
 // `kernels::active()` or `kernels_for<T>()` and never name a level.
 // Batch norm's fused kernels (layers/batch_norm/detail/level.cpp), the
 // optimisers' updates (model/detail/optimizer_level.cpp) and the Winograd
