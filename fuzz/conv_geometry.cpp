@@ -2,7 +2,7 @@
 // two gradient primitives, max_pool2d and mean_pool2d (and their backward
 // primitives), and the Convolution layer's padding.
 //
-// The input decides one case, in one of three modes:
+// The input decides one case, in one of four modes:
 //   - small: batch 1..4, channels and filters 1..3, height and width 1..7
 //     (1 often), kernels 1..7 (larger than the input too), strides 1..8
 //     (larger than the kernel too), padding 0..8 per side (up to and beyond
@@ -13,6 +13,12 @@
 //     Winograd's F(2x2, 3x3) (Note [Winograd convolution] in
 //     tensor/winograd.cpp), on the small mode's maps and paddings 0..4;
 //     checked against that Note's error bounds instead of im2col's.
+//   - pool2x2 (max_pool2d, mean_pool2d): 2x2 windows at stride 2, the
+//     common pooling, which max pooling runs through a kernel of its own
+//     per instruction-set level (max_pool_2x2 in tensor/kernels/level.cpp),
+//     on maps 2..12 high and 2..40 wide: rows of one to twenty windows,
+//     several vector steps and odd tails, with the small mode's ties and
+//     NaNs.
 //   - edge: strides, windows, paddings, the layer's filter size and the
 //     gradient primitives' shape arguments drawn from sizes around 0, 2^31,
 //     2^62 and 2^63 - 1 (negatives too), on small tensors (batch, channels
@@ -866,6 +872,14 @@ Case decode(FuzzedDataProvider& in) {
     for (std::int64_t* side : {&c.pad.top, &c.pad.bottom, &c.pad.left, &c.pad.right}) {
       *side = in.ConsumeIntegralInRange<std::int64_t>(0, 4);
     }
+    return c;
+  }
+  const bool pool_kind = c.kind == Kind::MaxPool || c.kind == Kind::MeanPool;
+  if (!c.edge && pool_kind && in.ConsumeIntegralInRange(0, 2) == 0) {  // 2x2, stride 2
+    c.H = in.ConsumeIntegralInRange<std::int64_t>(2, 12);
+    c.W = in.ConsumeIntegralInRange<std::int64_t>(2, 40);
+    c.KH = c.KW = 2;
+    c.stride = {2, 2};
     return c;
   }
   if (!c.edge) {

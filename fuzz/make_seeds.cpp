@@ -133,6 +133,21 @@ int main(int argc, char** argv) {
     bytes[bytes.size() - 12] = 0;
     write(root / "conv_geometry" / ("winograd_" + std::to_string(op)), bytes);
   }
+  // ... and the pool2x2 mode of max_pool2d and mean_pool2d (the same zero
+  // byte picks it), again with a generator of its own.
+  std::mt19937_64 pool_gen(17);
+  for (int op : {3, 4}) {
+    for (int variant = 0; variant < 2; ++variant) {
+      std::string bytes(64, '\0');
+      for (char& c : bytes) c = static_cast<char>(pool_gen());
+      bytes[bytes.size() - 1] = 1;
+      bytes[bytes.size() - 2] = static_cast<char>(op);
+      bytes[bytes.size() - 12] = 0;
+      write(root / "conv_geometry" /
+                ("pool2x2_" + std::to_string(op) + "_" + std::to_string(variant)),
+            bytes);
+    }
+  }
 
   // thread_pool: byte strings for each thread count (1..4, from the last
   // byte), jobs drawn from the rest.
