@@ -94,11 +94,17 @@ void exp_block(const T* x, T* out, std::int64_t n) {
   }
 }
 
+// step(v): 1 where v > 0, else 0 (a NaN gives 0). Written as a select in a
+// plain loop, which the compiler vectorises: Eigen 3.4's cast of a
+// comparison to T runs one element at a time.
+template <class T>
+inline T step_of(T v) {
+  return v > T(0) ? T(1) : T(0);
+}
+
 template <class T>
 void mul_step(const T* x, const T* y, T* out, std::int64_t n) {
-  // A select, not a cast of the comparison: the compiler vectorises it
-  // (Eigen's bool-to-T cast ran one element at a time).
-  for (std::int64_t i = 0; i < n; ++i) out[i] = x[i] * (y[i] > T(0) ? T(1) : T(0));
+  for (std::int64_t i = 0; i < n; ++i) out[i] = x[i] * step_of(y[i]);
 }
 
 template <class T>
@@ -135,7 +141,7 @@ void unary(UnaryOp op, const T* xp, T* outp, std::int64_t n) {
       out = x.tanh();
       return;
     case UnaryOp::Step:
-      out = (x > T(0)).template cast<T>();
+      for (std::int64_t i = 0; i < n; ++i) outp[i] = step_of(xp[i]);
       return;
   }
 }
