@@ -200,16 +200,17 @@ TYPED_TEST(KernelLevels, MulStepIsAProductByStep) {
 // Max pooling, 2 x 2 windows at stride 2, against a scan of each window in
 // row-major order that keeps the first maximum and the first NaN. Values
 // from a few integers make ties common; widths run from one window to
-// several vector steps with odd tails; each plane sits in a buffer of its
-// own size, so the last row's reads end at the buffer's end (the vector
-// kernels must mask them: AddressSanitizer builds would report a read past it).
+// several vector steps with odd tails, up to an ImageNet-sized 225 x 224
+// plane; each plane sits in a buffer of its own size, so the last row's
+// reads end at the buffer's end (the vector kernels must mask them:
+// AddressSanitizer builds would report a read past it).
 TYPED_TEST(KernelLevels, MaxPool2x2KeepsTheFirstMaximumAndTheFirstNaN) {
   using T = TypeParam;
   std::mt19937 gen(23);
   std::uniform_int_distribution<int> pick(-2, 3);  // 3: a NaN
   for (Capability level : supported_capabilities()) {
-    for (std::int64_t h : {2, 3, 6, 26}) {
-      for (std::int64_t w : {2, 3, 11, 26, 31, 32, 33, 34, 70}) {
+    for (std::int64_t h : {2, 3, 6, 26, 225}) {
+      for (std::int64_t w : {2, 3, 11, 26, 31, 32, 33, 34, 70, 224}) {
         std::vector<T> plane(static_cast<std::size_t>(h * w));
         for (T& v : plane) {
           const int k = pick(gen);
