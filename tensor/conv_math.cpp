@@ -133,18 +133,14 @@ void for_each_col_run(const ConvGeometry& g, std::int64_t n0, std::int64_t n1, F
 
 template <class T>
 void im2col(const ConvGeometry& g, const T* x, std::int64_t n0, std::int64_t n1, T* col) {
+  const auto gather = kernels::kernels_for<T>().gather_strided;
   for_each_col_run(g, n0, n1,
                    [&](std::int64_t dst, std::int64_t src, std::int64_t lo, std::int64_t hi) {
-                     // Runs are short (a row of the output): plain loops,
-                     // not calls to memmove and memset.
+                     // Runs are short (a row of the output): plain loops
+                     // for the padding, not calls to memset.
                      T* d = col + dst;
                      for (std::int64_t ow = 0; ow < lo; ++ow) d[ow] = T(0);
-                     if (g.sw == 1) {
-                       const T* s = x + src;
-                       for (std::int64_t ow = lo; ow < hi; ++ow) d[ow] = s[ow];
-                     } else {
-                       for (std::int64_t ow = lo; ow < hi; ++ow) d[ow] = x[src + ow * g.sw];
-                     }
+                     if (lo < hi) gather(x + src + lo * g.sw, g.sw, d + lo, hi - lo);
                      for (std::int64_t ow = hi; ow < g.OW; ++ow) d[ow] = T(0);
                    });
 }
@@ -152,10 +148,10 @@ void im2col(const ConvGeometry& g, const T* x, std::int64_t n0, std::int64_t n1,
 // The adjoint of im2col: adds every col entry to the input element it came from.
 template <class T>
 void col2im_add(const ConvGeometry& g, const T* col, std::int64_t n0, std::int64_t n1, T* x) {
+  const auto scatter_add = kernels::kernels_for<T>().scatter_add_strided;
   for_each_col_run(g, n0, n1,
                    [&](std::int64_t dst, std::int64_t src, std::int64_t lo, std::int64_t hi) {
-                     const T* s = col + dst;
-                     for (std::int64_t ow = lo; ow < hi; ++ow) x[src + ow * g.sw] += s[ow];
+                     if (lo < hi) scatter_add(col + dst + lo, x + src + lo * g.sw, g.sw, hi - lo);
                    });
 }
 

@@ -240,6 +240,38 @@ TYPED_TEST(KernelLevels, MaxPool2x2KeepsTheFirstMaximumAndTheFirstNaN) {
   }
 }
 
+// im2col's strided runs and their adjoint, against loops written here: the
+// strides convolutions use (1 and 2 have loops of their own, 3 and 7 the
+// general one), runs from empty to several vector steps with odd tails.
+// Each buffer ends where the run's last element is, so a vector step that
+// read or wrote past it would be reported by AddressSanitizer builds.
+TYPED_TEST(KernelLevels, StridedRunsGatherAndScatterAddEachElementOnce) {
+  using T = TypeParam;
+  for (Capability level : supported_capabilities()) {
+    for (std::int64_t stride : {1, 2, 3, 7}) {
+      for (std::int64_t n : {0, 1, 7, 15, 16, 17, 28, 33, 64, 113}) {
+        const std::int64_t span = n == 0 ? 0 : (n - 1) * stride + 1;
+        const std::vector<T> input = random_values<T>(31, -2, 2, span);
+        std::vector<T> gathered(static_cast<std::size_t>(n));
+        typed<T>(level).gather_strided(input.data(), stride, gathered.data(), n);
+        std::vector<T> want_gathered(gathered.size());
+        for (std::int64_t i = 0; i < n; ++i) want_gathered[i] = input[i * stride];
+        expect_bitwise(gathered, want_gathered,
+                       to_string(level) + " gather, stride " + std::to_string(stride) + ", n " +
+                           std::to_string(n));
+
+        const std::vector<T> run = random_values<T>(32, -2, 2, n);
+        std::vector<T> summed = input, want_summed = input;
+        typed<T>(level).scatter_add_strided(run.data(), summed.data(), stride, n);
+        for (std::int64_t i = 0; i < n; ++i) want_summed[i * stride] += run[i];
+        expect_bitwise(summed, want_summed,
+                       to_string(level) + " scatter-add, stride " + std::to_string(stride) +
+                           ", n " + std::to_string(n));
+      }
+    }
+  }
+}
+
 TYPED_TEST(KernelLevels, Float64AccumulationIsBitwiseEqual) {
   using T = TypeParam;
   const std::vector<T> x = random_values<T>(3, -10, 10), y = random_values<T>(4, -10, 10);

@@ -1,7 +1,7 @@
 #pragma once
 // Note [Kernels per instruction set]
 // The hot loops of tensor math (elementwise maps, row reductions, matrix
-// products, softmax, 2x2 max pooling) are compiled once per
+// products, softmax, 2x2 max pooling, im2col's strided runs) are compiled once per
 // instruction-set level from one source, level.cpp: `default` (the x86-64
 // baseline, SSE2), `avx2` (AVX2 + FMA) and `avx512` (AVX-512 F/DQ/BW/VL).
 // One table of function pointers is chosen at start-up from what the CPU
@@ -96,6 +96,10 @@ struct TypedKernels {
   /// window's first maximum in row-major order, a NaN winning over numbers
   /// and the first NaN staying; at[o] is its index in the plane.
   void (*max_pool_2x2)(const T* plane, std::int64_t h, std::int64_t w, T* out, std::int32_t* at);
+  /// to[i] = from[i * stride] for i < n: a run of im2col's unrolled input
+  void (*gather_strided)(const T* from, std::int64_t stride, T* to, std::int64_t n);
+  /// to[i * stride] += from[i] for i < n: its adjoint, col2im's run
+  void (*scatter_add_strided)(const T* from, T* to, std::int64_t stride, std::int64_t n);
 };
 
 struct KernelTable {
