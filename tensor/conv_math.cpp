@@ -90,41 +90,41 @@ Groups plan_groups(const ConvGeometry& g) {
   return {size, (g.N + size - 1) / size};
 }
 
-// Range [lo, hi) of output columns ow whose input column ow*sw - pl + j lies
-// inside [0, W), with lo <= hi <= OW. A filter wider than the input and its
-// right padding has columns j that see only the left padding at every
-// output column: their first inside column lies past OW, and lo must stop
-// at OW, or im2col would fill beyond the run (and from d + lo down to d + OW).
-std::pair<std::int64_t, std::int64_t> valid_columns(const ConvGeometry& g, std::int64_t j) {
-  const std::int64_t first = g.pl - j;  // ow * sw must reach at least this
-  // ceil(first / sw) as (first - 1) / sw + 1: first + sw - 1 overflows for a huge stride.
-  const std::int64_t lo = std::min(g.OW, first <= 0 ? 0 : (first - 1) / g.sw + 1);
-  const std::int64_t last = g.W - 1 + g.pl - j;  // ow * sw must stay at most this
-  const std::int64_t hi = last < 0 ? 0 : std::min(g.OW, last / g.sw + 1);
+// Range [lo, hi) of outputs o along one axis whose input o*stride - pad + k
+// (k: the filter's tap) lies inside [0, size), with lo <= hi <= out. A
+// filter wider than the input and its padding has taps that see only the
+// padding at every output: their first inside output lies past `out`, and
+// lo must stop there, or im2col would fill beyond the run.
+std::pair<std::int64_t, std::int64_t> inside_outputs(std::int64_t pad, std::int64_t size,
+                                                     std::int64_t stride, std::int64_t out,
+                                                     std::int64_t k) {
+  const std::int64_t first = pad - k;  // o * stride must reach at least this
+  // ceil(first / stride) as (first - 1) / stride + 1: first + stride - 1
+  // overflows for a huge stride.
+  const std::int64_t lo = std::min(out, first <= 0 ? 0 : (first - 1) / stride + 1);
+  const std::int64_t last = size - 1 + pad - k;  // o * stride must stay at most this
+  const std::int64_t hi = last < 0 ? 0 : std::min(out, last / stride + 1);
   return {lo, std::max(lo, hi)};
 }
 
-// Calls fn(dst, src, lo, hi) for every (row of col, sample, output row) of
-// samples [n0, n1): dst is the col index of the run's OW entries, src the
-// input index that ow = 0 would read (it may lie before the plane: only
-// entries ow in [lo, hi) are inside the input; the rest read padding, and
-// lo == hi when the whole run lies in the padding).
+// Calls fn(dst, src, oh_lo, rows) for every (row of col, sample) of samples
+// [n0, n1): dst is the col index of the sample's OH x OW block, output rows
+// [oh_lo, oh_lo + rows.count) read the input (the others only padding),
+// src is the input index of output (oh_lo, rows.lo), meaningful only when
+// rows.count > 0 and rows.lo < rows.hi.
 template <class Fn>
-void for_each_col_run(const ConvGeometry& g, std::int64_t n0, std::int64_t n1, Fn&& fn) {
+void for_each_col_block(const ConvGeometry& g, std::int64_t n0, std::int64_t n1, Fn&& fn) {
   const std::int64_t cols = (n1 - n0) * g.plane();
   for (std::int64_t c = 0; c < g.C; ++c) {
     for (std::int64_t i = 0; i < g.KH; ++i) {
+      const auto [oh_lo, oh_hi] = inside_outputs(g.pt, g.H, g.sh, g.OH, i);
       for (std::int64_t j = 0; j < g.KW; ++j) {
         const std::int64_t row = (c * g.KH + i) * g.KW + j;
-        const auto [lo, hi] = valid_columns(g, j);
+        const auto [lo, hi] = inside_outputs(g.pl, g.W, g.sw, g.OW, j);
+        const kernels::StridedRows rows{oh_hi - oh_lo, g.OW, lo, hi, g.sw, g.sh * g.W};
+        const std::int64_t offset = (oh_lo * g.sh - g.pt + i) * g.W + lo * g.sw - g.pl + j;
         for (std::int64_t n = n0; n < n1; ++n) {
-          const std::int64_t plane = (n * g.C + c) * g.H * g.W;
-          for (std::int64_t oh = 0; oh < g.OH; ++oh) {
-            const std::int64_t dst = row * cols + (n - n0) * g.plane() + oh * g.OW;
-            const std::int64_t ih = oh * g.sh - g.pt + i;
-            const bool inside = ih >= 0 && ih < g.H;
-            fn(dst, inside ? plane + ih * g.W - g.pl + j : -1, lo, inside ? hi : lo);
-          }
+          fn(row * cols + (n - n0) * g.plane(), (n * g.C + c) * g.H * g.W + offset, oh_lo, rows);
         }
       }
     }
@@ -133,26 +133,28 @@ void for_each_col_run(const ConvGeometry& g, std::int64_t n0, std::int64_t n1, F
 
 template <class T>
 void im2col(const ConvGeometry& g, const T* x, std::int64_t n0, std::int64_t n1, T* col) {
-  const auto gather = kernels::kernels_for<T>().gather_strided;
-  for_each_col_run(g, n0, n1,
-                   [&](std::int64_t dst, std::int64_t src, std::int64_t lo, std::int64_t hi) {
-                     // Runs are short (a row of the output): plain loops
-                     // for the padding, not calls to memset.
-                     T* d = col + dst;
-                     for (std::int64_t ow = 0; ow < lo; ++ow) d[ow] = T(0);
-                     if (lo < hi) gather(x + src + lo * g.sw, g.sw, d + lo, hi - lo);
-                     for (std::int64_t ow = hi; ow < g.OW; ++ow) d[ow] = T(0);
-                   });
+  const auto unroll = kernels::kernels_for<T>().unroll_rows;
+  for_each_col_block(g, n0, n1,
+                     [&](std::int64_t dst, std::int64_t src, std::int64_t oh_lo,
+                         const kernels::StridedRows& rows) {
+                       T* block = col + dst;
+                       std::fill(block, block + oh_lo * g.OW, T(0));
+                       const bool reads = rows.count > 0 && rows.lo < rows.hi;
+                       unroll(reads ? x + src : nullptr, rows, block + oh_lo * g.OW);
+                       std::fill(block + (oh_lo + rows.count) * g.OW, block + g.plane(), T(0));
+                     });
 }
 
 // The adjoint of im2col: adds every col entry to the input element it came from.
 template <class T>
 void col2im_add(const ConvGeometry& g, const T* col, std::int64_t n0, std::int64_t n1, T* x) {
-  const auto scatter_add = kernels::kernels_for<T>().scatter_add_strided;
-  for_each_col_run(g, n0, n1,
-                   [&](std::int64_t dst, std::int64_t src, std::int64_t lo, std::int64_t hi) {
-                     if (lo < hi) scatter_add(col + dst + lo, x + src + lo * g.sw, g.sw, hi - lo);
-                   });
+  const auto fold_add = kernels::kernels_for<T>().fold_rows_add;
+  for_each_col_block(g, n0, n1,
+                     [&](std::int64_t dst, std::int64_t src, std::int64_t oh_lo,
+                         const kernels::StridedRows& rows) {
+                       if (rows.count > 0 && rows.lo < rows.hi)
+                         fold_add(col + dst + oh_lo * g.OW, rows, x + src);
+                     });
 }
 
 // A product's (F, group columns) layout -> NCHW samples n0..n1 of y.

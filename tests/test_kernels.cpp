@@ -240,33 +240,45 @@ TYPED_TEST(KernelLevels, MaxPool2x2KeepsTheFirstMaximumAndTheFirstNaN) {
   }
 }
 
-// im2col's strided runs and their adjoint, against loops written here: the
-// strides convolutions use (1 and 2 have loops of their own, 3 and 7 the
-// general one), runs from empty to several vector steps with odd tails.
-// Each buffer ends where the run's last element is, so a vector step that
-// read or wrote past it would be reported by AddressSanitizer builds.
-TYPED_TEST(KernelLevels, StridedRunsGatherAndScatterAddEachElementOnce) {
+// im2col's rows and their adjoint, against loops written here: the strides
+// convolutions use (1 and 2 have loops of their own, 3 and 7 the general
+// one), runs from empty to several vector steps with odd tails, padding on
+// either side, several rows. The input buffer ends at the last element a
+// row reads, so a vector step that read or wrote past it would be reported
+// by AddressSanitizer builds.
+TYPED_TEST(KernelLevels, UnrolledRowsGatherAndFoldEachElementOnce) {
   using T = TypeParam;
   for (Capability level : supported_capabilities()) {
     for (std::int64_t stride : {1, 2, 3, 7}) {
       for (std::int64_t n : {0, 1, 7, 15, 16, 17, 28, 33, 64, 113}) {
-        const std::int64_t span = n == 0 ? 0 : (n - 1) * stride + 1;
-        const std::vector<T> input = random_values<T>(31, -2, 2, span);
-        std::vector<T> gathered(static_cast<std::size_t>(n));
-        typed<T>(level).gather_strided(input.data(), stride, gathered.data(), n);
-        std::vector<T> want_gathered(gathered.size());
-        for (std::int64_t i = 0; i < n; ++i) want_gathered[i] = input[i * stride];
-        expect_bitwise(gathered, want_gathered,
-                       to_string(level) + " gather, stride " + std::to_string(stride) + ", n " +
-                           std::to_string(n));
+        for (std::int64_t count : {0, 1, 3}) {
+          const std::int64_t lo = n % 3, width = lo + n + n % 2, step = n * stride + 5;
+          const StridedRows rows{count, width, lo, lo + n, stride, step};
+          const std::int64_t span =
+              count == 0 || n == 0 ? 0 : (count - 1) * step + (n - 1) * stride + 1;
+          const std::string what = to_string(level) + ", stride " + std::to_string(stride) +
+                                   ", n " + std::to_string(n) + ", rows " + std::to_string(count);
+          const std::vector<T> input = random_values<T>(31, -2, 2, span);
+          std::vector<T> unrolled(static_cast<std::size_t>(count * width), T(7));
+          typed<T>(level).unroll_rows(input.data(), rows, unrolled.data());
+          std::vector<T> want_unrolled(unrolled.size(), T(0));
+          for (std::int64_t r = 0; r < count; ++r) {
+            for (std::int64_t i = 0; i < n; ++i) {
+              want_unrolled[r * width + lo + i] = input[r * step + i * stride];
+            }
+          }
+          expect_bitwise(unrolled, want_unrolled, what + ": unroll");
 
-        const std::vector<T> run = random_values<T>(32, -2, 2, n);
-        std::vector<T> summed = input, want_summed = input;
-        typed<T>(level).scatter_add_strided(run.data(), summed.data(), stride, n);
-        for (std::int64_t i = 0; i < n; ++i) want_summed[i * stride] += run[i];
-        expect_bitwise(summed, want_summed,
-                       to_string(level) + " scatter-add, stride " + std::to_string(stride) +
-                           ", n " + std::to_string(n));
+          const std::vector<T> col = random_values<T>(32, -2, 2, count * width);
+          std::vector<T> folded = input, want_folded = input;
+          typed<T>(level).fold_rows_add(col.data(), rows, folded.data());
+          for (std::int64_t r = 0; r < count; ++r) {
+            for (std::int64_t i = 0; i < n; ++i) {
+              want_folded[r * step + i * stride] += col[r * width + lo + i];
+            }
+          }
+          expect_bitwise(folded, want_folded, what + ": fold");
+        }
       }
     }
   }

@@ -49,6 +49,14 @@ enum class BinaryOp : int { Add, Sub, Mul, Div };
 /// and elu (x if x > 0, else alpha (exp(x) - 1)).
 enum class AlphaOp : int { LeakyRelu, Elu };
 
+/// Rows of im2col's unrolled input (Note [Convolution as matrix products]
+/// in tensor/conv_math.cpp): `count` rows of `width` outputs, of which
+/// [lo, hi) read the input, `stride` apart within a row and `input_step`
+/// apart from one row to the next; the others are padding.
+struct StridedRows {
+  std::int64_t count, width, lo, hi, stride, input_step;
+};
+
 /// One dtype's kernels. `n` counts elements; outputs may alias inputs
 /// exactly (out == x), never partially.
 template <class T>
@@ -96,10 +104,14 @@ struct TypedKernels {
   /// window's first maximum in row-major order, a NaN winning over numbers
   /// and the first NaN staying; at[o] is its index in the plane.
   void (*max_pool_2x2)(const T* plane, std::int64_t h, std::int64_t w, T* out, std::int32_t* at);
-  /// to[i] = from[i * stride] for i < n: a run of im2col's unrolled input
-  void (*gather_strided)(const T* from, std::int64_t stride, T* to, std::int64_t n);
-  /// to[i * stride] += from[i] for i < n: its adjoint, col2im's run
-  void (*scatter_add_strided)(const T* from, T* to, std::int64_t stride, std::int64_t n);
+  /// im2col's runs over `rows.count` output rows: row r of `to` (width
+  /// entries, contiguous rows) gets from[r * rows.input_step + i * rows.stride]
+  /// at lo + i for i < hi - lo, and zeros elsewhere; `from` is the input
+  /// element of row 0's entry lo (unread when lo == hi)
+  void (*unroll_rows)(const T* from, const StridedRows& rows, T* to);
+  /// its adjoint, col2im's adds: to[r * rows.input_step + i * rows.stride]
+  /// += from[r * width + lo + i]; `to` is the input element of row 0's entry lo
+  void (*fold_rows_add)(const T* from, const StridedRows& rows, T* to);
 };
 
 struct KernelTable {
