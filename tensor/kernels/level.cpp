@@ -556,23 +556,11 @@ void fold_rows_add(const T* from, const StridedRows& rows, T* to) {
 
 template <class T>
 TypedKernels<T> typed() {
-  return {unary<T>,
-          binary<T>,
-          mul_step<T>,
-          binary_scalar_rhs<T>,
-          binary_scalar_lhs<T>,
-          sum<T>,
-          dot<T>,
-          accumulate<T>,
-          accumulate_product<T>,
-          accumulate_scaled<T>,
-          gemm<T, false>,
-          gemm<T, true>,
-          softmax<T>,
-          unary_alpha<T>,
-          max_pool_2x2<T>,
-          unroll_rows<T>,
-          fold_rows_add<T>};
+  return {
+      unary<T>,       binary<T>,       mul_step<T>,   binary_scalar_rhs<T>,  binary_scalar_lhs<T>,
+      sum<T>,         dot<T>,          accumulate<T>, accumulate_product<T>, accumulate_scaled<T>,
+      gemm<T, false>, gemm<T, true>,   softmax<T>,    unary_alpha<T>,        max_pool_2x2<T>,
+      unroll_rows<T>, fold_rows_add<T>};
 }
 
 }  // namespace
