@@ -121,8 +121,13 @@ void for_each_col_block(const ConvGeometry& g, std::int64_t n0, std::int64_t n1,
       for (std::int64_t j = 0; j < g.KW; ++j) {
         const std::int64_t row = (c * g.KH + i) * g.KW + j;
         const auto [lo, hi] = inside_outputs(g.pl, g.W, g.sw, g.OW, j);
-        const kernels::StridedRows rows{oh_hi - oh_lo, g.OW, lo, hi, g.sw, g.sh * g.W};
-        const std::int64_t offset = (oh_lo * g.sh - g.pt + i) * g.W + lo * g.sw - g.pl + j;
+        const bool reads = oh_lo < oh_hi && lo < hi;
+        // Only positions inside the input are computed: with a huge stride or
+        // padding, those of outputs that read nothing need not be countable.
+        const std::int64_t step = oh_hi - oh_lo > 1 ? g.sh * g.W : 0;
+        const kernels::StridedRows rows{oh_hi - oh_lo, g.OW, lo, hi, g.sw, step};
+        const std::int64_t offset =
+            reads ? (oh_lo * g.sh - g.pt + i) * g.W + lo * g.sw - g.pl + j : 0;
         for (std::int64_t n = n0; n < n1; ++n) {
           fn(row * cols + (n - n0) * g.plane(), (n * g.C + c) * g.H * g.W + offset, oh_lo, rows);
         }

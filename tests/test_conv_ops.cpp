@@ -347,6 +347,25 @@ TEST(Conv2d, HugeStridesAndPaddingThatFitAreComputed) {
     const Tensor y2 =
         math::conv2d(x, w, {kHalfMax, 1}, {std::int64_t{1} << 61, std::int64_t{1} << 61, 0, 0});
     EXPECT_EQ(y2.to_vector(), (std::vector<double>{0.0, 0.0}));
+    // A tap that reads only padding while the next row's does not: the
+    // position its output would read, row 1 plus column 2^63 - 3, is not
+    // countable and must not be computed (a fuzzer found im2col doing so).
+    const Tensor x3 = rnd({1, 1, 2, 7}, 4, dtype), w3 = rnd({1, 1, 2, 2}, 5, dtype);
+    const Tensor g3 = rnd({1, 1, 1, 1}, 6, dtype);
+    const Size2 stride3{1, kMax - 2};
+    const Padding2d pad3{0, 0, 1, 0};
+    const auto xv = x3.to_vector(), wv = w3.to_vector();
+    const double gv = g3.to_vector()[0];
+    // Only tap column 1 reaches the input (its column 0); tap column 0 sees the padding.
+    EXPECT_NEAR(math::conv2d(x3, w3, stride3, pad3).to_vector()[0], wv[1] * xv[0] + wv[3] * xv[7],
+                1e-6);
+    const math::Conv2dGrads grads3 = math::conv2d_backward(g3, x3, w3, stride3, pad3);
+    std::vector<double> want_gx(14, 0.0), want_gw{0.0, gv * xv[0], 0.0, gv * xv[7]};
+    want_gx[0] = gv * wv[1];
+    want_gx[7] = gv * wv[3];
+    const auto gx = grads3.gx.to_vector(), gw = grads3.gw.to_vector();
+    for (std::size_t k = 0; k < 14; ++k) EXPECT_NEAR(gx[k], want_gx[k], 1e-6) << k;
+    for (std::size_t k = 0; k < 4; ++k) EXPECT_NEAR(gw[k], want_gw[k], 1e-6) << k;
   }
 }
 
