@@ -111,7 +111,7 @@ std::pair<std::int64_t, std::int64_t> inside_outputs(std::int64_t pad, std::int6
 // [n0, n1): dst is the col index of the sample's OH x OW block, output rows
 // [oh_lo, oh_lo + rows.count) read the input (the others only padding),
 // src is the input index of output (oh_lo, rows.lo), meaningful only when
-// rows.count > 0 and rows.lo < rows.hi.
+// rows.reads().
 template <class Fn>
 void for_each_col_block(const ConvGeometry& g, std::int64_t n0, std::int64_t n1, Fn&& fn) {
   const std::int64_t cols = (n1 - n0) * g.plane();
@@ -121,13 +121,12 @@ void for_each_col_block(const ConvGeometry& g, std::int64_t n0, std::int64_t n1,
       for (std::int64_t j = 0; j < g.KW; ++j) {
         const std::int64_t row = (c * g.KH + i) * g.KW + j;
         const auto [lo, hi] = inside_outputs(g.pl, g.W, g.sw, g.OW, j);
-        const bool reads = oh_lo < oh_hi && lo < hi;
         // Only positions inside the input are computed: with a huge stride or
         // padding, those of outputs that read nothing need not be countable.
         const std::int64_t step = oh_hi - oh_lo > 1 ? g.sh * g.W : 0;
         const kernels::StridedRows rows{oh_hi - oh_lo, g.OW, lo, hi, g.sw, step};
         const std::int64_t offset =
-            reads ? (oh_lo * g.sh - g.pt + i) * g.W + lo * g.sw - g.pl + j : 0;
+            rows.reads() ? (oh_lo * g.sh - g.pt + i) * g.W + lo * g.sw - g.pl + j : 0;
         for (std::int64_t n = n0; n < n1; ++n) {
           fn(row * cols + (n - n0) * g.plane(), (n * g.C + c) * g.H * g.W + offset, oh_lo, rows);
         }
@@ -144,8 +143,7 @@ void im2col(const ConvGeometry& g, const T* x, std::int64_t n0, std::int64_t n1,
                          const kernels::StridedRows& rows) {
                        T* block = col + dst;
                        std::fill(block, block + oh_lo * g.OW, T(0));
-                       const bool reads = rows.count > 0 && rows.lo < rows.hi;
-                       unroll(reads ? x + src : nullptr, rows, block + oh_lo * g.OW);
+                       unroll(rows.reads() ? x + src : nullptr, rows, block + oh_lo * g.OW);
                        std::fill(block + (oh_lo + rows.count) * g.OW, block + g.plane(), T(0));
                      });
 }
@@ -157,8 +155,7 @@ void col2im_add(const ConvGeometry& g, const T* col, std::int64_t n0, std::int64
   for_each_col_block(g, n0, n1,
                      [&](std::int64_t dst, std::int64_t src, std::int64_t oh_lo,
                          const kernels::StridedRows& rows) {
-                       if (rows.count > 0 && rows.lo < rows.hi)
-                         fold_add(col + dst + oh_lo * g.OW, rows, x + src);
+                       if (rows.reads()) fold_add(col + dst + oh_lo * g.OW, rows, x + src);
                      });
 }
 

@@ -1,7 +1,7 @@
 #pragma once
 // Note [Kernels per instruction set]
 // The hot loops of tensor math (elementwise maps, row reductions, matrix
-// products, softmax, 2x2 max pooling, im2col's strided runs) are compiled once per
+// products, softmax, 2x2 max pooling, im2col's rows and their adjoint) are compiled once per
 // instruction-set level from one source, level.cpp: `default` (the x86-64
 // baseline, SSE2), `avx2` (AVX2 + FMA) and `avx512` (AVX-512 F/DQ/BW/VL).
 // One table of function pointers is chosen at start-up from what the CPU
@@ -55,6 +55,8 @@ enum class AlphaOp : int { LeakyRelu, Elu };
 /// apart from one row to the next; the others are padding.
 struct StridedRows {
   std::int64_t count, width, lo, hi, stride, input_step;
+  /// whether any entry reads the input (else the rows are all padding)
+  bool reads() const { return count > 0 && lo < hi; }
 };
 
 /// One dtype's kernels. `n` counts elements; outputs may alias inputs
