@@ -250,7 +250,11 @@ Var concat(const std::vector<Var>& values, int axis_in) {
                      "concat: value " + std::to_string(i) + " (the first's shape but along axis " +
                          std::to_string(axis) + ")");
     sizes.push_back(v.shape()[axis]);
-    if (i > 0) shape[axis] += sizes.back();
+    if (i > 0 && __builtin_add_overflow(shape[axis], sizes.back(), &shape[axis])) {
+      throw ShapeError("concat: the values' sizes along axis " + std::to_string(axis) +
+                       " add up to more than 2^63 - 1 (value " + std::to_string(i) + " of size " +
+                       std::to_string(sizes.back()) + ")");
+    }
   }
   numel(shape);  // the joined size must fit
   Tensor y(shape, first.dtype());
@@ -415,23 +419,30 @@ Var random_embedding_backward(const Var& a, const Var&, const Choices& c) {
   const std::int64_t count = a.rank() > 0 ? a.shape()[0] : 0;
   detail::check_random_size(count, c, "embedding_backward's indices");  // an empty a: 2^40 of them
   const std::int64_t rows = c.bits % 4 + 1;
-  const Shape row = a.rank() > 0 ? Shape(a.shape().begin() + 1, a.shape().end()) : Shape{};
-  detail::check_random_size(numel(row) * rows, c, "embedding_backward");
+  Shape table{rows};  // the result: `rows` rows of a's trailing shape
+  if (a.rank() > 0) table.insert(table.end(), a.shape().begin() + 1, a.shape().end());
+  detail::check_random_size(numel(table), c, "embedding_backward");  // numel refuses an overflow
   return embedding_backward(a, random_indices(count, rows, c.bits >> 2), rows);
 }
 
 Var random_slice(const Var& a, const Var&, const Choices& c) {
   const int axis = a.rank() > 0 ? static_cast<int>(c.bits % a.rank()) : 0;
-  const std::int64_t n = a.rank() > 0 ? a.shape()[axis] : 0;
-  const std::int64_t begin = static_cast<std::int64_t>(c.bits >> 4) % (n + 1);
-  return slice(a, axis, begin, begin + static_cast<std::int64_t>(c.bits >> 9) % (n - begin + 1));
+  // Unsigned: an empty tensor's axis may be 2^63 - 1 long, and n + 1 must not overflow.
+  const std::uint64_t n = a.rank() > 0 ? static_cast<std::uint64_t>(a.shape()[axis]) : 0;
+  const std::uint64_t begin = (c.bits >> 4) % (n + 1);
+  const std::uint64_t length = (c.bits >> 9) % (n - begin + 1);
+  return slice(a, axis, static_cast<std::int64_t>(begin),
+               static_cast<std::int64_t>(begin + length));
 }
 
 Var random_slice_backward(const Var& a, const Var&, const Choices& c) {
   const int axis = a.rank() > 0 ? static_cast<int>(c.bits % a.rank()) : 0;
   Shape shape = a.shape();
   const std::int64_t extra = (c.bits >> 4) % 3;
-  if (!shape.empty()) shape[axis] += extra;
+  if (!shape.empty() && __builtin_add_overflow(shape[axis], extra, &shape[axis])) {
+    throw ShapeError("slice_backward: an axis of " + std::to_string(a.shape()[axis]) + " plus " +
+                     std::to_string(extra) + " overflows int64");
+  }
   detail::check_random_size(numel(shape), c, "slice_backward");
   return slice_backward(a, shape, axis, static_cast<std::int64_t>(c.bits >> 6) % (extra + 1));
 }

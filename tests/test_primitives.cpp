@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <regex>
 #include <sstream>
 
@@ -108,6 +109,32 @@ TEST_P(RandomApplication, RecordsTheOpOrRefusesWithATypedError) {
         EXPECT_TRUE(y.tracked());
       } catch (const Error&) {
         // The operands do not fit these arguments: refused as a user's would be.
+      }
+    }
+  }
+}
+
+// Empty tensors may have axes up to 2^63 - 1 long (the graph fuzzer's huge
+// mode makes them): the random application derives its arguments from those
+// sizes, and must not overflow doing so (UBSan reports it in the sanitizer
+// build). Found by the fuzzer in slice's begin, n + 1 with n = 2^63 - 1.
+TEST_P(RandomApplication, EmptyTensorsWithHugeAxesGiveAValueOrATypedError) {
+  const catalogue::Primitive& p = entry(GetParam());
+  const std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
+  const std::vector<Shape> shapes = {{0, kMax},
+                                     {kMax, 0},
+                                     {std::int64_t{1} << 31, 0, std::int64_t{1} << 31},
+                                     {1, 0, kMax},
+                                     {0, 2, kMax / 2}};
+  for (const Shape& sa : shapes) {
+    for (const Shape& sb : {sa, Shape{0}}) {
+      for (std::uint32_t bits : {0u, 1u, 0x10u, 0x30u, 0x1ffu, 0xfffffff0u, 0xffffffffu}) {
+        Graph graph;
+        const Var a = graph.variable(Tensor::zeros(sa)), b = graph.variable(Tensor::zeros(sb));
+        try {
+          p.random(a, b, catalogue::Choices{bits, (bits & 1) != 0, 0.5, 1 << 16});
+        } catch (const Error&) {
+        }
       }
     }
   }

@@ -121,6 +121,13 @@ TEST(Concat, RefusesNothingAndShapesOrDtypesThatDoNotFit) {
         ops::stack({t, Var(Tensor::zeros({2, 3}, DType::Float64))}, 0);
       },
       "stack: value 1");
+  // Empty values may be 2^63 - 1 long along the axis; two of them do not fit.
+  expect_refused<ShapeError>(
+      [](const Var&) {
+        const Var empty(Tensor::zeros({0, std::numeric_limits<std::int64_t>::max()}));
+        ops::concat({empty, empty}, 1);
+      },
+      "sizes along axis 1 add up to more than 2^63 - 1 (value 1 of size 9223372036854775807)");
 }
 
 TEST(Where, ChoosesBySetMaskAndRoutesTheGradient) {
