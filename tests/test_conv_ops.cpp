@@ -148,28 +148,70 @@ TEST_P(Conv2dCases, InputAndWeightGradsAreConv2dsAdjointsAndTheFusedKernelsHalve
 INSTANTIATE_TEST_SUITE_P(Shapes, Conv2dCases, ::testing::ValuesIn(kConvCases),
                          [](const auto& info) { return std::string(info.param.name); });
 
-TEST(Conv2d, SameBitsAtAnyThreadCount) {
-  // Enough samples for several groups of columns (see conv_math.cpp).
-  const Tensor x = rnd({19, 3, 9, 9}, 5, DType::Float32), w = rnd({4, 3, 3, 3}, 6, DType::Float32);
-  const Tensor gy = rnd({19, 4, 9, 9}, 7, DType::Float32);
-  const int before = get_num_threads();
-  std::vector<std::vector<double>> runs;
-  for (int threads : {1, 2, 3}) {
-    set_num_threads(threads);
-    const Tensor y = math::conv2d(x, w, 1, {1, 1, 1, 1});
-    const auto g = math::conv2d_backward(gy, x, w, 1, {1, 1, 1, 1});
-    const Tensor gx = math::conv2d_input_grad(gy, w, x.shape(), 1, {1, 1, 1, 1});
-    const Tensor gw = math::conv2d_weight_grad(x, gy, w.shape(), 1, {1, 1, 1, 1});
-    std::vector<double> all = y.to_vector();
-    for (const Tensor* t : {&g.gx, &g.gw, &gx, &gw}) {
-      const auto v = t->to_vector();
-      all.insert(all.end(), v.begin(), v.end());
+// Samples whose unrolled input (C*KH*KW x OH*OW) is larger than a slab's
+// budget are unrolled a slab of output rows at a time (Note [Slabs of output
+// rows] in tensor/conv_math.cpp): the budget is in bytes, so float64 cuts
+// these into more slabs than float32, and the last slab may be shorter.
+const ConvCase kSlabbedCases[] = {
+    // 100 x 2,500 per sample: slabs of 13 rows (the last 11) in float32, of
+    // 6 (the last 2) in float64.
+    {"resnet_stem_like", {3, 4, 99, 99}, {5, 4, 5, 5}, 2, {2, 2, 2, 2}},
+    // 45 x 3,965: 21 + 21 + 19 rows, or 11 x 5 + 6; padding on every side.
+    {"uneven_last_slab", {2, 3, 60, 130}, {3, 3, 3, 5}, {1, 2}, {2, 1, 0, 3}},
+    // 9 x 12,000: one output row (18,000 elements) per slab in float64.
+    {"one_row_per_slab", {2, 1, 6, 2000}, {2, 1, 3, 3}, 1, {1, 1, 1, 1}},
+    // Nine samples: groups of two, each sample's slabs in turn.
+    {"groups_of_slabbed_samples", {9, 2, 40, 300}, {2, 2, 3, 3}, 1, {0, 0, 0, 0}},
+};
+
+TEST(Conv2d, SlabsOfOutputRowsMatchNestedLoopsInBothDTypes) {
+  for (const ConvCase& c : kSlabbedCases) {
+    SCOPED_TRACE(c.name);
+    const Tensor x = rnd(c.x, 30), w = rnd(c.w, 31);
+    const Tensor expected = reference_conv2d(x, w, c.stride, c.padding);
+    const Tensor g = rnd(expected.shape(), 32);
+    const math::Conv2dGrads grads = reference_conv2d_backward(g, x, w, c.stride, c.padding);
+    for (DType dtype : {DType::Float64, DType::Float32}) {
+      const double tol = dtype == DType::Float64 ? 1e-12 : 1e-4;
+      const Tensor y = math::conv2d(x.astype(dtype), w.astype(dtype), c.stride, c.padding);
+      const math::Conv2dGrads got = math::conv2d_backward(g.astype(dtype), x.astype(dtype),
+                                                          w.astype(dtype), c.stride, c.padding);
+      for (const auto& cmp : {compare_tensors("y", y, expected, tol, tol),
+                              compare_tensors("gx", got.gx, grads.gx, tol, tol),
+                              compare_tensors("gw", got.gw, grads.gw, tol, tol)}) {
+        EXPECT_TRUE(cmp.ok) << to_string(dtype) << " " << cmp.describe();
+      }
     }
-    runs.push_back(all);
   }
-  set_num_threads(before);
-  EXPECT_EQ(runs[0], runs[1]);
-  EXPECT_EQ(runs[0], runs[2]);
+}
+
+TEST(Conv2d, SameBitsAtAnyThreadCount) {
+  // Enough samples for several groups of columns (see conv_math.cpp), and a
+  // layer whose samples are unrolled in slabs.
+  const ConvCase grouped{"grouped", {19, 3, 9, 9}, {4, 3, 3, 3}, 1, {1, 1, 1, 1}};
+  for (const ConvCase& c : {grouped, kSlabbedCases[0], kSlabbedCases[3]}) {
+    SCOPED_TRACE(c.name);
+    const Tensor x = rnd(c.x, 5, DType::Float32), w = rnd(c.w, 6, DType::Float32);
+    const Tensor gy = rnd(math::conv2d(x, w, c.stride, c.padding).shape(), 7, DType::Float32);
+    const int before = get_num_threads();
+    std::vector<std::vector<double>> runs;
+    for (int threads : {1, 2, 3}) {
+      set_num_threads(threads);
+      const Tensor y = math::conv2d(x, w, c.stride, c.padding);
+      const auto g = math::conv2d_backward(gy, x, w, c.stride, c.padding);
+      const Tensor gx = math::conv2d_input_grad(gy, w, x.shape(), c.stride, c.padding);
+      const Tensor gw = math::conv2d_weight_grad(x, gy, w.shape(), c.stride, c.padding);
+      std::vector<double> all = y.to_vector();
+      for (const Tensor* t : {&g.gx, &g.gw, &gx, &gw}) {
+        const auto v = t->to_vector();
+        all.insert(all.end(), v.begin(), v.end());
+      }
+      runs.push_back(all);
+    }
+    set_num_threads(before);
+    EXPECT_EQ(runs[0], runs[1]);
+    EXPECT_EQ(runs[0], runs[2]);
+  }
 }
 
 TEST(Conv2d, RecordsOneVertexWithItsCatalogueEntry) {
