@@ -2,7 +2,7 @@
 // two gradient primitives, max_pool2d and mean_pool2d (and their backward
 // primitives), and the Convolution layer's padding.
 //
-// The input decides one case, in one of four modes:
+// The input decides one case, in one of five modes:
 //   - small: batch 1..4, channels and filters 1..3, height and width 1..7
 //     (1 often), kernels 1..7 (larger than the input too), strides 1..8
 //     (larger than the kernel too), padding 0..8 per side (up to and beyond
@@ -19,6 +19,12 @@
 //     on maps 2..12 high and 2..40 wide: rows of one to twenty windows,
 //     several vector steps and odd tails, with the small mode's ties and
 //     NaNs.
+//   - slabs (conv2d, its gradient primitives and the layer): batch 2,
+//     channels 2..3, filters 1..2, maps 8..16 high and 280..560 wide, kernels 2..3,
+//     strides 1..2, padding 0..3: unrolled inputs of 3,300 to 320,400
+//     elements a sample, which im2col takes a slab of output rows at a
+//     time when they are beyond its budget (Note [Slabs of output rows] in
+//     tensor/conv_math.cpp), and whole when they are not.
 //   - edge: strides, windows, paddings, the layer's filter size and the
 //     gradient primitives' shape arguments drawn from sizes around 0, 2^31,
 //     2^62 and 2^63 - 1 (negatives too), on small tensors (batch, channels
@@ -71,8 +77,9 @@ using i128 = __int128;
 
 constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
 // Elements a run may allocate for any one tensor (or one sample's unrolled
-// input); geometry beyond it is valid but not run.
-constexpr i128 kMaxElements = 1 << 16;
+// input); geometry beyond it is valid but not run. The slabs mode's
+// unrolled inputs reach 27 x 21 x 565 = 320,355.
+constexpr i128 kMaxElements = 1 << 19;
 // conv2d's second derivative is checked against differences up to this
 // many input and filter elements (each one costs four first-order sweeps).
 constexpr std::int64_t kMaxElementsForDifferences = 40;
@@ -861,7 +868,26 @@ Case decode(FuzzedDataProvider& in) {
   c.F = in.ConsumeIntegralInRange<std::int64_t>(c.edge && c.kind != Kind::Layer ? 0 : 1, 3);
   const bool conv_kind = c.kind == Kind::Conv2d || c.kind == Kind::InputGrad ||
                          c.kind == Kind::WeightGrad || c.kind == Kind::Layer;
-  if (!c.edge && conv_kind && in.ConsumeIntegralInRange(0, 2) == 0) {  // winograd
+  const bool pool_kind = c.kind == Kind::MaxPool || c.kind == Kind::MeanPool;
+  // Conv kinds: 0 or 6 winograd, 3 slabs (the slowest to run), else small;
+  // pools: a multiple of 3 pool2x2.
+  const int mode = !c.edge && (conv_kind || pool_kind) ? in.ConsumeIntegralInRange(0, 11) : 1;
+  if (conv_kind && mode == 3) {  // slabs
+    c.N = 2;
+    c.C = in.ConsumeIntegralInRange<std::int64_t>(2, 3);
+    c.F = in.ConsumeIntegralInRange<std::int64_t>(1, 2);
+    c.H = in.ConsumeIntegralInRange<std::int64_t>(8, 16);
+    c.W = in.ConsumeIntegralInRange<std::int64_t>(280, 560);
+    c.KH = in.ConsumeIntegralInRange<std::int64_t>(2, 3);
+    c.KW = in.ConsumeIntegralInRange<std::int64_t>(2, 3);
+    c.stride = {in.ConsumeIntegralInRange<std::int64_t>(1, 2),
+                in.ConsumeIntegralInRange<std::int64_t>(1, 2)};
+    for (std::int64_t* side : {&c.pad.top, &c.pad.bottom, &c.pad.left, &c.pad.right}) {
+      *side = in.ConsumeIntegralInRange<std::int64_t>(0, 3);
+    }
+    return c;
+  }
+  if (conv_kind && mode % 6 == 0) {  // winograd
     c.C = in.ConsumeIntegralInRange<std::int64_t>(16, 20);
     c.F = in.ConsumeIntegralInRange<std::int64_t>(16, 20);
     c.N = in.ConsumeIntegralInRange<std::int64_t>(1, 3);
@@ -874,8 +900,7 @@ Case decode(FuzzedDataProvider& in) {
     }
     return c;
   }
-  const bool pool_kind = c.kind == Kind::MaxPool || c.kind == Kind::MeanPool;
-  if (!c.edge && pool_kind && in.ConsumeIntegralInRange(0, 2) == 0) {  // 2x2, stride 2
+  if (pool_kind && mode % 3 == 0) {  // 2x2, stride 2
     c.H = in.ConsumeIntegralInRange<std::int64_t>(2, 12);
     c.W = in.ConsumeIntegralInRange<std::int64_t>(2, 40);
     c.KH = c.KW = 2;

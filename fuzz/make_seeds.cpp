@@ -149,6 +149,21 @@ int main(int argc, char** argv) {
     }
   }
 
+  // ... and the slabs mode of the conv ops: a twelfth byte from the end of 3.
+  std::mt19937_64 slab_gen(19);
+  for (int op : {0, 1, 2, 6}) {
+    for (int variant = 0; variant < 2; ++variant) {
+      std::string bytes(64, '\0');
+      for (char& c : bytes) c = static_cast<char>(slab_gen());
+      bytes[bytes.size() - 1] = 1;
+      bytes[bytes.size() - 2] = static_cast<char>(op);
+      bytes[bytes.size() - 12] = 3;
+      write(
+          root / "conv_geometry" / ("slabs_" + std::to_string(op) + "_" + std::to_string(variant)),
+          bytes);
+    }
+  }
+
   // thread_pool: byte strings for each thread count (1..4, from the last
   // byte), jobs drawn from the rest.
   for (int threads = 1; threads <= 4; ++threads) {
