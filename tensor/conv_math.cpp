@@ -93,13 +93,14 @@ struct Groups {
 // slab of output rows at a time, each slab's col (kSlabBytes at most)
 // consumed by its products while in cache: Y's and gcol's columns of the
 // slab, and gW += gY's slab @ col's slab^T. That layer's forward and
-// backward took 13% less time. Y's and gcol's sums are the whole sample's
-// (Eigen blocks a product's inner dimension by its length alone, which is
-// unchanged), but gW's inner dimension is now a slab, added slab after slab,
-// and col2im adds a slab's entries to gx before the next slab's: their bits
-// differ from the whole sample's, never between thread counts (the slabs
-// follow from the shapes). Samples are still grouped (kMinGroups groups)
-// for gW's partial sums.
+// backward took 12-15% less time on one thread. The products are narrower
+// (a slab's columns) and gW's inner dimension is now a slab, added slab
+// after slab; Eigen takes some columns of a product through another path
+// of its micro-kernel, and col2im adds a slab's entries to gx before the
+// next slab's: Y, gx and gW differ from the whole sample's in a few last
+// bits (Y in about 0.1% of its elements on that layer), never between
+// thread counts (the slabs follow from the shapes). Samples are still
+// grouped (kMinGroups groups) for gW's partial sums.
 // A slab narrower than kMinSlabColumns costs more in the products' edges
 // than the cache saves: a stride-2 3x3 layer (64 channels in, 28 x 28 out:
 // 576 x 784 per sample) in slabs of 112 or 196 columns took 13% more time,
