@@ -364,6 +364,26 @@ void conv2d_forward(const ConvGeometry& g, const Tensor& x, const Tensor& w, Ten
   });
 }
 
+// The group's share of gW: gy's samples [n0, n1) @ col^T. A single
+// sample's gy is already the product's (F, OH*OW) layout and is read where
+// it lies (the same product, so the same bits, as gathered); several are
+// gathered side by side first.
+template <class T>
+Tensor group_weight_grad(const ConvGeometry& g, const Tensor& gy, const Tensor& col,
+                         std::int64_t n0, std::int64_t n1, const Groups& groups) {
+  if (g.N == 1)
+    return matmul(gy.reshape({g.F, g.plane()}), col, false, true, ProductThreads::Shared);
+  if (n1 - n0 == 1) {  // the caller's thread alone, as matmul would run it for several groups
+    Tensor gw({g.F, g.rows()}, gy.dtype());
+    product_into(g.F, g.rows(), g.plane(), gy.data<T>() + n0 * g.F * g.plane(), g.plane(), false,
+                 col.data<T>(), g.plane(), true, gw.data<T>(), g.rows());
+    return gw;
+  }
+  Tensor gy_group({g.F, col.shape()[1]}, gy.dtype());
+  gather_from_nchw(g, n0, n1, gy.data<T>(), gy_group.data<T>());
+  return matmul(gy_group, col, false, true, groups.product_threads());
+}
+
 // The gradients of conv2d that are wanted (gx needs w, gw needs x; the
 // other may be undefined): both in one pass over the groups of samples for a
 // first-order VJP, which shares gy's gathering between them, or one alone
@@ -398,11 +418,9 @@ Conv2dGrads conv2d_grads(const ConvGeometry& g, const Tensor& gy, const Tensor& 
       }
       const std::int64_t cols = (n1 - n0) * g.plane();
       if (want_gw) {
-        Tensor gy_group({g.F, cols}, dtype);
-        gather_from_nchw(g, n0, n1, gy.data<T>(), gy_group.data<T>());
         Tensor col({g.rows(), cols}, dtype);
         im2col(g, x.data<T>(), ColWindow::samples(g, n0, n1), col.data<T>());
-        gw_parts[k] = matmul(gy_group, col, false, true, groups.product_threads());
+        gw_parts[k] = group_weight_grad<T>(g, gy, col, n0, n1, groups);
       }
       if (want_gx && groups.count == 1) {  // one sample: its gy is the product's layout
         const Tensor gcol =
