@@ -101,11 +101,12 @@ struct Groups {
 // bits (Y in about 0.1% of its elements on that layer), never between
 // thread counts (the slabs follow from the shapes). Samples are still
 // grouped (kMinGroups groups) for gW's partial sums.
-// A slab narrower than kMinSlabColumns costs more in the products' edges
-// than the cache saves: a stride-2 3x3 layer (64 channels in, 28 x 28 out:
-// 576 x 784 per sample) in slabs of 112 or 196 columns took 13% more time,
-// and keeps its whole col. So do a single sample (its products share the
-// threads) and a layer whose single output row is beyond the budget.
+// Slabs narrower than kMinSlabColumns lost more in their narrower products
+// than the cache saved: a stride-2 3x3 layer (64 channels in, 28 x 28 out:
+// 576 x 784 per sample) in slabs of 112 or 196 columns took 13% more time
+// (where exactly was not profiled), and keeps its whole col. So do a single
+// sample (its products share the threads) and a layer whose single output
+// row is beyond the budget.
 std::int64_t plan_slab_rows(const ConvGeometry& g, std::size_t element_bytes) {
   const std::int64_t budget = kSlabBytes / static_cast<std::int64_t>(element_bytes);
   const std::int64_t row_elements = g.rows() * g.OW;  // of one output row's col
