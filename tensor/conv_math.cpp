@@ -95,7 +95,7 @@ struct Groups {
 // slab, and gW += gY's slab @ col's slab^T. That layer's forward and
 // backward took 12-15% less time on one thread. The products are narrower
 // (a slab's columns) and gW's inner dimension is now a slab, added slab
-// after slab; Eigen takes some columns of a product through another path
+// after slab; Eigen may take some columns of a product through another path
 // of its micro-kernel, and col2im adds a slab's entries to gx before the
 // next slab's: Y, gx and gW differ from the whole sample's in a few last
 // bits (Y in about 0.1% of its elements on that layer), never between
