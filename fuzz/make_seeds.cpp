@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <random>
 #include <string>
 #include <vector>
@@ -30,6 +31,25 @@ void write(const fs::path& path, const std::string& bytes) {
   if (!out) {
     std::fprintf(stderr, "cannot write %s\n", path.c_str());
     std::exit(1);
+  }
+}
+
+// conv_geometry seeds of one mode: for each op, `variants` byte strings of
+// 64 bytes from `gen`, whose last byte (1: not edge), the op before it, and
+// the mode selector twelfth from the end are set; named prefix + op, with
+// "_variant" when there are several.
+void write_mode_seeds(const fs::path& root, std::mt19937_64& gen, std::initializer_list<int> ops,
+                      int variants, char selector, const std::string& prefix) {
+  for (int op : ops) {
+    for (int variant = 0; variant < variants; ++variant) {
+      std::string bytes(64, '\0');
+      for (char& c : bytes) c = static_cast<char>(gen());
+      bytes[bytes.size() - 1] = 1;
+      bytes[bytes.size() - 2] = static_cast<char>(op);
+      bytes[bytes.size() - 12] = selector;
+      const std::string suffix = variants > 1 ? "_" + std::to_string(variant) : "";
+      write(root / "conv_geometry" / (prefix + std::to_string(op) + suffix), bytes);
+    }
   }
 }
 
@@ -125,44 +145,14 @@ int main(int argc, char** argv) {
   // primitives, the layer): a zero twelfth byte from the end picks it. Its
   // own generator, so that the seeds after these stay as they were.
   std::mt19937_64 winograd_gen(13);
-  for (int op : {0, 1, 2, 6}) {
-    std::string bytes(64, '\0');
-    for (char& c : bytes) c = static_cast<char>(winograd_gen());
-    bytes[bytes.size() - 1] = 1;
-    bytes[bytes.size() - 2] = static_cast<char>(op);
-    bytes[bytes.size() - 12] = 0;
-    write(root / "conv_geometry" / ("winograd_" + std::to_string(op)), bytes);
-  }
+  write_mode_seeds(root, winograd_gen, {0, 1, 2, 6}, 1, 0, "winograd_");
   // ... and the pool2x2 mode of max_pool2d and mean_pool2d (the same zero
   // byte picks it), again with a generator of its own.
   std::mt19937_64 pool_gen(17);
-  for (int op : {3, 4}) {
-    for (int variant = 0; variant < 2; ++variant) {
-      std::string bytes(64, '\0');
-      for (char& c : bytes) c = static_cast<char>(pool_gen());
-      bytes[bytes.size() - 1] = 1;
-      bytes[bytes.size() - 2] = static_cast<char>(op);
-      bytes[bytes.size() - 12] = 0;
-      write(root / "conv_geometry" /
-                ("pool2x2_" + std::to_string(op) + "_" + std::to_string(variant)),
-            bytes);
-    }
-  }
-
+  write_mode_seeds(root, pool_gen, {3, 4}, 2, 0, "pool2x2_");
   // ... and the slabs mode of the conv ops: a twelfth byte from the end of 3.
   std::mt19937_64 slab_gen(19);
-  for (int op : {0, 1, 2, 6}) {
-    for (int variant = 0; variant < 2; ++variant) {
-      std::string bytes(64, '\0');
-      for (char& c : bytes) c = static_cast<char>(slab_gen());
-      bytes[bytes.size() - 1] = 1;
-      bytes[bytes.size() - 2] = static_cast<char>(op);
-      bytes[bytes.size() - 12] = 3;
-      write(
-          root / "conv_geometry" / ("slabs_" + std::to_string(op) + "_" + std::to_string(variant)),
-          bytes);
-    }
-  }
+  write_mode_seeds(root, slab_gen, {0, 1, 2, 6}, 2, 3, "slabs_");
 
   // thread_pool: byte strings for each thread count (1..4, from the last
   // byte), jobs drawn from the rest.

@@ -56,9 +56,10 @@ void check_nchw(const Shape& x, const char* what) {
 // Samples are processed in groups whose columns sit side by side in one col
 // matrix, so that gW's product spans the group and runs near its peak while
 // col stays small; Y and gcol are taken per sample of the group (Note
-// [Products per sample]). The grouping depends only on the shapes, never
-// on the thread count, and the per-group partial gW are added in group
-// order: results are the same bit for bit at any thread count.
+// [Products per sample]). The grouping depends only on the shapes (and the
+// dtype's size: Note [Slabs of output rows]), never on the thread count,
+// and the per-group partial gW are added in group order: results are the
+// same bit for bit at any thread count.
 // 3x3 convolutions at stride 1 with enough channels take Winograd's
 // F(2x2, 3x3) instead (Note [Winograd convolution] in tensor/winograd.cpp):
 // 4/9 of the multiply-adds, the same groups-of-samples structure.
@@ -160,6 +161,9 @@ struct ColWindow {
   }
   std::int64_t block(const ConvGeometry& g) const { return (r1 - r0) * g.OW; }
   std::int64_t cols(const ConvGeometry& g) const { return (n1 - n0) * block(g); }
+  // Index in y (or gy) of sample n0's first row r0, channel 0: the window's
+  // (F, block) part of the output, rows g.plane() apart.
+  std::int64_t output_offset(const ConvGeometry& g) const { return (n0 * g.F * g.OH + r0) * g.OW; }
 };
 
 // Calls fn(dst, src, first, rows) for every (row of col, sample) of the
@@ -232,12 +236,12 @@ void for_each_slab(const ConvGeometry& g, std::int64_t slab_rows, std::int64_t n
 template <class T>
 void forward_in_slabs(const ConvGeometry& g, std::int64_t slab_rows, const T* x, const T* wm,
                       std::int64_t n0, std::int64_t n1, T* y) {
-  std::vector<T> col(static_cast<std::size_t>(g.rows() * slab_rows * g.OW));
+  Tensor col({g.rows(), slab_rows * g.OW}, dtype_of<T>());  // a MemoryError, as Tensors fail
   for_each_slab(g, slab_rows, n0, n1, [&](const ColWindow& win) {
     const std::int64_t cols = win.cols(g);
-    im2col(g, x, win, col.data());
-    product_into(g.F, cols, g.rows(), wm, g.rows(), false, col.data(), cols, false,
-                 y + (win.n0 * g.F * g.OH + win.r0) * g.OW, g.plane());
+    im2col(g, x, win, col.data<T>());
+    product_into(g.F, cols, g.rows(), wm, g.rows(), false, col.data<T>(), cols, false,
+                 y + win.output_offset(g), g.plane());
   });
 }
 
@@ -247,21 +251,22 @@ void forward_in_slabs(const ConvGeometry& g, std::int64_t slab_rows, const T* x,
 template <class T>
 void grads_in_slabs(const ConvGeometry& g, std::int64_t slab_rows, const T* gy, const T* x,
                     const T* wm, std::int64_t n0, std::int64_t n1, T* gx, T* gw) {
-  std::vector<T> col(gw != nullptr ? static_cast<std::size_t>(g.rows() * slab_rows * g.OW) : 0);
-  std::vector<T> gcol(wm != nullptr ? static_cast<std::size_t>(g.rows() * slab_rows * g.OW) : 0);
+  const Shape slab{g.rows(), slab_rows * g.OW};
+  Tensor col = gw != nullptr ? Tensor(slab, dtype_of<T>()) : Tensor();
+  Tensor gcol = wm != nullptr ? Tensor(slab, dtype_of<T>()) : Tensor();
   for_each_slab(g, slab_rows, n0, n1, [&](const ColWindow& win) {
     const std::int64_t cols = win.cols(g);
-    const T* gy_slab = gy + (win.n0 * g.F * g.OH + win.r0) * g.OW;
+    const T* gy_slab = gy + win.output_offset(g);
     if (gw != nullptr) {
-      im2col(g, x, win, col.data());
+      im2col(g, x, win, col.data<T>());
       const bool first = win.n0 == n0 && win.r0 == 0;
-      product_into(g.F, g.rows(), cols, gy_slab, g.plane(), false, col.data(), cols, true, gw,
+      product_into(g.F, g.rows(), cols, gy_slab, g.plane(), false, col.data<T>(), cols, true, gw,
                    g.rows(), /*accumulate=*/!first);
     }
     if (wm != nullptr) {
-      product_into(g.rows(), cols, g.F, wm, g.rows(), true, gy_slab, g.plane(), false, gcol.data(),
-                   cols);
-      col2im_add(g, gcol.data(), win, gx);
+      product_into(g.rows(), cols, g.F, wm, g.rows(), true, gy_slab, g.plane(), false,
+                   gcol.data<T>(), cols);
+      col2im_add(g, gcol.data<T>(), win, gx);
     }
   });
 }
@@ -372,8 +377,9 @@ void conv2d_forward(const ConvGeometry& g, const Tensor& x, const Tensor& w, Ten
 template <class T>
 Tensor group_weight_grad(const ConvGeometry& g, const Tensor& gy, const Tensor& col,
                          std::int64_t n0, std::int64_t n1, const Groups& groups) {
-  if (g.N == 1)
+  if (groups.count == 1) {  // the one sample's products share the threads
     return matmul(gy.reshape({g.F, g.plane()}), col, false, true, ProductThreads::Shared);
+  }
   if (n1 - n0 == 1) {  // the caller's thread alone, as matmul would run it for several groups
     Tensor gw({g.F, g.rows()}, gy.dtype());
     product_into(g.F, g.rows(), g.plane(), gy.data<T>() + n0 * g.F * g.plane(), g.plane(), false,
@@ -387,8 +393,8 @@ Tensor group_weight_grad(const ConvGeometry& g, const Tensor& gy, const Tensor& 
 
 // The gradients of conv2d that are wanted (gx needs w, gw needs x; the
 // other may be undefined): both in one pass over the groups of samples for a
-// first-order VJP, which shares gy's gathering between them, or one alone
-// for the primitives conv2d_input_grad and conv2d_weight_grad. Either way
+// first-order VJP, or one alone for the primitives conv2d_input_grad and
+// conv2d_weight_grad. Either way
 // each result comes from the same products in the same order: gx and gw are
 // the same bit for bit as when computed together.
 template <class T>
