@@ -174,7 +174,12 @@ TYPED_TEST(KernelLevels, ElementwiseArithmeticIsBitwiseEqual) {
 // relu's VJP, g * step(y), at every level: the product by 1 or 0 keeps an
 // infinite or NaN g's IEEE result (inf * 0 is NaN), the sign of a zero, and
 // a NaN y gates (NaN > 0 is false).
-TYPED_TEST(KernelLevels, MulStepIsAProductByStep) {
+// step(y) (relu's mask) and g * step(y) (relu's VJP) at every level, on
+// the special values, against their definitions: 1 where y > 0, else 0 (a
+// NaN gives 0), and a true product (0 * inf is a NaN, -g * 0 a -0). The
+// specials sit at the start, in whole vectors, and at the end, in the tail
+// past the last whole vector.
+TYPED_TEST(KernelLevels, StepAndMulStepMatchTheirDefinitions) {
   using T = TypeParam;
   const T inf = std::numeric_limits<T>::infinity(), nan = std::numeric_limits<T>::quiet_NaN();
   std::vector<T> g = random_values<T>(21, -3, 3), y = random_values<T>(22, -1, 1);
@@ -183,16 +188,25 @@ TYPED_TEST(KernelLevels, MulStepIsAProductByStep) {
     g[i] = special[i % special.size()];
     y[i] = special[(i / special.size()) % special.size()];
   }
+  for (std::size_t i = 0; i < special.size(); ++i) {
+    g[g.size() - 1 - i] = special[(i + 1) % special.size()];
+    y[y.size() - 1 - i] = special[i];
+  }
+  auto same = [](T got, T want) {
+    return std::isnan(want) ? std::isnan(got)
+                            : got == want && std::signbit(got) == std::signbit(want);
+  };
   for (Capability level : supported_capabilities()) {
-    std::vector<T> got(g.size());
-    typed<T>(level).mul_step(g.data(), y.data(), got.data(), kN);
+    std::vector<T> product(g.size()), step(y.size());
+    typed<T>(level).mul_step(g.data(), y.data(), product.data(), kN);
+    typed<T>(level).unary(UnaryOp::Step, y.data(), step.data(), kN);
     for (std::size_t i = 0; i < g.size(); ++i) {
-      const T want = g[i] * (y[i] > T(0) ? T(1) : T(0));
-      const bool same = std::isnan(want)
-                            ? std::isnan(got[i])
-                            : got[i] == want && std::signbit(got[i]) == std::signbit(want);
-      ASSERT_TRUE(same) << to_string(level) << " element " << i << ": g " << g[i] << ", y " << y[i]
-                        << " gives " << got[i] << ", want " << want;
+      const T want_step = y[i] > T(0) ? T(1) : T(0);
+      ASSERT_TRUE(same(step[i], want_step))
+          << to_string(level) << " element " << i << ": step(" << y[i] << ") gives " << step[i];
+      ASSERT_TRUE(same(product[i], g[i] * want_step))
+          << to_string(level) << " element " << i << ": g " << g[i] << ", y " << y[i] << " gives "
+          << product[i] << ", want " << g[i] * want_step;
     }
   }
 }

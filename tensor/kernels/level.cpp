@@ -94,17 +94,47 @@ void exp_block(const T* x, T* out, std::int64_t n) {
   }
 }
 
-// step(v): 1 where v > 0, else 0 (a NaN gives 0). Written as a select in a
-// plain loop, which the compiler vectorises: Eigen 3.4's cast of a
-// comparison to T runs one element at a time.
+// step(v): 1 where v > 0, else 0 (a NaN gives 0).
 template <class T>
 inline T step_of(T v) {
   return v > T(0) ? T(1) : T(0);
 }
 
+// The same over a packet of Eigen's widest vectors at this level: an
+// ordered comparison 0 < v (false for a NaN) as an all-ones mask, and-ed
+// with 1. Written with Eigen's packet functions because neither way of
+// writing the loop vectorises at every level: Eigen 3.4 casts a comparison
+// to T one element at a time, and GCC 12 compiles the select above as a
+// branch unless the level has mask registers (AVX-512): on AVX2, relu's VJP
+// over a CNN's first layer ran one element at a time, taking a mispredicted
+// branch at every other element (16% of that CNN's training step).
+template <class T>
+using Packet = typename Eigen::internal::packet_traits<T>::type;
+
+template <class T>
+Packet<T> step_packet(const Packet<T>& v) {
+  namespace ei = Eigen::internal;
+  return ei::pand(ei::pcmp_lt(ei::pzero(v), v), ei::pset1<Packet<T>>(T(1)));
+}
+
+// out[i] = f(i's packet) over whole packets, then tail(i) for the rest.
+template <class T, class PacketFn, class ScalarFn>
+void by_packets(std::int64_t n, T* out, PacketFn&& packet, ScalarFn&& tail) {
+  constexpr std::int64_t kLanes = Eigen::internal::packet_traits<T>::size;
+  std::int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) Eigen::internal::pstoreu(out + i, packet(i));
+  for (; i < n; ++i) out[i] = tail(i);
+}
+
 template <class T>
 void mul_step(const T* x, const T* y, T* out, std::int64_t n) {
-  for (std::int64_t i = 0; i < n; ++i) out[i] = x[i] * step_of(y[i]);
+  namespace ei = Eigen::internal;
+  by_packets<T>(
+      n, out,
+      [&](std::int64_t i) {
+        return ei::pmul(ei::ploadu<Packet<T>>(x + i), step_packet<T>(ei::ploadu<Packet<T>>(y + i)));
+      },
+      [&](std::int64_t i) { return x[i] * step_of(y[i]); });
 }
 
 template <class T>
@@ -141,7 +171,12 @@ void unary(UnaryOp op, const T* xp, T* outp, std::int64_t n) {
       out = x.tanh();
       return;
     case UnaryOp::Step:
-      for (std::int64_t i = 0; i < n; ++i) outp[i] = step_of(xp[i]);
+      by_packets<T>(
+          n, outp,
+          [&](std::int64_t i) {
+            return step_packet<T>(Eigen::internal::ploadu<Packet<T>>(xp + i));
+          },
+          [&](std::int64_t i) { return step_of(xp[i]); });
       return;
   }
 }
