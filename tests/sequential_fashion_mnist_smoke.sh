@@ -13,8 +13,31 @@ if [[ ! -e "$data/train-images-idx3-ubyte.gz" ]]; then
 fi
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
+# A small Fashion-MNIST: the first 512 training and 256 test images and
+# labels, the IDX headers' counts rewritten (the example takes the counts
+# from the files). On the whole test split, evaluated by two LSTMs at
+# three checkpoints, this test took 280 s of its 300 s timeout under
+# AddressSanitizer on a 2-core Zen 3 VM (4 s in the release build).
+small="$out/data"
+mkdir "$small"
+python3 - "$data" "$small" <<'EOF'
+import gzip, math, struct, sys
+src, dst = sys.argv[1], sys.argv[2]
+for split, n in (("train", 512), ("t10k", 256)):
+    for kind in ("images-idx3", "labels-idx1"):
+        name = f"{split}-{kind}-ubyte.gz"
+        with gzip.open(f"{src}/{name}", "rb") as f:
+            raw = f.read()
+        rank = raw[3]
+        dims = list(struct.unpack(f">{rank}I", raw[4:4 + 4 * rank]))
+        dims[0] = min(n, dims[0])
+        head = raw[:4] + struct.pack(f">{rank}I", *dims)
+        body = raw[4 + 4 * rank:][:math.prod(dims)]
+        with gzip.open(f"{dst}/{name}", "wb") as f:
+            f.write(head + body)
+EOF
 # Checkpoints at steps 0, 2 and 3: three rows.
-"$exe" --data "$data" --steps 3 --eval-every 2 --batch-size 16 --threads 2 --out "$out"
+"$exe" --data "$small" --steps 3 --eval-every 2 --batch-size 16 --threads 2 --out "$out"
 csv="$out/sequential_fashion_mnist_accuracy.csv"
 expected="step,epoch,test_accuracy_lstm,test_accuracy_bn_lstm"
 header=$(head -n 1 "$csv")
