@@ -117,7 +117,8 @@ Packet<T> step_packet(const Packet<T>& v) {
   return ei::pand(ei::pcmp_lt(ei::pzero(v), v), ei::pset1<Packet<T>>(T(1)));
 }
 
-// out[i] = f(i's packet) over whole packets, then tail(i) for the rest.
+// Stores packet(i) at out + i for every whole packet of [0, n), then
+// tail(i), one element at a time, for the rest.
 template <class T, class PacketFn, class ScalarFn>
 void by_packets(std::int64_t n, T* out, PacketFn&& packet, ScalarFn&& tail) {
   constexpr std::int64_t kLanes = Eigen::internal::packet_traits<T>::size;
