@@ -394,9 +394,9 @@ Tensor group_weight_grad(const ConvGeometry& g, const Tensor& gy, const Tensor& 
 // The gradients of conv2d that are wanted (gx needs w, gw needs x; the
 // other may be undefined): both in one pass over the groups of samples for a
 // first-order VJP, or one alone for the primitives conv2d_input_grad and
-// conv2d_weight_grad. Either way
-// each result comes from the same products in the same order: gx and gw are
-// the same bit for bit as when computed together.
+// conv2d_weight_grad. Either way each result comes from the same products
+// in the same order: gx and gw are the same bit for bit as when computed
+// together.
 template <class T>
 Conv2dGrads conv2d_grads(const ConvGeometry& g, const Tensor& gy, const Tensor& x, const Tensor& w,
                          bool want_gx, bool want_gw) {

@@ -171,14 +171,12 @@ TYPED_TEST(KernelLevels, ElementwiseArithmeticIsBitwiseEqual) {
   }
 }
 
-// relu's VJP, g * step(y), at every level: the product by 1 or 0 keeps an
-// infinite or NaN g's IEEE result (inf * 0 is NaN), the sign of a zero, and
-// a NaN y gates (NaN > 0 is false).
 // step(y) (relu's mask) and g * step(y) (relu's VJP) at every level, on
 // the special values, against their definitions: 1 where y > 0, else 0 (a
-// NaN gives 0), and a true product (0 * inf is a NaN, -g * 0 a -0). The
-// specials sit at the start, in whole vectors, and at the end, in the tail
-// past the last whole vector.
+// NaN y gives 0), and a true product by 1 or 0 (inf * 0 is a NaN, the sign
+// of a zero kept). The specials fill the first 60 elements, in whole
+// vectors, and the last six, which reach into the scalar tail past the
+// last whole vector (1 to 11 elements long, by level and dtype).
 TYPED_TEST(KernelLevels, StepAndMulStepMatchTheirDefinitions) {
   using T = TypeParam;
   const T inf = std::numeric_limits<T>::infinity(), nan = std::numeric_limits<T>::quiet_NaN();
