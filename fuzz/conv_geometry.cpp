@@ -1,6 +1,7 @@
-// Fuzz target for the geometry of convolution and pooling: conv2d and its
-// two gradient primitives, max_pool2d and mean_pool2d (and their backward
-// primitives), and the Convolution layer's padding.
+// Fuzz target for the geometry of convolution and pooling: conv2d (with
+// and without a bias) and its two gradient primitives, max_pool2d and
+// mean_pool2d (and their backward primitives), and the Convolution layer's
+// padding.
 //
 // The input decides one case, in one of five modes:
 //   - small: batch 1..4, channels and filters 1..3, height and width 1..7
@@ -63,6 +64,7 @@
 #include "ops/ops.hpp"
 #include "tensor/conv_math.hpp"
 #include "tensor/parallel.hpp"
+#include "tensor/tensor_math.hpp"
 
 namespace {
 
@@ -564,9 +566,20 @@ void check_conv_second_order(const Case& c, const Tensor& x, const Tensor& w, co
   }
 }
 
+/// The bias's gradient: g summed over (n, oh, ow), per filter.
+Ref reference_bias_grad(const Case& c, const Prediction& p, const Tensor& g) {
+  Ref gb(c.F);
+  const std::int64_t plane = p.OH * p.OW;
+  for (std::int64_t k = 0; k < g.size(); ++k) gb.add(k / plane % c.F, g.at(k));
+  gb.terms = static_cast<double>(c.N) * static_cast<double>(plane);
+  return gb;
+}
+
+/// conv2d with and without a bias, their VJPs, and the gradient primitives.
 void run_conv(const Case& c, const Prediction& p) {
   const Shape xs{c.N, c.C, c.H, c.W}, ws{c.F, c.C, c.KH, c.KW}, ys{c.N, c.F, p.OH, p.OW};
   const Tensor x = values(c, xs, 1), w = values(c, ws, 2), g = values(c, ys, 3);
+  const Tensor b = values(c, {c.F}, 5);
   const ConvRef ref = reference_conv(c, p, x.astype(DType::Float64), w.astype(DType::Float64),
                                      g.astype(DType::Float64));
   const std::vector<Tensor> got = at_one_and_two_threads(c, [&] {
@@ -575,20 +588,33 @@ void run_conv(const Case& c, const Prediction& p) {
     const Var vx = graph.variable(x), vw = graph.variable(w);
     const Var y = ops::conv2d(vx, vw, c.stride, c.pad);
     y.backward(g);
-    return std::vector<Tensor>{y.value(),
-                               both.gx,
-                               both.gw,
-                               vx.grad(),
-                               vw.grad(),
-                               npdl::math::conv2d_input_grad(g, w, xs, c.stride, c.pad),
-                               npdl::math::conv2d_weight_grad(x, g, ws, c.stride, c.pad)};
+    std::vector<Tensor> out{y.value(),
+                            both.gx,
+                            both.gw,
+                            vx.grad(),
+                            vw.grad(),
+                            npdl::math::conv2d_input_grad(g, w, xs, c.stride, c.pad),
+                            npdl::math::conv2d_weight_grad(x, g, ws, c.stride, c.pad)};
+    npdl::Graph with_bias;
+    const Var bx = with_bias.variable(x), bw = with_bias.variable(w), bb = with_bias.variable(b);
+    const Var biased = ops::conv2d(bx, bw, bb, c.stride, c.pad);
+    biased.backward(g);
+    for (const Tensor& t : {biased.value(), bx.grad(), bw.grad(), bb.grad(),
+                            npdl::math::add(y.value(), b.reshape({1, c.F, 1, 1}))}) {
+      out.push_back(t);
+    }
+    return out;
   });
   expect_close(c, "conv2d's forward", got[0], ref.y);
   expect_close(c, "conv2d's input gradient", got[1], ref.gx);
   expect_close(c, "conv2d's weight gradient", got[2], ref.gw);
-  // The op's VJP and the primitives alone are the fused kernel, bit for bit.
+  // The op's VJP and the primitives alone are the fused kernel, bit for bit;
+  // with a bias, the value is conv2d's plus the bias, the VJP in x and w conv2d's.
   expect_identical(c, "the op's VJP or a gradient primitive differs from conv2d_backward",
                    {got[1], got[2], got[1], got[2]}, {got[3], got[4], got[5], got[6]});
+  expect_identical(c, "conv2d with a bias differs from conv2d plus the bias",
+                   {got[11], got[1], got[2]}, {got[7], got[8], got[9]});
+  expect_close(c, "conv2d's bias gradient", got[10], reference_bias_grad(c, p, g));
   check_conv_second_order(c, x, w, values(c, ys, 4));
 }
 
@@ -748,8 +774,12 @@ void run_refused(const Case& c, Verdict verdict, bool connects) {
   npdl::Graph graph;
   const Var x = graph.variable(values(c, xs, 1)), w = graph.variable(values(c, ws, 2));
   const Var g = graph.variable(values(c, ys, 3));
+  const Var b = graph.variable(values(c, {c.F}, 5));
   const Size2 window{c.KH, c.KW};
   const std::size_t before = graph.size();
+  if (c.kind == Kind::Conv2d) {  // with a bias that fits, the same verdict
+    expect_outcome(c, verdict, [&] { ops::conv2d(x, w, b, c.stride, c.pad); });
+  }
   expect_outcome(c, verdict, [&] {
     switch (c.kind) {
       case Kind::Conv2d:

@@ -180,7 +180,7 @@ Var Convolution::convolve(const Var& input) {
   Graph* graph = input.graph();
   const Var W = graph != nullptr ? graph->param(W_) : Var(W_->value);
   const Var b = graph != nullptr ? graph->param(b_) : Var(b_->value);
-  Var y = ops::conv2d(input, W, stride_, padding_) + ops::reshape(b, {1, nb_filter_, 1, 1});
+  Var y = ops::conv2d(input, W, b, stride_, padding_);
   fix_dtype();
   return y;
 }

@@ -18,6 +18,9 @@ const OpInfo kConv2d{"conv2d",
                      "gx = conv2d_input_grad(g, w) = col2im(w^T @ g) (full correlation with w, "
                      "cropped to x); gw = conv2d_weight_grad(x, g) = sum over n of g @ im2col(x)^T",
                      false, 0b11};
+const OpInfo kConv2dBias{"conv2d_bias", "y[n,f,oh,ow] = conv2d(x, w)[n,f,oh,ow] + b[f]",
+                         "gx, gw as conv2d's; gb[f] = sum over n,oh,ow of g[n,f,oh,ow]", false,
+                         0b11};
 const OpInfo kConv2dInputGrad{
     "conv2d_input_grad",
     "gx = col2im(w^T @ g): conv2d's gradient in x, the adjoint of x -> conv2d(x, w)",
@@ -42,23 +45,43 @@ const OpInfo kConv2dWeightGrad{
 // first-order VJP of conv2d, where nothing records, runs the kernel that
 // computes gx and gw in one pass (math::conv2d_backward) instead.
 
+namespace {
+// conv2d's VJP in x and w (inputs 0 and 1 of conv2d and conv2d_bias).
+Vars conv2d_vjp(const VjpArgs& c, Size2 stride, Padding2d padding) {
+  const Var x = c.input(0), w = c.input(1);
+  // The gradient of an input that wants none (a network's data) is not
+  // computed: an undefined Var.
+  const bool want_x = c.needs_input_grad(0), want_w = c.needs_input_grad(1);
+  if (!detail::records({&c.grad, &x, &w}) && want_x && want_w) {
+    math::Conv2dGrads g =
+        math::conv2d_backward(c.grad.value(), x.value(), w.value(), stride, padding);
+    return {Var(std::move(g.gx)), Var(std::move(g.gw))};
+  }
+  return {want_x ? conv2d_input_grad(c.grad, w, x.shape(), stride, padding) : Var(),
+          want_w ? conv2d_weight_grad(x, c.grad, w.shape(), stride, padding) : Var()};
+}
+}  // namespace
+
 Var conv2d(const Var& x, const Var& w, Size2 stride, Padding2d padding) {
   // The kernel validates everything before computing: on bad input nothing is recorded.
   Tensor y = math::conv2d(x.value(), w.value(), stride, padding);
-  return record(
-      info::kConv2d, {&x, &w}, std::move(y), {}, [stride, padding](const VjpArgs& c) -> Vars {
-        const Var x = c.input(0), w = c.input(1);
-        // The gradient of an input that wants none (a network's data) is
-        // not computed: an undefined Var.
-        const bool want_x = c.needs_input_grad(0), want_w = c.needs_input_grad(1);
-        if (!detail::records({&c.grad, &x, &w}) && want_x && want_w) {
-          math::Conv2dGrads g =
-              math::conv2d_backward(c.grad.value(), x.value(), w.value(), stride, padding);
-          return {Var(std::move(g.gx)), Var(std::move(g.gw))};
-        }
-        return {want_x ? conv2d_input_grad(c.grad, w, x.shape(), stride, padding) : Var(),
-                want_w ? conv2d_weight_grad(x, c.grad, w.shape(), stride, padding) : Var()};
-      });
+  return record(info::kConv2d, {&x, &w}, std::move(y), {},
+                [stride, padding](const VjpArgs& c) { return conv2d_vjp(c, stride, padding); });
+}
+
+Var conv2d(const Var& x, const Var& w, const Var& b, Size2 stride, Padding2d padding) {
+  Tensor y = math::conv2d(x.value(), w.value(), b.value(), stride, padding);
+  return record(info::kConv2dBias, {&x, &w, &b}, std::move(y), {},
+                [stride, padding](const VjpArgs& c) -> Vars {
+                  Vars grads = conv2d_vjp(c, stride, padding);
+                  // What add's VJP gives a bias broadcast as (1, F, 1, 1):
+                  // the same sum, so the same bits.
+                  const std::int64_t filters = c.input_shapes[2][0];
+                  grads.push_back(c.needs_input_grad(2)
+                                      ? reshape(sum_to(c.grad, {1, filters, 1, 1}), {filters})
+                                      : Var());
+                  return grads;
+                });
 }
 
 Var conv2d_input_grad(const Var& g, const Var& w, const Shape& x_shape, Size2 stride,
@@ -118,10 +141,27 @@ Samples conv2d_samples() {
           conv_sample("1x1 filter", 1, {}, true, {2, 3, 4, 4}, {2, 3, 1, 1}, 109),
           conv_sample("1x1 filter, stride 2", 2, {}, true, {1, 2, 5, 5}, {3, 2, 1, 1}, 111),
           conv_sample("one channel", 1, {1, 1, 1, 1}, true, {2, 1, 4, 4}, {2, 1, 3, 3}, 113),
-          conv_sample("filter wider than input and padding: columns that see only padding",
-                      {1, 2}, {0, 0, 3, 0}, true, {1, 2, 1, 2}, {2, 2, 1, 4}, 152),
-          conv_sample("5x5 filter, padding 2, on a 3x1 input", 1, {2, 2, 2, 2}, true,
-                      {2, 2, 3, 1}, {3, 2, 5, 5}, 154)};
+          conv_sample("filter wider than input and padding: columns that see only padding", {1, 2},
+                      {0, 0, 3, 0}, true, {1, 2, 1, 2}, {2, 2, 1, 4}, 152),
+          conv_sample("5x5 filter, padding 2, on a 3x1 input", 1, {2, 2, 2, 2}, true, {2, 2, 3, 1},
+                      {3, 2, 5, 5}, 154)};
+}
+
+Sample conv_bias_sample(const char* what, Size2 stride, Padding2d padding, bool squared, Shape x,
+                        Shape w, std::uint64_t seed) {
+  Shape b{w[0]};
+  return {what,
+          maybe_squared([=](V v) { return conv2d(v[0], v[1], v[2], stride, padding); }, squared),
+          {sample::normal(std::move(x), seed), sample::normal(std::move(w), seed + 1),
+           sample::normal(std::move(b), seed + 2)}};
+}
+
+Samples conv2d_bias_samples() {
+  return {conv_bias_sample("3x3", 1, {}, false, {2, 2, 5, 5}, {3, 2, 3, 3}, 161),
+          conv_bias_sample("stride 2, padded, squared", 2, {1, 1, 1, 1}, true, {2, 2, 6, 6},
+                           {2, 2, 3, 3}, 164),
+          conv_bias_sample("one filter, 1x1 output, squared", 1, {}, true, {3, 2, 2, 2},
+                           {1, 2, 2, 2}, 167)};
 }
 
 // The input's size is an argument: 8 x 7 and 7 x 7 both give 3 x 3 with a
@@ -131,9 +171,11 @@ Samples conv2d_input_grad_samples() {
     return maybe_squared(
         [=](V v) { return conv2d_input_grad(v[0], v[1], x_shape, stride, padding); }, squared);
   };
-  return {{"8x7 input, stride 2", input_grad({1, 2, 8, 7}, 2, {}, false),
+  return {{"8x7 input, stride 2",
+           input_grad({1, 2, 8, 7}, 2, {}, false),
            {sample::normal({1, 3, 3, 3}, 115), sample::normal({3, 2, 3, 3}, 116)}},
-          {"asymmetric padding, squared", input_grad({2, 2, 5, 4}, 1, {1, 0, 0, 1}, true),
+          {"asymmetric padding, squared",
+           input_grad({2, 2, 5, 4}, 1, {1, 0, 0, 1}, true),
            {sample::normal({2, 3, 4, 4}, 117), sample::normal({3, 2, 3, 2}, 118)}}};
 }
 
@@ -142,9 +184,11 @@ Samples conv2d_weight_grad_samples() {
     return maybe_squared(
         [=](V v) { return conv2d_weight_grad(v[0], v[1], w_shape, stride, padding); }, squared);
   };
-  return {{"8x7 input, stride 2", weight_grad({3, 2, 3, 3}, 2, {}, false),
+  return {{"8x7 input, stride 2",
+           weight_grad({3, 2, 3, 3}, 2, {}, false),
            {sample::normal({1, 2, 8, 7}, 119), sample::normal({1, 3, 3, 3}, 120)}},
-          {"asymmetric padding, squared", weight_grad({3, 2, 3, 2}, 1, {1, 0, 0, 1}, true),
+          {"asymmetric padding, squared",
+           weight_grad({3, 2, 3, 2}, 1, {1, 0, 0, 1}, true),
            {sample::normal({2, 2, 5, 4}, 121), sample::normal({2, 3, 4, 4}, 122)}}};
 }
 
@@ -152,6 +196,10 @@ const Primitive kEntries[] = {
     Primitive(info::kConv2d, kFile)
         .with_inputs({{}, {}})
         .with_samples(conv2d_samples)
+        .with_own_fuzzer(kGeometryFuzzer),
+    Primitive(info::kConv2dBias, kFile)
+        .with_inputs({{}, {}, {}})
+        .with_samples(conv2d_bias_samples)
         .with_own_fuzzer(kGeometryFuzzer),
     Primitive(info::kConv2dInputGrad, kFile)
         .with_inputs({{}, {}})

@@ -21,6 +21,14 @@ using math::Size2;
 /// (the padded input, the output, one sample's receptive fields);
 /// ValueError for stride < 1 or padding < 0.
 Var conv2d(const Var& x, const Var& w, Size2 stride = 1, Padding2d padding = {});
+/// conv2d(x, w) + b[f] on every output of filter f, b of shape (F): a
+/// convolution layer's pre-activation as one op. The same values, bit for
+/// bit, as conv2d(x, w, ...) + reshape(b, {1, F, 1, 1}), without that add's
+/// pass over the whole output: the bias is added to each sample's output
+/// while it is in cache. The VJP is conv2d's in x and w and, in b, the
+/// upstream gradient summed over (N, OH, OW). Throws as conv2d, and
+/// ShapeError when b is not (F), DTypeError when b's dtype is not x's.
+Var conv2d(const Var& x, const Var& w, const Var& b, Size2 stride = 1, Padding2d padding = {});
 
 // The two halves of conv2d's VJP as primitives, so that a gradient recorded
 // under create_graph can be differentiated again, to any order. Both are

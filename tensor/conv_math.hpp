@@ -43,6 +43,12 @@ Size2 window_output_size(Size2 input, Size2 window, Size2 stride, const Padding2
 /// xpad being x with zeros added around each plane by `padding`.
 /// x is (N, C, H, W), w is (F, C, KH, KW), y is (N, F, OH, OW).
 Tensor conv2d(const Tensor& x, const Tensor& w, Size2 stride, const Padding2d& padding);
+/// conv2d(x, w) + bias[f] on every output of filter f, bias of shape (F),
+/// the bias added to each sample's output as soon as it is computed (the
+/// same bits as adding it in a pass of its own after). Throws as conv2d,
+/// and ShapeError when bias is not (F), DTypeError when its dtype is not x's.
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, Size2 stride,
+              const Padding2d& padding);
 
 /// Gradients of conv2d for the upstream gradient gy (the output's shape):
 /// gx (x's shape) and gw (w's shape).

@@ -262,22 +262,23 @@ TEST(Convolution, BadInputIsATypedErrorAndLeavesTheLayerAsItWas) {
   EXPECT_FALSE(pool.connected());
 }
 
-TEST(Convolution, RecordsConv2dOnTheGraphInsideItsComposite) {
+// The layer's pre-activation is one conv2d_bias node inside its composite:
+// the bias is added inside the convolution, not by an add of its own.
+TEST(Convolution, RecordsConv2dBiasOnTheGraphInsideItsComposite) {
   set_seed(5);
   Convolution conv(2, 3);
   Graph g;
   const Var y = conv.apply(g.input(Tensor::randn({1, 1, 5, 5}, 1)), true);
-  bool found = false;
+  std::vector<std::string> ops;  // recorded inside the composite
   for (std::size_t v = 0; v < g.size(); ++v) {
     const auto& data = g.impl()[v];
-    if (data.op != nullptr && std::string(data.op->name) == "conv2d") {
-      found = true;
-      ASSERT_GE(data.composite, 0);
-      EXPECT_EQ(g.composites()[data.composite].name, "Convolution");
-    }
+    if (data.op == nullptr || data.composite < 0) continue;
+    ops.emplace_back(data.op->name);
+    EXPECT_EQ(g.composites()[data.composite].name, "Convolution");
   }
-  EXPECT_TRUE(found);
-  EXPECT_NE(to_dot(g).find("conv2d"), std::string::npos);
+  // The filters and the bias, the convolution, the default activation.
+  EXPECT_EQ(ops, (std::vector<std::string>{"parameter", "parameter", "conv2d_bias", "relu"}));
+  EXPECT_NE(to_dot(g).find("conv2d_bias"), std::string::npos);
   EXPECT_EQ(y.shape(), (Shape{1, 2, 3, 3}));
 }
 

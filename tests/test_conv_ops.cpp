@@ -214,6 +214,69 @@ TEST(Conv2d, SameBitsAtAnyThreadCount) {
   }
 }
 
+// conv2d with a bias gives the bits of the composition it replaces
+// (conv2d, then an add of the bias reshaped to (1, F, 1, 1)) in its value
+// and in every gradient, on each of conv2d's paths: one sample (its product
+// shared by the threads), several (a product per sample), Winograd's, and
+// slabs of output rows.
+TEST(Conv2dBias, SameBitsAsConv2dPlusTheReshapedBiasOnEveryPath) {
+  const ConvCase cases[] = {{"one sample", {1, 3, 9, 9}, {4, 3, 3, 3}, 2, {1, 1, 1, 1}},
+                            {"groups of samples", {19, 3, 9, 9}, {4, 3, 3, 3}, 1, {1, 0, 0, 1}},
+                            {"winograd", {3, 16, 8, 7}, {17, 16, 3, 3}, 1, {1, 1, 0, 1}},
+                            kSlabbedCases[0],
+                            kSlabbedCases[3]};
+  for (const ConvCase& c : cases) {
+    for (DType dtype : {DType::Float32, DType::Float64}) {
+      SCOPED_TRACE(std::string(c.name) + " " + to_string(dtype));
+      const Tensor x0 = rnd(c.x, 40, dtype), w0 = rnd(c.w, 41, dtype);
+      const Tensor b0 = rnd({c.w[0]}, 42, dtype);
+      const Tensor g = rnd(math::conv2d(x0, w0, c.stride, c.padding).shape(), 43, dtype);
+      std::vector<std::vector<double>> runs;
+      for (bool fused : {true, false}) {
+        Graph graph;
+        const Var x = graph.variable(x0), w = graph.variable(w0), b = graph.variable(b0);
+        const Var y =
+            fused ? ops::conv2d(x, w, b, c.stride, c.padding)
+                  : ops::conv2d(x, w, c.stride, c.padding) + ops::reshape(b, {1, c.w[0], 1, 1});
+        y.backward(g);
+        std::vector<double> all;
+        for (const Tensor& t : {y.value(), x.grad(), w.grad(), b.grad()}) {
+          const auto v = t.to_vector();
+          all.insert(all.end(), v.begin(), v.end());
+        }
+        runs.push_back(all);
+      }
+      EXPECT_EQ(runs[0], runs[1]);
+    }
+  }
+}
+
+TEST(Conv2dBias, ABiasThatDoesNotFitIsATypedErrorAndRecordsNothing) {
+  Graph graph;
+  const Var x = graph.variable(rnd({1, 3, 5, 5}, 1)), w = graph.variable(rnd({4, 3, 3, 3}, 2));
+  const Var b5 = graph.variable(rnd({5}, 3)), b14 = graph.variable(rnd({1, 4}, 4));
+  const Var b32 = graph.variable(rnd({4}, 5, DType::Float32));
+  const std::size_t before = graph.size();
+  auto message = [&](const Var& b) {
+    try {
+      ops::conv2d(x, w, b);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_THROW(ops::conv2d(x, w, b5), ShapeError);
+  EXPECT_NE(message(b5).find("bias (one per filter): expected shape (4"), std::string::npos)
+      << message(b5);
+  EXPECT_THROW(ops::conv2d(x, w, b14), ShapeError);
+  EXPECT_NE(message(b14).find("got (1, 4)"), std::string::npos) << message(b14);
+  EXPECT_THROW(ops::conv2d(x, w, b32), DTypeError);
+  EXPECT_NE(message(b32).find("float64 and float32"), std::string::npos) << message(b32);
+  // The bias is checked after the geometry: a bad input is reported as by conv2d.
+  EXPECT_THROW(ops::conv2d(graph.variable(rnd({1, 2, 5, 5}, 6)), w, b5), ShapeError);
+  EXPECT_EQ(graph.size(), before + 1);  // the last call's input only
+}
+
 TEST(Conv2d, RecordsOneVertexWithItsCatalogueEntry) {
   Graph graph;
   const Var x = graph.variable(rnd({1, 2, 4, 4}, 8));

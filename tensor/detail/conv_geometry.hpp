@@ -2,6 +2,7 @@
 // What the convolution kernels (tensor/conv_math.cpp, tensor/winograd.cpp)
 // share: a convolution's sizes, and a matrix product into a block of a
 // larger matrix on the calling thread. Internal to tensor/.
+#include <Eigen/Core>
 #include <algorithm>
 #include <cstdint>
 #include <new>
@@ -45,6 +46,26 @@ inline void product_into(std::int64_t m, std::int64_t n, std::int64_t k, const T
         "conv2d: cannot allocate a product's working buffers: the system has no "
         "memory left for them");
   }
+}
+
+// Adds bias[f] to `count` elements of filter f's plane in one sample of y
+// (NCHW), from `at` on (a sample's whole plane, or a slab of its rows);
+// nothing when bias is null. Called right after those outputs are written,
+// while they are in cache: the same one rounding as adding the bias in a
+// pass of its own afterwards, so the same bits, without that pass over the
+// whole output.
+template <class T>
+inline void add_bias(const ConvGeometry& g, const T* bias, T* at, std::int64_t count) {
+  if (bias == nullptr) return;
+  for (std::int64_t f = 0; f < g.F; ++f) {
+    Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(at + f * g.plane(), count) += bias[f];
+  }
+}
+
+// The same over the whole of y's samples [n0, n1).
+template <class T>
+inline void add_bias(const ConvGeometry& g, const T* bias, std::int64_t n0, std::int64_t n1, T* y) {
+  for (std::int64_t n = n0; n < n1; ++n) add_bias(g, bias, y + n * g.F * g.plane(), g.plane());
 }
 
 }  // namespace npdl::math::detail
