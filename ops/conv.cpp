@@ -147,13 +147,15 @@ Samples conv2d_samples() {
                       {3, 2, 5, 5}, 154)};
 }
 
+// conv_sample's input and filters and a bias (one per filter), through
+// conv2d with the bias.
 Sample conv_bias_sample(const char* what, Size2 stride, Padding2d padding, bool squared, Shape x,
                         Shape w, std::uint64_t seed) {
-  Shape b{w[0]};
-  return {what,
-          maybe_squared([=](V v) { return conv2d(v[0], v[1], v[2], stride, padding); }, squared),
-          {sample::normal(std::move(x), seed), sample::normal(std::move(w), seed + 1),
-           sample::normal(std::move(b), seed + 2)}};
+  const std::int64_t filters = w[0];
+  Sample s = conv_sample(what, stride, padding, squared, std::move(x), std::move(w), seed);
+  s.f = maybe_squared([=](V v) { return conv2d(v[0], v[1], v[2], stride, padding); }, squared);
+  s.inputs.push_back(sample::normal({filters}, seed + 2));
+  return s;
 }
 
 Samples conv2d_bias_samples() {
