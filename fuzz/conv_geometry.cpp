@@ -11,9 +11,10 @@
 //     and, for max pooling, NaNs among them.
 //   - winograd (conv2d, its gradient primitives and the layer): 3x3
 //     filters at stride 1 with 16..20 channels and filters, which take
-//     Winograd's F(2x2, 3x3) (Note [Winograd convolution] in
-//     tensor/winograd.cpp), on the small mode's maps and paddings 0..4;
-//     checked against that Note's error bounds instead of im2col's.
+//     Winograd's F(2x2, 3x3) or F(4x4, 3x3) (Note [Winograd convolution] in
+//     tensor/winograd.cpp), on the small mode's maps and paddings 0..4
+//     (outputs 1..13 a side: both tilings, partly used tiles); checked
+//     against that Note's error bounds instead of im2col's.
 //   - pool2x2 (max_pool2d, mean_pool2d): 2x2 windows at stride 2, the
 //     common pooling, which max pooling runs through a kernel of its own
 //     per instruction-set level (max_pool_2x2 in tensor/kernels/level.cpp),
@@ -316,11 +317,24 @@ struct ConvRef {
   Ref y, gx, gw;
 };
 
-/// Whether conv2d takes Winograd's F(2x2, 3x3) for this case: the rule of
+/// Whether conv2d takes Winograd for this case: the rule of
 /// math::detail::winograd_applies, stated again here so that a change to it
 /// shows up as a finding rather than as a silently looser check.
 bool takes_winograd(const Case& c) {
   return c.KH == 3 && c.KW == 3 && c.stride.h == 1 && c.stride.w == 1 && c.C >= 16 && c.F >= 16;
+}
+
+/// Tiles of the whole batch for F(m x m, 3x3).
+double winograd_tiles(const Case& c, const Prediction& p, std::int64_t m) {
+  return static_cast<double>(c.N) * static_cast<double>((p.OH + m - 1) / m) *
+         static_cast<double>((p.OW + m - 1) / m);
+}
+
+/// The tiling it takes, m outputs a tile side: math::detail::
+/// winograd_tile_outputs's rule (F(4x4) where its 36 multiplies a tile
+/// are fewer than F(2x2)'s 16), stated again for the same reason.
+std::int64_t winograd_tile_outputs(const Case& c, const Prediction& p) {
+  return 36 * winograd_tiles(c, p, 4) < 16 * winograd_tiles(c, p, 2) ? 4 : 2;
 }
 
 double max_abs(const Tensor& t) {
@@ -330,22 +344,25 @@ double max_abs(const Tensor& t) {
 }
 
 /// Note [Winograd convolution]'s bounds: the transforms' roundings depend on
-/// every value of a 4x4 tile, not only on an output's own terms, so each
+/// every value of a tile, not only on an output's own terms, so each
 /// element's allowance is the Note's bound over the whole tensors,
-/// |error| <= gamma_n * k * terms * max|a| * max|b|, written as Ref's
-/// (terms + 2) roundings of a magnitude.
+/// |error| <= gamma_n * K * terms * max|a| * max|b|, written as Ref's
+/// (terms + 2) roundings of a magnitude; K and the transforms' roundings
+/// per tiling from that Note's table.
 void use_winograd_bounds(const Case& c, const Prediction& p, const Tensor& x, const Tensor& w,
                          const Tensor& g, ConvRef& r) {
-  const double tiles = static_cast<double>(c.N) * static_cast<double>((p.OH + 1) / 2) *
-                       static_cast<double>((p.OW + 1) / 2);
+  const std::int64_t m = winograd_tile_outputs(c, p);
+  const double tiles = winograd_tiles(c, p, m);
+  const bool f4 = m == 4;
   auto bound = [](Ref& ref, double terms, double extra_roundings, double magnitude) {
     ref.terms = terms + extra_roundings;
     std::fill(ref.magnitude.begin(), ref.magnitude.end(), magnitude);
   };
   const double xm = max_abs(x), wm = max_abs(w), gm = max_abs(g);
-  bound(r.y, static_cast<double>(c.C), 10, 64 * static_cast<double>(c.C) * wm * xm);
-  bound(r.gx, static_cast<double>(c.F), 12, 64 * static_cast<double>(c.F) * wm * gm);
-  bound(r.gw, tiles, 10, 36 * tiles * gm * xm);
+  const double C = static_cast<double>(c.C), F = static_cast<double>(c.F);
+  bound(r.y, C, f4 ? 18 : 10, (f4 ? 2304 : 64) * C * wm * xm);
+  bound(r.gx, F, f4 ? 23 : 13, (f4 ? 1482.25 : 64) * F * wm * gm);
+  bound(r.gw, tiles, f4 ? 18 : 8, (f4 ? 25600.0 / 9 : 36) * tiles * gm * xm);
 }
 
 ConvRef reference_conv(const Case& c, const Prediction& p, const Tensor& x, const Tensor& w,

@@ -1,12 +1,14 @@
-// Winograd's F(2x2, 3x3) convolution (Note [Winograd convolution]): which
-// geometries take it, its float32 rounding against the stated bounds, and
-// its bits across thread counts and between the fused and separate VJPs.
+// Winograd's F(2x2, 3x3) and F(4x4, 3x3) convolutions (Note [Winograd
+// convolution]): which geometries take which, their float32 rounding
+// against the stated bounds, and their bits across thread counts and
+// between the fused and separate VJPs.
 // Values and VJPs on edge shapes are in test_conv_ops.cpp (winograd_* cases).
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <utility>
 
 #include "npdl.hpp"
 #include "tensor/detail/winograd.hpp"
@@ -38,8 +40,35 @@ TEST(Winograd, AppliesTo3x3AtStrideOneWithEnoughChannelsOnly) {
   EXPECT_FALSE(winograd_applies(geometry({8, 16, 14, 14}, {16, 16, 3, 1}, same)));
 }
 
+// F(4x4) where its 36 multiplies a tile of 4x4 outputs come to fewer than
+// F(2x2)'s 16 a tile of 2x2, tiles past the edge counted whole.
+TEST(Winograd, TakesFourByFourTilesWhereTheyNeedFewerMultiplies) {
+  using math::detail::winograd_tile_outputs;
+  const Padding2d valid{0, 0, 0, 0};
+  auto tile_outputs = [&](std::int64_t oh, std::int64_t ow) {
+    return winograd_tile_outputs(geometry({2, 16, oh + 2, ow + 2}, {16, 16, 3, 3}, valid));
+  };
+  // Square maps: 1, 2, 5 and 6 (a tie, 144 each) take F(2x2).
+  const std::int64_t want[] = {2, 2, 4, 4, 2, 2, 4, 4, 4, 4, 4, 4, 4, 4};
+  for (std::int64_t n = 1; n <= 14; ++n) EXPECT_EQ(tile_outputs(n, n), want[n - 1]) << n;
+  EXPECT_EQ(tile_outputs(3, 1), 2);    // 36 against 2 * 16
+  EXPECT_EQ(tile_outputs(2, 30), 2);   // 8 * 36 against 15 * 16
+  EXPECT_EQ(tile_outputs(3, 12), 4);   // 3 * 36 against 12 * 16
+  EXPECT_EQ(tile_outputs(11, 11), 4);  // the CNN's second layer: 9 * 36 against 36 * 16
+}
+
 // The elementwise bounds of Note [Winograd convolution]: gamma_n times a
-// constant times the number of terms times the largest magnitudes.
+// constant K times the number of terms times the largest magnitudes, with
+// n the terms plus the transforms' roundings; per tiling, that Note's table.
+struct Bounds {
+  double k_y, k_x, k_w;
+  std::int64_t n_y, n_x, n_w;  // roundings beyond the sums' terms
+};
+Bounds bounds_for(std::int64_t tile_outputs) {
+  if (tile_outputs == 2) return {64, 64, 36, 10, 13, 8};
+  return {2304, 1482.25, 25600.0 / 9, 18, 23, 18};
+}
+
 double gamma_float32(std::int64_t n) {
   const double u = std::ldexp(1.0, -24);
   return n * u / (1 - n * u);
@@ -60,6 +89,7 @@ double max_abs_error(const Tensor& got, const Tensor& expected) {
 struct BoundCase {
   Shape x, w;
   Padding2d padding;
+  std::int64_t tile_outputs;  // the tiling the case is meant to take
 };
 
 class WinogradRounding : public ::testing::TestWithParam<BoundCase> {};
@@ -68,6 +98,8 @@ TEST_P(WinogradRounding, Float32ErrorsStayWithinTheStatedBounds) {
   const BoundCase& c = GetParam();
   const ConvGeometry g = geometry(c.x, c.w, c.padding);
   ASSERT_TRUE(math::detail::winograd_applies(g));
+  const std::int64_t m = math::detail::winograd_tile_outputs(g);
+  ASSERT_EQ(m, c.tile_outputs);
   // An offset input and scales unlike 1, so the bound's factors all count.
   const Tensor x = Tensor::uniform(c.x, 1, DType::Float64, -2.5, 3.5);
   const Tensor w = Tensor::uniform(c.w, 2, DType::Float64, -0.25, 0.25);
@@ -84,10 +116,11 @@ TEST_P(WinogradRounding, Float32ErrorsStayWithinTheStatedBounds) {
 
   const Tensor y = math::conv2d(x32, w32, 1, c.padding);
   const math::Conv2dGrads grads = math::conv2d_backward(gy32, x32, w32, 1, c.padding);
-  const std::int64_t tiles = g.N * ((g.OH + 1) / 2) * ((g.OW + 1) / 2);
-  const double y_bound = gamma_float32(g.C + 10) * 64 * g.C * max_abs(wr) * max_abs(xr);
-  const double gx_bound = gamma_float32(g.F + 12) * 64 * g.F * max_abs(wr) * max_abs(gyr);
-  const double gw_bound = gamma_float32(tiles + 10) * 36 * tiles * max_abs(gyr) * max_abs(xr);
+  const std::int64_t tiles = g.N * ((g.OH + m - 1) / m) * ((g.OW + m - 1) / m);
+  const Bounds b = bounds_for(m);
+  const double y_bound = gamma_float32(g.C + b.n_y) * b.k_y * g.C * max_abs(wr) * max_abs(xr);
+  const double gx_bound = gamma_float32(g.F + b.n_x) * b.k_x * g.F * max_abs(wr) * max_abs(gyr);
+  const double gw_bound = gamma_float32(tiles + b.n_w) * b.k_w * tiles * max_abs(gyr) * max_abs(xr);
   const double y_err = max_abs_error(y, y_ref), gx_err = max_abs_error(grads.gx, g_ref.gx),
                gw_err = max_abs_error(grads.gw, g_ref.gw);
   EXPECT_LE(y_err, y_bound);
@@ -101,15 +134,20 @@ TEST_P(WinogradRounding, Float32ErrorsStayWithinTheStatedBounds) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, WinogradRounding,
-                         ::testing::Values(BoundCase{{3, 16, 9, 7}, {16, 16, 3, 3}, {1, 1, 1, 1}},
-                                           BoundCase{{2, 40, 12, 12}, {24, 40, 3, 3}, {0, 0, 0, 0}},
-                                           BoundCase{{1, 17, 5, 6}, {33, 17, 3, 3}, {2, 0, 1, 3}},
-                                           BoundCase{{12, 16, 6, 6}, {16, 16, 3, 3}, {1, 1, 1, 1}},
-                                           // Large planes (one sample a group), odd output
-                                           // heights (the last row of tiles half used).
-                                           BoundCase{{2, 16, 52, 47}, {16, 16, 3, 3}, {2, 1, 0, 3}},
-                                           BoundCase{
-                                               {1, 16, 71, 50}, {17, 16, 3, 3}, {0, 0, 1, 1}}));
+                         ::testing::Values(
+                             // F(2x2): 6x6, 6x5 (a tie with F(4x4)) and 2x30 outputs.
+                             BoundCase{{12, 16, 6, 6}, {16, 16, 3, 3}, {1, 1, 1, 1}, 2},
+                             BoundCase{{2, 24, 8, 7}, {20, 24, 3, 3}, {0, 0, 0, 0}, 2},
+                             BoundCase{{2, 16, 4, 32}, {16, 16, 3, 3}, {0, 0, 0, 0}, 2},
+                             // F(4x4): 9x7, 10x10, 5x8 outputs, the CNN's second layer (11x11,
+                             // 32 -> 64), and large planes (one sample a group) whose last rows
+                             // and columns of tiles are partly used.
+                             BoundCase{{3, 16, 9, 7}, {16, 16, 3, 3}, {1, 1, 1, 1}, 4},
+                             BoundCase{{2, 40, 12, 12}, {24, 40, 3, 3}, {0, 0, 0, 0}, 4},
+                             BoundCase{{1, 17, 5, 6}, {33, 17, 3, 3}, {2, 0, 1, 3}, 4},
+                             BoundCase{{4, 32, 13, 13}, {64, 32, 3, 3}, {0, 0, 0, 0}, 4},
+                             BoundCase{{2, 16, 52, 47}, {16, 16, 3, 3}, {2, 1, 0, 3}, 4},
+                             BoundCase{{1, 16, 71, 50}, {17, 16, 3, 3}, {0, 0, 1, 1}, 4}));
 
 Tensor with_threads(int threads, const std::function<Tensor()>& fn) {
   const int saved = get_num_threads();
@@ -126,12 +164,13 @@ void expect_same_bits(const Tensor& a, const Tensor& b, const char* what) {
   EXPECT_TRUE(std::equal(pa, pa + a.size(), pb)) << what;
 }
 
-// One group (its samples and 16 products share the threads), several
-// groups of samples, groups of one large sample, and more groups than
-// chains (10 samples of 2,116 tiles: one a group, two chains of two).
+// One group (its samples and products share the threads), several groups
+// of samples, groups of one large sample, and more groups than chains (10
+// samples of 529 4x4 tiles: one a group, two chains of two), all in
+// F(4x4); and 40 samples of 6x6 maps in groups, in F(2x2).
 TEST(Winograd, SameBitsAtAnyThreadCountAndWhetherTheGradientsComeTogetherOrAlone) {
-  for (const Shape& xs :
-       {Shape{1, 16, 11, 10}, Shape{30, 16, 11, 10}, Shape{3, 16, 61, 40}, Shape{10, 16, 92, 92}}) {
+  for (const Shape& xs : {Shape{1, 16, 11, 10}, Shape{30, 16, 11, 10}, Shape{3, 16, 61, 40},
+                          Shape{10, 16, 92, 92}, Shape{40, 16, 6, 6}}) {
     const std::int64_t n = xs[0];
     const Shape ws{20, 16, 3, 3};
     const Padding2d same{1, 1, 1, 1};
@@ -159,12 +198,17 @@ bool same_bits(const Tensor& a, const Tensor& b) {
 }
 
 // The transforms and transposes (tensor/detail/winograd_level.cpp) move,
-// add, subtract and halve only: every level gives the default level's bits
-// (the products are the start-up level's in both runs). Channel and pixel
-// counts that are not multiples of 8 take the transposes' edge paths.
+// add, subtract and multiply by constants, without FMAs: every level gives
+// the default level's bits (the products are the start-up level's in both
+// runs), for both tilings (12x12 outputs take F(4x4), 5x6 ones F(2x2)).
+// Channel and pixel counts that are not multiples of 8 take the
+// transposes' edge paths.
 TEST(Winograd, EveryInstructionSetLevelGivesTheDefaultLevelsBits) {
-  for (DType dtype : {DType::Float32, DType::Float64}) {
-    const Shape xs{3, 20, 13, 11}, ws{17, 20, 3, 3};
+  for (const auto& [dtype, xs] : {std::pair{DType::Float32, Shape{3, 20, 13, 11}},
+                                  std::pair{DType::Float64, Shape{3, 20, 13, 11}},
+                                  std::pair{DType::Float32, Shape{3, 20, 6, 5}},
+                                  std::pair{DType::Float64, Shape{3, 20, 6, 5}}}) {
+    const Shape ws{17, 20, 3, 3};
     const Padding2d padding{1, 0, 2, 1};
     const Tensor x = Tensor::randn(xs, 12, dtype), w = Tensor::randn(ws, 13, dtype);
     auto run = [&](kernels::Capability level) {

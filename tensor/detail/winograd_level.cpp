@@ -1,4 +1,4 @@
-// Winograd F(2x2, 3x3) transforms for one instruction-set level
+// Winograd F(2x2, 3x3) and F(4x4, 3x3) transforms for one instruction-set level
 // (tensor/detail/winograd_level.hpp; the derivation is Note [Winograd
 // convolution] in tensor/winograd.cpp). CMake compiles this file once per
 // level with -DNPDL_KERNEL_LEVEL=level_<name> -DEigen=Eigen_<name> and the
@@ -30,62 +30,6 @@ using ConstRow = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
 template <class T>
 void fill_zero(T* p, int64_t n) {
   Row<T>(p, n).setZero();
-}
-
-// 1-D F(2, 3) pieces, each used along both axes of a tile:
-//   filter  u = G g:     u0 = g0, u1 = (g0 + g1 + g2) / 2, u2 = (g0 - g1 + g2) / 2, u3 = g2
-//   its adjoint G^T gu:  g0 = u0 + (u1 + u2) / 2, g1 = (u1 - u2) / 2, g2 = (u1 + u2) / 2 + u3
-template <class T>
-void filter(const T* w_f, int64_t channels, T* u, int64_t point_stride, T* scratch) {
-  const T half = T(0.5);
-  for (int64_t c = 0; c < channels; ++c) {
-    const T* k = w_f + c * 9;
-    T rows[4][3];  // G g: along the filter's height
-    for (int j = 0; j < 3; ++j) {
-      rows[0][j] = k[j];
-      rows[1][j] = (k[j] + k[3 + j] + k[6 + j]) * half;
-      rows[2][j] = (k[j] - k[3 + j] + k[6 + j]) * half;
-      rows[3][j] = k[6 + j];
-    }
-    for (int i = 0; i < 4; ++i) {  // (G g) G^T: along its width
-      const T* r = rows[i];
-      T* to = scratch + (i * 4) * channels + c;
-      to[0] = r[0];
-      to[channels] = (r[0] + r[1] + r[2]) * half;
-      to[2 * channels] = (r[0] - r[1] + r[2]) * half;
-      to[3 * channels] = r[2];
-    }
-  }
-  // Sixteen rows of C, each copied whole: written directly, the 16 strided
-  // stores per channel (F C elements apart, one cache set) thrashed L1.
-  for (int64_t xi = 0; xi < 16; ++xi) {
-    Row<T>(u + xi * point_stride, channels) = ConstRow<T>(scratch + xi * channels, channels);
-  }
-}
-
-template <class T>
-void filter_grad(const T* gu, int64_t point_stride, int64_t channels, T* gw_f, T* scratch) {
-  for (int64_t xi = 0; xi < 16; ++xi) {
-    Row<T>(scratch + xi * channels, channels) = ConstRow<T>(gu + xi * point_stride, channels);
-  }
-  const T half = T(0.5);
-  for (int64_t c = 0; c < channels; ++c) {
-    T cols[4][3];  // gU G: along the width
-    for (int i = 0; i < 4; ++i) {
-      const T* v = scratch + (i * 4) * channels + c;
-      const T mid = (v[channels] + v[2 * channels]) * half;
-      cols[i][0] = v[0] + mid;
-      cols[i][1] = (v[channels] - v[2 * channels]) * half;
-      cols[i][2] = mid + v[3 * channels];
-    }
-    T* k = gw_f + c * 9;
-    for (int j = 0; j < 3; ++j) {  // G^T (gU G): along the height
-      const T mid = (cols[1][j] + cols[2][j]) * half;
-      k[j] = cols[0][j] + mid;
-      k[3 + j] = (cols[1][j] - cols[2][j]) * half;
-      k[6 + j] = mid + cols[3][j];
-    }
-  }
 }
 
 // One 8 x 8 block of a transpose: out[c][r] = in[r][c], rows ld_in and
@@ -164,6 +108,64 @@ template <class T>
 T* pixel(T* image, int64_t h, int64_t w, int64_t rows, int64_t cols, int64_t channels, T* outside) {
   const bool inside = h >= 0 && h < rows && w >= 0 && w < cols;
   return inside ? image + (h * cols + w) * channels : outside;
+}
+
+namespace f2x2 {
+
+// 1-D F(2, 3) pieces, each used along both axes of a tile:
+//   filter  u = G g:     u0 = g0, u1 = (g0 + g1 + g2) / 2, u2 = (g0 - g1 + g2) / 2, u3 = g2
+//   its adjoint G^T gu:  g0 = u0 + (u1 + u2) / 2, g1 = (u1 - u2) / 2, g2 = (u1 + u2) / 2 + u3
+template <class T>
+void filter(const T* w_f, int64_t channels, T* u, int64_t point_stride, T* scratch) {
+  const T half = T(0.5);
+  for (int64_t c = 0; c < channels; ++c) {
+    const T* k = w_f + c * 9;
+    T rows[4][3];  // G g: along the filter's height
+    for (int j = 0; j < 3; ++j) {
+      rows[0][j] = k[j];
+      rows[1][j] = (k[j] + k[3 + j] + k[6 + j]) * half;
+      rows[2][j] = (k[j] - k[3 + j] + k[6 + j]) * half;
+      rows[3][j] = k[6 + j];
+    }
+    for (int i = 0; i < 4; ++i) {  // (G g) G^T: along its width
+      const T* r = rows[i];
+      T* to = scratch + (i * 4) * channels + c;
+      to[0] = r[0];
+      to[channels] = (r[0] + r[1] + r[2]) * half;
+      to[2 * channels] = (r[0] - r[1] + r[2]) * half;
+      to[3 * channels] = r[2];
+    }
+  }
+  // Sixteen rows of C, each copied whole: written directly, the 16 strided
+  // stores per channel (F C elements apart, one cache set) thrashed L1.
+  for (int64_t xi = 0; xi < 16; ++xi) {
+    Row<T>(u + xi * point_stride, channels) = ConstRow<T>(scratch + xi * channels, channels);
+  }
+}
+
+template <class T>
+void filter_grad(const T* gu, int64_t point_stride, int64_t channels, T* gw_f, T* scratch) {
+  for (int64_t xi = 0; xi < 16; ++xi) {
+    Row<T>(scratch + xi * channels, channels) = ConstRow<T>(gu + xi * point_stride, channels);
+  }
+  const T half = T(0.5);
+  for (int64_t c = 0; c < channels; ++c) {
+    T cols[4][3];  // gU G: along the width
+    for (int i = 0; i < 4; ++i) {
+      const T* v = scratch + (i * 4) * channels + c;
+      const T mid = (v[channels] + v[2 * channels]) * half;
+      cols[i][0] = v[0] + mid;
+      cols[i][1] = (v[channels] - v[2 * channels]) * half;
+      cols[i][2] = mid + v[3 * channels];
+    }
+    T* k = gw_f + c * 9;
+    for (int j = 0; j < 3; ++j) {  // G^T (gU G): along the height
+      const T mid = (cols[1][j] + cols[2][j]) * half;
+      k[j] = cols[0][j] + mid;
+      k[3 + j] = (cols[1][j] - cols[2][j]) * half;
+      k[6 + j] = mid + cols[3][j];
+    }
+  }
 }
 
 // V = B^T d B, one tile at a time. Along a tile's rows (then the same along
@@ -291,11 +293,266 @@ void output_grad(const SampleTiling& t, int64_t channels, const T* gy, T* gm, T*
   }
 }
 
+}  // namespace f2x2
+
+namespace f4x4 {
+
+// F(4, 3) at the points 0, 1, -1, 2, -2 and infinity (Lavin and Gray's
+// matrices), each 1-D piece used along both axes of a 6x6 tile. The
+// factored forms share subexpressions and keep every intermediate within
+// the sum of its terms' magnitudes, which Note [Winograd convolution]'s
+// bound assumes (their rounding depths are counted there):
+//   u = G g      u0 = g0 / 4, u1,2 = -((g0 + g2) +- g1) / 6,
+//                u3,4 = ((g0 + 4 g2) +- 2 g1) / 24, u5 = g2
+//   G^T gu       g0 = (gu0 / 4 - (gu1 + gu2) / 6) + (gu3 + gu4) / 24,
+//                g1 = (gu2 - gu1) / 6 + (gu3 - gu4) / 12,
+//                g2 = ((gu3 + gu4) - (gu1 + gu2)) / 6 + gu5
+//   v = B^T d    v0 = (d4 - d2) + 4 (d0 - d2), v1,2 = (d4 - 4 d2) +- (d3 - 4 d1),
+//                v3,4 = (d4 - d2) +- 2 (d3 - d1), v5 = (d5 - d3) + 4 (d1 - d3)
+//   B gv         its adjoint, statement by statement (b_adjoint)
+//   y = A^T m    y0 = (m0 + (m1 + m2)) + (m3 + m4), y1 = (m1 - m2) + 2 (m3 - m4),
+//                y2 = (m1 + m2) + 4 (m3 + m4), y3 = ((m1 - m2) + 8 (m3 - m4)) + m5
+//   A gy         gm0 = gy0, gm1,2 = (gy0 + gy2) +- (gy1 + gy3),
+//                gm3,4 = (gy0 + 4 gy2) +- (2 gy1 + 8 gy3), gm5 = gy3
+// The divisions are products by the constants 1/6, 1/12 and 1/24 rounded
+// to T (inexact; counted in the bound), the rest by powers of two and 5.
+
+constexpr int kSide = 6;  // of a tile's transform; point (i, j) is i * 6 + j
+
+// u = G g along one axis, u[k * stride] for k < 6.
+template <class T>
+void g_forward(T g0, T g1, T g2, T* u, int64_t stride) {
+  const T minus_sixth = T(-1) / 6, twenty_fourth = T(1) / 24;
+  const T s = g0 + g2, t = g0 + g2 * 4;
+  u[0] = g0 * T(0.25);
+  u[stride] = (s + g1) * minus_sixth;
+  u[2 * stride] = (s - g1) * minus_sixth;
+  u[3 * stride] = (t + g1 * 2) * twenty_fourth;
+  u[4 * stride] = (t - g1 * 2) * twenty_fourth;
+  u[5 * stride] = g2;
+}
+
+// g = G^T gu along one axis, gu[k * stride] for k < 6: g_forward's adjoint.
+template <class T>
+void g_adjoint(const T* gu, int64_t stride, T& g0, T& g1, T& g2) {
+  const T sixth = T(1) / 6, twelfth = T(1) / 12, twenty_fourth = T(1) / 24;
+  const T a = gu[stride] + gu[2 * stride], b = gu[3 * stride] + gu[4 * stride];
+  g0 = (gu[0] * T(0.25) - a * sixth) + b * twenty_fourth;
+  g1 = (gu[2 * stride] - gu[stride]) * sixth + (gu[3 * stride] - gu[4 * stride]) * twelfth;
+  g2 = (b - a) * sixth + gu[5 * stride];
+}
+
+template <class T>
+void filter(const T* w_f, int64_t channels, T* u, int64_t point_stride, T* scratch) {
+  for (int64_t c = 0; c < channels; ++c) {
+    const T* k = w_f + c * 9;
+    T rows[kSide][3];  // G g: along the filter's height
+    for (int j = 0; j < 3; ++j) g_forward(k[j], k[3 + j], k[6 + j], &rows[0][j], 3);
+    for (int i = 0; i < kSide; ++i) {  // (G g) G^T: along its width
+      g_forward(rows[i][0], rows[i][1], rows[i][2], scratch + (i * kSide) * channels + c, channels);
+    }
+  }
+  // Whole rows of C, as f2x2::filter does (strided stores thrash L1).
+  for (int64_t xi = 0; xi < kSide * kSide; ++xi) {
+    Row<T>(u + xi * point_stride, channels) = ConstRow<T>(scratch + xi * channels, channels);
+  }
+}
+
+template <class T>
+void filter_grad(const T* gu, int64_t point_stride, int64_t channels, T* gw_f, T* scratch) {
+  for (int64_t xi = 0; xi < kSide * kSide; ++xi) {
+    Row<T>(scratch + xi * channels, channels) = ConstRow<T>(gu + xi * point_stride, channels);
+  }
+  for (int64_t c = 0; c < channels; ++c) {
+    T cols[kSide][3];  // gU G: along the width
+    for (int i = 0; i < kSide; ++i) {
+      g_adjoint(scratch + (i * kSide) * channels + c, channels, cols[i][0], cols[i][1], cols[i][2]);
+    }
+    T* k = gw_f + c * 9;
+    for (int j = 0; j < 3; ++j) g_adjoint(&cols[0][j], 3, k[j], k[3 + j], k[6 + j]);  // G^T (gU G)
+  }
+}
+
+// The 1-D pieces on rows of n channels: in[k] and out[k] point at row k.
+template <class T>
+void b_forward(const T* const* in, T* const* out, int64_t n) {
+  auto d = [&](int k) { return ConstRow<T>(in[k], n); };
+  auto v = [&](int k) { return Row<T>(out[k], n); };
+  v(0) = (d(4) - d(2)) + (d(0) - d(2)) * T(4);
+  v(1) = (d(4) - d(2) * T(4)) + (d(3) - d(1) * T(4));
+  v(2) = (d(4) - d(2) * T(4)) - (d(3) - d(1) * T(4));
+  v(3) = (d(4) - d(2)) + (d(3) - d(1)) * T(2);
+  v(4) = (d(4) - d(2)) - (d(3) - d(1)) * T(2);
+  v(5) = (d(5) - d(3)) + (d(1) - d(3)) * T(4);
+}
+
+// b_forward's adjoint; kAdd adds to out instead of writing it. Read back
+// from b_forward's shared terms e = d4 - d2, f = d0 - d2, p = d4 - 4 d2,
+// q = d3 - 4 d1, r = 2 (d3 - d1), h = d5 - d3, k = d1 - d3: ge = gv0 + gv3
+// + gv4, gf = 4 gv0, gp = gv1 + gv2, gq = gv1 - gv2, gr = gv3 - gv4,
+// gh = gv5, gk = 4 gv5, then gd0 = gf, gd1 = gk - 4 gq - 2 gr,
+// gd2 = -(ge + gf + 4 gp), gd3 = gq + 2 gr - (gh + gk), gd4 = ge + gp, gd5 = gh.
+template <class T, bool kAdd>
+void b_adjoint(const T* const* in, T* const* out, int64_t n) {
+  auto v = [&](int k) { return ConstRow<T>(in[k], n); };
+  auto put = [&](int k, const auto& value) {
+    if constexpr (kAdd) {
+      Row<T>(out[k], n) += value;
+    } else {
+      Row<T>(out[k], n) = value;
+    }
+  };
+  put(0, v(0) * T(4));
+  put(1, (v(5) * T(4) - (v(1) - v(2)) * T(4)) - (v(3) - v(4)) * T(2));
+  put(2, -(((v(0) + (v(3) + v(4))) + v(0) * T(4)) + (v(1) + v(2)) * T(4)));
+  put(3, ((v(1) - v(2)) + (v(3) - v(4)) * T(2)) - v(5) * T(5));
+  put(4, (v(0) + (v(3) + v(4))) + (v(1) + v(2)));
+  put(5, v(5));
+}
+
+template <class T>
+void a_forward(const T* const* in, T* const* out, int64_t n) {
+  auto m = [&](int k) { return ConstRow<T>(in[k], n); };
+  auto y = [&](int k) { return Row<T>(out[k], n); };
+  y(0) = (m(0) + (m(1) + m(2))) + (m(3) + m(4));
+  y(1) = (m(1) - m(2)) + (m(3) - m(4)) * T(2);
+  y(2) = (m(1) + m(2)) + (m(3) + m(4)) * T(4);
+  y(3) = ((m(1) - m(2)) + (m(3) - m(4)) * T(8)) + m(5);
+}
+
+template <class T>
+void a_adjoint(const T* const* in, T* const* out, int64_t n) {
+  auto gy = [&](int k) { return ConstRow<T>(in[k], n); };
+  auto gm = [&](int k) { return Row<T>(out[k], n); };
+  gm(0) = gy(0);
+  gm(1) = (gy(0) + gy(2)) + (gy(1) + gy(3));
+  gm(2) = (gy(0) + gy(2)) - (gy(1) + gy(3));
+  gm(3) = (gy(0) + gy(2) * T(4)) + (gy(1) * T(2) + gy(3) * T(8));
+  gm(4) = (gy(0) + gy(2) * T(4)) - (gy(1) * T(2) + gy(3) * T(8));
+  gm(5) = gy(3);
+}
+
+// V = B^T d B, one tile at a time: along each of the tile's rows into
+// scratch, then along its height into V.
+template <class T>
+void input(const SampleTiling& t, int64_t channels, const T* x, T* v, T* scratch) {
+  T* zeros = scratch + kSide * kSide * channels;
+  fill_zero(zeros, channels);
+  const T* in[kSide];
+  T* out[kSide];
+  for (int64_t r = 0; r < t.rows; ++r) {
+    for (int64_t c = 0; c < t.cols; ++c) {
+      for (int i = 0; i < kSide; ++i) {
+        for (int j = 0; j < kSide; ++j) {
+          in[j] = pixel(x, 4 * r - t.pt + i, 4 * c - t.pl + j, t.H, t.W, channels,
+                        static_cast<const T*>(zeros));
+          out[j] = scratch + (i * kSide + j) * channels;
+        }
+        b_forward(in, out, channels);
+      }
+      T* tile = v + (r * t.cols + c) * channels;
+      for (int j = 0; j < kSide; ++j) {
+        for (int i = 0; i < kSide; ++i) {
+          in[i] = scratch + (i * kSide + j) * channels;
+          out[i] = tile + (i * kSide + j) * t.point_stride;
+        }
+        b_forward(in, out, channels);
+      }
+    }
+  }
+}
+
+// input's adjoint: each tile's B gV B^T added to the pixels it read, tiles
+// in order (neighbours share two rows or columns).
+template <class T>
+void input_grad(const SampleTiling& t, int64_t channels, const T* gv, T* gx, T* scratch) {
+  T* sink = scratch + kSide * kSide * channels;
+  const T* in[kSide];
+  T* out[kSide];
+  for (int64_t r = 0; r < t.rows; ++r) {
+    for (int64_t c = 0; c < t.cols; ++c) {
+      const T* tile = gv + (r * t.cols + c) * channels;
+      for (int j = 0; j < kSide; ++j) {
+        for (int i = 0; i < kSide; ++i) {
+          in[i] = tile + (i * kSide + j) * t.point_stride;
+          out[i] = scratch + (i * kSide + j) * channels;
+        }
+        b_adjoint<T, false>(in, out, channels);
+      }
+      for (int i = 0; i < kSide; ++i) {
+        for (int j = 0; j < kSide; ++j) {
+          in[j] = scratch + (i * kSide + j) * channels;
+          out[j] = pixel(gx, 4 * r - t.pt + i, 4 * c - t.pl + j, t.H, t.W, channels, sink);
+        }
+        b_adjoint<T, true>(in, out, channels);
+      }
+    }
+  }
+}
+
+// Y = A^T M A: along each row of the tile's transform into scratch (6 x 4
+// rows), then along its height into the outputs.
+template <class T>
+void output(const SampleTiling& t, int64_t channels, const T* m, T* y, T* scratch) {
+  T* sink = scratch + kSide * kSide * channels;
+  const T* in[kSide];
+  T* out[kSide];
+  for (int64_t r = 0; r < t.rows; ++r) {
+    for (int64_t c = 0; c < t.cols; ++c) {
+      const T* tile = m + (r * t.cols + c) * channels;
+      for (int i = 0; i < kSide; ++i) {
+        for (int k = 0; k < kSide; ++k) in[k] = tile + (i * kSide + k) * t.point_stride;
+        for (int o = 0; o < 4; ++o) out[o] = scratch + (i * 4 + o) * channels;
+        a_forward(in, out, channels);
+      }
+      for (int j = 0; j < 4; ++j) {
+        for (int i = 0; i < kSide; ++i) in[i] = scratch + (i * 4 + j) * channels;
+        for (int o = 0; o < 4; ++o) {
+          out[o] = pixel(y, 4 * r + o, 4 * c + j, t.OH, t.OW, channels, sink);
+        }
+        a_forward(in, out, channels);
+      }
+    }
+  }
+}
+
+// gM = A gY A^T (gY zero past the output): output's adjoint.
+template <class T>
+void output_grad(const SampleTiling& t, int64_t channels, const T* gy, T* gm, T* scratch) {
+  T* zeros = scratch + kSide * kSide * channels;
+  fill_zero(zeros, channels);
+  const T* in[kSide];
+  T* out[kSide];
+  for (int64_t r = 0; r < t.rows; ++r) {
+    for (int64_t c = 0; c < t.cols; ++c) {
+      for (int j = 0; j < 4; ++j) {
+        for (int o = 0; o < 4; ++o) {
+          in[o] =
+              pixel(gy, 4 * r + o, 4 * c + j, t.OH, t.OW, channels, static_cast<const T*>(zeros));
+        }
+        for (int i = 0; i < kSide; ++i) out[i] = scratch + (i * 4 + j) * channels;
+        a_adjoint(in, out, channels);
+      }
+      T* tile = gm + (r * t.cols + c) * channels;
+      for (int i = 0; i < kSide; ++i) {
+        for (int o = 0; o < 4; ++o) in[o] = scratch + (i * 4 + o) * channels;
+        for (int k = 0; k < kSide; ++k) out[k] = tile + (i * kSide + k) * t.point_stride;
+        a_adjoint(in, out, channels);
+      }
+    }
+  }
+}
+
+}  // namespace f4x4
+
 template <class T>
 TypedWinogradKernels<T> typed() {
-  return {
-      to_channels_last<T>, to_channels_first<T>, filter<T>, filter_grad<T>, input<T>, input_grad<T>,
-      output<T>,           output_grad<T>};
+  return {to_channels_last<T>,
+          to_channels_first<T>,
+          {f2x2::filter<T>, f2x2::filter_grad<T>, f2x2::input<T>, f2x2::input_grad<T>,
+           f2x2::output<T>, f2x2::output_grad<T>},
+          {f4x4::filter<T>, f4x4::filter_grad<T>, f4x4::input<T>, f4x4::input_grad<T>,
+           f4x4::output<T>, f4x4::output_grad<T>}};
 }
 
 }  // namespace
