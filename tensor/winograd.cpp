@@ -123,9 +123,16 @@ template <class T>
 using ConstRow = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
 
 // Elements of V and M (or gM and V) per group of samples, at most (unless
-// one sample alone needs more): the transforms' output stays near the core
-// for the products that read it.
+// one sample alone, or kMinGroupTiles, needs more): the transforms' output
+// stays near the core for the products that read it.
 constexpr int64_t kScratchBudget = int64_t{1} << 20;
+// Tiles per group, at least (unless the batch has fewer), whatever the
+// budget: each point's product packs U[xi] (F x C) again per group, which
+// a group of few tiles does not amortise (14x14 maps of 256 channels at
+// batch 8, 16 tiles a sample: groups of 3 samples spent a fifth of their
+// time packing, and the layer ran at 0.87 of F(2x2)'s speed; in one group
+// of 8, 1.2 times F(2x2)'s).
+constexpr int64_t kMinGroupTiles = 128;
 // Groups run in at most this many chains, each on one thread at a time and
 // in order, each chain's gU summed in place (gemm_add): the memory for gU is
 // bounded whatever the batch, and the chains are fixed by the shapes.
@@ -174,9 +181,11 @@ struct Groups {
 
 Groups plan_groups(const ConvGeometry& g, const Tiling& tl) {
   // applies() bounded F(2x2)'s count, which F(4x4)'s is below when taken.
-  const int64_t per_sample = tl.points * (g.C + g.F) * tiles_per_sample(g, tl.m);
-  const int64_t size =
-      std::min(g.N, std::max<int64_t>(1, kScratchBudget / std::max<int64_t>(1, per_sample)));
+  const int64_t tiles = tiles_per_sample(g, tl.m);
+  const int64_t per_sample = tl.points * (g.C + g.F) * tiles;
+  const int64_t by_budget = kScratchBudget / std::max<int64_t>(1, per_sample);
+  const int64_t by_tiles = (kMinGroupTiles + tiles - 1) / std::max<int64_t>(1, tiles);
+  const int64_t size = std::min(g.N, std::max<int64_t>({1, by_budget, by_tiles}));
   return {size, (g.N + size - 1) / size};
 }
 

@@ -164,13 +164,14 @@ void expect_same_bits(const Tensor& a, const Tensor& b, const char* what) {
   EXPECT_TRUE(std::equal(pa, pa + a.size(), pb)) << what;
 }
 
-// One group (its samples and products share the threads), several groups
-// of samples, groups of one large sample, and more groups than chains (10
-// samples of 529 4x4 tiles: one a group, two chains of two), all in
-// F(4x4); and 40 samples of 6x6 maps in groups, in F(2x2).
+// In F(4x4): one group (its samples and products share the threads), of
+// 1, 30 and 3 samples; groups of one large sample, more groups than chains
+// (10 samples of 529 tiles: one a group, two chains of two); groups of
+// several samples (60 of 36 tiles: 22, 22 and 16). In F(2x2): 250 samples
+// of 6x6 maps, groups of 202 and 48.
 TEST(Winograd, SameBitsAtAnyThreadCountAndWhetherTheGradientsComeTogetherOrAlone) {
   for (const Shape& xs : {Shape{1, 16, 11, 10}, Shape{30, 16, 11, 10}, Shape{3, 16, 61, 40},
-                          Shape{10, 16, 92, 92}, Shape{40, 16, 6, 6}}) {
+                          Shape{10, 16, 92, 92}, Shape{60, 16, 22, 22}, Shape{250, 16, 6, 6}}) {
     const std::int64_t n = xs[0];
     const Shape ws{20, 16, 3, 3};
     const Padding2d same{1, 1, 1, 1};

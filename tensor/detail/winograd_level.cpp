@@ -319,61 +319,77 @@ namespace f4x4 {
 
 constexpr int kSide = 6;  // of a tile's transform; point (i, j) is i * 6 + j
 
-// u = G g along one axis, u[k * stride] for k < 6.
+// The 1-D pieces on rows of n channels: in[k] and out[k] point at row k.
+
+// u = G g: three rows in, six out.
 template <class T>
-void g_forward(T g0, T g1, T g2, T* u, int64_t stride) {
+void g_forward(const T* const* in, T* const* out, int64_t n) {
   const T minus_sixth = T(-1) / 6, twenty_fourth = T(1) / 24;
-  const T s = g0 + g2, t = g0 + g2 * 4;
-  u[0] = g0 * T(0.25);
-  u[stride] = (s + g1) * minus_sixth;
-  u[2 * stride] = (s - g1) * minus_sixth;
-  u[3 * stride] = (t + g1 * 2) * twenty_fourth;
-  u[4 * stride] = (t - g1 * 2) * twenty_fourth;
-  u[5 * stride] = g2;
+  auto g = [&](int k) { return ConstRow<T>(in[k], n); };
+  auto u = [&](int k) { return Row<T>(out[k], n); };
+  u(0) = g(0) * T(0.25);
+  u(1) = ((g(0) + g(2)) + g(1)) * minus_sixth;
+  u(2) = ((g(0) + g(2)) - g(1)) * minus_sixth;
+  u(3) = ((g(0) + g(2) * T(4)) + g(1) * T(2)) * twenty_fourth;
+  u(4) = ((g(0) + g(2) * T(4)) - g(1) * T(2)) * twenty_fourth;
+  u(5) = g(2);
 }
 
-// g = G^T gu along one axis, gu[k * stride] for k < 6: g_forward's adjoint.
+// g = G^T gu: six rows in, three out; g_forward's adjoint.
 template <class T>
-void g_adjoint(const T* gu, int64_t stride, T& g0, T& g1, T& g2) {
+void g_adjoint(const T* const* in, T* const* out, int64_t n) {
   const T sixth = T(1) / 6, twelfth = T(1) / 12, twenty_fourth = T(1) / 24;
-  const T a = gu[stride] + gu[2 * stride], b = gu[3 * stride] + gu[4 * stride];
-  g0 = (gu[0] * T(0.25) - a * sixth) + b * twenty_fourth;
-  g1 = (gu[2 * stride] - gu[stride]) * sixth + (gu[3 * stride] - gu[4 * stride]) * twelfth;
-  g2 = (b - a) * sixth + gu[5 * stride];
+  auto gu = [&](int k) { return ConstRow<T>(in[k], n); };
+  auto g = [&](int k) { return Row<T>(out[k], n); };
+  g(0) = (gu(0) * T(0.25) - (gu(1) + gu(2)) * sixth) + (gu(3) + gu(4)) * twenty_fourth;
+  g(1) = (gu(2) - gu(1)) * sixth + (gu(3) - gu(4)) * twelfth;
+  g(2) = ((gu(3) + gu(4)) - (gu(1) + gu(2))) * sixth + gu(5);
 }
 
+// U = G g G^T for one filter, a vector operation over its C channels: its
+// (C, 3, 3) taps transposed to (9, C) rows, G along the height into six
+// rows a tap column, then along the width straight into U's rows (each a
+// contiguous row of C at u + xi * point_stride). Scratch: 27 C.
 template <class T>
 void filter(const T* w_f, int64_t channels, T* u, int64_t point_stride, T* scratch) {
-  for (int64_t c = 0; c < channels; ++c) {
-    const T* k = w_f + c * 9;
-    T rows[kSide][3];  // G g: along the filter's height
-    for (int j = 0; j < 3; ++j) g_forward(k[j], k[3 + j], k[6 + j], &rows[0][j], 3);
-    for (int i = 0; i < kSide; ++i) {  // (G g) G^T: along its width
-      g_forward(rows[i][0], rows[i][1], rows[i][2], scratch + (i * kSide) * channels + c, channels);
-    }
+  T* taps = scratch;                 // tap (i, j) of channel c at taps[(3 i + j) C + c]
+  T* rows = scratch + 9 * channels;  // (G g)(i, j) at rows[(3 i + j) C + c]
+  transpose(w_f, channels, 9, taps);
+  const T* in[kSide];
+  T* out[kSide];
+  for (int j = 0; j < 3; ++j) {
+    for (int k = 0; k < 3; ++k) in[k] = taps + (3 * k + j) * channels;
+    for (int i = 0; i < kSide; ++i) out[i] = rows + (3 * i + j) * channels;
+    g_forward(in, out, channels);
   }
-  // Whole rows of C, as f2x2::filter does (strided stores thrash L1).
-  for (int64_t xi = 0; xi < kSide * kSide; ++xi) {
-    Row<T>(u + xi * point_stride, channels) = ConstRow<T>(scratch + xi * channels, channels);
+  for (int i = 0; i < kSide; ++i) {
+    for (int k = 0; k < 3; ++k) in[k] = rows + (3 * i + k) * channels;
+    for (int j = 0; j < kSide; ++j) out[j] = u + (i * kSide + j) * point_stride;
+    g_forward(in, out, channels);
   }
 }
 
+// gw_f (C, 3, 3) = G^T gU G, filter's adjoint read backwards: along the
+// width from gU's rows, along the height into (9, C) taps, transposed back.
 template <class T>
 void filter_grad(const T* gu, int64_t point_stride, int64_t channels, T* gw_f, T* scratch) {
-  for (int64_t xi = 0; xi < kSide * kSide; ++xi) {
-    Row<T>(scratch + xi * channels, channels) = ConstRow<T>(gu + xi * point_stride, channels);
+  T* rows = scratch;                  // (gU G)(i, j) at rows[(3 i + j) C + c]
+  T* taps = scratch + 18 * channels;  // gw tap (i, j) of channel c at taps[(3 i + j) C + c]
+  const T* in[kSide];
+  T* out[kSide];
+  for (int i = 0; i < kSide; ++i) {
+    for (int j = 0; j < kSide; ++j) in[j] = gu + (i * kSide + j) * point_stride;
+    for (int k = 0; k < 3; ++k) out[k] = rows + (3 * i + k) * channels;
+    g_adjoint(in, out, channels);
   }
-  for (int64_t c = 0; c < channels; ++c) {
-    T cols[kSide][3];  // gU G: along the width
-    for (int i = 0; i < kSide; ++i) {
-      g_adjoint(scratch + (i * kSide) * channels + c, channels, cols[i][0], cols[i][1], cols[i][2]);
-    }
-    T* k = gw_f + c * 9;
-    for (int j = 0; j < 3; ++j) g_adjoint(&cols[0][j], 3, k[j], k[3 + j], k[6 + j]);  // G^T (gU G)
+  for (int j = 0; j < 3; ++j) {
+    for (int i = 0; i < kSide; ++i) in[i] = rows + (3 * i + j) * channels;
+    for (int k = 0; k < 3; ++k) out[k] = taps + (3 * k + j) * channels;
+    g_adjoint(in, out, channels);
   }
+  transpose(taps, 9, channels, gw_f);
 }
 
-// The 1-D pieces on rows of n channels: in[k] and out[k] point at row k.
 template <class T>
 void b_forward(const T* const* in, T* const* out, int64_t n) {
   auto d = [&](int k) { return ConstRow<T>(in[k], n); };
