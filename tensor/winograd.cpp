@@ -129,10 +129,12 @@ constexpr int64_t kScratchBudget = int64_t{1} << 20;
 // Tiles per group, at least (unless the batch has fewer), whatever the
 // budget: each point's product packs U[xi] (F x C) again per group, which
 // a group of few tiles does not amortise (14x14 maps of 256 channels at
-// batch 8, 16 tiles a sample: groups of 3 samples spent a fifth of their
-// time packing, and the layer ran at 0.87 of F(2x2)'s speed; in one group
-// of 8, 1.2 times F(2x2)'s).
-constexpr int64_t kMinGroupTiles = 128;
+// batch 8, 16 tiles a sample: in groups of 3, 48 tiles, a fifth of the
+// time went to packing). 64 rather than more: groups of 128 tiles helped
+// that layer further on 1 thread, but made 28x28x128's groups 3 samples,
+// 11% slower on 1 thread (not profiled) and 30% on 2 (3 groups: one of two
+// threads ran two).
+constexpr int64_t kMinGroupTiles = 64;
 // Groups run in at most this many chains, each on one thread at a time and
 // in order, each chain's gU summed in place (gemm_add): the memory for gU is
 // bounded whatever the batch, and the chains are fixed by the shapes.
