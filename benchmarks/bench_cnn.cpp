@@ -24,7 +24,8 @@ namespace npdl::bench {
 
 const std::vector<ConvShape>& conv_shapes() {
   // ResNet stages at batch 8: 3x3 convolutions of each width, a stride-2
-  // 3x3 and a stride-2 1x1 projection between stages, and the 7x7 stem.
+  // 3x3 and a stride-2 1x1 projection between stages, and the 7x7 stem;
+  // then the Fashion-MNIST CNN's two convolutions (valid) at batch 60.
   static const std::vector<ConvShape> s{
       {"56x56x64_3x3", 8, 64, 56, 56, 64, 3, 1, 1},
       {"28x28x128_3x3", 8, 128, 28, 28, 128, 3, 1, 1},
@@ -32,6 +33,8 @@ const std::vector<ConvShape>& conv_shapes() {
       {"56x56x64_3x3_s2", 8, 64, 56, 56, 128, 3, 2, 1},
       {"56x56x64_1x1_s2", 8, 64, 56, 56, 128, 1, 2, 0},
       {"224x224x3_7x7_s2", 8, 3, 224, 224, 64, 7, 2, 3},
+      {"cnn1_28x28x1_3x3", 60, 1, 28, 28, 32, 3, 1, 0},
+      {"cnn2_13x13x32_3x3", 60, 32, 13, 13, 64, 3, 1, 0},
   };
   return s;
 }
