@@ -27,8 +27,9 @@ struct SampleTiling {
   std::int64_t point_stride;          // elements between two points' matrices
 };
 
-/// The transforms of one tiling, F(m x m, 3x3) with (m + 2)^2 points. Every
-/// scratch holds (points + 1) * channels elements.
+/// The transforms of one tiling, F(m x m, 3x3) with (m + 2)^2 points.
+/// filter's and filter_grad's scratch holds points * C elements, the
+/// others' (points + 1) * channels.
 template <class T>
 struct TileTransforms {
   /// U = G g G^T for filter f: w_f is its (C, 3, 3) filters, point xi of
