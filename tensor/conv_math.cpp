@@ -61,8 +61,9 @@ void check_nchw(const Shape& x, const char* what) {
 // and the per-group partial gW are added in group order: results are the
 // same bit for bit at any thread count.
 // 3x3 convolutions at stride 1 with enough channels take Winograd's
-// F(2x2, 3x3) instead (Note [Winograd convolution] in tensor/winograd.cpp):
-// 4/9 of the multiply-adds, the same groups-of-samples structure.
+// F(4x4, 3x3) or F(2x2, 3x3) instead (Note [Winograd convolution] in
+// tensor/winograd.cpp): 1/4 or 4/9 of the multiply-adds on whole tiles, the
+// same groups-of-samples structure.
 
 // Elements of col per group, at most (unless one sample alone needs more).
 constexpr std::int64_t kColBudget = std::int64_t{1} << 19;

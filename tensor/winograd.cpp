@@ -158,7 +158,7 @@ const Kernels<T>& kernels_for_this_thread() {
 
 // F(m x m, 3x3): m outputs a tile side, (m + 2)^2 points.
 struct Tiling {
-  int64_t m, side, points;
+  int64_t m, points;
 };
 
 // Tiles of one sample's output for F(m x m, 3x3).
@@ -168,7 +168,7 @@ int64_t tiles_per_sample(const ConvGeometry& g, int64_t m) {
 
 Tiling tiling_for(const ConvGeometry& g) {
   const int64_t m = winograd_tile_outputs(g);
-  return {m, m + 2, (m + 2) * (m + 2)};
+  return {m, (m + 2) * (m + 2)};
 }
 
 template <class T>

@@ -319,6 +319,14 @@ namespace f4x4 {
 
 constexpr int kSide = 6;  // of a tile's transform; point (i, j) is i * 6 + j
 
+// to[k] = base + (first + k * step) * stride for k < count: `count` rows of
+// a transform laid out `stride` elements apart, such as one row (step 1)
+// or one column (step: the row's length) of a tile's points.
+template <class To, class From>
+void strided_rows(To** to, int count, From* base, int first, int step, int64_t stride) {
+  for (int k = 0; k < count; ++k) to[k] = base + (first + k * step) * stride;
+}
+
 // The 1-D pieces on rows of n channels: in[k] and out[k] point at row k.
 
 // u = G g: three rows in, six out.
@@ -358,13 +366,13 @@ void filter(const T* w_f, int64_t channels, T* u, int64_t point_stride, T* scrat
   const T* in[kSide];
   T* out[kSide];
   for (int j = 0; j < 3; ++j) {
-    for (int k = 0; k < 3; ++k) in[k] = taps + (3 * k + j) * channels;
-    for (int i = 0; i < kSide; ++i) out[i] = rows + (3 * i + j) * channels;
+    strided_rows(in, 3, taps, j, 3, channels);
+    strided_rows(out, kSide, rows, j, 3, channels);
     g_forward(in, out, channels);
   }
   for (int i = 0; i < kSide; ++i) {
-    for (int k = 0; k < 3; ++k) in[k] = rows + (3 * i + k) * channels;
-    for (int j = 0; j < kSide; ++j) out[j] = u + (i * kSide + j) * point_stride;
+    strided_rows(in, 3, rows, 3 * i, 1, channels);
+    strided_rows(out, kSide, u, i * kSide, 1, point_stride);
     g_forward(in, out, channels);
   }
 }
@@ -378,13 +386,13 @@ void filter_grad(const T* gu, int64_t point_stride, int64_t channels, T* gw_f, T
   const T* in[kSide];
   T* out[kSide];
   for (int i = 0; i < kSide; ++i) {
-    for (int j = 0; j < kSide; ++j) in[j] = gu + (i * kSide + j) * point_stride;
-    for (int k = 0; k < 3; ++k) out[k] = rows + (3 * i + k) * channels;
+    strided_rows(in, kSide, gu, i * kSide, 1, point_stride);
+    strided_rows(out, 3, rows, 3 * i, 1, channels);
     g_adjoint(in, out, channels);
   }
   for (int j = 0; j < 3; ++j) {
-    for (int i = 0; i < kSide; ++i) in[i] = rows + (3 * i + j) * channels;
-    for (int k = 0; k < 3; ++k) out[k] = taps + (3 * k + j) * channels;
+    strided_rows(in, kSide, rows, j, 3, channels);
+    strided_rows(out, 3, taps, j, 3, channels);
     g_adjoint(in, out, channels);
   }
   transpose(taps, 9, channels, gw_f);
@@ -462,16 +470,14 @@ void input(const SampleTiling& t, int64_t channels, const T* x, T* v, T* scratch
         for (int j = 0; j < kSide; ++j) {
           in[j] = pixel(x, 4 * r - t.pt + i, 4 * c - t.pl + j, t.H, t.W, channels,
                         static_cast<const T*>(zeros));
-          out[j] = scratch + (i * kSide + j) * channels;
         }
+        strided_rows(out, kSide, scratch, i * kSide, 1, channels);
         b_forward(in, out, channels);
       }
       T* tile = v + (r * t.cols + c) * channels;
       for (int j = 0; j < kSide; ++j) {
-        for (int i = 0; i < kSide; ++i) {
-          in[i] = scratch + (i * kSide + j) * channels;
-          out[i] = tile + (i * kSide + j) * t.point_stride;
-        }
+        strided_rows(in, kSide, scratch, j, kSide, channels);
+        strided_rows(out, kSide, tile, j, kSide, t.point_stride);
         b_forward(in, out, channels);
       }
     }
@@ -489,15 +495,13 @@ void input_grad(const SampleTiling& t, int64_t channels, const T* gv, T* gx, T* 
     for (int64_t c = 0; c < t.cols; ++c) {
       const T* tile = gv + (r * t.cols + c) * channels;
       for (int j = 0; j < kSide; ++j) {
-        for (int i = 0; i < kSide; ++i) {
-          in[i] = tile + (i * kSide + j) * t.point_stride;
-          out[i] = scratch + (i * kSide + j) * channels;
-        }
+        strided_rows(in, kSide, tile, j, kSide, t.point_stride);
+        strided_rows(out, kSide, scratch, j, kSide, channels);
         b_adjoint<T, false>(in, out, channels);
       }
       for (int i = 0; i < kSide; ++i) {
+        strided_rows(in, kSide, scratch, i * kSide, 1, channels);
         for (int j = 0; j < kSide; ++j) {
-          in[j] = scratch + (i * kSide + j) * channels;
           out[j] = pixel(gx, 4 * r - t.pt + i, 4 * c - t.pl + j, t.H, t.W, channels, sink);
         }
         b_adjoint<T, true>(in, out, channels);
@@ -517,12 +521,12 @@ void output(const SampleTiling& t, int64_t channels, const T* m, T* y, T* scratc
     for (int64_t c = 0; c < t.cols; ++c) {
       const T* tile = m + (r * t.cols + c) * channels;
       for (int i = 0; i < kSide; ++i) {
-        for (int k = 0; k < kSide; ++k) in[k] = tile + (i * kSide + k) * t.point_stride;
-        for (int o = 0; o < 4; ++o) out[o] = scratch + (i * 4 + o) * channels;
+        strided_rows(in, kSide, tile, i * kSide, 1, t.point_stride);
+        strided_rows(out, 4, scratch, i * 4, 1, channels);
         a_forward(in, out, channels);
       }
       for (int j = 0; j < 4; ++j) {
-        for (int i = 0; i < kSide; ++i) in[i] = scratch + (i * 4 + j) * channels;
+        strided_rows(in, kSide, scratch, j, 4, channels);
         for (int o = 0; o < 4; ++o) {
           out[o] = pixel(y, 4 * r + o, 4 * c + j, t.OH, t.OW, channels, sink);
         }
@@ -546,13 +550,13 @@ void output_grad(const SampleTiling& t, int64_t channels, const T* gy, T* gm, T*
           in[o] =
               pixel(gy, 4 * r + o, 4 * c + j, t.OH, t.OW, channels, static_cast<const T*>(zeros));
         }
-        for (int i = 0; i < kSide; ++i) out[i] = scratch + (i * 4 + j) * channels;
+        strided_rows(out, kSide, scratch, j, 4, channels);
         a_adjoint(in, out, channels);
       }
       T* tile = gm + (r * t.cols + c) * channels;
       for (int i = 0; i < kSide; ++i) {
-        for (int o = 0; o < 4; ++o) in[o] = scratch + (i * 4 + o) * channels;
-        for (int k = 0; k < kSide; ++k) out[k] = tile + (i * kSide + k) * t.point_stride;
+        strided_rows(in, 4, scratch, i * 4, 1, channels);
+        strided_rows(out, kSide, tile, i * kSide, 1, t.point_stride);
         a_adjoint(in, out, channels);
       }
     }
