@@ -63,6 +63,7 @@ TEST(StorageCache, ItsBoundIsTwiceTheMostInUseAndNeverUnder64MiB) {
 // ones are recent: they may be a loop's). After a second (Note [Storage
 // cache]'s kStaleAfter), a new size takes the place of the oldest.
 TEST(StorageCache, ABurstOfNewSizesStaysWithinTheBoundAndGivesWayAfterASecond) {
+  release_cached_storage();  // no buffer of an earlier test in the way
   const std::size_t limit = std::max(kFloor, 2 * storage_stats().most_bytes_in_use);
   const std::size_t first = 96 * 1024;
   std::size_t size = first;
@@ -89,6 +90,7 @@ TEST(StorageCache, ABurstOfNewSizesStaysWithinTheBoundAndGivesWayAfterASecond) {
 // first pass it keeps what fitted and loses only the rest, pass after pass
 // (freeing the oldest to keep each new one would lose every one of them).
 TEST(StorageCache, ALoopThatNeedsMoreThanTheBoundKeepsWhatFits) {
+  release_cached_storage();
   const std::size_t limit = storage_stats().cache_limit_bytes;
   std::vector<std::size_t> sizes;
   std::size_t total = 0;
