@@ -1,7 +1,7 @@
 // Fuzz target for the geometry of convolution and pooling: conv2d (with
-// and without a bias) and its two gradient primitives, max_pool2d and
-// mean_pool2d (and their backward primitives), and the Convolution layer's
-// padding.
+// and without a bias, and with relu fused) and its two gradient
+// primitives, max_pool2d and mean_pool2d (and their backward primitives),
+// and the Convolution layer's padding.
 //
 // The input decides one case, in one of five modes:
 //   - small: batch 1..4, channels and filters 1..3, height and width 1..7
@@ -40,6 +40,9 @@
 //   - the VJP for a random upstream (conv2d's input and weight gradients,
 //     the pools' routing) against those loops' own backward, on the graph
 //     and through each gradient primitive alone;
+//   - conv2d_relu bit-identical to relu of conv2d with the bias: the value,
+//     the first-order VJPs, and a gradient and its gradients recorded under
+//     create_graph;
 //   - 2 threads bit-identical to 1;
 //   - under create_graph, a second derivative that succeeds (or throws an
 //     npdl::Error) and matches central differences of the first derivative
@@ -592,6 +595,33 @@ Ref reference_bias_grad(const Case& c, const Prediction& p, const Tensor& g) {
   return gb;
 }
 
+/// conv2d_relu (fused) or relu of conv2d with the bias (composed), on x, w,
+/// b: the value and the first-order gradients for the upstream g, then,
+/// under create_graph, the gradient in x and its own gradients in w and b
+/// for <that gradient, u>.
+std::vector<Tensor> conv_relu_results(const Case& c, bool fused, const Tensor& x, const Tensor& w,
+                                      const Tensor& b, const Tensor& g, const Tensor& u) {
+  auto op = [&](const Var& vx, const Var& vw, const Var& vb) {
+    return fused ? ops::conv2d_relu(vx, vw, vb, c.stride, c.pad)
+                 : ops::relu(ops::conv2d(vx, vw, vb, c.stride, c.pad));
+  };
+  npdl::Graph first;
+  const Var fx = first.variable(x), fw = first.variable(w), fb = first.variable(b);
+  const Var y = op(fx, fw, fb);
+  y.backward(g);
+  std::vector<Tensor> out{y.value(), fx.grad(), fw.grad(), fb.grad()};
+  npdl::Graph second;
+  const Var sx = second.variable(x), sw = second.variable(w), sb = second.variable(b);
+  npdl::BackwardOptions create;
+  create.create_graph = true;
+  const Var gx = second.gradients({op(sx, sw, sb)}, {sx}, {Var(g)}, create)[0];
+  out.push_back(gx.value());
+  for (const Var& h : second.gradients({ops::sum(gx * Var(u))}, {sw, sb}, {}, {})) {
+    out.push_back(h.value());
+  }
+  return out;
+}
+
 /// conv2d with and without a bias, their VJPs, and the gradient primitives.
 void run_conv(const Case& c, const Prediction& p) {
   const Shape xs{c.N, c.C, c.H, c.W}, ws{c.F, c.C, c.KH, c.KW}, ys{c.N, c.F, p.OH, p.OW};
@@ -620,6 +650,11 @@ void run_conv(const Case& c, const Prediction& p) {
                             npdl::math::add(y.value(), b.reshape({1, c.F, 1, 1}))}) {
       out.push_back(t);
     }
+    for (bool fused : {true, false}) {  // results 12..18, then 19..25
+      for (const Tensor& t : conv_relu_results(c, fused, x, w, b, g, values(c, xs, 6))) {
+        out.push_back(t);
+      }
+    }
     return out;
   });
   expect_close(c, "conv2d's forward", got[0], ref.y);
@@ -632,6 +667,9 @@ void run_conv(const Case& c, const Prediction& p) {
   expect_identical(c, "conv2d with a bias differs from conv2d plus the bias",
                    {got[11], got[1], got[2]}, {got[7], got[8], got[9]});
   expect_close(c, "conv2d's bias gradient", got[10], reference_bias_grad(c, p, g));
+  expect_identical(
+      c, "conv2d_relu differs from relu of conv2d with the bias (value, VJPs, create_graph)",
+      {got.begin() + 12, got.begin() + 19}, {got.begin() + 19, got.end()});
   check_conv_second_order(c, x, w, values(c, ys, 4));
 }
 
@@ -794,8 +832,9 @@ void run_refused(const Case& c, Verdict verdict, bool connects) {
   const Var b = graph.variable(values(c, {c.F}, 5));
   const Size2 window{c.KH, c.KW};
   const std::size_t before = graph.size();
-  if (c.kind == Kind::Conv2d) {  // with a bias that fits, the same verdict
+  if (c.kind == Kind::Conv2d) {  // with a bias that fits, and relu, the same verdict
     expect_outcome(c, verdict, [&] { ops::conv2d(x, w, b, c.stride, c.pad); });
+    expect_outcome(c, verdict, [&] { ops::conv2d_relu(x, w, b, c.stride, c.pad); });
   }
   expect_outcome(c, verdict, [&] {
     switch (c.kind) {

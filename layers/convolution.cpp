@@ -174,13 +174,14 @@ void Convolution::build(const Shape& input_shape) {
   output_shape_ = {nb_filter_, out.h, out.w};
 }
 
-Var Convolution::convolve(const Var& input) {
+Var Convolution::convolve(const Var& input, bool relu) {
   ensure_connected(input.shape());
   match_dtype(input.dtype());
   Graph* graph = input.graph();
   const Var W = graph != nullptr ? graph->param(W_) : Var(W_->value);
   const Var b = graph != nullptr ? graph->param(b_) : Var(b_->value);
-  Var y = ops::conv2d(input, W, b, stride_, padding_);
+  Var y = relu ? ops::conv2d_relu(input, W, b, stride_, padding_)
+               : ops::conv2d(input, W, b, stride_, padding_);
   fix_dtype();
   return y;
 }
@@ -188,13 +189,17 @@ Var Convolution::convolve(const Var& input) {
 Var Convolution::apply_pre_activation(const Var& input, bool /*training*/) {
   std::optional<Graph::CompositeScope> scope;
   if (input.graph() != nullptr) scope.emplace(*input.graph(), name());
-  return convolve(input);
+  return convolve(input, /*relu=*/false);
 }
 
 Var Convolution::apply(const Var& input, bool /*training*/) {
   std::optional<Graph::CompositeScope> scope;
   if (input.graph() != nullptr) scope.emplace(*input.graph(), name());
-  return activate(activation_, convolve(input));
+  // relu, the common case, is computed with the convolution while each
+  // sample's output is in cache (ops::conv2d_relu): a graph node fewer and
+  // one output fewer kept for the backward.
+  if (activation_.name == "relu") return convolve(input, /*relu=*/true);
+  return activate(activation_, convolve(input, /*relu=*/false));
 }
 
 }  // namespace npdl::layers

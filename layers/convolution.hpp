@@ -94,7 +94,9 @@ class Convolution : public Layer, public EndsInActivation {
   void build(const Shape& input_shape) override;
 
  private:
-  Var convolve(const Var& input);
+  /// conv2d with the bias, and relu fused into it when `relu` (the same
+  /// bits as the activation applied after).
+  Var convolve(const Var& input, bool relu);
 
   std::int64_t nb_filter_;
   Size2 filter_size_, stride_;

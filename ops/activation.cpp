@@ -4,6 +4,7 @@
 #include "autodiff/catalogue.hpp"
 #include "ops/detail/entries.hpp"
 #include "ops/detail/record.hpp"
+#include "ops/detail/relu_grad.hpp"
 #include "ops/ops.hpp"
 #include "tensor/tensor_math.hpp"
 
@@ -38,16 +39,8 @@ const OpInfo kLogSoftmax{"log_softmax", "y = a - log(sum(exp(a))) along axis",
 // derivative is zero wherever it exists.
 
 Var relu(const Var& a) {
-  return record(info::kRelu, {&a}, m::relu(a.value()), {}, [](const VjpArgs& c) -> Vars {
-    const Var y = c.output();
-    // First order: one pass, g * (y > 0) computed as the composed path
-    // computes it (a product with 1 or 0), so both give the same bits; on
-    // a CNN's first layer the composed path's two passes and its mask
-    // tensor cost a tenth of the training step.
-    return {detail::fused_or(
-        {&c.grad}, [&] { return m::mul_step(c.grad.value(), y.value()); },
-        [&] { return mul(c.grad, Var(m::step(y.value()))); })};
-  });
+  return record(info::kRelu, {&a}, m::relu(a.value()), {},
+                [](const VjpArgs& c) -> Vars { return {detail::relu_grad(c.grad, c.output())}; });
 }
 
 Var sigmoid(const Var& a) {

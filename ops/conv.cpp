@@ -6,6 +6,7 @@
 #include "autodiff/catalogue.hpp"
 #include "ops/detail/entries.hpp"
 #include "ops/detail/record.hpp"
+#include "ops/detail/relu_grad.hpp"
 #include "ops/ops.hpp"
 #include "tensor/conv_math.hpp"
 
@@ -21,6 +22,9 @@ const OpInfo kConv2d{"conv2d",
 const OpInfo kConv2dBias{"conv2d_bias", "y[n,f,oh,ow] = conv2d(x, w)[n,f,oh,ow] + b[f]",
                          "gx, gw as conv2d's; gb[f] = sum over n,oh,ow of g[n,f,oh,ow]", false,
                          0b11};
+const OpInfo kConv2dBiasRelu{
+    "conv2d_bias_relu", "y = relu(conv2d(x, w)[n,f,oh,ow] + b[f])",
+    "u = g * (y > 0)   ((y > 0) a constant mask); gx, gw, gb as conv2d_bias's for u", true, 0b11};
 const OpInfo kConv2dInputGrad{
     "conv2d_input_grad",
     "gx = col2im(w^T @ g): conv2d's gradient in x, the adjoint of x -> conv2d(x, w)",
@@ -46,41 +50,54 @@ const OpInfo kConv2dWeightGrad{
 // computes gx and gw in one pass (math::conv2d_backward) instead.
 
 namespace {
-// conv2d's VJP in x and w (inputs 0 and 1 of conv2d and conv2d_bias).
-Vars conv2d_vjp(const VjpArgs& c, Size2 stride, Padding2d padding) {
+// conv2d's VJP in x and w (inputs 0 and 1 of conv2d and the biased ops) for
+// the upstream gradient g.
+Vars conv2d_vjp(const VjpArgs& c, const Var& g, Size2 stride, Padding2d padding) {
   const Var x = c.input(0), w = c.input(1);
   // The gradient of an input that wants none (a network's data) is not
   // computed: an undefined Var.
   const bool want_x = c.needs_input_grad(0), want_w = c.needs_input_grad(1);
-  if (!detail::records({&c.grad, &x, &w}) && want_x && want_w) {
-    math::Conv2dGrads g =
-        math::conv2d_backward(c.grad.value(), x.value(), w.value(), stride, padding);
-    return {Var(std::move(g.gx)), Var(std::move(g.gw))};
+  if (!detail::records({&g, &x, &w}) && want_x && want_w) {
+    math::Conv2dGrads grads =
+        math::conv2d_backward(g.value(), x.value(), w.value(), stride, padding);
+    return {Var(std::move(grads.gx)), Var(std::move(grads.gw))};
   }
-  return {want_x ? conv2d_input_grad(c.grad, w, x.shape(), stride, padding) : Var(),
-          want_w ? conv2d_weight_grad(x, c.grad, w.shape(), stride, padding) : Var()};
+  return {want_x ? conv2d_input_grad(g, w, x.shape(), stride, padding) : Var(),
+          want_w ? conv2d_weight_grad(x, g, w.shape(), stride, padding) : Var()};
+}
+
+// conv2d_bias's VJP in x, w and b for the upstream gradient g.
+Vars conv2d_bias_vjp(const VjpArgs& c, const Var& g, Size2 stride, Padding2d padding) {
+  Vars grads = conv2d_vjp(c, g, stride, padding);
+  // What add's VJP gives a bias broadcast as (1, F, 1, 1): the same sum, so
+  // the same bits.
+  const std::int64_t filters = c.input_shapes[2][0];
+  grads.push_back(c.needs_input_grad(2) ? reshape(sum_to(g, {1, filters, 1, 1}), {filters})
+                                        : Var());
+  return grads;
 }
 }  // namespace
 
 Var conv2d(const Var& x, const Var& w, Size2 stride, Padding2d padding) {
   // The kernel validates everything before computing: on bad input nothing is recorded.
   Tensor y = math::conv2d(x.value(), w.value(), stride, padding);
-  return record(info::kConv2d, {&x, &w}, std::move(y), {},
-                [stride, padding](const VjpArgs& c) { return conv2d_vjp(c, stride, padding); });
+  return record(info::kConv2d, {&x, &w}, std::move(y), {}, [stride, padding](const VjpArgs& c) {
+    return conv2d_vjp(c, c.grad, stride, padding);
+  });
 }
 
 Var conv2d(const Var& x, const Var& w, const Var& b, Size2 stride, Padding2d padding) {
   Tensor y = math::conv2d(x.value(), w.value(), b.value(), stride, padding);
-  return record(info::kConv2dBias, {&x, &w, &b}, std::move(y), {},
-                [stride, padding](const VjpArgs& c) -> Vars {
-                  Vars grads = conv2d_vjp(c, stride, padding);
-                  // What add's VJP gives a bias broadcast as (1, F, 1, 1):
-                  // the same sum, so the same bits.
-                  const std::int64_t filters = c.input_shapes[2][0];
-                  grads.push_back(c.needs_input_grad(2)
-                                      ? reshape(sum_to(c.grad, {1, filters, 1, 1}), {filters})
-                                      : Var());
-                  return grads;
+  return record(
+      info::kConv2dBias, {&x, &w, &b}, std::move(y), {},
+      [stride, padding](const VjpArgs& c) { return conv2d_bias_vjp(c, c.grad, stride, padding); });
+}
+
+Var conv2d_relu(const Var& x, const Var& w, const Var& b, Size2 stride, Padding2d padding) {
+  Tensor y = math::conv2d_relu(x.value(), w.value(), b.value(), stride, padding);
+  return record(info::kConv2dBiasRelu, {&x, &w, &b}, std::move(y), {},
+                [stride, padding](const VjpArgs& c) {
+                  return conv2d_bias_vjp(c, detail::relu_grad(c.grad, c.output()), stride, padding);
                 });
 }
 
@@ -166,6 +183,25 @@ Samples conv2d_bias_samples() {
                            {1, 2, 2, 2}, 167)};
 }
 
+// conv_bias_sample's operands through conv2d_relu: roughly half the
+// outputs are cut, so the mask matters; none lies within the differences'
+// step of the kink.
+Sample conv_relu_sample(const char* what, Size2 stride, Padding2d padding, bool squared, Shape x,
+                        Shape w, std::uint64_t seed) {
+  Sample s = conv_bias_sample(what, stride, padding, squared, std::move(x), std::move(w), seed);
+  s.f = maybe_squared([=](V v) { return conv2d_relu(v[0], v[1], v[2], stride, padding); }, squared);
+  return s;
+}
+
+Samples conv2d_bias_relu_samples() {
+  return {conv_relu_sample("3x3", 1, {}, false, {2, 2, 5, 5}, {3, 2, 3, 3}, 171),
+          conv_relu_sample("stride 2, padded, squared", 2, {1, 1, 1, 1}, true, {2, 2, 6, 6},
+                           {2, 2, 3, 3}, 174),
+          conv_relu_sample("1x1 filter, squared", 1, {}, true, {2, 3, 3, 4}, {2, 3, 1, 1}, 177),
+          conv_relu_sample("one filter, 1x1 output, squared", 1, {}, true, {3, 2, 2, 2},
+                           {1, 2, 2, 2}, 179)};
+}
+
 // The input's size is an argument: 8 x 7 and 7 x 7 both give 3 x 3 with a
 // 3 x 3 filter and stride 2, and the last row of 8 gets no gradient.
 Samples conv2d_input_grad_samples() {
@@ -202,6 +238,10 @@ const Primitive kEntries[] = {
     Primitive(info::kConv2dBias, kFile)
         .with_inputs({{}, {}, {}})
         .with_samples(conv2d_bias_samples)
+        .with_own_fuzzer(kGeometryFuzzer),
+    Primitive(info::kConv2dBiasRelu, kFile)
+        .with_inputs({{}, {}, {}})
+        .with_samples(conv2d_bias_relu_samples)
         .with_own_fuzzer(kGeometryFuzzer),
     Primitive(info::kConv2dInputGrad, kFile)
         .with_inputs({{}, {}})

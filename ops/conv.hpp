@@ -29,6 +29,12 @@ Var conv2d(const Var& x, const Var& w, Size2 stride = 1, Padding2d padding = {})
 /// upstream gradient summed over (N, OH, OW). Throws as conv2d, and
 /// ShapeError when b is not (F), DTypeError when b's dtype is not x's.
 Var conv2d(const Var& x, const Var& w, const Var& b, Size2 stride = 1, Padding2d padding = {});
+/// relu(conv2d(x, w, b)): a convolution layer with relu as one op. The same
+/// values and gradients, bit for bit, as relu(conv2d(x, w, b, ...)), without
+/// relu's pass over the whole output (it is applied to each sample's output
+/// while it is in cache) nor a second output kept for the backward. The VJP
+/// is conv2d with a bias's for g * (y > 0). Throws as conv2d with a bias.
+Var conv2d_relu(const Var& x, const Var& w, const Var& b, Size2 stride = 1, Padding2d padding = {});
 
 // The two halves of conv2d's VJP as primitives, so that a gradient recorded
 // under create_graph can be differentiated again, to any order. Both are

@@ -17,6 +17,7 @@ namespace npdl::math {
 namespace {
 
 using detail::ConvGeometry;
+using detail::OutputStage;
 using detail::product_into;
 
 std::string pair_text(Size2 s) {
@@ -236,14 +237,14 @@ void for_each_slab(const ConvGeometry& g, std::int64_t slab_rows, std::int64_t n
 
 template <class T>
 void forward_in_slabs(const ConvGeometry& g, std::int64_t slab_rows, const T* x, const T* wm,
-                      const T* bias, std::int64_t n0, std::int64_t n1, T* y) {
+                      const OutputStage<T>& stage, std::int64_t n0, std::int64_t n1, T* y) {
   Tensor col({g.rows(), slab_rows * g.OW}, dtype_of<T>());  // a MemoryError, as Tensors fail
   for_each_slab(g, slab_rows, n0, n1, [&](const ColWindow& win) {
     const std::int64_t cols = win.cols(g);
     im2col(g, x, win, col.data<T>());
     product_into(g.F, cols, g.rows(), wm, g.rows(), false, col.data<T>(), cols, false,
                  y + win.output_offset(g), g.plane());
-    add_bias(g, bias, y + win.output_offset(g), cols);
+    finish_outputs(g, stage, y + win.output_offset(g), cols);
   });
 }
 
@@ -341,10 +342,10 @@ Shape output_shape(const ConvGeometry& g) { return {g.N, g.F, g.OH, g.OW}; }
 // products. A single sample (N = 1) is one group: its products share the
 // threads instead (Note [Splitting matrix products]).
 template <class T>
-void conv2d_forward(const ConvGeometry& g, const Tensor& x, const Tensor& w, const T* bias,
-                    Tensor& y) {
+void conv2d_forward(const ConvGeometry& g, const Tensor& x, const Tensor& w,
+                    const OutputStage<T>& stage, Tensor& y) {
   if (detail::winograd_applies(g)) {  // Note [Winograd convolution]
-    detail::winograd_forward(g, x.data<T>(), w.data<T>(), bias, y.data<T>());
+    detail::winograd_forward(g, x.data<T>(), w.data<T>(), stage, y.data<T>());
     return;
   }
   const Groups groups = plan_groups(g, sizeof(T));
@@ -353,7 +354,8 @@ void conv2d_forward(const ConvGeometry& g, const Tensor& x, const Tensor& w, con
     for (std::int64_t k = first; k < last; ++k) {
       const std::int64_t n0 = k * groups.size, n1 = std::min(g.N, n0 + groups.size);
       if (groups.slab_rows < g.OH) {  // Note [Slabs of output rows]
-        forward_in_slabs(g, groups.slab_rows, x.data<T>(), wm.data<T>(), bias, n0, n1, y.data<T>());
+        forward_in_slabs(g, groups.slab_rows, x.data<T>(), wm.data<T>(), stage, n0, n1,
+                         y.data<T>());
         continue;
       }
       const std::int64_t cols = (n1 - n0) * g.plane();
@@ -362,14 +364,14 @@ void conv2d_forward(const ConvGeometry& g, const Tensor& x, const Tensor& w, con
       if (groups.count == 1) {
         Tensor product = matmul(wm, col, false, false, ProductThreads::Shared);
         scatter_to_nchw(g, n0, n1, product.data<T>(), y.data<T>());
-        add_bias(g, bias, n0, n1, y.data<T>());
+        finish_outputs(g, stage, n0, n1, y.data<T>());
         continue;
       }
       for (std::int64_t n = n0; n < n1; ++n) {
         product_into(g.F, g.plane(), g.rows(), wm.data<T>(), g.rows(), false,
                      col.data<T>() + (n - n0) * g.plane(), cols, false,
                      y.data<T>() + n * g.F * g.plane(), g.plane());
-        add_bias(g, bias, n, n + 1, y.data<T>());
+        finish_outputs(g, stage, n, n + 1, y.data<T>());
       }
     }
   });
@@ -521,31 +523,39 @@ Size2 window_output_size(Size2 input, Size2 window, Size2 stride, const Padding2
 }
 
 namespace {
-Tensor conv2d_with(const Tensor& x, const Tensor& w, const Tensor* bias, Size2 stride,
-                   const Padding2d& padding) {
-  const ConvGeometry g = conv_geometry(x.shape(), w.shape(), stride, padding, "conv2d");
-  check_same_dtype(x, w, "conv2d");
+// conv2d with its output stage (a bias when not null, relu when `relu`);
+// `what` names the op in errors.
+Tensor conv2d_with(const Tensor& x, const Tensor& w, const Tensor* bias, bool relu, Size2 stride,
+                   const Padding2d& padding, const char* what) {
+  const ConvGeometry g = conv_geometry(x.shape(), w.shape(), stride, padding, what);
+  check_same_dtype(x, w, what);
   if (bias != nullptr) {
-    check_same_shape({g.F}, bias->shape(), "conv2d: the bias (one per filter)");
-    check_same_dtype(x, *bias, "conv2d (input and bias)");
+    check_same_shape({g.F}, bias->shape(), std::string(what) + ": the bias (one per filter)");
+    check_same_dtype(x, *bias, (std::string(what) + " (input and bias)").c_str());
   }
   Tensor y(output_shape(g), x.dtype());
   if (y.size() == 0) return y;
   dispatch(x.dtype(), [&](auto zero) {
     using T = decltype(zero);
-    conv2d_forward<T>(g, x, w, bias != nullptr ? bias->data<T>() : nullptr, y);
+    conv2d_forward<T>(g, x, w, OutputStage<T>{bias != nullptr ? bias->data<T>() : nullptr, relu},
+                      y);
   });
   return y;
 }
 }  // namespace
 
 Tensor conv2d(const Tensor& x, const Tensor& w, Size2 stride, const Padding2d& padding) {
-  return conv2d_with(x, w, nullptr, stride, padding);
+  return conv2d_with(x, w, nullptr, /*relu=*/false, stride, padding, "conv2d");
 }
 
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, Size2 stride,
               const Padding2d& padding) {
-  return conv2d_with(x, w, &bias, stride, padding);
+  return conv2d_with(x, w, &bias, /*relu=*/false, stride, padding, "conv2d");
+}
+
+Tensor conv2d_relu(const Tensor& x, const Tensor& w, const Tensor& bias, Size2 stride,
+                   const Padding2d& padding) {
+  return conv2d_with(x, w, &bias, /*relu=*/true, stride, padding, "conv2d_relu");
 }
 
 Conv2dGrads conv2d_backward(const Tensor& gy, const Tensor& x, const Tensor& w, Size2 stride,

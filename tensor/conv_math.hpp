@@ -49,6 +49,11 @@ Tensor conv2d(const Tensor& x, const Tensor& w, Size2 stride, const Padding2d& p
 /// and ShapeError when bias is not (F), DTypeError when its dtype is not x's.
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, Size2 stride,
               const Padding2d& padding);
+/// relu(conv2d(x, w, bias)), relu applied to each sample's outputs as soon
+/// as they are computed (the same bits as relu in a pass of its own after).
+/// Throws as conv2d with a bias.
+Tensor conv2d_relu(const Tensor& x, const Tensor& w, const Tensor& bias, Size2 stride,
+                   const Padding2d& padding);
 
 /// Gradients of conv2d for the upstream gradient gy (the output's shape):
 /// gx (x's shape) and gw (w's shape).

@@ -327,7 +327,8 @@ int64_t winograd_tile_outputs(const ConvGeometry& g) {
 }
 
 template <class T>
-void winograd_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y) {
+void winograd_forward(const ConvGeometry& g, const T* x, const T* w, const OutputStage<T>& stage,
+                      T* y) {
   // Resolved here, before any work goes to other threads (tensor/kernels/per_level.hpp).
   const Kernels<T>& k = kernels_for_this_thread<T>();
   const Tiling tl = tiling_for(g);
@@ -347,7 +348,7 @@ void winograd_forward(const ConvGeometry& g, const T* x, const T* w, const T* bi
     for_each_sample<T>(g, grp, g.F, [&](int64_t n, const SampleTiling& t, T* image, T* scratch) {
       transforms(k, tl).output(t, g.F, m + tile_row(g, grp, n, g.F), image, scratch);
       k.to_channels_first(image, g.F, g.plane(), y + n * g.F * g.plane());
-      add_bias(g, bias, n, n + 1, y);
+      finish_outputs(g, stage, n, n + 1, y);
     });
   });
 }
@@ -404,10 +405,10 @@ void winograd_backward(const ConvGeometry& g, const T* gy, const T* x, const T* 
   }
 }
 
-template void winograd_forward<float>(const ConvGeometry&, const float*, const float*, const float*,
-                                      float*);
+template void winograd_forward<float>(const ConvGeometry&, const float*, const float*,
+                                      const OutputStage<float>&, float*);
 template void winograd_forward<double>(const ConvGeometry&, const double*, const double*,
-                                       const double*, double*);
+                                       const OutputStage<double>&, double*);
 template void winograd_backward<float>(const ConvGeometry&, const float*, const float*,
                                        const float*, float*, float*);
 template void winograd_backward<double>(const ConvGeometry&, const double*, const double*,

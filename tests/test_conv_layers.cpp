@@ -264,22 +264,33 @@ TEST(Convolution, BadInputIsATypedErrorAndLeavesTheLayerAsItWas) {
 
 // The layer's pre-activation is one conv2d_bias node inside its composite:
 // the bias is added inside the convolution, not by an add of its own.
-TEST(Convolution, RecordsConv2dBiasOnTheGraphInsideItsComposite) {
+// The ops a Convolution records inside its composite, for an activation.
+std::vector<std::string> ops_recorded(const std::string& activation) {
   set_seed(5);
-  Convolution conv(2, 3);
+  Convolution conv(2, 3, {}, 1, "glorot_uniform", activation);
   Graph g;
   const Var y = conv.apply(g.input(Tensor::randn({1, 1, 5, 5}, 1)), true);
-  std::vector<std::string> ops;  // recorded inside the composite
+  EXPECT_EQ(y.shape(), (Shape{1, 2, 3, 3}));
+  std::vector<std::string> ops;
   for (std::size_t v = 0; v < g.size(); ++v) {
     const auto& data = g.impl()[v];
     if (data.op == nullptr || data.composite < 0) continue;
     ops.emplace_back(data.op->name);
     EXPECT_EQ(g.composites()[data.composite].name, "Convolution");
   }
-  // The filters and the bias, the convolution, the default activation.
-  EXPECT_EQ(ops, (std::vector<std::string>{"parameter", "parameter", "conv2d_bias", "relu"}));
   EXPECT_NE(to_dot(g).find("conv2d_bias"), std::string::npos);
-  EXPECT_EQ(y.shape(), (Shape{1, 2, 3, 3}));
+  return ops;
+}
+
+// The filters and the bias, then the convolution with its activation: relu
+// (the default) fused into it, any other recorded after it.
+TEST(Convolution, RecordsConv2dBiasOnTheGraphInsideItsComposite) {
+  EXPECT_EQ(ops_recorded("relu"),
+            (std::vector<std::string>{"parameter", "parameter", "conv2d_bias_relu"}));
+  EXPECT_EQ(ops_recorded("tanh"),
+            (std::vector<std::string>{"parameter", "parameter", "conv2d_bias", "tanh"}));
+  EXPECT_EQ(ops_recorded("linear"),
+            (std::vector<std::string>{"parameter", "parameter", "conv2d_bias"}));
 }
 
 // A small CNN with per-channel BatchNormal (axis 1), as in the example.
@@ -326,6 +337,35 @@ TEST(CnnModel, OverfitsOneHundredSamples) {
   m.fit(d.x, d.y, quiet(60, 25));
   EXPECT_LT(before, 0.3);
   EXPECT_DOUBLE_EQ(m.evaluate(d.x, d.y).accuracy, 1.0);
+}
+
+// A Convolution with relu (fused into the convolution) trains to the same
+// bits as the same Convolution without an activation followed by an
+// Activation("relu") layer, on the im2col path and on Winograd's.
+TEST(CnnModel, ReluFusedIntoTheConvolutionTrainsToTheSameBits) {
+  const Images d = random_images(12, 10);
+  auto train = [&](bool fused) {
+    set_seed(11);
+    model::Model m;
+    m.add<Convolution>(16, 3, Shape{1, 10, 10}, 1, "glorot_uniform", fused ? "relu" : "linear");
+    if (!fused) m.add<Activation>("relu");
+    m.add<Convolution>(16, 3, Shape{}, 1, "glorot_uniform", fused ? "relu" : "linear");
+    if (!fused) m.add<Activation>("relu");
+    m.add<MaxPooling>(2);
+    m.add<Flatten>();
+    m.add<Dense>(10, 0, "glorot_uniform", "softmax");
+    m.compile("scce", "momentum");
+    m.fit(d.x, d.y, quiet(3, 4));
+    std::vector<Tensor> state;
+    for (const auto& p : m.params()) state.push_back(p->value);
+    state.push_back(m.predict(d.x));
+    return state;
+  };
+  const std::vector<Tensor> fused = train(true), composed = train(false);
+  ASSERT_EQ(fused.size(), composed.size());
+  for (std::size_t i = 0; i < fused.size(); ++i) {
+    EXPECT_TRUE(same_bits(fused[i], composed[i])) << "tensor " << i;
+  }
 }
 
 class CnnFiles : public npdl::testing::TempDirTest {};

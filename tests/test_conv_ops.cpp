@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <string_view>
@@ -241,36 +242,133 @@ TEST(Conv2d, SameBitsAtAnyThreadCount) {
 // and in every gradient, on each of conv2d's paths: one sample (its product
 // shared by the threads), several (a product per sample), Winograd's, and
 // slabs of output rows.
-TEST(Conv2dBias, SameBitsAsConv2dPlusTheReshapedBiasOnEveryPath) {
-  const ConvCase cases[] = {{"one sample", {1, 3, 9, 9}, {4, 3, 3, 3}, 2, {1, 1, 1, 1}},
-                            {"groups of samples", {19, 3, 9, 9}, {4, 3, 3, 3}, 1, {1, 0, 0, 1}},
-                            {"winograd", {3, 16, 8, 7}, {17, 16, 3, 3}, 1, {1, 1, 0, 1}},
-                            kSlabbedCases[0],
-                            kSlabbedCases[3]};
+const ConvCase kEveryForwardPath[] = {
+    {"one sample", {1, 3, 9, 9}, {4, 3, 3, 3}, 2, {1, 1, 1, 1}},
+    {"groups of samples", {19, 3, 9, 9}, {4, 3, 3, 3}, 1, {1, 0, 0, 1}},
+    {"winograd", {3, 16, 8, 7}, {17, 16, 3, 3}, 1, {1, 1, 0, 1}},
+    kSlabbedCases[0],
+    kSlabbedCases[3]};
+
+// A fused op f(x, w, b) and its composition from ops: on every path, in
+// both dtypes, the same bits in the value and in the gradients of x, w and
+// b for a random upstream (first order), and in the gradients of a
+// gradient (<grad of x, v> differentiated again under create_graph).
+using ConvWithBias = Var (*)(const Var& x, const Var& w, const Var& b, Size2 stride,
+                             Padding2d padding);
+
+void expect_fused_same_bits(ConvWithBias fused, ConvWithBias composed,
+                            const std::vector<ConvCase>& cases, bool nan_in_input = false) {
   for (const ConvCase& c : cases) {
     for (DType dtype : {DType::Float32, DType::Float64}) {
       SCOPED_TRACE(std::string(c.name) + " " + to_string(dtype));
-      const Tensor x0 = rnd(c.x, 40, dtype), w0 = rnd(c.w, 41, dtype);
-      const Tensor b0 = rnd({c.w[0]}, 42, dtype);
+      Tensor x0 = rnd(c.x, 40, dtype);
+      if (nan_in_input) {
+        std::vector<double> values = x0.to_vector();
+        values[values.size() / 2] = std::numeric_limits<double>::quiet_NaN();
+        x0 = Tensor::from_vector(c.x, values, dtype);
+      }
+      const Tensor w0 = rnd(c.w, 41, dtype), b0 = rnd({c.w[0]}, 42, dtype);
       const Tensor g = rnd(math::conv2d(x0, w0, c.stride, c.padding).shape(), 43, dtype);
+      const Tensor v = rnd(c.x, 44, dtype);
       std::vector<std::vector<double>> runs;
-      for (bool fused : {true, false}) {
+      for (ConvWithBias op : {fused, composed}) {
+        std::vector<double> all;
+        auto keep = [&](const Tensor& t) {
+          const auto values = t.to_vector();
+          all.insert(all.end(), values.begin(), values.end());
+        };
         Graph graph;
         const Var x = graph.variable(x0), w = graph.variable(w0), b = graph.variable(b0);
-        const Var y =
-            fused ? ops::conv2d(x, w, b, c.stride, c.padding)
-                  : ops::conv2d(x, w, c.stride, c.padding) + ops::reshape(b, {1, c.w[0], 1, 1});
+        const Var y = op(x, w, b, c.stride, c.padding);
         y.backward(g);
-        std::vector<double> all;
-        for (const Tensor& t : {y.value(), x.grad(), w.grad(), b.grad()}) {
-          const auto v = t.to_vector();
-          all.insert(all.end(), v.begin(), v.end());
-        }
+        for (const Tensor& t : {y.value(), x.grad(), w.grad(), b.grad()}) keep(t);
+        Graph second;
+        const Var x2 = second.variable(x0), w2 = second.variable(w0), b2 = second.variable(b0);
+        const Var y2 = op(x2, w2, b2, c.stride, c.padding);
+        const Var gx = npdl::grad({y2}, {x2}, {second.input(g)}, /*create_graph=*/true)[0];
+        const std::vector<Var> gg = npdl::grad({ops::sum(gx * second.input(v))}, {w2, b2});
+        for (const Tensor& t : {gx.value(), gg[0].value(), gg[1].value()}) keep(t);
         runs.push_back(all);
       }
-      EXPECT_EQ(runs[0], runs[1]);
+      // EXPECT_EQ on doubles compares NaNs as different: compare the bits.
+      ASSERT_EQ(runs[0].size(), runs[1].size());
+      EXPECT_EQ(0, std::memcmp(runs[0].data(), runs[1].data(), runs[0].size() * sizeof(double)));
     }
   }
+}
+
+// conv2d with a bias adds it to each sample's output as soon as it is
+// computed: on every path that writes outputs, one sample (the products
+// shared by the threads), several (a product per sample), Winograd's, and
+// slabs of output rows.
+TEST(Conv2dBias, SameBitsAsConv2dPlusTheReshapedBiasOnEveryPath) {
+  expect_fused_same_bits(
+      [](const Var& x, const Var& w, const Var& b, Size2 stride, Padding2d padding) {
+        return ops::conv2d(x, w, b, stride, padding);
+      },
+      [](const Var& x, const Var& w, const Var& b, Size2 stride, Padding2d padding) {
+        return ops::conv2d(x, w, stride, padding) + ops::reshape(b, {1, w.shape()[0], 1, 1});
+      },
+      {std::begin(kEveryForwardPath), std::end(kEveryForwardPath)});
+}
+
+// conv2d_relu is relu applied to conv2d with a bias, on the same paths: the
+// forward's relu on each sample's output, the VJP's mask (first order, and
+// composed under create_graph), NaNs included (relu and its mask treat
+// them alike in both).
+Var conv2d_then_relu(const Var& x, const Var& w, const Var& b, Size2 stride, Padding2d padding) {
+  return ops::relu(ops::conv2d(x, w, b, stride, padding));
+}
+
+TEST(Conv2dRelu, SameBitsAsReluOfConv2dOnEveryPath) {
+  const std::vector<ConvCase> cases(std::begin(kEveryForwardPath), std::end(kEveryForwardPath));
+  expect_fused_same_bits(ops::conv2d_relu, conv2d_then_relu, cases);
+  expect_fused_same_bits(ops::conv2d_relu, conv2d_then_relu, {cases[0], cases[2]},
+                         /*nan_in_input=*/true);
+}
+
+TEST(Conv2dRelu, RecordsOneVertexWithItsCatalogueEntry) {
+  Graph graph;
+  const Var x = graph.variable(rnd({2, 2, 5, 5}, 50)), w = graph.variable(rnd({3, 2, 3, 3}, 51));
+  const Var b = graph.variable(rnd({3}, 52));
+  const std::size_t before = graph.size();
+  const Var y = ops::conv2d_relu(x, w, b);
+  EXPECT_EQ(graph.size(), before + 1);
+  EXPECT_STREQ(graph.impl()[y.vertex()].op->name, "conv2d_bias_relu");
+  const std::vector<double> values = y.value().to_vector();
+  EXPECT_GT(std::count(values.begin(), values.end(), 0.0), 0);  // outputs were cut
+  EXPECT_EQ(*std::min_element(values.begin(), values.end()), 0.0);
+}
+
+// Bad operands are refused as conv2d with a bias refuses them, the message
+// naming conv2d_relu, and nothing is recorded.
+TEST(Conv2dRelu, BadOperandsAreTypedErrorsAndRecordNothing) {
+  Graph graph;
+  const Var x = graph.variable(rnd({1, 3, 5, 5}, 1)), w = graph.variable(rnd({4, 3, 3, 3}, 2));
+  const Var b5 = graph.variable(rnd({5}, 3)), b4 = graph.variable(rnd({4}, 4));
+  const Var b32 = graph.variable(rnd({4}, 5, DType::Float32));
+  const Var x2 = graph.variable(rnd({1, 2, 5, 5}, 6));
+  const std::size_t before = graph.size();
+  auto message = [&](const Var& in, const Var& b, Size2 stride) {
+    try {
+      ops::conv2d_relu(in, w, b, stride);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_THROW(ops::conv2d_relu(x, w, b5), ShapeError);
+  EXPECT_NE(message(x, b5, 1).find("conv2d_relu: the bias (one per filter): expected shape (4"),
+            std::string::npos)
+      << message(x, b5, 1);
+  EXPECT_THROW(ops::conv2d_relu(x, w, b32), DTypeError);
+  EXPECT_NE(message(x, b32, 1).find("float64 and float32"), std::string::npos)
+      << message(x, b32, 1);
+  EXPECT_THROW(ops::conv2d_relu(x2, w, b4), ShapeError);
+  EXPECT_NE(message(x2, b4, 1).find("expect 3 input channels"), std::string::npos)
+      << message(x2, b4, 1);
+  EXPECT_THROW(ops::conv2d_relu(x, w, b4, 0), ValueError);
+  EXPECT_EQ(graph.size(), before);
 }
 
 TEST(Conv2dBias, ABiasThatDoesNotFitIsATypedErrorAndRecordsNothing) {

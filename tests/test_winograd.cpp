@@ -266,7 +266,7 @@ TEST(Winograd, Conv2dTakesItWhereItApplies) {
   const Tensor y = math::conv2d(x, w, 1, same);
   Tensor direct(y.shape(), DType::Float32);
   math::detail::winograd_forward(geometry(xs, ws, same), x.data<float>(), w.data<float>(),
-                                 static_cast<const float*>(nullptr), direct.data<float>());
+                                 math::detail::OutputStage<float>{}, direct.data<float>());
   expect_same_bits(y, direct, "conv2d against winograd_forward");
 }
 

@@ -48,24 +48,41 @@ inline void product_into(std::int64_t m, std::int64_t n, std::int64_t k, const T
   }
 }
 
-// Adds bias[f] to `count` elements of filter f's plane in one sample of y
-// (NCHW), from `at` on (a sample's whole plane, or a slab of its rows);
-// nothing when bias is null. Called right after those outputs are written,
-// while they are in cache: the same one rounding as adding the bias in a
-// pass of its own afterwards, so the same bits, without that pass over the
-// whole output.
+// What conv2d does to its outputs right after computing them, while they
+// are in cache: bias[f] added to filter f's outputs (when bias is not null),
+// then relu (when `relu`). Each is the same rounding as a pass of its own
+// over the whole output afterwards (relu through the same kernel), so the
+// same bits, without those passes: on a CNN's first layer a separate relu
+// read and wrote 22 MB a step at batch 256.
 template <class T>
-inline void add_bias(const ConvGeometry& g, const T* bias, T* at, std::int64_t count) {
-  if (bias == nullptr) return;
+struct OutputStage {
+  const T* bias = nullptr;
+  bool relu = false;
+};
+
+// The stage on `count` elements of each filter's plane in one sample of y
+// (NCHW), from `at` on (a sample's whole plane, or a slab of its rows).
+template <class T>
+inline void finish_outputs(const ConvGeometry& g, const OutputStage<T>& stage, T* at,
+                           std::int64_t count) {
+  if (stage.bias == nullptr && !stage.relu) return;
+  const auto relu = kernels::kernels_for<T>().unary;
   for (std::int64_t f = 0; f < g.F; ++f) {
-    Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(at + f * g.plane(), count) += bias[f];
+    T* plane = at + f * g.plane();
+    if (stage.bias != nullptr) {
+      Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(plane, count) += stage.bias[f];
+    }
+    if (stage.relu) relu(kernels::UnaryOp::Relu, plane, plane, count);
   }
 }
 
 // The same over the whole of y's samples [n0, n1).
 template <class T>
-inline void add_bias(const ConvGeometry& g, const T* bias, std::int64_t n0, std::int64_t n1, T* y) {
-  for (std::int64_t n = n0; n < n1; ++n) add_bias(g, bias, y + n * g.F * g.plane(), g.plane());
+inline void finish_outputs(const ConvGeometry& g, const OutputStage<T>& stage, std::int64_t n0,
+                           std::int64_t n1, T* y) {
+  for (std::int64_t n = n0; n < n1; ++n) {
+    finish_outputs(g, stage, y + n * g.F * g.plane(), g.plane());
+  }
 }
 
 }  // namespace npdl::math::detail

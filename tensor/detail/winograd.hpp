@@ -23,12 +23,13 @@ inline constexpr std::int64_t kWinogradMinChannels = 16;
 /// else 2.
 std::int64_t winograd_tile_outputs(const ConvGeometry& g);
 
-/// y = conv2d(x, w) (+ bias[f] on filter f's outputs when bias is not
-/// null) for a geometry winograd_applies to. Every pointer is a contiguous
-/// row-major tensor: x (N, C, H, W), w (F, C, 3, 3), bias (F), y (N, F,
-/// OH, OW), every element of y written.
+/// y = conv2d(x, w), each sample's outputs then finished by `stage` (its
+/// bias and relu), for a geometry winograd_applies to. Every pointer is a
+/// contiguous row-major tensor: x (N, C, H, W), w (F, C, 3, 3), the bias
+/// (F), y (N, F, OH, OW), every element of y written.
 template <class T>
-void winograd_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y);
+void winograd_forward(const ConvGeometry& g, const T* x, const T* w, const OutputStage<T>& stage,
+                      T* y);
 
 /// conv2d's VJPs for the upstream gradient gy (N, F, OH, OW): gx (x's
 /// shape, every element written) when gx is not null, which needs w; gw
