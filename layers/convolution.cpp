@@ -196,8 +196,8 @@ Var Convolution::apply(const Var& input, bool /*training*/) {
   std::optional<Graph::CompositeScope> scope;
   if (input.graph() != nullptr) scope.emplace(*input.graph(), name());
   // relu, the common case, is computed with the convolution while each
-  // sample's output is in cache (ops::conv2d_relu): a graph node fewer and
-  // one output fewer kept for the backward.
+  // sample's output is in cache (ops::conv2d_relu): no pass of its own over
+  // the output, and a graph node fewer.
   if (activation_.name == "relu") return convolve(input, /*relu=*/true);
   return activate(activation_, convolve(input, /*relu=*/false));
 }

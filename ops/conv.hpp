@@ -32,8 +32,9 @@ Var conv2d(const Var& x, const Var& w, const Var& b, Size2 stride = 1, Padding2d
 /// relu(conv2d(x, w, b)): a convolution layer with relu as one op. The same
 /// values and gradients, bit for bit, as relu(conv2d(x, w, b, ...)), without
 /// relu's pass over the whole output (it is applied to each sample's output
-/// while it is in cache) nor a second output kept for the backward. The VJP
-/// is conv2d with a bias's for g * (y > 0). Throws as conv2d with a bias.
+/// while it is in cache), and one node where a graph that keeps every value
+/// kept two outputs. The VJP is conv2d with a bias's for g * (y > 0). Throws
+/// as conv2d with a bias.
 Var conv2d_relu(const Var& x, const Var& w, const Var& b, Size2 stride = 1, Padding2d padding = {});
 
 // The two halves of conv2d's VJP as primitives, so that a gradient recorded
