@@ -1,5 +1,6 @@
-// conv2d and the two halves of its VJP: forward, VJP and formula text. The
-// matrix-product lowering and its derivation are in tensor/conv_math.cpp
+// conv2d (alone, with a bias, with a bias and relu) and the two halves of
+// its VJP: forward, VJP and formula text. The matrix-product lowering and
+// its derivation are in tensor/conv_math.cpp
 // (Note [Convolution as matrix products]).
 #include "ops/conv.hpp"
 

@@ -262,8 +262,6 @@ TEST(Convolution, BadInputIsATypedErrorAndLeavesTheLayerAsItWas) {
   EXPECT_FALSE(pool.connected());
 }
 
-// The layer's pre-activation is one conv2d_bias node inside its composite:
-// the bias is added inside the convolution, not by an add of its own.
 // The ops a Convolution records inside its composite, for an activation.
 std::vector<std::string> ops_recorded(const std::string& activation) {
   set_seed(5);
@@ -282,8 +280,9 @@ std::vector<std::string> ops_recorded(const std::string& activation) {
   return ops;
 }
 
-// The filters and the bias, then the convolution with its activation: relu
-// (the default) fused into it, any other recorded after it.
+// The filters and the bias, then one conv2d_bias node (the bias added
+// inside the convolution, not by an add of its own) with its activation:
+// relu (the default) fused into it, any other recorded after it.
 TEST(Convolution, RecordsConv2dBiasOnTheGraphInsideItsComposite) {
   EXPECT_EQ(ops_recorded("relu"),
             (std::vector<std::string>{"parameter", "parameter", "conv2d_bias_relu"}));

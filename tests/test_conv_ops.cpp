@@ -237,11 +237,9 @@ TEST(Conv2d, SameBitsAtAnyThreadCount) {
   }
 }
 
-// conv2d with a bias gives the bits of the composition it replaces
-// (conv2d, then an add of the bias reshaped to (1, F, 1, 1)) in its value
-// and in every gradient, on each of conv2d's paths: one sample (its product
-// shared by the threads), several (a product per sample), Winograd's, and
-// slabs of output rows.
+// One case for each of conv2d's paths that write outputs: one sample (its
+// product shared by the threads), several (a product per sample),
+// Winograd's, and slabs of output rows.
 const ConvCase kEveryForwardPath[] = {
     {"one sample", {1, 3, 9, 9}, {4, 3, 3, 3}, 2, {1, 1, 1, 1}},
     {"groups of samples", {19, 3, 9, 9}, {4, 3, 3, 3}, 1, {1, 0, 0, 1}},
@@ -298,9 +296,8 @@ void expect_fused_same_bits(ConvWithBias fused, ConvWithBias composed,
 }
 
 // conv2d with a bias adds it to each sample's output as soon as it is
-// computed: on every path that writes outputs, one sample (the products
-// shared by the threads), several (a product per sample), Winograd's, and
-// slabs of output rows.
+// computed: the bits of the composition it replaces (conv2d, then an add of
+// the bias reshaped to (1, F, 1, 1)) on every path.
 TEST(Conv2dBias, SameBitsAsConv2dPlusTheReshapedBiasOnEveryPath) {
   expect_fused_same_bits(
       [](const Var& x, const Var& w, const Var& b, Size2 stride, Padding2d padding) {

@@ -7,12 +7,11 @@
 
 namespace npdl::ops::detail {
 
-/// g * (y > 0) for relu's output y, (y > 0) a constant mask: relu's
-/// derivative is zero wherever it exists off the kink, so the mask's own is
-/// zero too. First order: one pass (math::mul_step), the same bits as the
-/// composed product with 1 or 0 that create_graph records; on a CNN's first
-/// layer the composed path's two passes and its mask tensor cost a tenth of
-/// the training step.
+/// g * (y > 0) for relu's output y, (y > 0) a constant mask: its own
+/// derivative is zero wherever it exists. First order: one pass
+/// (math::mul_step), the same bits as the composed product with 1 or 0 that
+/// create_graph records; on a CNN's first layer the composed path's two
+/// passes and its mask tensor cost a tenth of the training step.
 inline Var relu_grad(const Var& g, const Var& y) {
   return fused_or(
       {&g}, [&] { return math::mul_step(g.value(), y.value()); },
